@@ -1,0 +1,444 @@
+//! The wire protocol: request and reply types, each parser beside its formatter, and the bounded
+//! line reader both sides use.
+//!
+//! Nothing here touches a file or a socket directly: parsing works on byte slices, formatting on
+//! `impl Write`, and reading on `impl BufRead`, so the same code is tested in memory and used over
+//! TCP. README's "Protocol" section is the long form of this summary:
+//!
+//! ```text
+//! request  = verb [SP argument] LF          ; a CR before LF is dropped; verbs are case-insensitive
+//!   list [FOLDER]                           ; FOLDER and NAME are everything after the first space
+//!   get NAME
+//!   stats
+//!   quit
+//! reply    = "OK" [SP fields] LF [payload]  |  "ERR" SP code SP message LF
+//!   get   -> OK <size>             then exactly <size> raw bytes
+//!   list  -> OK <count>            then <count> lines "<size> <mtime-unix-seconds> <name>"
+//!   stats -> OK <count>            then <count> lines "<key> <value>"
+//!   quit  -> OK bye                then the server closes the connection
+//! ```
+//!
+//! Numbers are plain decimal. Fields after the first on an `OK` line are `key=value` pairs that a
+//! reader must ignore when it does not know them, so later versions can add them (a digest, a
+//! resume offset) without breaking older clients.
+
+use std::fmt;
+use std::io::{self, BufRead, Write};
+
+use crate::name::{MAX_NAME_LEN, Name, NameError};
+
+/// Longest request line the server reads, in bytes, excluding the line feed.
+pub const MAX_REQUEST_LINE: usize = 4096;
+/// Longest reply line a client reads: a list entry is two numbers and a name.
+pub const MAX_REPLY_LINE: usize = MAX_NAME_LEN + 64;
+
+/// A parsed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Every servable file, or those under one folder.
+    List(Option<Name>),
+    Get(Name),
+    Stats,
+    Quit,
+}
+
+/// Why a request line was refused. The connection stays usable after each of these.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("request is not valid UTF-8")]
+    NotUtf8,
+    #[error("empty request")]
+    Empty,
+    #[error("unknown command '{0}' (try list, get NAME, stats, quit)")]
+    UnknownCommand(String),
+    #[error("'{0}' needs a file name")]
+    MissingName(&'static str),
+    #[error("'{0}' takes no argument")]
+    UnexpectedArgument(&'static str),
+    #[error("bad name: {0}")]
+    BadName(#[from] NameError),
+}
+
+impl RequestError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            RequestError::UnknownCommand(_) => ErrorCode::UnknownCommand,
+            RequestError::BadName(_) => ErrorCode::BadName,
+            _ => ErrorCode::BadRequest,
+        }
+    }
+}
+
+impl Request {
+    /// Parses one request line (without its line feed; a trailing CR is tolerated).
+    pub fn parse(line: &[u8]) -> Result<Request, RequestError> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let line = std::str::from_utf8(line).map_err(|_| RequestError::NotUtf8)?;
+        let (verb, arg) = match line.split_once(' ') {
+            Some((verb, arg)) => (verb, Some(arg)),
+            None => (line, None),
+        };
+        if verb.is_empty() {
+            return Err(RequestError::Empty);
+        }
+        if verb.eq_ignore_ascii_case("get") {
+            match arg {
+                Some(name) if !name.is_empty() => Ok(Request::Get(Name::parse(name)?)),
+                _ => Err(RequestError::MissingName("get")),
+            }
+        } else if verb.eq_ignore_ascii_case("list") {
+            match arg {
+                None | Some("") => Ok(Request::List(None)),
+                Some(folder) => Ok(Request::List(Some(Name::parse(folder)?))),
+            }
+        } else if verb.eq_ignore_ascii_case("stats") {
+            no_argument(arg, "stats").map(|()| Request::Stats)
+        } else if verb.eq_ignore_ascii_case("quit") {
+            no_argument(arg, "quit").map(|()| Request::Quit)
+        } else {
+            let shown: String = verb.chars().take(32).collect();
+            Err(RequestError::UnknownCommand(escape(&shown)))
+        }
+    }
+}
+
+fn no_argument(arg: Option<&str>, verb: &'static str) -> Result<(), RequestError> {
+    match arg {
+        None | Some("") => Ok(()),
+        Some(_) => Err(RequestError::UnexpectedArgument(verb)),
+    }
+}
+
+/// The canonical request line, without its line feed.
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Request::List(None) => f.write_str("list"),
+            Request::List(Some(folder)) => write!(f, "list {folder}"),
+            Request::Get(name) => write!(f, "get {name}"),
+            Request::Stats => f.write_str("stats"),
+            Request::Quit => f.write_str("quit"),
+        }
+    }
+}
+
+/// The machine-readable reason in an `ERR` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    UnknownCommand,
+    BadName,
+    NotFound,
+    NotFile,
+    Denied,
+    TooLong,
+    Busy,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad-request",
+            ErrorCode::UnknownCommand => "unknown-command",
+            ErrorCode::BadName => "bad-name",
+            ErrorCode::NotFound => "not-found",
+            ErrorCode::NotFile => "not-file",
+            ErrorCode::Denied => "denied",
+            ErrorCode::TooLong => "too-long",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An `ERR` reply as a client sees it. The code is kept as sent, so unknown codes survive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorReply {
+    pub code: String,
+    pub message: String,
+}
+
+impl fmt::Display for ErrorReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+/// Errors reading or decoding the wire. After any of these the stream is out of step.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("line longer than {0} bytes")]
+    LineTooLong(usize),
+    #[error("connection closed in the middle of a line")]
+    TruncatedLine,
+    #[error("connection closed before the reply")]
+    Closed,
+    #[error("malformed reply: {0}")]
+    Malformed(String),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Reads one line into `buf` (without the LF; a trailing CR is kept for the parser to drop).
+///
+/// Returns `Ok(false)` on a clean end of stream before any byte of a line, `Ok(true)` with a
+/// line in `buf` otherwise. Never buffers more than `cap` bytes of one line.
+pub fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>, cap: usize) -> Result<bool, ProtocolError> {
+    buf.clear();
+    loop {
+        let avail = match r.fill_buf() {
+            Ok(avail) => avail,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if avail.is_empty() {
+            return if buf.is_empty() { Ok(false) } else { Err(ProtocolError::TruncatedLine) };
+        }
+        let (chunk, found) = match avail.iter().position(|&b| b == b'\n') {
+            Some(i) => (&avail[..i], true),
+            None => (avail, false),
+        };
+        if buf.len() + chunk.len() > cap {
+            return Err(ProtocolError::LineTooLong(cap));
+        }
+        buf.extend_from_slice(chunk);
+        let used = chunk.len() + usize::from(found);
+        r.consume(used);
+        if found {
+            return Ok(true);
+        }
+    }
+}
+
+/// Reads one reply status line: `Ok(fields)` for `OK`, `Err(reply)` for `ERR`.
+pub fn read_status(r: &mut impl BufRead, buf: &mut Vec<u8>) -> Result<Result<String, ErrorReply>, ProtocolError> {
+    if !read_line(r, buf, MAX_REPLY_LINE)? {
+        return Err(ProtocolError::Closed);
+    }
+    parse_status(buf)
+}
+
+/// Parses a status line: `OK [fields]` or `ERR <code> <message>`.
+pub fn parse_status(line: &[u8]) -> Result<Result<String, ErrorReply>, ProtocolError> {
+    let line = std::str::from_utf8(line).map_err(|_| malformed("status line is not UTF-8", line))?;
+    if line == "OK" {
+        return Ok(Ok(String::new()));
+    }
+    if let Some(fields) = line.strip_prefix("OK ") {
+        return Ok(Ok(fields.to_string()));
+    }
+    if let Some(rest) = line.strip_prefix("ERR ") {
+        let (code, message) = rest.split_once(' ').unwrap_or((rest, ""));
+        return Ok(Err(ErrorReply { code: code.to_string(), message: message.to_string() }));
+    }
+    Err(malformed("expected OK or ERR", line.as_bytes()))
+}
+
+/// Writes `ERR <code> <message>`; the message is flattened to one line.
+pub fn write_err(w: &mut impl Write, code: ErrorCode, message: &dyn fmt::Display) -> io::Result<()> {
+    let message = escape(&message.to_string());
+    writeln!(w, "ERR {code} {message}")
+}
+
+/// Writes `OK <n>`: the header of a `get` (n = size) or of a `list` or `stats` (n = lines).
+pub fn write_ok_count(w: &mut impl Write, n: u64) -> io::Result<()> {
+    writeln!(w, "OK {n}")
+}
+
+/// Parses the fields of an `OK <n> [key=value...]` line down to `n`, ignoring unknown fields.
+pub fn parse_count(fields: &str) -> Result<u64, ProtocolError> {
+    let first = fields.split(' ').next().unwrap_or("");
+    parse_u64(first).ok_or_else(|| malformed("expected a decimal count", fields.as_bytes()))
+}
+
+/// One line of a `list` reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListEntry {
+    pub size: u64,
+    /// Modification time, seconds since the Unix epoch.
+    pub mtime: i64,
+    pub name: Name,
+}
+
+impl ListEntry {
+    pub fn write(&self, w: &mut impl Write) -> io::Result<()> {
+        writeln!(w, "{} {} {}", self.size, self.mtime, self.name)
+    }
+
+    /// Parses `<size> <mtime> <name>`; the name is the rest of the line and must be a valid name.
+    pub fn parse(line: &[u8]) -> Result<ListEntry, ProtocolError> {
+        let text = std::str::from_utf8(line).map_err(|_| malformed("list entry is not UTF-8", line))?;
+        let mut parts = text.splitn(3, ' ');
+        let (size, mtime, name) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(s), Some(m), Some(n)) => (s, m, n),
+            _ => return Err(malformed("expected '<size> <mtime> <name>'", line)),
+        };
+        let size = parse_u64(size).ok_or_else(|| malformed("bad size in list entry", line))?;
+        let mtime = parse_i64(mtime).ok_or_else(|| malformed("bad mtime in list entry", line))?;
+        let name = Name::parse(name).map_err(|e| malformed(&format!("bad name in list entry: {e}"), line))?;
+        Ok(ListEntry { size, mtime, name })
+    }
+}
+
+/// Writes one line of a `stats` reply.
+pub fn write_stat(w: &mut impl Write, key: &str, value: u64) -> io::Result<()> {
+    writeln!(w, "{key} {value}")
+}
+
+/// Parses one line of a `stats` reply: a counter's name and value.
+pub fn parse_stat(line: &[u8]) -> Result<(String, u64), ProtocolError> {
+    let text = std::str::from_utf8(line).map_err(|_| malformed("stat line is not UTF-8", line))?;
+    match text.split_once(' ') {
+        Some((key, value)) if !key.is_empty() => match parse_u64(value) {
+            Some(v) => Ok((key.to_string(), v)),
+            None => Err(malformed("bad stat value", line)),
+        },
+        _ => Err(malformed("expected '<key> <value>'", line)),
+    }
+}
+
+/// A strict decimal `u64`: ASCII digits only (no sign, no spaces), no overflow.
+pub fn parse_u64(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn parse_i64(s: &str) -> Option<i64> {
+    match s.strip_prefix('-') {
+        Some(digits) => parse_u64(digits).and_then(|v| 0i64.checked_sub_unsigned(v)),
+        None => parse_u64(s).and_then(|v| i64::try_from(v).ok()),
+    }
+}
+
+/// Escapes control characters so a peer's text cannot forge lines or terminal sequences.
+pub fn escape(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
+}
+
+fn malformed(what: &str, line: &[u8]) -> ProtocolError {
+    let shown: String = String::from_utf8_lossy(&line[..line.len().min(80)]).into_owned();
+    ProtocolError::Malformed(format!("{what}: {:?}", escape(&shown)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufReader;
+
+    fn name(s: &str) -> Name {
+        Name::parse(s).unwrap()
+    }
+
+    #[test]
+    fn parses_each_verb_case_insensitively() {
+        assert_eq!(Request::parse(b"list"), Ok(Request::List(None)));
+        assert_eq!(Request::parse(b"LIST docs"), Ok(Request::List(Some(name("docs")))));
+        assert_eq!(Request::parse(b"Get file1.txt\r"), Ok(Request::Get(name("file1.txt"))));
+        assert_eq!(Request::parse(b"get a b  c"), Ok(Request::Get(name("a b  c"))));
+        assert_eq!(Request::parse(b"stats"), Ok(Request::Stats));
+        assert_eq!(Request::parse(b"QUIT"), Ok(Request::Quit));
+    }
+
+    #[test]
+    fn refuses_bad_requests_with_the_right_code() {
+        let code = |line: &[u8]| Request::parse(line).unwrap_err().code();
+        assert_eq!(code(b""), ErrorCode::BadRequest);
+        assert_eq!(code(b" get x"), ErrorCode::BadRequest);
+        assert_eq!(code(b"get"), ErrorCode::BadRequest);
+        assert_eq!(code(b"get "), ErrorCode::BadRequest);
+        assert_eq!(code(b"quit now"), ErrorCode::BadRequest);
+        assert_eq!(code(b"\xff\xfe"), ErrorCode::BadRequest);
+        assert_eq!(code(b"fetch x"), ErrorCode::UnknownCommand);
+        assert_eq!(code(b"get ../x"), ErrorCode::BadName);
+        assert_eq!(code(b"get /etc/passwd"), ErrorCode::BadName);
+        assert_eq!(code(b"list a/../.."), ErrorCode::BadName);
+    }
+
+    #[test]
+    fn format_then_parse_is_identity() {
+        for req in [
+            Request::List(None),
+            Request::List(Some(name("docs/sub"))),
+            Request::Get(name("with space/ünï.txt")),
+            Request::Stats,
+            Request::Quit,
+        ] {
+            assert_eq!(Request::parse(req.to_string().as_bytes()), Ok(req));
+        }
+    }
+
+    #[test]
+    fn read_line_handles_eof_crlf_and_the_cap() {
+        let mut r = BufReader::with_capacity(4, &b"ab\r\ncdefgh\nlast"[..]);
+        let mut buf = Vec::new();
+        assert!(read_line(&mut r, &mut buf, 16).unwrap());
+        assert_eq!(buf, b"ab\r");
+        assert!(read_line(&mut r, &mut buf, 16).unwrap());
+        assert_eq!(buf, b"cdefgh");
+        assert!(matches!(read_line(&mut r, &mut buf, 16), Err(ProtocolError::TruncatedLine)));
+
+        let mut r = BufReader::new(&b""[..]);
+        assert!(!read_line(&mut r, &mut buf, 16).unwrap());
+
+        let long = [b'x'; 100];
+        let mut r = BufReader::with_capacity(8, &long[..]);
+        assert!(matches!(read_line(&mut r, &mut buf, 16), Err(ProtocolError::LineTooLong(16))));
+        assert!(buf.len() <= 16);
+    }
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(parse_status(b"OK 12").unwrap(), Ok("12".to_string()));
+        assert_eq!(parse_status(b"OK").unwrap(), Ok(String::new()));
+        let err = parse_status(b"ERR not-found no such file: x").unwrap().unwrap_err();
+        assert_eq!((err.code.as_str(), err.message.as_str()), ("not-found", "no such file: x"));
+        assert!(parse_status(b"HTTP/1.1 200 OK").is_err());
+        assert!(parse_status(b"OKAY").is_err());
+    }
+
+    #[test]
+    fn counts_are_strict_decimal_and_ignore_extra_fields() {
+        assert_eq!(parse_count("42").unwrap(), 42);
+        assert_eq!(parse_count("42 xxh3=abc").unwrap(), 42);
+        for bad in ["", "-1", "+1", " 1", "0x10", "1e3", "18446744073709551616"] {
+            assert!(parse_count(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn list_entries_round_trip() {
+        let e = ListEntry { size: 7, mtime: -3, name: name("a dir/b c.txt") };
+        let mut out = Vec::new();
+        e.write(&mut out).unwrap();
+        assert_eq!(out, b"7 -3 a dir/b c.txt\n");
+        assert_eq!(ListEntry::parse(&out[..out.len() - 1]).unwrap(), e);
+        assert!(ListEntry::parse(b"7 3 ../x").is_err());
+        assert!(ListEntry::parse(b"7 x").is_err());
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        let mut out = Vec::new();
+        write_err(&mut out, ErrorCode::NotFound, &"a\nb").unwrap();
+        assert_eq!(out, b"ERR not-found a\\nb\n");
+    }
+
+    #[test]
+    fn stat_lines() {
+        assert_eq!(parse_stat(b"hits 3").unwrap(), ("hits".to_string(), 3));
+        assert!(parse_stat(b"hits").is_err());
+        assert!(parse_stat(b"hits -1").is_err());
+    }
+}
