@@ -23,8 +23,11 @@
 //! any error        ->  ERR <code> <message>\n   (the connection stays usable)
 //! ```
 
+pub mod cache;
+pub mod mirror;
 pub mod name;
 pub mod protocol;
+pub mod root;
 
 /// The port both binaries use when none is given.
 pub const DEFAULT_PORT: u16 = 9000;

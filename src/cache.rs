@@ -1,0 +1,450 @@
+//! The byte-capped file cache shared by all connections, and its mirror in `server_cache/`.
+//!
+//! One `parking_lot::Mutex<HashMap>` holds the entries; the lock is only ever held to look up,
+//! insert or remove map entries and adjust the byte count, never across file or socket I/O. A
+//! hit hands out a [`Body`] (an `Arc`) so the send happens after the guard is dropped.
+//!
+//! Rules, in the order the server meets them:
+//! - **Lookup** ([`Cache::lookup`]): an entry older than the TTL is dropped; otherwise the
+//!   caller's freshness check (a `stat` of the source, done outside the lock) must confirm the
+//!   file's size, mtime and inode are unchanged, or the entry is dropped and the request is a miss.
+//! - **Admission** ([`Cache::reserve`] then [`Reservation::commit`]): a miss reserves the file's
+//!   room before reading it, so concurrent misses never hold more than the cap in memory. When
+//!   the cache is full it takes no more files (the design's rule: no eviction of live entries);
+//!   expired entries are swept to make room first. A file modified within the last
+//!   [`SETTLE_TIME`] is not admitted: a second write in the same timestamp tick would leave its
+//!   mtime unchanged and the stale copy undetectable (git's "racily clean" problem).
+//! - **Charge**: an entry costs its size plus its mirror header, and that charge is held until
+//!   its mirror file is deleted, so memory and `server_cache/` each stay within the cap.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+
+use crate::mirror::{self, Mirror};
+use crate::name::Name;
+use crate::root::{FileVersion, Root};
+
+/// A cached file's bytes, shared by every connection sending them. An `Arc<Vec<u8>>` rather than
+/// `Arc<[u8]>` so a file read into a `Vec` is published without a second copy.
+pub type Body = Arc<Vec<u8>>;
+
+/// How long after its last modification a file must stay unchanged before it is admitted.
+pub const SETTLE_TIME: Duration = Duration::from_millis(50);
+
+/// The cache.
+pub struct Cache {
+    /// Most bytes the entries may be charged, in memory and on disk alike.
+    cap: u64,
+    /// Age after which an entry is dropped.
+    ttl: Duration,
+    /// The `server_cache/` folder, when the cache is mirrored on disk.
+    mirror: Option<Mirror>,
+    /// Entries, reservations and the byte count; held only for map operations.
+    inner: Mutex<Inner>,
+    /// Event counters, readable without the lock.
+    counters: Counters,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<Name, Entry>,
+    /// Names being read from disk for admission: no second reader reserves them.
+    pending: HashSet<Name>,
+    /// Bytes charged to entries, reservations and entries whose mirror file is being deleted.
+    charged: u64,
+}
+
+struct Entry {
+    body: Body,
+    version: FileVersion,
+    admitted: Instant,
+    charge: u64,
+    /// Its file in the mirror folder.
+    file: Option<String>,
+}
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    admitted: AtomicU64,
+    refused: AtomicU64,
+    expired: AtomicU64,
+    invalidated: AtomicU64,
+}
+
+/// A snapshot of the cache's size and counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub entries: u64,
+    /// Bytes charged against the cap (file bytes plus mirror headers).
+    pub bytes: u64,
+    pub cap: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub admitted: u64,
+    /// Misses that were not admitted: no room, too big, or modified too recently.
+    pub refused: u64,
+    pub expired: u64,
+    /// Entries dropped because their source changed or vanished.
+    pub invalidated: u64,
+}
+
+impl Cache {
+    /// A cache of at most `cap` bytes whose entries live `ttl`, mirrored in `mirror` if given.
+    pub fn new(cap: u64, ttl: Duration, mirror: Option<Mirror>) -> Cache {
+        Cache { cap, ttl, mirror, inner: Mutex::new(Inner::default()), counters: Counters::default() }
+    }
+
+    /// The cached bytes of `name` if present, younger than the TTL, and still `is_fresh`.
+    pub fn lookup(&self, name: &Name, now: Instant, is_fresh: impl FnOnce(&FileVersion) -> bool) -> Option<Body> {
+        let found = {
+            let mut inner = self.inner.lock();
+            match inner.entries.get(name) {
+                None => None,
+                Some(e) if now.saturating_duration_since(e.admitted) > self.ttl => {
+                    let gone = inner.entries.remove(name);
+                    drop(inner);
+                    self.counters.expired.fetch_add(1, Ordering::Relaxed);
+                    self.retire(gone);
+                    None
+                }
+                Some(e) => Some((e.body.clone(), e.version)),
+            }
+        };
+        match found {
+            Some((body, version)) if is_fresh(&version) => {
+                self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                Some(body)
+            }
+            Some((body, _stale)) => {
+                self.invalidate(name, &body);
+                self.counters.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            None => {
+                self.counters.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Reserves room to admit `name` at `version`, or says no: already cached or being read,
+    /// too recently modified, or no room even after sweeping expired entries.
+    pub fn reserve(&self, name: &Name, version: &FileVersion, now: Instant) -> Option<Reservation<'_>> {
+        let charge = version.size.saturating_add(self.overhead(name));
+        if charge > self.cap || !settled(version, SystemTime::now()) {
+            self.counters.refused.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let mut swept = false;
+        loop {
+            let mut inner = self.inner.lock();
+            if inner.entries.contains_key(name) || inner.pending.contains(name) {
+                return None;
+            }
+            if inner.charged + charge <= self.cap {
+                inner.charged += charge;
+                inner.pending.insert(name.clone());
+                return Some(Reservation { cache: self, name: name.clone(), charge, done: false });
+            }
+            let gone = if swept { Vec::new() } else { self.take_expired(&mut inner, now) };
+            drop(inner);
+            if gone.is_empty() {
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            self.retire(gone);
+            swept = true;
+        }
+    }
+
+    /// Drops every entry older than the TTL and deletes its mirror file.
+    pub fn sweep(&self, now: Instant) {
+        let gone = self.take_expired(&mut self.inner.lock(), now);
+        self.retire(gone);
+    }
+
+    /// Loads entries left in the mirror folder by an earlier run, keeping those whose source is
+    /// unchanged, that are younger than the TTL, and that fit; deletes the others. Returns how many
+    /// were loaded.
+    pub fn warm(&self, root: &Root, now: Instant) -> usize {
+        let Some(mirror) = &self.mirror else { return 0 };
+        let mut stored = match mirror.scan() {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(dir = %mirror.path().display(), "cannot read the cache folder: {e}");
+                return 0;
+            }
+        };
+        stored.sort_by_key(|s| std::cmp::Reverse(s.admitted));
+        let wall = SystemTime::now();
+        let mut loaded = 0;
+        for s in stored {
+            let age = wall.duration_since(s.admitted).unwrap_or_default();
+            let charge = s.version.size.saturating_add(self.overhead(&s.name));
+            let fits = {
+                let inner = self.inner.lock();
+                !inner.entries.contains_key(&s.name) && inner.charged + charge <= self.cap
+            };
+            let keep = fits && age <= self.ttl && root.stat(&s.name).is_ok_and(|v| v == s.version);
+            let body = if keep { mirror.load(&s).ok() } else { None };
+            let Some(body) = body else {
+                mirror.remove(&s.file);
+                continue;
+            };
+            let entry = Entry {
+                body: Arc::new(body),
+                version: s.version,
+                admitted: now.checked_sub(age).unwrap_or(now),
+                charge,
+                file: Some(s.file),
+            };
+            let mut inner = self.inner.lock();
+            inner.charged += charge;
+            inner.entries.insert(s.name, entry);
+            loaded += 1;
+        }
+        loaded
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let (entries, bytes) = {
+            let inner = self.inner.lock();
+            (inner.entries.len() as u64, inner.charged)
+        };
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CacheStats {
+            entries,
+            bytes,
+            cap: self.cap,
+            hits: get(&c.hits),
+            misses: get(&c.misses),
+            admitted: get(&c.admitted),
+            refused: get(&c.refused),
+            expired: get(&c.expired),
+            invalidated: get(&c.invalidated),
+        }
+    }
+
+    fn overhead(&self, name: &Name) -> u64 {
+        if self.mirror.is_some() { mirror::overhead(name) } else { 0 }
+    }
+
+    /// Removes `name` if it still holds `stale` (another thread may have replaced it).
+    fn invalidate(&self, name: &Name, stale: &Body) {
+        let gone = {
+            let mut inner = self.inner.lock();
+            match inner.entries.get(name) {
+                Some(e) if Arc::ptr_eq(&e.body, stale) => inner.entries.remove(name),
+                _ => None,
+            }
+        };
+        if gone.is_some() {
+            self.counters.invalidated.fetch_add(1, Ordering::Relaxed);
+        }
+        self.retire(gone);
+    }
+
+    fn take_expired(&self, inner: &mut Inner, now: Instant) -> Vec<Entry> {
+        let old: Vec<Name> = inner
+            .entries
+            .iter()
+            .filter(|(_, e)| now.saturating_duration_since(e.admitted) > self.ttl)
+            .map(|(name, _)| name.clone())
+            .collect();
+        self.counters.expired.fetch_add(old.len() as u64, Ordering::Relaxed);
+        old.iter().filter_map(|name| inner.entries.remove(name)).collect()
+    }
+
+    /// Deletes removed entries' mirror files (outside the lock), then releases their charge.
+    fn retire(&self, gone: impl IntoIterator<Item = Entry>) {
+        let mut freed = 0;
+        for entry in gone {
+            if let (Some(mirror), Some(file)) = (&self.mirror, &entry.file) {
+                mirror.remove(file);
+            }
+            freed += entry.charge;
+        }
+        if freed > 0 {
+            self.inner.lock().charged -= freed;
+        }
+    }
+}
+
+/// Room held for one file while it is read; released on drop unless committed.
+pub struct Reservation<'a> {
+    cache: &'a Cache,
+    name: Name,
+    charge: u64,
+    done: bool,
+}
+
+impl Reservation<'_> {
+    /// Admits the file's bytes: writes the mirror file, then publishes the entry.
+    pub fn commit(mut self, body: Body, version: FileVersion, now: Instant) {
+        let cache = self.cache;
+        if body.len() as u64 != version.size {
+            return;
+        }
+        let file = match &cache.mirror {
+            None => None,
+            Some(mirror) => match mirror.write(&self.name, &version, SystemTime::now(), &body) {
+                Ok(file) => Some(file),
+                Err(e) => {
+                    tracing::warn!(dir = %mirror.path().display(), name = %self.name, "not cached: cannot write cache file: {e}");
+                    return;
+                }
+            },
+        };
+        let entry = Entry { body, version, admitted: now, charge: self.charge, file };
+        let mut inner = cache.inner.lock();
+        inner.pending.remove(&self.name);
+        inner.entries.insert(self.name.clone(), entry);
+        self.done = true;
+        cache.counters.admitted.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut inner = self.cache.inner.lock();
+            inner.pending.remove(&self.name);
+            inner.charged -= self.charge;
+        }
+    }
+}
+
+/// Whether a file's mtime is far enough in the past that a later write would change it.
+fn settled(v: &FileVersion, now: SystemTime) -> bool {
+    let mtime = match u64::try_from(v.mtime_sec) {
+        Ok(secs) => UNIX_EPOCH + Duration::new(secs, v.mtime_nsec.clamp(0, 999_999_999) as u32),
+        Err(_) => UNIX_EPOCH,
+    };
+    now.duration_since(mtime).is_ok_and(|age| age >= SETTLE_TIME)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> Name {
+        Name::parse(s).unwrap()
+    }
+
+    fn old_version(size: u64) -> FileVersion {
+        FileVersion { size, mtime_sec: 1_000_000, mtime_nsec: 0, ino: 1, dev: 1 }
+    }
+
+    fn admit(cache: &Cache, n: &str, size: u64, now: Instant) -> bool {
+        let v = old_version(size);
+        match cache.reserve(&name(n), &v, now) {
+            Some(r) => {
+                r.commit(Arc::new(vec![b'x'; size as usize]), v, now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[test]
+    fn hit_after_admission_and_miss_before() {
+        let cache = Cache::new(100, Duration::from_secs(60), None);
+        let t0 = Instant::now();
+        assert!(cache.lookup(&name("a"), t0, |_| true).is_none());
+        assert!(admit(&cache, "a", 10, t0));
+        assert_eq!(cache.lookup(&name("a"), t0, |_| true).as_deref(), Some(&vec![b'x'; 10]));
+        let s = cache.stats();
+        assert_eq!((s.hits, s.misses, s.admitted, s.entries, s.bytes), (1, 1, 1, 1, 10));
+    }
+
+    #[test]
+    fn full_cache_takes_no_more_and_never_exceeds_the_cap() {
+        let cache = Cache::new(25, Duration::from_secs(60), None);
+        let t0 = Instant::now();
+        assert!(admit(&cache, "a", 10, t0));
+        assert!(admit(&cache, "b", 10, t0));
+        assert!(!admit(&cache, "c", 10, t0), "no eviction of live entries");
+        assert!(admit(&cache, "d", 5, t0));
+        assert!(!admit(&cache, "big", 26, t0));
+        let s = cache.stats();
+        assert_eq!((s.entries, s.bytes, s.refused), (3, 25, 2));
+        assert!(cache.lookup(&name("a"), t0, |_| true).is_some(), "old entries stay");
+    }
+
+    #[test]
+    fn expired_entries_are_dropped_and_free_their_room() {
+        let cache = Cache::new(20, Duration::from_secs(10), None);
+        let t0 = Instant::now();
+        assert!(admit(&cache, "a", 20, t0));
+        assert!(!admit(&cache, "b", 20, t0 + Duration::from_secs(5)));
+        assert!(admit(&cache, "b", 20, t0 + Duration::from_secs(11)), "sweep makes room");
+        assert!(cache.lookup(&name("b"), t0 + Duration::from_secs(22), |_| true).is_none());
+        let s = cache.stats();
+        assert_eq!((s.expired, s.entries, s.bytes), (2, 0, 0));
+    }
+
+    #[test]
+    fn a_stale_entry_is_invalidated_and_its_room_freed() {
+        let cache = Cache::new(20, Duration::from_secs(60), None);
+        let t0 = Instant::now();
+        assert!(admit(&cache, "a", 20, t0));
+        assert!(cache.lookup(&name("a"), t0, |_| false).is_none());
+        let s = cache.stats();
+        assert_eq!((s.invalidated, s.entries, s.bytes, s.misses), (1, 0, 0, 1));
+        assert!(admit(&cache, "a", 20, t0));
+    }
+
+    #[test]
+    fn a_reservation_holds_room_and_blocks_a_second_reader_until_dropped() {
+        let cache = Cache::new(20, Duration::from_secs(60), None);
+        let t0 = Instant::now();
+        let v = old_version(15);
+        let r = cache.reserve(&name("a"), &v, t0).unwrap();
+        assert!(cache.reserve(&name("a"), &v, t0).is_none());
+        assert!(!admit(&cache, "b", 10, t0), "room is held");
+        drop(r);
+        assert_eq!(cache.stats().bytes, 0);
+        assert!(admit(&cache, "b", 10, t0));
+    }
+
+    #[test]
+    fn recently_modified_files_are_not_admitted() {
+        let now = SystemTime::now();
+        let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap();
+        let fresh = secs(now);
+        let v = FileVersion {
+            size: 1,
+            mtime_sec: fresh.as_secs() as i64,
+            mtime_nsec: fresh.subsec_nanos() as i64,
+            ino: 1,
+            dev: 1,
+        };
+        assert!(!settled(&v, now));
+        assert!(settled(&v, now + SETTLE_TIME));
+        assert!(!settled(&FileVersion { mtime_sec: i64::MAX, ..v }, now), "future mtime");
+        let cache = Cache::new(20, Duration::from_secs(60), None);
+        assert!(cache.reserve(&name("a"), &v, Instant::now()).is_none());
+    }
+
+    #[test]
+    fn mirror_charges_headers_and_holds_one_file_per_entry() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cap = 2 * (10 + mirror::overhead(&name("a")));
+        let cache = Cache::new(cap, Duration::from_secs(60), Some(Mirror::open(tmp.path()).unwrap()));
+        let t0 = Instant::now();
+        assert!(admit(&cache, "a", 10, t0));
+        assert!(admit(&cache, "b", 10, t0));
+        assert!(!admit(&cache, "c", 1, t0));
+        let on_disk: u64 = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+        assert_eq!(on_disk, cap);
+        cache.lookup(&name("a"), t0, |_| false);
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,221 @@
+//! The cache's copy on disk (`server_cache/`): one self-describing file per cached entry.
+//!
+//! Each entry is a file `<id>.ftc` holding one header line and then the cached bytes:
+//!
+//! ```text
+//! ftcache1 <size:20> <mtime-sec:+20> <mtime-nsec:9> <inode:20> <device:20> <admitted-unix-ms:20> <name>\n
+//! <size bytes of the file as it was when admitted>
+//! ```
+//!
+//! Numbers are zero-padded to fixed widths so an entry's size on disk is known before it is
+//! written ([`overhead`]) and the cache can charge it against its cap up front. A file is written
+//! under `<id>.ftc.tmp` and renamed into place when complete, so after a crash an entry is
+//! complete or absent; leftover `.tmp` files and entries whose length disagrees with their
+//! header are deleted by [`Mirror::scan`]. The header carries the source's version so a restarted
+//! server keeps only entries whose source is unchanged, and the admission time so the TTL survives
+//! restarts. Only `*.ftc` and `*.ftc.tmp` files are ever deleted, whatever else the folder holds.
+
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cap_std::fs::{Dir, OpenOptions};
+
+use crate::name::{MAX_NAME_LEN, Name};
+use crate::protocol::{parse_u64, read_line};
+use crate::root::FileVersion;
+
+const MAGIC: &str = "ftcache1";
+/// Header bytes besides the name and its line feed: the magic and six fixed-width numbers.
+const HEADER_FIXED: u64 = (MAGIC.len() + 1 + 21 + 21 + 10 + 21 + 21 + 21) as u64;
+
+/// Bytes an entry for `name` takes on disk besides the file's own bytes.
+pub fn overhead(name: &Name) -> u64 {
+    HEADER_FIXED + name.as_str().len() as u64 + 1
+}
+
+/// An entry found on disk by [`Mirror::scan`]; its bytes are read by [`Mirror::load`].
+#[derive(Debug)]
+pub struct Stored {
+    pub file: String,
+    pub name: Name,
+    pub version: FileVersion,
+    pub admitted: SystemTime,
+}
+
+/// The `server_cache/` folder.
+pub struct Mirror {
+    dir: Dir,
+    path: PathBuf,
+    /// Distinguishes this run's file names from earlier runs'.
+    run: u64,
+    /// Next file number within this run.
+    seq: AtomicU64,
+}
+
+impl Mirror {
+    /// Opens (creating if needed) the mirror folder.
+    pub fn open(path: &Path) -> io::Result<Mirror> {
+        std::fs::create_dir_all(path)?;
+        let dir = Dir::open_ambient_dir(path, cap_std::ambient_authority())?;
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+        Ok(Mirror { dir, path: path.to_path_buf(), run: nanos ^ u64::from(std::process::id()), seq: AtomicU64::new(0) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes an entry atomically and returns its file name.
+    pub fn write(&self, name: &Name, v: &FileVersion, admitted: SystemTime, body: &[u8]) -> io::Result<String> {
+        let file = format!("{:016x}-{:08x}.ftc", self.run, self.seq.fetch_add(1, Ordering::Relaxed));
+        let tmp = format!("{file}.tmp");
+        let result = (|| {
+            let mut out = self.dir.open_with(&tmp, OpenOptions::new().write(true).create_new(true))?;
+            out.write_all(header(name, v, admitted).as_bytes())?;
+            out.write_all(body)?;
+            drop(out);
+            self.dir.rename(&tmp, &self.dir, &file)
+        })();
+        if let Err(e) = result {
+            let _ = self.dir.remove_file(&tmp);
+            return Err(e);
+        }
+        Ok(file)
+    }
+
+    /// Deletes an entry's file; a file already gone is fine.
+    pub fn remove(&self, file: &str) {
+        match self.dir.remove_file(file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(dir = %self.path.display(), file, "cannot remove cache file: {e}"),
+        }
+    }
+
+    /// Every well-formed entry in the folder. Deletes leftover temporary files and entries that
+    /// are truncated or unreadable.
+    pub fn scan(&self) -> io::Result<Vec<Stored>> {
+        let mut found = Vec::new();
+        for entry in self.dir.entries()?.flatten() {
+            let file_name = entry.file_name();
+            let Some(file) = file_name.to_str() else { continue };
+            if file.ends_with(".ftc.tmp") {
+                self.remove(file);
+            } else if file.ends_with(".ftc") {
+                match self.read_header(file) {
+                    Ok(stored) => found.push(stored),
+                    Err(e) => {
+                        tracing::warn!(dir = %self.path.display(), file, "dropping bad cache file: {e}");
+                        self.remove(file);
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Reads an entry's bytes, checking they are exactly as long as its header says.
+    pub fn load(&self, stored: &Stored) -> io::Result<Vec<u8>> {
+        let mut r = BufReader::new(self.dir.open(&stored.file)?);
+        let mut line = Vec::new();
+        read_line(&mut r, &mut line, header_cap()).map_err(io::Error::other)?;
+        let size = usize::try_from(stored.version.size).map_err(io::Error::other)?;
+        let mut body = Vec::with_capacity(size);
+        r.take(stored.version.size + 1).read_to_end(&mut body)?;
+        if body.len() != size {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "cache file length disagrees with its header"));
+        }
+        Ok(body)
+    }
+
+    fn read_header(&self, file: &str) -> io::Result<Stored> {
+        let f = self.dir.open(file)?;
+        let on_disk = f.metadata()?.len();
+        let mut r = BufReader::new(f);
+        let mut line = Vec::new();
+        if !read_line(&mut r, &mut line, header_cap()).map_err(io::Error::other)? {
+            return Err(bad("empty file"));
+        }
+        let text = std::str::from_utf8(&line).map_err(|_| bad("header is not UTF-8"))?;
+        let (name, version, admitted) = parse_header(text).ok_or_else(|| bad("malformed header"))?;
+        if on_disk != overhead(&name) + version.size {
+            return Err(bad("length disagrees with header"));
+        }
+        Ok(Stored { file: file.to_string(), name, version, admitted })
+    }
+}
+
+fn header_cap() -> usize {
+    HEADER_FIXED as usize + MAX_NAME_LEN
+}
+
+fn bad(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
+fn header(name: &Name, v: &FileVersion, admitted: SystemTime) -> String {
+    let ms = admitted.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+    format!(
+        "{MAGIC} {:020} {:+020} {:09} {:020} {:020} {ms:020} {name}\n",
+        v.size, v.mtime_sec, v.mtime_nsec, v.ino, v.dev
+    )
+}
+
+fn parse_header(line: &str) -> Option<(Name, FileVersion, SystemTime)> {
+    let mut f = line.splitn(8, ' ');
+    if f.next()? != MAGIC {
+        return None;
+    }
+    let size = parse_u64(f.next()?)?;
+    let mtime_sec: i64 = f.next()?.parse().ok()?;
+    let mtime_nsec: i64 = f.next()?.parse().ok()?;
+    let ino = parse_u64(f.next()?)?;
+    let dev = parse_u64(f.next()?)?;
+    let admitted = UNIX_EPOCH + Duration::from_millis(parse_u64(f.next()?)?);
+    let name = Name::parse(f.next()?).ok()?;
+    Some((name, FileVersion { size, mtime_sec, mtime_nsec, ino, dev }, admitted))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version() -> FileVersion {
+        FileVersion { size: 5, mtime_sec: -12, mtime_nsec: 999_999_999, ino: u64::MAX, dev: 7 }
+    }
+
+    #[test]
+    fn header_length_is_fixed_plus_name() {
+        let name = Name::parse("dir/ü name.txt").unwrap();
+        let h = header(&name, &version(), SystemTime::now());
+        assert_eq!(h.len() as u64, overhead(&name));
+        let (n, v, _) = parse_header(h.trim_end_matches('\n')).unwrap();
+        assert_eq!((n, v), (name, version()));
+    }
+
+    #[test]
+    fn write_scan_load_and_cleanup() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = Mirror::open(tmp.path()).unwrap();
+        let name = Name::parse("a b/c").unwrap();
+        let file = m.write(&name, &version(), SystemTime::now(), b"hello").unwrap();
+        std::fs::write(tmp.path().join("x.ftc.tmp"), b"partial").unwrap();
+        std::fs::write(tmp.path().join("broken.ftc"), b"ftcache1 0").unwrap();
+        std::fs::write(tmp.path().join("keep-me.txt"), b"not ours").unwrap();
+
+        let found = m.scan().unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].file.as_str(), &found[0].name), (file.as_str(), &name));
+        assert_eq!(m.load(&found[0]).unwrap(), b"hello");
+        let mut left: Vec<_> =
+            std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, vec![file.clone(), "keep-me.txt".to_string()]);
+
+        m.remove(&file);
+        m.remove(&file);
+        assert!(m.scan().unwrap().is_empty());
+    }
+}

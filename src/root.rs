@@ -1,0 +1,158 @@
+//! The served folder: stat, open and list files strictly beneath the root.
+//!
+//! Every access goes through a `cap_std::fs::Dir` opened once on the root, which resolves each
+//! path beneath it (with `openat2(RESOLVE_BENEATH)` where the kernel has it, component by component
+//! where it does not). A symlink that leads outside the root is refused by the same open that would
+//! follow it, so there is no check-then-open race. Files are opened non-blocking and checked to be
+//! regular, so a fifo or device in the tree cannot stall a connection's thread.
+
+use std::io;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+
+use cap_std::fs::{Dir, MetadataExt as _, OpenOptions, OpenOptionsExt as _};
+
+use crate::name::Name;
+use crate::protocol::{ErrorCode, ListEntry};
+
+/// What identifies one version of a file's contents: a change to any field means new contents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FileVersion {
+    pub size: u64,
+    pub mtime_sec: i64,
+    pub mtime_nsec: i64,
+    pub ino: u64,
+    pub dev: u64,
+}
+
+impl FileVersion {
+    pub(crate) fn of_std(m: &std::fs::Metadata) -> FileVersion {
+        FileVersion { size: m.len(), mtime_sec: m.mtime(), mtime_nsec: m.mtime_nsec(), ino: m.ino(), dev: m.dev() }
+    }
+
+    fn of_cap(m: &cap_std::fs::Metadata) -> FileVersion {
+        FileVersion { size: m.len(), mtime_sec: m.mtime(), mtime_nsec: m.mtime_nsec(), ino: m.ino(), dev: m.dev() }
+    }
+}
+
+/// Why a name could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("no such file")]
+    NotFound,
+    #[error("not a regular file")]
+    NotFile,
+    #[error("access denied")]
+    Denied,
+    #[error("i/o error: {0}")]
+    Io(io::Error),
+}
+
+impl OpenError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            OpenError::NotFound => ErrorCode::NotFound,
+            OpenError::NotFile => ErrorCode::NotFile,
+            OpenError::Denied => ErrorCode::Denied,
+            OpenError::Io(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<io::Error> for OpenError {
+    fn from(e: io::Error) -> OpenError {
+        match e.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => OpenError::NotFound,
+            // cap-std reports an escape from the root as PermissionDenied; ELOOP is a symlink loop.
+            io::ErrorKind::PermissionDenied => OpenError::Denied,
+            _ if e.raw_os_error() == Some(libc::ELOOP) => OpenError::Denied,
+            _ => OpenError::Io(e),
+        }
+    }
+}
+
+/// The folder whose files are served.
+pub struct Root {
+    dir: Dir,
+    path: PathBuf,
+}
+
+impl Root {
+    pub fn open(path: &Path) -> io::Result<Root> {
+        let dir = Dir::open_ambient_dir(path, cap_std::ambient_authority())?;
+        Ok(Root { dir, path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The current version of a regular file (symlinks inside the root are followed).
+    pub fn stat(&self, name: &Name) -> Result<FileVersion, OpenError> {
+        let meta = self.dir.metadata(name.as_path())?;
+        if !meta.is_file() {
+            return Err(OpenError::NotFile);
+        }
+        Ok(FileVersion::of_cap(&meta))
+    }
+
+    /// Opens a regular file for reading and returns it with the version it had when opened.
+    pub fn open_file(&self, name: &Name) -> Result<(std::fs::File, FileVersion), OpenError> {
+        let mut options = OpenOptions::new();
+        // Non-blocking so a fifo cannot stall the open; it changes nothing for regular files.
+        options.read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+        let file = self.dir.open_with(name.as_path(), &options)?.into_std();
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(OpenError::NotFile);
+        }
+        Ok((file, FileVersion::of_std(&meta)))
+    }
+
+    /// Every file `get` would serve, under `folder` or the whole root, sorted by name.
+    ///
+    /// Sub-folders are walked; symlinks to files inside the root are listed; symlinks to
+    /// folders are not walked (no loops), and anything `get` would refuse is left out.
+    pub fn list(&self, folder: Option<&Name>) -> Result<Vec<ListEntry>, OpenError> {
+        let mut entries = Vec::new();
+        let mut pending: Vec<Option<Name>> = vec![folder.cloned()];
+        if let Some(folder) = folder
+            && !self.dir.metadata(folder.as_path())?.is_dir()
+        {
+            return Err(OpenError::NotFile);
+        }
+        while let Some(prefix) = pending.pop() {
+            let read = match &prefix {
+                None => self.dir.entries(),
+                Some(p) => self.dir.read_dir(p.as_path()),
+            };
+            let read = match read {
+                Ok(read) => read,
+                // The folder asked for must be readable; a sub-folder that is not is skipped.
+                Err(e) if prefix.as_ref() == folder => return Err(e.into()),
+                Err(_) => continue,
+            };
+            for entry in read.flatten() {
+                let file_name = entry.file_name();
+                let Some(file_name) = file_name.to_str() else { continue };
+                let name = match &prefix {
+                    None => Name::parse(file_name),
+                    Some(p) => p.join(file_name),
+                };
+                let (Ok(name), Ok(kind)) = (name, entry.file_type()) else { continue };
+                if kind.is_dir() {
+                    pending.push(Some(name));
+                } else if kind.is_file() || kind.is_symlink() {
+                    // stat through the root: follows symlinks only while they stay inside.
+                    if let Ok(meta) = self.dir.metadata(name.as_path())
+                        && meta.is_file()
+                    {
+                        entries.push(ListEntry { size: meta.len(), mtime: meta.mtime(), name });
+                    }
+                }
+            }
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+}
