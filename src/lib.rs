@@ -28,6 +28,7 @@ pub mod mirror;
 pub mod name;
 pub mod protocol;
 pub mod root;
+pub mod server;
 
 /// The port both binaries use when none is given.
 pub const DEFAULT_PORT: u16 = 9000;
