@@ -1,0 +1,214 @@
+//! `ftclient`: flags to [`ft::client::Client`] calls; data on stdout, messages on stderr.
+
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use ft::client::{Client, ClientError, OutDir};
+use ft::name::Name;
+use ft::protocol::{ListEntry, escape};
+
+/// Download files from an ftserver.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Server host name or address
+    #[arg(long, global = true, env = "FT_HOST", default_value = "127.0.0.1")]
+    host: String,
+    /// Server port
+    #[arg(long, global = true, env = "FT_PORT", default_value_t = ft::DEFAULT_PORT)]
+    port: u16,
+    /// Give up connecting, or waiting for the server, after this long (e.g. 10s, 2m)
+    #[arg(long, global = true, default_value = "30s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List the files the server offers (size, modification time, name)
+    List {
+        /// Only the files beneath this folder
+        folder: Option<String>,
+    },
+    /// Download one or more files over one connection
+    Get {
+        /// Folder to save into, keeping sub-folders (created if missing); '-' writes one file to stdout
+        #[arg(short = 'o', long = "output", default_value = "client_downloads")]
+        output: PathBuf,
+        /// Names as `list` shows them
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Show the server's counters
+    Stats,
+    /// Run list/get/stats interactively over one connection (also reads commands piped on stdin)
+    Shell {
+        /// Folder `get` saves into
+        #[arg(short = 'o', long = "output", default_value = "client_downloads")]
+        output: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .init();
+    match run(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ftclient: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the command; `Ok(false)` when some part failed and was already reported.
+fn run(args: Args) -> anyhow::Result<bool> {
+    let addr = format!("{}:{}", args.host, args.port);
+    let connect = || Client::connect(&addr, args.timeout);
+    match args.command {
+        Command::List { folder } => {
+            let folder =
+                folder.map(|f| Name::parse(&f).with_context(|| format!("bad folder name {f:?}"))).transpose()?;
+            let entries = connect()?.list(folder.as_ref()).context("list")?;
+            print_list(&entries)?;
+            Ok(true)
+        }
+        Command::Stats => {
+            let mut out = io::stdout().lock();
+            for (key, value) in connect()?.stats().context("stats")? {
+                writeln!(out, "{key} {value}")?;
+            }
+            Ok(true)
+        }
+        Command::Get { output, names } => {
+            let names = names
+                .iter()
+                .map(|n| Name::parse(n).with_context(|| format!("{}: bad name", escape(n))))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            if output == Path::new("-") {
+                if names.len() != 1 {
+                    bail!("-o - writes one file to stdout; {} names were given", names.len());
+                }
+                let mut client = connect()?;
+                client.get(&names[0], &mut io::stdout().lock()).with_context(|| names[0].to_string())?;
+                return Ok(true);
+            }
+            let dir = OutDir::create(&output).with_context(|| format!("cannot create {}", output.display()))?;
+            get_all(&mut connect()?, &names, &dir)
+        }
+        Command::Shell { output } => shell(connect()?, &output),
+    }
+}
+
+/// Downloads each name in turn, reporting failures on stderr; stops when the connection fails.
+fn get_all(client: &mut Client, names: &[Name], dir: &OutDir) -> anyhow::Result<bool> {
+    let mut ok = true;
+    for (i, name) in names.iter().enumerate() {
+        if let Err(e) = client.download(name, dir) {
+            ok = false;
+            eprintln!("ftclient: {name}: {e}");
+            if !client.is_usable() {
+                let left = names.len() - i - 1;
+                if left > 0 {
+                    eprintln!("ftclient: {left} more file(s) not fetched");
+                }
+                break;
+            }
+        }
+    }
+    Ok(ok)
+}
+
+fn print_list(entries: &[ListEntry]) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    for e in entries {
+        let mtime = UNIX_EPOCH + Duration::from_secs(e.mtime.max(0) as u64);
+        let mtime = humantime::format_rfc3339_seconds(mtime);
+        writeln!(out, "{:>12}  {mtime}  {}", e.size, escape(e.name.as_str()))?;
+    }
+    out.flush()
+}
+
+const SHELL_HELP: &str = "commands:
+  list [FOLDER]   list the server's files
+  get NAME        download NAME (the rest of the line, spaces included)
+  stats           show the server's counters
+  help            this text
+  quit            leave (end of input does too)";
+
+/// The interactive loop. Carries on after a failed command; `Ok(false)` if any failed.
+fn shell(mut client: Client, output: &Path) -> anyhow::Result<bool> {
+    let interactive = io::stdin().is_terminal();
+    let mut ok = true;
+    let mut lines = io::stdin().lock().lines();
+    loop {
+        if interactive {
+            eprint!("ft> ");
+        }
+        let Some(line) = lines.next().transpose()? else { break };
+        let line = line.trim_end_matches('\r');
+        let (verb, arg) = line.trim_start().split_once(' ').unwrap_or((line.trim_start(), ""));
+        let result = match verb {
+            "" => Ok(()),
+            "quit" | "exit" => break,
+            "help" | "?" => {
+                println!("{SHELL_HELP}");
+                Ok(())
+            }
+            "list" | "ls" => shell_list(&mut client, arg),
+            "get" => shell_get(&mut client, arg, output),
+            "stats" => client.stats().map_err(Into::into).map(|stats| {
+                for (key, value) in stats {
+                    println!("{key} {value}");
+                }
+            }),
+            other => Err(anyhow::anyhow!("unknown command '{}' (try help)", escape(other))),
+        };
+        if let Err(e) = result {
+            ok = false;
+            eprintln!("ftclient: {e:#}");
+            if !client.is_usable() {
+                bail!("connection lost");
+            }
+        }
+    }
+    if client.is_usable() {
+        client.quit().ok();
+    }
+    Ok(ok)
+}
+
+fn shell_list(client: &mut Client, folder: &str) -> anyhow::Result<()> {
+    let folder = if folder.is_empty() { None } else { Some(Name::parse(folder).context("bad folder name")?) };
+    print_list(&client.list(folder.as_ref())?)?;
+    Ok(())
+}
+
+fn shell_get(client: &mut Client, name: &str, output: &Path) -> anyhow::Result<()> {
+    let name = Name::parse(name).with_context(|| format!("{}: bad name", escape(name)))?;
+    let dir = OutDir::create(output).with_context(|| format!("cannot create {}", output.display()))?;
+    let size = client.download(&name, &dir).with_context(|| name.to_string())?;
+    eprintln!("saved {} ({size} bytes)", dir.path().join(name.as_path()).display());
+    Ok(())
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        let io = match cause.downcast_ref::<ClientError>() {
+            Some(ClientError::Local { source, .. }) => Some(source),
+            _ => cause.downcast_ref::<io::Error>(),
+        };
+        io.is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
