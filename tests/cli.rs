@@ -1,0 +1,150 @@
+//! Real-binary tests: `ftserver` and `ftclient` as a user runs them, in temporary folders.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::Command;
+use std::thread;
+
+use crate::util::{RealServer, WAIT, bin, ftclient, pattern, put};
+
+/// A work folder laid out like the repository: server_downloads/ with a few files.
+fn workdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    put(&dir.path().join("server_downloads"), "file1.txt", b"hello from file1\n");
+    put(&dir.path().join("server_downloads"), "docs/a b.txt", b"spaced");
+    put(&dir.path().join("server_downloads"), "big.bin", &pattern(3 << 20));
+    dir
+}
+
+#[test]
+fn quick_start_list_and_get_with_default_folders() {
+    let work = workdir();
+    let server = RealServer::start(work.path(), &[]);
+    let (code, out, err) = ftclient(work.path(), server.port, &["list"], b"");
+    assert_eq!(code, 0, "{err}");
+    let out = String::from_utf8(out).unwrap();
+    let names: Vec<&str> = out.lines().map(|l| l.rsplit("  ").next().unwrap()).collect();
+    assert_eq!(names, ["big.bin", "docs/a b.txt", "file1.txt"], "{out}");
+    assert!(out.lines().next().unwrap().trim_start().starts_with(&(3 << 20).to_string()));
+
+    let (code, out, err) = ftclient(work.path(), server.port, &["get", "file1.txt", "docs/a b.txt", "big.bin"], b"");
+    assert_eq!((code, out.len()), (0, 0), "{err}");
+    let saved = work.path().join("client_downloads");
+    assert_eq!(fs::read(saved.join("file1.txt")).unwrap(), b"hello from file1\n");
+    assert_eq!(fs::read(saved.join("docs/a b.txt")).unwrap(), b"spaced");
+    assert!(fs::read(saved.join("big.bin")).unwrap() == pattern(3 << 20));
+    // The server mirrored what it cached into server_cache/.
+    assert_eq!(fs::read_dir(work.path().join("server_cache")).unwrap().count(), 3);
+}
+
+#[test]
+fn exit_codes_and_messages_name_the_file_and_the_cause() {
+    let work = workdir();
+    let server = RealServer::start(work.path(), &[]);
+    let run = |args: &[&str]| ftclient(work.path(), server.port, args, b"");
+
+    let (code, _, err) = run(&["get", "file1.txt", "missing.txt"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("missing.txt") && err.contains("no such file"), "{err}");
+    assert!(work.path().join("client_downloads/file1.txt").exists(), "the good file is still saved");
+    assert!(!work.path().join("client_downloads/missing.txt").exists());
+
+    let (code, _, err) = run(&["get", "../etc/passwd"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("../etc/passwd") && err.contains("bad name"), "{err}");
+
+    let (code, _, err) = run(&["get"]);
+    assert_eq!(code, 2, "usage error: {err}");
+    let (code, _, _) = run(&["frobnicate"]);
+    assert_eq!(code, 2);
+    let (code, _, err) = run(&["get", "-o", "-", "a", "b"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("one file"), "{err}");
+
+    let (code, out, err) = run(&["stats"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(String::from_utf8(out).unwrap().contains("cache_misses "));
+}
+
+#[test]
+fn get_to_stdout_writes_exact_bytes_and_nothing_else() {
+    let work = workdir();
+    let server = RealServer::start(work.path(), &[]);
+    let (code, out, err) = ftclient(work.path(), server.port, &["get", "big.bin", "-o", "-"], b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(out == pattern(3 << 20));
+    assert!(!work.path().join("client_downloads").exists());
+}
+
+#[test]
+fn host_and_port_come_from_the_environment_and_a_refused_connection_exits_1() {
+    let work = workdir();
+    let server = RealServer::start(work.path(), &[]);
+    let out = Command::new(bin("ftclient"))
+        .arg("list")
+        .env("FT_HOST", "127.0.0.1")
+        .env("FT_PORT", server.port.to_string())
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("file1.txt"));
+
+    // A port nobody listens on: take a free one and close it.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (code, _, err) = ftclient(work.path(), port, &["list"], b"");
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot connect"), "{err}");
+}
+
+#[test]
+fn shell_runs_piped_commands_over_one_connection() {
+    let work = workdir();
+    let server = RealServer::start(work.path(), &[]);
+    let script = b"help\nlist docs\nget docs/a b.txt\nget nope\nstats\nquit\nget file1.txt\n";
+    let (code, out, err) = ftclient(work.path(), server.port, &["shell"], script);
+    assert_eq!(code, 1, "a failed command makes the exit status non-zero: {err}");
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("docs/a b.txt") && out.contains("connections_total 1"), "{out}");
+    assert!(err.contains("nope") && err.contains("no such file"), "{err}");
+    assert_eq!(fs::read(work.path().join("client_downloads/docs/a b.txt")).unwrap(), b"spaced");
+    assert!(!work.path().join("client_downloads/file1.txt").exists(), "nothing runs after quit");
+
+    let (code, _, err) = ftclient(work.path(), server.port, &["shell"], b"get file1.txt\n");
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn the_client_leaves_no_final_file_when_the_server_dies_mid_body() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fake = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line).unwrap();
+        (&stream).write_all(b"OK 1000000\npartial").unwrap();
+    });
+    let work = tempfile::tempdir().unwrap();
+    let (code, _, err) = ftclient(work.path(), port, &["get", "f.bin"], b"");
+    fake.join().unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("f.bin") && err.contains("closed after 7 of 1000000 bytes"), "{err}");
+    assert!(!work.path().join("client_downloads/f.bin").exists());
+}
+
+#[test]
+fn server_flags_are_checked() {
+    let out = Command::new(bin("ftserver")).args(["--cache-size", "lots"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("64MiB"));
+    let work = tempfile::tempdir().unwrap();
+    let out = Command::new(bin("ftserver"))
+        .args(["--port", "0", "--root", "does-not-exist"])
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does-not-exist"));
+}

@@ -1,0 +1,232 @@
+//! Test helpers: an in-process server on 127.0.0.1:0, a raw-wire connection, the real binaries,
+//! and files with settled modification times. Everything is bounded in time and cleans up on drop.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, SystemTime};
+
+use ft::server::{Config, Server, Shutdown};
+use tempfile::TempDir;
+
+/// How long any single network wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Writes a file under `dir` (creating folders) with an mtime an hour ago, so the cache, which
+/// refuses files modified in the last moments, will admit it.
+pub fn put(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, bytes).unwrap();
+    settle(&path);
+    path
+}
+
+/// Sets a file's mtime an hour into the past.
+pub fn settle(path: &Path) {
+    let f = fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(SystemTime::now() - Duration::from_secs(3600)).unwrap();
+}
+
+/// Bytes that are different at every offset and cover all 256 values.
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i as u64).wrapping_mul(2654435761).rotate_right(7) as u8 ^ i as u8).collect()
+}
+
+/// A temporary served folder and cache folder.
+pub struct Dirs {
+    pub root: TempDir,
+    pub cache: TempDir,
+}
+
+impl Dirs {
+    pub fn new() -> Dirs {
+        Dirs { root: tempfile::tempdir().unwrap(), cache: tempfile::tempdir().unwrap() }
+    }
+
+    pub fn config(&self) -> Config {
+        Config { cache_dir: Some(self.cache.path().to_path_buf()), ..Config::new(self.root.path()) }
+    }
+
+    pub fn put(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        put(self.root.path(), name, bytes)
+    }
+
+    /// Bytes held in the cache folder, and how many files.
+    pub fn cache_usage(&self) -> (u64, usize) {
+        let files: Vec<_> = fs::read_dir(self.cache.path()).unwrap().map(|e| e.unwrap()).collect();
+        (files.iter().map(|e| e.metadata().unwrap().len()).sum(), files.len())
+    }
+}
+
+/// A server running in this process on 127.0.0.1:0; stopped on drop.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub server: Arc<Server>,
+    shutdown: Shutdown,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub fn start(config: Config) -> TestServer {
+        let server = Arc::new(Server::new(config).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = Shutdown::new();
+        let (s, stop) = (server.clone(), shutdown.clone());
+        let thread = thread::spawn(move || s.run(listener, &stop).unwrap());
+        TestServer { addr, server, shutdown, thread: Some(thread) }
+    }
+
+    pub fn connect(&self) -> Wire {
+        Wire::connect(self.addr)
+    }
+
+    pub fn client(&self) -> ft::client::Client {
+        ft::client::Client::connect(&self.addr.to_string(), WAIT).unwrap()
+    }
+
+    /// A `stats` figure, read in-process.
+    pub fn stat(&self, key: &str) -> u64 {
+        self.server.stats().into_iter().find(|(k, _)| *k == key).map(|(_, v)| v).unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+/// A raw connection for speaking bytes and reading exact replies.
+pub struct Wire {
+    pub stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Wire {
+    pub fn connect(addr: SocketAddr) -> Wire {
+        let stream = TcpStream::connect_timeout(&addr, WAIT).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream.set_write_timeout(Some(WAIT)).unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Wire { stream, reader }
+    }
+
+    pub fn send(&mut self, bytes: impl AsRef<[u8]>) -> &mut Wire {
+        self.stream.write_all(bytes.as_ref()).unwrap();
+        self
+    }
+
+    /// One reply line, without its line feed.
+    pub fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        assert!(line.ends_with('\n'), "connection closed mid-line or before a reply: {line:?}");
+        line.pop();
+        line
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut buf = vec![0; n];
+        self.reader.read_exact(&mut buf).unwrap();
+        buf
+    }
+
+    /// Sends `get NAME` and returns the body after checking the `OK <size>` header.
+    pub fn get(&mut self, name: &str) -> Vec<u8> {
+        self.send(format!("get {name}\n"));
+        let status = self.line();
+        let size: usize = status.strip_prefix("OK ").unwrap_or_else(|| panic!("get {name}: {status}")).parse().unwrap();
+        self.bytes(size)
+    }
+
+    /// True once the server has closed the connection: end of stream with nothing more, or a
+    /// reset (a server that closes with unread input pending makes the kernel send RST).
+    pub fn closed(&mut self) -> bool {
+        let mut rest = Vec::new();
+        match self.reader.read_to_end(&mut rest) {
+            Ok(_) => rest.is_empty(),
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+}
+
+/// The path of one of the crate's binaries.
+pub fn bin(name: &str) -> PathBuf {
+    match name {
+        "ftserver" => PathBuf::from(env!("CARGO_BIN_EXE_ftserver")),
+        "ftclient" => PathBuf::from(env!("CARGO_BIN_EXE_ftclient")),
+        other => panic!("no binary {other}"),
+    }
+}
+
+/// The real `ftserver` binary on a free port; killed on drop.
+pub struct RealServer {
+    pub port: u16,
+    child: Child,
+}
+
+impl RealServer {
+    /// Starts `ftserver --port 0 ARGS...` in `cwd` and waits for its "listening on" line.
+    pub fn start(cwd: &Path, args: &[&str]) -> RealServer {
+        let mut child = Command::new(bin("ftserver"))
+            .args(["--port", "0"])
+            .args(args)
+            .current_dir(cwd)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr: SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
+                    if let Some(tx) = tx.take() {
+                        tx.send(addr.port()).unwrap();
+                    }
+                }
+            }
+        });
+        let port = rx.recv_timeout(WAIT).expect("ftserver never said 'listening on'");
+        RealServer { port, child }
+    }
+}
+
+impl Drop for RealServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `ftclient --port PORT ARGS...` in `cwd` and returns (exit code, stdout, stderr).
+pub fn ftclient(cwd: &Path, port: u16, args: &[&str], stdin: &[u8]) -> (i32, Vec<u8>, String) {
+    let mut child = Command::new(bin("ftclient"))
+        .args(["--port", &port.to_string(), "--timeout", "20s"])
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("FT_HOST")
+        .env_remove("FT_PORT")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap_or(-1), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+}

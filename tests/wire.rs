@@ -1,0 +1,354 @@
+//! Raw-wire tests: exact bytes against an in-process server.
+
+use std::fs;
+use std::io::Write;
+use std::thread;
+use std::time::Duration;
+
+use ft::server::Config;
+
+use crate::util::{Dirs, TestServer, Wire, pattern};
+
+fn started(dirs: &Dirs) -> TestServer {
+    TestServer::start(dirs.config())
+}
+
+#[test]
+fn list_reports_every_file_with_size_sorted_and_recursive() {
+    let dirs = Dirs::new();
+    dirs.put("b.txt", b"bb");
+    dirs.put("a.txt", b"a");
+    dirs.put("docs/deep/x y.bin", &[0; 7]);
+    dirs.put("ünï/日本.txt", b"1234");
+    let server = started(&dirs);
+    let mut w = server.connect();
+    w.send("list\n");
+    assert_eq!(w.line(), "OK 4");
+    let lines: Vec<String> = (0..4).map(|_| w.line()).collect();
+    let shown: Vec<(String, String)> = lines
+        .iter()
+        .map(|l| {
+            let mut p = l.splitn(3, ' ');
+            let size = p.next().unwrap().to_string();
+            p.next().unwrap().parse::<i64>().unwrap();
+            (size, p.next().unwrap().to_string())
+        })
+        .collect();
+    let want = [("1", "a.txt"), ("2", "b.txt"), ("7", "docs/deep/x y.bin"), ("4", "ünï/日本.txt")];
+    assert_eq!(shown, want.map(|(s, n)| (s.to_string(), n.to_string())));
+
+    w.send("LIST docs\n");
+    assert_eq!(w.line(), "OK 1");
+    assert!(w.line().ends_with(" docs/deep/x y.bin"));
+    w.send("list nothere\n");
+    assert!(w.line().starts_with("ERR not-found "));
+    w.send("list a.txt\n");
+    assert!(w.line().starts_with("ERR not-file "));
+}
+
+#[test]
+fn get_serves_text_binary_empty_nested_unicode_and_spaced_names_exactly() {
+    let dirs = Dirs::new();
+    let binary: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).chain(*b"\n\r\n\nOK 5\n").collect();
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("file1.txt", b"hello\nworld\n".to_vec()),
+        ("binary.bin", binary),
+        ("empty", Vec::new()),
+        ("a/b/c/nested.txt", b"deep".to_vec()),
+        ("ünïcödé 名前.txt", "ünï".as_bytes().to_vec()),
+        ("with  two spaces ", b"sp".to_vec()),
+    ];
+    for (name, bytes) in &files {
+        dirs.put(name, bytes);
+    }
+    let server = started(&dirs);
+    let mut w = server.connect();
+    for _round in 0..2 {
+        for (name, bytes) in &files {
+            assert_eq!(&w.get(name), bytes, "{name}");
+        }
+    }
+    // The second round came from the cache, and the connection is still in step.
+    assert_eq!(server.stat("cache_hits"), files.len() as u64);
+    w.send("quit\n");
+    assert_eq!(w.line(), "OK bye");
+    assert!(w.closed());
+}
+
+#[test]
+fn a_50_mib_file_arrives_intact_cached_and_streamed() {
+    let dirs = Dirs::new();
+    let big = pattern(50 << 20);
+    dirs.put("big.bin", &big);
+    // Default cache (64 MiB): admitted. Small cache: streamed from disk every time.
+    for cache_size in [64 << 20, 1 << 20] {
+        let server = TestServer::start(Config { cache_size, ..dirs.config() });
+        let mut w = server.connect();
+        assert!(w.get("big.bin") == big);
+        assert!(w.get("big.bin") == big);
+        let hits = server.stat("cache_hits");
+        assert_eq!(hits, if cache_size == 64 << 20 { 1 } else { 0 });
+    }
+}
+
+#[test]
+fn pipelined_requests_in_one_write_are_answered_in_order() {
+    let dirs = Dirs::new();
+    for i in 0..10 {
+        dirs.put(&format!("f{i}"), format!("content {i}\n").as_bytes());
+    }
+    let server = started(&dirs);
+    let mut w = server.connect();
+    let mut burst = String::new();
+    for round in 0..50 {
+        for i in 0..10 {
+            burst.push_str(&format!("get f{i}\n"));
+        }
+        burst.push_str(if round % 2 == 0 { "nope\n" } else { "get missing\r\n" });
+    }
+    burst.push_str("quit\n");
+    w.send(&burst);
+    for round in 0..50 {
+        for i in 0..10 {
+            let body = format!("content {i}\n");
+            assert_eq!(w.line(), format!("OK {}", body.len()));
+            assert_eq!(w.bytes(body.len()), body.as_bytes());
+        }
+        let err = w.line();
+        let want = if round % 2 == 0 { "ERR unknown-command " } else { "ERR not-found " };
+        assert!(err.starts_with(want), "{err}");
+    }
+    assert_eq!(w.line(), "OK bye");
+    assert!(w.closed());
+}
+
+#[test]
+fn a_request_written_one_byte_at_a_time_is_served() {
+    let dirs = Dirs::new();
+    dirs.put("slow.txt", b"patience");
+    let server = started(&dirs);
+    let mut w = server.connect();
+    w.stream.set_nodelay(true).unwrap();
+    for b in b"get slow.txt\r\n" {
+        w.stream.write_all(&[*b]).unwrap();
+    }
+    assert_eq!(w.line(), "OK 8");
+    assert_eq!(w.bytes(8), b"patience");
+}
+
+#[test]
+fn errors_are_one_err_line_each_and_keep_the_connection_usable() {
+    let dirs = Dirs::new();
+    dirs.put("ok.txt", b"fine");
+    fs::create_dir(dirs.root.path().join("folder")).unwrap();
+    let server = started(&dirs);
+    let mut w = server.connect();
+    let cases: &[(&[u8], &str)] = &[
+        (b"fetch ok.txt\n", "ERR unknown-command "),
+        (b"get\n", "ERR bad-request "),
+        (b"get \n", "ERR bad-request "),
+        (b"\n", "ERR bad-request "),
+        (b"quit now\n", "ERR bad-request "),
+        (b"get \xff\xfe\n", "ERR bad-request "),
+        (b"get missing.txt\n", "ERR not-found "),
+        (b"get folder\n", "ERR not-file "),
+        (b"get ../ok.txt\n", "ERR bad-name "),
+        (b"get /etc/passwd\n", "ERR bad-name "),
+        (b"get a//b\n", "ERR bad-name "),
+    ];
+    for (request, want) in cases {
+        w.send(request);
+        let reply = w.line();
+        assert!(reply.starts_with(want), "{:?} -> {reply}", String::from_utf8_lossy(request));
+        assert_eq!(w.get("ok.txt"), b"fine");
+    }
+}
+
+#[test]
+fn an_over_long_line_gets_err_and_the_connection_is_closed() {
+    let dirs = Dirs::new();
+    let server = started(&dirs);
+    let mut w = server.connect();
+    let long = vec![b'a'; 64 << 10];
+    // The server may close before it has read all of this; a failed write is fine.
+    let _ = w.stream.write_all(&long);
+    assert!(w.line().starts_with("ERR too-long "));
+    assert!(w.closed());
+    // Others are still served.
+    server.connect().send("list\n").line();
+}
+
+#[test]
+fn names_that_leave_the_root_are_refused_and_the_secret_never_leaks() {
+    let outside = tempfile::tempdir().unwrap();
+    let secret = b"TOP-SECRET-CONTENT";
+    crate::util::put(outside.path(), "secret.txt", secret);
+    let dirs = Dirs::new();
+    dirs.put("public.txt", b"public");
+    let root = dirs.root.path();
+    std::os::unix::fs::symlink(outside.path().join("secret.txt"), root.join("link-file")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), root.join("link-dir")).unwrap();
+    std::os::unix::fs::symlink("public.txt", root.join("inside-link")).unwrap();
+    let server = started(&dirs);
+    let mut w = server.connect();
+    let mut seen = Vec::new();
+    for name in ["../secret.txt", "a/../../secret.txt", "/etc/passwd", "link-file", "link-dir/secret.txt", "link-dir"] {
+        w.send(format!("get {name}\n"));
+        let reply = w.line();
+        assert!(reply.starts_with("ERR "), "{name}: {reply}");
+        seen.extend_from_slice(reply.as_bytes());
+    }
+    w.send("list\n");
+    assert_eq!(w.line(), "OK 2");
+    let listing = format!("{}\n{}", w.line(), w.line());
+    assert!(listing.contains(" inside-link\n") && listing.ends_with(" public.txt"), "{listing}");
+    seen.extend_from_slice(listing.as_bytes());
+    // A symlink that stays inside the root is fine.
+    assert_eq!(w.get("inside-link"), b"public");
+    assert!(!seen.windows(secret.len()).any(|win| win == secret));
+}
+
+#[test]
+fn thirty_two_concurrent_clients_receive_identical_copies() {
+    let dirs = Dirs::new();
+    let data = pattern(3 << 20);
+    dirs.put("shared.bin", &data);
+    dirs.put("streamed.bin", &pattern(2 << 20));
+    // Room for one of the two, so some clients hit the cache and some stream from disk.
+    let server = TestServer::start(Config { cache_size: 4 << 20, ..dirs.config() });
+    let handles: Vec<_> = (0..32)
+        .map(|i| {
+            let addr = server.addr;
+            thread::spawn(move || {
+                let mut w = Wire::connect(addr);
+                let a = w.get("shared.bin");
+                let b = w.get("streamed.bin");
+                (i, a, b)
+            })
+        })
+        .collect();
+    let streamed = pattern(2 << 20);
+    for h in handles {
+        let (i, a, b) = h.join().unwrap();
+        assert!(a == data, "client {i} got a different shared.bin");
+        assert!(b == streamed, "client {i} got a different streamed.bin");
+    }
+    assert_eq!(server.stat("requests"), 64);
+}
+
+#[test]
+fn a_hit_is_counted_and_a_miss_is_counted() {
+    let dirs = Dirs::new();
+    dirs.put("x", b"x");
+    let server = started(&dirs);
+    let mut w = server.connect();
+    w.get("x");
+    assert_eq!((server.stat("cache_hits"), server.stat("cache_misses")), (0, 1));
+    w.get("x");
+    assert_eq!((server.stat("cache_hits"), server.stat("cache_misses")), (1, 1));
+    // The same figures over the wire.
+    w.send("stats\n");
+    let n: usize = w.line().strip_prefix("OK ").unwrap().parse().unwrap();
+    let stats: Vec<String> = (0..n).map(|_| w.line()).collect();
+    assert!(stats.contains(&"cache_hits 1".to_string()), "{stats:?}");
+    assert!(stats.contains(&"cache_misses 1".to_string()));
+    assert!(stats.contains(&"cache_entries 1".to_string()));
+}
+
+#[test]
+fn the_cache_never_holds_more_than_its_cap_in_memory_or_on_disk() {
+    let dirs = Dirs::new();
+    let cap: u64 = 100_000;
+    for i in 0..10 {
+        dirs.put(&format!("f{i}"), &pattern(30_000 + i));
+    }
+    let server = TestServer::start(Config { cache_size: cap, ..dirs.config() });
+    let mut w = server.connect();
+    for round in 0..3 {
+        for i in 0..10 {
+            assert!(w.get(&format!("f{i}")) == pattern(30_000 + i), "round {round} f{i}");
+            let stats = server.server.cache_stats();
+            assert!(stats.bytes <= cap, "memory charge {} > cap", stats.bytes);
+            let (on_disk, _) = dirs.cache_usage();
+            assert!(on_disk <= cap, "cache folder holds {on_disk} > {cap}");
+        }
+    }
+    let stats = server.server.cache_stats();
+    // Full after three files; the mission's rule: a full cache takes no more.
+    assert_eq!((stats.entries, stats.admitted), (3, 3));
+    assert_eq!(dirs.cache_usage().1, 3);
+    assert_eq!(stats.hits, 6);
+}
+
+#[test]
+fn a_file_changed_replaced_or_deleted_after_caching_is_never_served_stale() {
+    let dirs = Dirs::new();
+    let path = dirs.put("doc.txt", b"version one");
+    let server = started(&dirs);
+    let mut w = server.connect();
+    assert_eq!(w.get("doc.txt"), b"version one");
+    assert_eq!(w.get("doc.txt"), b"version one");
+    assert_eq!(server.stat("cache_hits"), 1);
+
+    // Rewritten in place, same size: only the mtime tells.
+    fs::write(&path, b"version two").unwrap();
+    assert_eq!(w.get("doc.txt"), b"version two");
+    assert_eq!(server.stat("cache_invalidated"), 1);
+
+    // Replaced by rename with a file of the same size and an older mtime: the inode tells.
+    let cached_again = {
+        crate::util::settle(&path);
+        w.get("doc.txt");
+        w.get("doc.txt");
+        server.stat("cache_hits")
+    };
+    assert_eq!(cached_again, 2);
+    let tmp = dirs.put("doc.new", b"version 3!!");
+    fs::rename(tmp, &path).unwrap();
+    assert_eq!(w.get("doc.txt"), b"version 3!!");
+
+    fs::remove_file(&path).unwrap();
+    w.send("get doc.txt\n");
+    assert!(w.line().starts_with("ERR not-found"));
+    assert_eq!(server.server.cache_stats().entries, 0);
+    assert_eq!(dirs.cache_usage().1, 0, "the mirror file went with the entry");
+}
+
+#[test]
+fn entries_older_than_the_ttl_are_dropped() {
+    let dirs = Dirs::new();
+    dirs.put("x", b"x");
+    // A zero TTL: every entry is already too old at its next lookup.
+    let server = TestServer::start(Config { cache_ttl: Duration::ZERO, ..dirs.config() });
+    let mut w = server.connect();
+    w.get("x");
+    w.get("x");
+    let stats = server.server.cache_stats();
+    assert_eq!((stats.hits, stats.misses, stats.expired, stats.admitted), (0, 2, 1, 2));
+    assert!(dirs.cache_usage().1 <= 1);
+}
+
+#[test]
+fn a_restart_starts_warm_from_the_cache_folder_and_skips_changed_sources() {
+    let dirs = Dirs::new();
+    dirs.put("keep.txt", b"unchanged");
+    let changed = dirs.put("change.txt", b"before");
+    {
+        let server = started(&dirs);
+        let mut w = server.connect();
+        w.get("keep.txt");
+        w.get("change.txt");
+        assert_eq!(server.server.cache_stats().entries, 2);
+    }
+    fs::write(&changed, b"after!").unwrap();
+    // A crash leftover: a half-written temporary file.
+    fs::write(dirs.cache.path().join("0-0.ftc.tmp"), b"ftcache1 half").unwrap();
+
+    let server = started(&dirs);
+    assert_eq!(server.server.warmed(), 1);
+    assert_eq!(dirs.cache_usage().1, 1, "the stale entry and the leftover are gone");
+    let mut w = server.connect();
+    assert_eq!(w.get("keep.txt"), b"unchanged");
+    assert_eq!(server.stat("cache_hits"), 1, "first request after restart is a hit");
+    assert_eq!(w.get("change.txt"), b"after!");
+}
