@@ -132,3 +132,18 @@ fn bytes_beyond_the_announced_size_are_not_written() {
     fake.join().unwrap();
     assert_eq!(fs::read(out.path().join("f")).unwrap(), b"abc");
 }
+
+#[test]
+fn a_symlink_planted_in_the_output_folder_cannot_lead_a_download_outside() {
+    let dirs = Dirs::new();
+    dirs.put("docs/a.txt", b"payload");
+    let server = TestServer::start(dirs.config());
+    let out = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), out.path().join("docs")).unwrap();
+    let dir = OutDir::create(out.path()).unwrap();
+    let mut client = server.client();
+    assert!(matches!(client.download(&name("docs/a.txt"), &dir), Err(ClientError::Local { .. })));
+    assert_eq!(fs::read_dir(elsewhere.path()).unwrap().count(), 0, "nothing written outside");
+    assert!(client.is_usable());
+}
