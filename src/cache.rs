@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
+use crate::digest::Digest;
 use crate::mirror::{self, Mirror};
 use crate::name::Name;
 use crate::root::{FileVersion, Root};
@@ -31,6 +32,13 @@ use crate::root::{FileVersion, Root};
 /// A cached file's bytes, shared by every connection sending them. An `Arc<Vec<u8>>` rather than
 /// `Arc<[u8]>` so a file read into a `Vec` is published without a second copy.
 pub type Body = Arc<Vec<u8>>;
+
+/// What a hit hands out: the bytes and their digest.
+#[derive(Clone)]
+pub struct Cached {
+    pub body: Body,
+    pub digest: Digest,
+}
 
 /// How long after its last modification a file must stay unchanged before it is admitted.
 pub const SETTLE_TIME: Duration = Duration::from_millis(50);
@@ -60,6 +68,7 @@ struct Inner {
 
 struct Entry {
     body: Body,
+    digest: Digest,
     version: FileVersion,
     admitted: Instant,
     charge: u64,
@@ -101,7 +110,7 @@ impl Cache {
     }
 
     /// The cached bytes of `name` if present, younger than the TTL, and still `is_fresh`.
-    pub fn lookup(&self, name: &Name, now: Instant, is_fresh: impl FnOnce(&FileVersion) -> bool) -> Option<Body> {
+    pub fn lookup(&self, name: &Name, now: Instant, is_fresh: impl FnOnce(&FileVersion) -> bool) -> Option<Cached> {
         let found = {
             let mut inner = self.inner.lock();
             match inner.entries.get(name) {
@@ -113,16 +122,16 @@ impl Cache {
                     self.retire(gone);
                     None
                 }
-                Some(e) => Some((e.body.clone(), e.version)),
+                Some(e) => Some((Cached { body: e.body.clone(), digest: e.digest }, e.version)),
             }
         };
         match found {
-            Some((body, version)) if is_fresh(&version) => {
+            Some((hit, version)) if is_fresh(&version) => {
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                Some(body)
+                Some(hit)
             }
-            Some((body, _stale)) => {
-                self.invalidate(name, &body);
+            Some((stale, _)) => {
+                self.invalidate(name, &stale.body);
                 self.counters.misses.fetch_add(1, Ordering::Relaxed);
                 None
             }
@@ -199,6 +208,7 @@ impl Cache {
             };
             let entry = Entry {
                 body: Arc::new(body),
+                digest: s.digest,
                 version: s.version,
                 admitted: now.checked_sub(age).unwrap_or(now),
                 charge,
@@ -287,14 +297,14 @@ pub struct Reservation<'a> {
 
 impl Reservation<'_> {
     /// Admits the file's bytes: writes the mirror file, then publishes the entry.
-    pub fn commit(mut self, body: Body, version: FileVersion, now: Instant) {
+    pub fn commit(mut self, body: Body, digest: Digest, version: FileVersion, now: Instant) {
         let cache = self.cache;
         if body.len() as u64 != version.size {
             return;
         }
         let file = match &cache.mirror {
             None => None,
-            Some(mirror) => match mirror.write(&self.name, &version, SystemTime::now(), &body) {
+            Some(mirror) => match mirror.write(&self.name, &version, digest, SystemTime::now(), &body) {
                 Ok(file) => Some(file),
                 Err(e) => {
                     tracing::warn!(dir = %mirror.path().display(), name = %self.name, "not cached: cannot write cache file: {e}");
@@ -302,7 +312,7 @@ impl Reservation<'_> {
                 }
             },
         };
-        let entry = Entry { body, version, admitted: now, charge: self.charge, file };
+        let entry = Entry { body, digest, version, admitted: now, charge: self.charge, file };
         let mut inner = cache.inner.lock();
         inner.pending.remove(&self.name);
         inner.entries.insert(self.name.clone(), entry);
@@ -346,7 +356,9 @@ mod tests {
         let v = old_version(size);
         match cache.reserve(&name(n), &v, now) {
             Some(r) => {
-                r.commit(Arc::new(vec![b'x'; size as usize]), v, now);
+                let body = vec![b'x'; size as usize];
+                let digest = Digest::of(&body);
+                r.commit(Arc::new(body), digest, v, now);
                 true
             }
             None => false,
@@ -359,7 +371,8 @@ mod tests {
         let t0 = Instant::now();
         assert!(cache.lookup(&name("a"), t0, |_| true).is_none());
         assert!(admit(&cache, "a", 10, t0));
-        assert_eq!(cache.lookup(&name("a"), t0, |_| true).as_deref(), Some(&vec![b'x'; 10]));
+        let hit = cache.lookup(&name("a"), t0, |_| true).unwrap();
+        assert_eq!((&*hit.body, hit.digest), (&vec![b'x'; 10], Digest::of(&[b'x'; 10])));
         let s = cache.stats();
         assert_eq!((s.hits, s.misses, s.admitted, s.entries, s.bytes), (1, 1, 1, 1, 10));
     }

@@ -25,6 +25,8 @@
 
 pub mod cache;
 pub mod client;
+mod conn;
+pub mod digest;
 pub mod mirror;
 pub mod name;
 pub mod protocol;

@@ -3,7 +3,7 @@
 //! Each entry is a file `<id>.ftc` holding one header line and then the cached bytes:
 //!
 //! ```text
-//! ftcache1 <size:20> <mtime-sec:+20> <mtime-nsec:9> <inode:20> <device:20> <admitted-unix-ms:20> <name>\n
+//! ftcache2 <size:20> <mtime-sec:+20> <mtime-nsec:9> <inode:20> <device:20> <admitted-unix-ms:20> <xxh3:32> <name>\n
 //! <size bytes of the file as it was when admitted>
 //! ```
 //!
@@ -22,13 +22,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cap_std::fs::{Dir, OpenOptions};
 
+use crate::digest::Digest;
 use crate::name::{MAX_NAME_LEN, Name};
 use crate::protocol::{parse_u64, read_line};
 use crate::root::FileVersion;
 
-const MAGIC: &str = "ftcache1";
-/// Header bytes besides the name and its line feed: the magic and six fixed-width numbers.
-const HEADER_FIXED: u64 = (MAGIC.len() + 1 + 21 + 21 + 10 + 21 + 21 + 21) as u64;
+const MAGIC: &str = "ftcache2";
+/// Header bytes besides the name and its line feed: the magic, six fixed-width numbers, the digest.
+const HEADER_FIXED: u64 = (MAGIC.len() + 1 + 21 + 21 + 10 + 21 + 21 + 21 + 33) as u64;
 
 /// Bytes an entry for `name` takes on disk besides the file's own bytes.
 pub fn overhead(name: &Name) -> u64 {
@@ -41,6 +42,7 @@ pub struct Stored {
     pub file: String,
     pub name: Name,
     pub version: FileVersion,
+    pub digest: Digest,
     pub admitted: SystemTime,
 }
 
@@ -68,12 +70,19 @@ impl Mirror {
     }
 
     /// Writes an entry atomically and returns its file name.
-    pub fn write(&self, name: &Name, v: &FileVersion, admitted: SystemTime, body: &[u8]) -> io::Result<String> {
+    pub fn write(
+        &self,
+        name: &Name,
+        v: &FileVersion,
+        digest: Digest,
+        admitted: SystemTime,
+        body: &[u8],
+    ) -> io::Result<String> {
         let file = format!("{:016x}-{:08x}.ftc", self.run, self.seq.fetch_add(1, Ordering::Relaxed));
         let tmp = format!("{file}.tmp");
         let result = (|| {
             let mut out = self.dir.open_with(&tmp, OpenOptions::new().write(true).create_new(true))?;
-            out.write_all(header(name, v, admitted).as_bytes())?;
+            out.write_all(header(name, v, digest, admitted).as_bytes())?;
             out.write_all(body)?;
             drop(out);
             self.dir.rename(&tmp, &self.dir, &file)
@@ -116,7 +125,7 @@ impl Mirror {
         Ok(found)
     }
 
-    /// Reads an entry's bytes, checking they are exactly as long as its header says.
+    /// Reads an entry's bytes, checking their length and digest against its header.
     pub fn load(&self, stored: &Stored) -> io::Result<Vec<u8>> {
         let mut r = BufReader::new(self.dir.open(&stored.file)?);
         let mut line = Vec::new();
@@ -125,7 +134,10 @@ impl Mirror {
         let mut body = Vec::with_capacity(size);
         r.take(stored.version.size + 1).read_to_end(&mut body)?;
         if body.len() != size {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "cache file length disagrees with its header"));
+            return Err(bad("cache file length disagrees with its header"));
+        }
+        if Digest::of(&body) != stored.digest {
+            return Err(bad("cache file bytes disagree with their digest"));
         }
         Ok(body)
     }
@@ -139,11 +151,11 @@ impl Mirror {
             return Err(bad("empty file"));
         }
         let text = std::str::from_utf8(&line).map_err(|_| bad("header is not UTF-8"))?;
-        let (name, version, admitted) = parse_header(text).ok_or_else(|| bad("malformed header"))?;
+        let (name, version, digest, admitted) = parse_header(text).ok_or_else(|| bad("malformed header"))?;
         if on_disk != overhead(&name) + version.size {
             return Err(bad("length disagrees with header"));
         }
-        Ok(Stored { file: file.to_string(), name, version, admitted })
+        Ok(Stored { file: file.to_string(), name, version, digest, admitted })
     }
 }
 
@@ -155,16 +167,16 @@ fn bad(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_string())
 }
 
-fn header(name: &Name, v: &FileVersion, admitted: SystemTime) -> String {
+fn header(name: &Name, v: &FileVersion, digest: Digest, admitted: SystemTime) -> String {
     let ms = admitted.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
     format!(
-        "{MAGIC} {:020} {:+020} {:09} {:020} {:020} {ms:020} {name}\n",
+        "{MAGIC} {:020} {:+020} {:09} {:020} {:020} {ms:020} {digest} {name}\n",
         v.size, v.mtime_sec, v.mtime_nsec, v.ino, v.dev
     )
 }
 
-fn parse_header(line: &str) -> Option<(Name, FileVersion, SystemTime)> {
-    let mut f = line.splitn(8, ' ');
+fn parse_header(line: &str) -> Option<(Name, FileVersion, Digest, SystemTime)> {
+    let mut f = line.splitn(9, ' ');
     if f.next()? != MAGIC {
         return None;
     }
@@ -174,8 +186,9 @@ fn parse_header(line: &str) -> Option<(Name, FileVersion, SystemTime)> {
     let ino = parse_u64(f.next()?)?;
     let dev = parse_u64(f.next()?)?;
     let admitted = UNIX_EPOCH + Duration::from_millis(parse_u64(f.next()?)?);
+    let digest = Digest::parse(f.next()?)?;
     let name = Name::parse(f.next()?).ok()?;
-    Some((name, FileVersion { size, mtime_sec, mtime_nsec, ino, dev }, admitted))
+    Some((name, FileVersion { size, mtime_sec, mtime_nsec, ino, dev }, digest, admitted))
 }
 
 #[cfg(test)]
@@ -189,10 +202,10 @@ mod tests {
     #[test]
     fn header_length_is_fixed_plus_name() {
         let name = Name::parse("dir/ü name.txt").unwrap();
-        let h = header(&name, &version(), SystemTime::now());
+        let h = header(&name, &version(), Digest(u128::MAX), SystemTime::now());
         assert_eq!(h.len() as u64, overhead(&name));
-        let (n, v, _) = parse_header(h.trim_end_matches('\n')).unwrap();
-        assert_eq!((n, v), (name, version()));
+        let (n, v, d, _) = parse_header(h.trim_end_matches('\n')).unwrap();
+        assert_eq!((n, v, d), (name, version(), Digest(u128::MAX)));
     }
 
     #[test]
@@ -200,7 +213,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let m = Mirror::open(tmp.path()).unwrap();
         let name = Name::parse("a b/c").unwrap();
-        let file = m.write(&name, &version(), SystemTime::now(), b"hello").unwrap();
+        let file = m.write(&name, &version(), Digest::of(b"hello"), SystemTime::now(), b"hello").unwrap();
         std::fs::write(tmp.path().join("x.ftc.tmp"), b"partial").unwrap();
         std::fs::write(tmp.path().join("broken.ftc"), b"ftcache1 0").unwrap();
         std::fs::write(tmp.path().join("keep-me.txt"), b"not ours").unwrap();

@@ -9,10 +9,12 @@
 //! request  = verb [SP argument] LF          ; a CR before LF is dropped; verbs are case-insensitive
 //!   list [FOLDER]                           ; FOLDER and NAME are everything after the first space
 //!   get NAME
+//!   resume OFFSET PREFIX-XXH3 NAME          ; continue a download (see README)
 //!   stats
 //!   quit
 //! reply    = "OK" [SP fields] LF [payload]  |  "ERR" SP code SP message LF
-//!   get   -> OK <size>             then exactly <size> raw bytes
+//!   get   -> OK <size> xxh3=<digest>                              then exactly <size> raw bytes
+//!   resume-> OK <n> offset=<o> size=<size> xxh3=<digest>         then the <n> = <size> - <o> bytes from <o>
 //!   list  -> OK <count>            then <count> lines "<size> <mtime-unix-seconds> <name>"
 //!   stats -> OK <count>            then <count> lines "<key> <value>"
 //!   quit  -> OK bye                then the server closes the connection
@@ -25,6 +27,7 @@
 use std::fmt;
 use std::io::{self, BufRead, Write};
 
+use crate::digest::Digest;
 use crate::name::{MAX_NAME_LEN, Name, NameError};
 
 /// Longest request line the server reads, in bytes, excluding the line feed.
@@ -38,6 +41,12 @@ pub enum Request {
     /// Every servable file, or those under one folder.
     List(Option<Name>),
     Get(Name),
+    /// The file from `offset` on, if its first `offset` bytes have digest `prefix`; else all of it.
+    Resume {
+        offset: u64,
+        prefix: Digest,
+        name: Name,
+    },
     Stats,
     Quit,
 }
@@ -49,12 +58,14 @@ pub enum RequestError {
     NotUtf8,
     #[error("empty request")]
     Empty,
-    #[error("unknown command '{0}' (try list, get NAME, stats, quit)")]
+    #[error("unknown command '{0}' (try list, get NAME, resume, stats, quit)")]
     UnknownCommand(String),
     #[error("'{0}' needs a file name")]
     MissingName(&'static str),
     #[error("'{0}' takes no argument")]
     UnexpectedArgument(&'static str),
+    #[error("usage: resume OFFSET PREFIX-XXH3 NAME")]
+    BadResume,
     #[error("bad name: {0}")]
     BadName(#[from] NameError),
 }
@@ -86,6 +97,12 @@ impl Request {
                 Some(name) if !name.is_empty() => Ok(Request::Get(Name::parse(name)?)),
                 _ => Err(RequestError::MissingName("get")),
             }
+        } else if verb.eq_ignore_ascii_case("resume") {
+            let mut parts = arg.unwrap_or("").splitn(3, ' ');
+            let offset = parts.next().and_then(parse_u64).ok_or(RequestError::BadResume)?;
+            let prefix = parts.next().and_then(Digest::parse).ok_or(RequestError::BadResume)?;
+            let name = parts.next().filter(|n| !n.is_empty()).ok_or(RequestError::BadResume)?;
+            Ok(Request::Resume { offset, prefix, name: Name::parse(name)? })
         } else if verb.eq_ignore_ascii_case("list") {
             match arg {
                 None | Some("") => Ok(Request::List(None)),
@@ -116,6 +133,7 @@ impl fmt::Display for Request {
             Request::List(None) => f.write_str("list"),
             Request::List(Some(folder)) => write!(f, "list {folder}"),
             Request::Get(name) => write!(f, "get {name}"),
+            Request::Resume { offset, prefix, name } => write!(f, "resume {offset} {prefix} {name}"),
             Request::Stats => f.write_str("stats"),
             Request::Quit => f.write_str("quit"),
         }
@@ -132,6 +150,7 @@ pub enum ErrorCode {
     NotFile,
     Denied,
     TooLong,
+    Timeout,
     Busy,
     Internal,
 }
@@ -146,6 +165,7 @@ impl ErrorCode {
             ErrorCode::NotFile => "not-file",
             ErrorCode::Denied => "denied",
             ErrorCode::TooLong => "too-long",
+            ErrorCode::Timeout => "timeout",
             ErrorCode::Busy => "busy",
             ErrorCode::Internal => "internal",
         }
@@ -191,8 +211,24 @@ pub enum ProtocolError {
 /// Returns `Ok(false)` on a clean end of stream before any byte of a line, `Ok(true)` with a
 /// line in `buf` otherwise. Never buffers more than `cap` bytes of one line.
 pub fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>, cap: usize) -> Result<bool, ProtocolError> {
+    read_line_with(r, buf, cap, || Ok(()))
+}
+
+/// [`read_line`], calling `more` before each read after the first, when the line is still
+/// incomplete (the server uses it to shrink the socket timeout to the line's deadline).
+pub fn read_line_with(
+    r: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    cap: usize,
+    mut more: impl FnMut() -> io::Result<()>,
+) -> Result<bool, ProtocolError> {
     buf.clear();
+    let mut first = true;
     loop {
+        if !first {
+            more()?;
+        }
+        first = false;
         let avail = match r.fill_buf() {
             Ok(avail) => avail,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -256,6 +292,56 @@ pub fn write_ok_count(w: &mut impl Write, n: u64) -> io::Result<()> {
 pub fn parse_count(fields: &str) -> Result<u64, ProtocolError> {
     let first = fields.split(' ').next().unwrap_or("");
     parse_u64(first).ok_or_else(|| malformed("expected a decimal count", fields.as_bytes()))
+}
+
+/// The status line of a `get` or `resume` reply: `<len>` body bytes follow, which are the
+/// file's bytes from `offset` on; the whole file is `size` bytes with digest `digest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GetHeader {
+    pub len: u64,
+    pub offset: u64,
+    pub size: u64,
+    pub digest: Digest,
+}
+
+impl GetHeader {
+    /// The header for the whole file.
+    pub fn whole(size: u64, digest: Digest) -> GetHeader {
+        GetHeader { len: size, offset: 0, size, digest }
+    }
+
+    /// Writes `OK <len> [offset=<o> size=<size>] xxh3=<digest>`; offset and size only for a
+    /// partial body, so a plain `get` reads `OK <size> xxh3=...`.
+    pub fn write(&self, w: &mut impl Write) -> io::Result<()> {
+        if self.offset == 0 {
+            writeln!(w, "OK {} xxh3={}", self.len, self.digest)
+        } else {
+            writeln!(w, "OK {} offset={} size={} xxh3={}", self.len, self.offset, self.size, self.digest)
+        }
+    }
+
+    /// Parses the fields after `OK `. Unknown `key=value` fields are ignored; known ones must be
+    /// well-formed, the digest must be present, and `offset + len` must equal `size`.
+    pub fn parse(fields: &str) -> Result<GetHeader, ProtocolError> {
+        let bad = |what: &str| malformed(what, fields.as_bytes());
+        let mut parts = fields.split(' ');
+        let len = parts.next().and_then(parse_u64).ok_or_else(|| bad("expected a decimal size"))?;
+        let (mut offset, mut size, mut digest) = (0, None, None);
+        for field in parts {
+            match field.split_once('=') {
+                Some(("offset", v)) => offset = parse_u64(v).ok_or_else(|| bad("bad offset"))?,
+                Some(("size", v)) => size = Some(parse_u64(v).ok_or_else(|| bad("bad size"))?),
+                Some(("xxh3", v)) => digest = Some(Digest::parse(v).ok_or_else(|| bad("bad xxh3 digest"))?),
+                _ => {}
+            }
+        }
+        let size = size.unwrap_or(len);
+        if offset.checked_add(len) != Some(size) {
+            return Err(bad("offset + length disagrees with size"));
+        }
+        let digest = digest.ok_or_else(|| bad("no xxh3 digest"))?;
+        Ok(GetHeader { len, offset, size, digest })
+    }
 }
 
 /// One line of a `list` reply.
@@ -348,6 +434,11 @@ mod tests {
         assert_eq!(Request::parse(b"Get file1.txt\r"), Ok(Request::Get(name("file1.txt"))));
         assert_eq!(Request::parse(b"get a b  c"), Ok(Request::Get(name("a b  c"))));
         assert_eq!(Request::parse(b"stats"), Ok(Request::Stats));
+        let prefix = Digest::of(b"abc");
+        assert_eq!(
+            Request::parse(format!("resume 3 {prefix} a b").as_bytes()),
+            Ok(Request::Resume { offset: 3, prefix, name: name("a b") })
+        );
         assert_eq!(Request::parse(b"QUIT"), Ok(Request::Quit));
     }
 
@@ -364,6 +455,11 @@ mod tests {
         assert_eq!(code(b"get ../x"), ErrorCode::BadName);
         assert_eq!(code(b"get /etc/passwd"), ErrorCode::BadName);
         assert_eq!(code(b"list a/../.."), ErrorCode::BadName);
+        assert_eq!(code(b"resume"), ErrorCode::BadRequest);
+        assert_eq!(code(b"resume 1 abc x"), ErrorCode::BadRequest);
+        assert_eq!(code(b"resume -1 00000000000000000000000000000000 x"), ErrorCode::BadRequest);
+        assert_eq!(code(b"resume 1 00000000000000000000000000000000"), ErrorCode::BadRequest);
+        assert_eq!(code(b"resume 1 00000000000000000000000000000000 ../x"), ErrorCode::BadName);
     }
 
     #[test]
@@ -372,6 +468,7 @@ mod tests {
             Request::List(None),
             Request::List(Some(name("docs/sub"))),
             Request::Get(name("with space/ünï.txt")),
+            Request::Resume { offset: 9, prefix: Digest(u128::MAX), name: name("r") },
             Request::Stats,
             Request::Quit,
         ] {
@@ -414,6 +511,29 @@ mod tests {
         assert_eq!(parse_count("42 xxh3=abc").unwrap(), 42);
         for bad in ["", "-1", "+1", " 1", "0x10", "1e3", "18446744073709551616"] {
             assert!(parse_count(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn get_headers_round_trip_and_are_checked() {
+        let d = Digest::of(b"x");
+        for h in [GetHeader::whole(10, d), GetHeader { len: 4, offset: 6, size: 10, digest: d }, GetHeader::whole(0, d)]
+        {
+            let mut out = Vec::new();
+            h.write(&mut out).unwrap();
+            let fields = std::str::from_utf8(&out).unwrap().strip_prefix("OK ").unwrap().trim_end();
+            assert_eq!(GetHeader::parse(fields).unwrap(), h);
+        }
+        assert_eq!(GetHeader::parse(&format!("5 future=1 xxh3={d}")).unwrap(), GetHeader::whole(5, d));
+        for bad in [
+            "5".to_string(),
+            format!("5 xxh3={d}0"),
+            format!("5 offset=1 xxh3={d}"),
+            format!("5 offset=1 size=7 xxh3={d}"),
+            format!("5 offset=x size=6 xxh3={d}"),
+            format!("18446744073709551615 offset=1 size=0 xxh3={d}"),
+        ] {
+            assert!(GetHeader::parse(&bad).is_err(), "{bad}");
         }
     }
 

@@ -1,12 +1,17 @@
-//! The server: configuration, the accept loop, and the per-connection command loop.
+//! The server: configuration, the accept loop, connection limits and graceful shutdown.
 //!
 //! [`Server::run`] takes an already-bound listener (the binary binds; tests bind `127.0.0.1:0`)
-//! and spawns one named `std::thread` per accepted connection. A connection reads requests with
-//! the bounded line reader, answers each in order, and flushes its buffered replies only when no
-//! further pipelined request is already buffered, so a burst of requests leaves in few writes. A
-//! connection's error ends that connection alone and is logged once with its peer address.
+//! and spawns one named `std::thread` with a small stack per accepted connection (the command
+//! loop is in `conn.rs`). Past `max_conns` a new connection gets `ERR busy` and is closed without
+//! a thread. A connection's error ends that connection alone and is logged once with its peer.
+//! Accept errors (such as running out of file descriptors) back off instead of spinning.
+//!
+//! Shutdown: [`Shutdown::trigger`] stops the accept loop; `run` then half-closes every connection's
+//! receiving side, so idle ones end at once and busy ones end after the reply in flight, and waits
+//! up to `grace` for them before returning.
 
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::collections::HashMap;
+use std::io::{self, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,12 +24,12 @@ use parking_lot::Mutex;
 use tracing::{debug, info, warn};
 
 use crate::cache::{Cache, CacheStats};
+use crate::conn::Connection;
+use crate::digest::DigestMemo;
 use crate::mirror::Mirror;
-use crate::name::Name;
-use crate::protocol::{self, ErrorCode, MAX_REQUEST_LINE, ProtocolError, Request};
 use crate::root::Root;
 
-/// Everything the server needs besides its listener.
+/// Everything the server needs besides its listener. [`Config::new`] gives `ftserver`'s defaults.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The folder whose files are served.
@@ -35,22 +40,33 @@ pub struct Config {
     pub cache_size: u64,
     /// Age after which a cache entry is dropped.
     pub cache_ttl: Duration,
-    /// How long a connection may sit between requests before it is closed.
+    /// Longest request line, in bytes; a longer one gets `ERR too-long` and the connection closes.
+    pub max_line: usize,
+    /// Most connections served at once; more get `ERR busy`.
+    pub max_conns: usize,
+    /// How long a connection may sit between requests.
     pub idle_timeout: Duration,
-    /// How long one write to a peer may block before the connection is closed.
+    /// How long one request line may take to arrive once it has begun.
+    pub request_timeout: Duration,
+    /// How long one write to a peer may make no progress.
     pub send_timeout: Duration,
+    /// How long shutdown waits for connections in flight.
+    pub grace: Duration,
 }
 
 impl Config {
-    /// Defaults for everything but the root: the values `ftserver` uses without flags.
     pub fn new(root: impl Into<PathBuf>) -> Config {
         Config {
             root: root.into(),
             cache_dir: None,
             cache_size: 64 << 20,
             cache_ttl: Duration::from_secs(3600),
+            max_line: crate::protocol::MAX_REQUEST_LINE,
+            max_conns: 1024,
             idle_timeout: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(30),
             send_timeout: Duration::from_secs(60),
+            grace: Duration::from_secs(10),
         }
     }
 }
@@ -67,22 +83,29 @@ pub enum ServerError {
 /// A figure reported by `stats`.
 pub type Stat = (&'static str, u64);
 
-/// The server's state shared by all connection threads.
+/// The server.
 pub struct Server {
     shared: Arc<Shared>,
-    config: Config,
     /// Entries restored from the mirror folder at start-up.
     warmed: usize,
 }
 
-struct Shared {
-    root: Root,
-    cache: Cache,
+/// State shared by every connection thread.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) root: Root,
+    pub(crate) cache: Cache,
+    /// Digests of files streamed from disk, per file version.
+    pub(crate) digests: DigestMemo,
+    /// Open connections by id, to half-close them at shutdown.
+    live: Mutex<HashMap<u64, Arc<TcpStream>>>,
     started: Instant,
-    connections_now: AtomicU64,
+    pub(crate) connections_now: AtomicU64,
     connections_total: AtomicU64,
-    requests: AtomicU64,
-    bytes_sent: AtomicU64,
+    connections_refused: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
+    pub(crate) digests_computed: AtomicU64,
 }
 
 impl Server {
@@ -97,20 +120,30 @@ impl Server {
         let cache = Cache::new(config.cache_size, config.cache_ttl, mirror);
         let warmed = cache.warm(&root, Instant::now());
         let shared = Arc::new(Shared {
+            config,
             root,
             cache,
+            digests: DigestMemo::default(),
+            live: Mutex::new(HashMap::new()),
             started: Instant::now(),
             connections_now: AtomicU64::new(0),
             connections_total: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
+            digests_computed: AtomicU64::new(0),
         });
-        Ok(Server { shared, config, warmed })
+        Ok(Server { shared, warmed })
     }
 
     /// How many cache entries were restored from the mirror folder at start-up.
     pub fn warmed(&self) -> usize {
         self.warmed
+    }
+
+    /// How many files the root holds (what `list` would show).
+    pub fn file_count(&self) -> usize {
+        self.shared.root.list(None).map_or(0, |entries| entries.len())
     }
 
     pub fn cache_stats(&self) -> CacheStats {
@@ -122,18 +155,22 @@ impl Server {
         self.shared.stats()
     }
 
-    /// Accepts connections until `shutdown` is triggered, one thread per connection.
-    pub fn run(&self, listener: TcpListener, shutdown: &Shutdown) -> io::Result<()> {
+    /// Accepts connections until `shutdown` is triggered, then drains them (see the module doc).
+    /// Returns `Ok(true)` if every connection finished within the grace period.
+    pub fn run(&self, listener: TcpListener, shutdown: &Shutdown) -> io::Result<bool> {
         shutdown.arm(listener.local_addr()?);
         let (stop_janitor, janitor_stop) = mpsc::channel::<()>();
         let shared = self.shared.clone();
-        let every = (self.config.cache_ttl / 2).clamp(Duration::from_millis(100), Duration::from_secs(60));
+        let every = (shared.config.cache_ttl / 2).clamp(Duration::from_millis(100), Duration::from_secs(60));
         thread::Builder::new().name("cache-janitor".into()).spawn(move || {
             while let Err(mpsc::RecvTimeoutError::Timeout) = janitor_stop.recv_timeout(every) {
                 shared.cache.sweep(Instant::now());
             }
         })?;
+        // Each connection thread holds a clone; all dropped means all connections are done.
+        let (alive, all_done) = mpsc::channel::<()>();
         let mut backoff = Duration::from_millis(5);
+        let mut next_id = 0u64;
         while !shutdown.is_triggered() {
             match listener.accept() {
                 Ok((stream, peer)) => {
@@ -141,35 +178,59 @@ impl Server {
                     if shutdown.is_triggered() {
                         break;
                     }
-                    self.spawn_connection(stream, peer);
+                    next_id += 1;
+                    self.admit(stream, peer, next_id, alive.clone());
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    // Typically out of file descriptors: wait for connections to close.
                     warn!("accept failed: {e}; retrying in {backoff:?}");
                     thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
             }
         }
+        drop(listener);
         drop(stop_janitor);
-        info!("stopped accepting connections");
-        Ok(())
+        drop(alive);
+        let open = self.shared.connections_now.load(Ordering::SeqCst);
+        info!(open, "stopped accepting; letting connections finish");
+        for stream in self.shared.live.lock().values() {
+            let _ = stream.shutdown(std::net::Shutdown::Read);
+        }
+        let drained =
+            matches!(all_done.recv_timeout(self.shared.config.grace), Err(mpsc::RecvTimeoutError::Disconnected));
+        if !drained {
+            warn!(
+                open = self.shared.connections_now.load(Ordering::SeqCst),
+                "grace period over with connections still open"
+            );
+        }
+        Ok(drained)
     }
 
-    fn spawn_connection(&self, stream: TcpStream, peer: SocketAddr) {
-        let shared = self.shared.clone();
-        let (idle, send) = (self.config.idle_timeout, self.config.send_timeout);
-        let spawned = thread::Builder::new().name(format!("conn {peer}")).stack_size(256 << 10).spawn(move || {
-            shared.connections_total.fetch_add(1, Ordering::Relaxed);
-            shared.connections_now.fetch_add(1, Ordering::Relaxed);
+    /// Serves a new connection on its own thread, or refuses it with `ERR busy`.
+    fn admit(&self, stream: TcpStream, peer: SocketAddr, id: u64, alive: mpsc::Sender<()>) {
+        let shared = &self.shared;
+        if shared.connections_now.load(Ordering::SeqCst) >= shared.config.max_conns as u64 {
+            shared.connections_refused.fetch_add(1, Ordering::Relaxed);
+            debug!(%peer, "refused: too many connections");
+            let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+            let _ = (&stream).write_all(b"ERR busy too many connections; try again later\n");
+            return;
+        }
+        shared.connections_now.fetch_add(1, Ordering::SeqCst);
+        shared.connections_total.fetch_add(1, Ordering::Relaxed);
+        let stream = Arc::new(stream);
+        shared.live.lock().insert(id, stream.clone());
+        let guard = Live { shared: shared.clone(), id, _alive: alive };
+        let spawned = thread::Builder::new().name(format!("conn {peer}")).stack_size(128 << 10).spawn(move || {
             debug!(%peer, "connected");
-            match Connection::new(&shared, stream, idle, send).and_then(|mut c| c.serve()) {
+            match Connection::new(&guard.shared, stream).and_then(|mut c| c.serve()) {
                 Ok(()) => debug!(%peer, "closed"),
-                Err(e) if e.is_disconnect() => debug!(%peer, "peer went away: {e}"),
+                Err(e) if e.is_peer() => debug!(%peer, "connection ended: {e}"),
                 Err(e) => warn!(%peer, "connection ended: {e}"),
             }
-            shared.connections_now.fetch_sub(1, Ordering::Relaxed);
+            drop(guard);
         });
         if let Err(e) = spawned {
             warn!(%peer, "cannot start a thread for the connection: {e}");
@@ -177,16 +238,32 @@ impl Server {
     }
 }
 
+/// Counts a connection as open until dropped (also when its thread could not start).
+struct Live {
+    shared: Arc<Shared>,
+    id: u64,
+    _alive: mpsc::Sender<()>,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.shared.live.lock().remove(&self.id);
+        self.shared.connections_now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Shared {
-    fn stats(&self) -> Vec<Stat> {
+    pub(crate) fn stats(&self) -> Vec<Stat> {
         let c = self.cache.stats();
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         vec![
             ("uptime_secs", self.started.elapsed().as_secs()),
             ("connections_now", get(&self.connections_now)),
             ("connections_total", get(&self.connections_total)),
+            ("connections_refused", get(&self.connections_refused)),
             ("requests", get(&self.requests)),
             ("bytes_sent", get(&self.bytes_sent)),
+            ("digests_computed", get(&self.digests_computed)),
             ("cache_entries", c.entries),
             ("cache_bytes", c.bytes),
             ("cache_cap", c.cap),
@@ -235,163 +312,21 @@ impl Shutdown {
     }
 }
 
-/// Why a connection ended early.
-#[derive(Debug, thiserror::Error)]
-enum ConnError {
-    #[error(transparent)]
-    Io(#[from] io::Error),
-    #[error("request line longer than {0} bytes")]
-    LineTooLong(usize),
-    #[error("connection closed in the middle of a request")]
-    Truncated,
-    #[error("{name} shrank while being sent: {sent} of {size} bytes")]
-    Shrank { name: Name, sent: u64, size: u64 },
-}
-
-impl ConnError {
-    fn is_disconnect(&self) -> bool {
-        use io::ErrorKind::*;
-        matches!(self, ConnError::Io(e) if matches!(e.kind(), BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof))
-    }
-}
-
-impl From<ProtocolError> for ConnError {
-    fn from(e: ProtocolError) -> ConnError {
-        match e {
-            ProtocolError::LineTooLong(n) => ConnError::LineTooLong(n),
-            ProtocolError::Io(e) => ConnError::Io(e),
-            _ => ConnError::Truncated,
+/// Raises the soft limit on open files to the hard limit (each connection holds one), and
+/// returns the new soft limit.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(io::Error::last_os_error());
         }
-    }
-}
-
-/// One client's connection: its buffered halves and the shared state.
-struct Connection<'a> {
-    shared: &'a Shared,
-    reader: BufReader<TcpStream>,
-    writer: BufWriter<TcpStream>,
-}
-
-impl<'a> Connection<'a> {
-    fn new(shared: &'a Shared, stream: TcpStream, idle: Duration, send: Duration) -> Result<Self, ConnError> {
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(idle))?;
-        stream.set_write_timeout(Some(send))?;
-        let reader = BufReader::with_capacity(8 << 10, stream.try_clone()?);
-        let writer = BufWriter::with_capacity(64 << 10, stream);
-        Ok(Connection { shared, reader, writer })
-    }
-
-    /// Answers requests until the peer quits or closes.
-    fn serve(&mut self) -> Result<(), ConnError> {
-        let mut line = Vec::with_capacity(256);
-        loop {
-            if self.reader.buffer().is_empty() {
-                self.writer.flush()?;
-            }
-            match protocol::read_line(&mut self.reader, &mut line, MAX_REQUEST_LINE) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(ProtocolError::LineTooLong(cap)) => {
-                    // Out of step with the peer: say why, then close.
-                    protocol::write_err(
-                        &mut self.writer,
-                        ErrorCode::TooLong,
-                        &format!("request longer than {cap} bytes"),
-                    )?;
-                    self.writer.flush()?;
-                    return Err(ConnError::LineTooLong(cap));
-                }
-                Err(e) => return Err(e.into()),
-            }
-            self.shared.requests.fetch_add(1, Ordering::Relaxed);
-            match Request::parse(&line) {
-                Ok(Request::Quit) => {
-                    self.writer.write_all(b"OK bye\n")?;
-                    break;
-                }
-                Ok(Request::Get(name)) => self.get(&name)?,
-                Ok(Request::List(folder)) => self.list(folder.as_ref())?,
-                Ok(Request::Stats) => self.stats()?,
-                Err(e) => protocol::write_err(&mut self.writer, e.code(), &e)?,
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(io::Error::last_os_error());
             }
         }
-        self.writer.flush()?;
-        Ok(())
     }
-
-    fn get(&mut self, name: &Name) -> Result<(), ConnError> {
-        let (shared, now) = (self.shared, Instant::now());
-        let fresh = |cached: &_| shared.root.stat(name).is_ok_and(|current| current == *cached);
-        if let Some(body) = shared.cache.lookup(name, now, fresh) {
-            debug!(%name, size = body.len(), "hit");
-            return self.send_bytes(&body);
-        }
-        let (mut file, version) = match shared.root.open_file(name) {
-            Ok(opened) => opened,
-            Err(e) => return Ok(protocol::write_err(&mut self.writer, e.code(), &e)?),
-        };
-        let Some(reservation) = shared.cache.reserve(name, &version, now) else {
-            debug!(%name, size = version.size, "miss, streamed");
-            return self.stream_file(name, &mut file, version.size);
-        };
-        // Read whole before answering, so a read error is still an ERR line, not a cut reply.
-        let mut body = Vec::with_capacity(usize::try_from(version.size).unwrap_or(0));
-        let read = (&mut file).take(version.size).read_to_end(&mut body);
-        if let Err(e) = read {
-            return Ok(protocol::write_err(&mut self.writer, ErrorCode::Internal, &format!("read failed: {e}"))?);
-        }
-        if body.len() as u64 != version.size {
-            return Ok(protocol::write_err(&mut self.writer, ErrorCode::Internal, &"file shrank while being read")?);
-        }
-        let body = Arc::new(body);
-        debug!(%name, size = version.size, "miss, admitted");
-        self.send_bytes(&body)?;
-        // Publish only if the file did not change while it was read.
-        if file.metadata().is_ok_and(|m| crate::root::FileVersion::of_std(&m) == version) {
-            reservation.commit(body, version, now);
-        }
-        Ok(())
-    }
-
-    fn send_bytes(&mut self, body: &[u8]) -> Result<(), ConnError> {
-        protocol::write_ok_count(&mut self.writer, body.len() as u64)?;
-        self.writer.write_all(body)?;
-        self.shared.bytes_sent.fetch_add(body.len() as u64, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Sends exactly `size` bytes of `file` through the write buffer; a file that turns out
-    /// shorter ends the connection, since the peer was promised `size` bytes.
-    fn stream_file(&mut self, name: &Name, file: &mut std::fs::File, size: u64) -> Result<(), ConnError> {
-        protocol::write_ok_count(&mut self.writer, size)?;
-        let sent = io::copy(&mut file.take(size), &mut self.writer)?;
-        self.shared.bytes_sent.fetch_add(sent, Ordering::Relaxed);
-        if sent != size {
-            return Err(ConnError::Shrank { name: name.clone(), sent, size });
-        }
-        Ok(())
-    }
-
-    fn list(&mut self, folder: Option<&Name>) -> Result<(), ConnError> {
-        match self.shared.root.list(folder) {
-            Ok(entries) => {
-                protocol::write_ok_count(&mut self.writer, entries.len() as u64)?;
-                for entry in &entries {
-                    entry.write(&mut self.writer)?;
-                }
-            }
-            Err(e) => protocol::write_err(&mut self.writer, e.code(), &e)?,
-        }
-        Ok(())
-    }
-
-    fn stats(&mut self) -> Result<(), ConnError> {
-        let stats = self.shared.stats();
-        protocol::write_ok_count(&mut self.writer, stats.len() as u64)?;
-        for (key, value) in stats {
-            protocol::write_stat(&mut self.writer, key, value)?;
-        }
-        Ok(())
-    }
+    Ok(lim.rlim_cur)
 }

@@ -124,7 +124,8 @@ fn the_client_leaves_no_final_file_when_the_server_dies_mid_body() {
         stream.set_read_timeout(Some(WAIT)).unwrap();
         let mut line = String::new();
         BufReader::new(&stream).read_line(&mut line).unwrap();
-        (&stream).write_all(b"OK 1000000\npartial").unwrap();
+        let header = format!("OK 1000000 xxh3={}\npartial", ft::digest::Digest(0));
+        (&stream).write_all(header.as_bytes()).unwrap();
     });
     let work = tempfile::tempdir().unwrap();
     let (code, _, err) = ftclient(work.path(), port, &["get", "f.bin"], b"");

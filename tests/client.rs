@@ -7,6 +7,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use ft::client::{Client, ClientError, OutDir};
+use ft::digest::Digest;
 use ft::name::Name;
 
 use crate::util::{Dirs, TestServer, WAIT, pattern};
@@ -46,7 +47,7 @@ fn downloads_nested_and_unicode_names_into_the_output_folder() {
     let listed: Vec<String> = client.list(None).unwrap().into_iter().map(|e| e.name.to_string()).collect();
     assert_eq!(listed, ["docs/ünï côdé.txt", "top.bin"]);
     for n in &listed {
-        client.download(&name(n), &dir).unwrap();
+        client.download(&name(n), &dir, false).unwrap();
     }
     assert_eq!(fs::read(out.path().join("new/folder/docs/ünï côdé.txt")).unwrap(), b"accents");
     assert!(fs::read(out.path().join("new/folder/top.bin")).unwrap() == pattern(200_000));
@@ -64,12 +65,12 @@ fn a_server_error_touches_no_file_and_keeps_the_connection() {
     let out = tempfile::tempdir().unwrap();
     let dir = OutDir::create(out.path()).unwrap();
     let mut client = server.client();
-    match client.download(&name("missing"), &dir) {
+    match client.download(&name("missing"), &dir, false) {
         Err(ClientError::Server(reply)) => assert_eq!(reply.code, "not-found"),
         other => panic!("{other:?}"),
     }
     assert_eq!(fs::read_dir(out.path()).unwrap().count(), 0);
-    assert_eq!(client.download(&name("there"), &dir).unwrap(), 3);
+    assert_eq!(client.download(&name("there"), &dir, false).unwrap().size, 3);
 }
 
 #[test]
@@ -82,25 +83,25 @@ fn a_local_write_error_is_reported_and_the_connection_stays_in_step() {
     fs::create_dir(out.path().join("x")).unwrap(); // a folder where the file should go
     let dir = OutDir::create(out.path()).unwrap();
     let mut client = server.client();
-    match client.download(&name("x"), &dir) {
+    match client.download(&name("x"), &dir, false) {
         Err(ClientError::Local { path, .. }) => assert!(path.ends_with("x"), "{path:?}"),
         other => panic!("{other:?}"),
     }
     assert!(client.is_usable());
-    assert_eq!(client.download(&name("y"), &dir).unwrap(), 3);
+    assert_eq!(client.download(&name("y"), &dir, false).unwrap().size, 3);
     assert_eq!(fs::read(out.path().join("y")).unwrap(), b"why");
 }
 
 #[test]
 fn a_server_that_closes_mid_body_leaves_no_final_file_and_the_old_copy_intact() {
-    let mut reply = b"OK 100\n".to_vec();
+    let mut reply = format!("OK 100 xxh3={}\n", Digest::of(&[b'z'; 100])).into_bytes();
     reply.extend_from_slice(&[b'z'; 10]);
     let (addr, fake) = fake_server(reply);
     let out = tempfile::tempdir().unwrap();
     fs::write(out.path().join("f.txt"), b"previous good copy").unwrap();
     let dir = OutDir::create(out.path()).unwrap();
     let mut client = connect(addr);
-    match client.download(&name("f.txt"), &dir) {
+    match client.download(&name("f.txt"), &dir, false) {
         Err(ClientError::ShortBody { expected: 100, received: 10 }) => {}
         other => panic!("{other:?}"),
     }
@@ -116,7 +117,7 @@ fn malformed_replies_are_errors_not_files() {
         let (addr, fake) = fake_server(reply.to_vec());
         let out = tempfile::tempdir().unwrap();
         let dir = OutDir::create(out.path()).unwrap();
-        let result = connect(addr).download(&name("f"), &dir);
+        let result = connect(addr).download(&name("f"), &dir, false);
         assert!(matches!(result, Err(ClientError::Protocol(_))), "{:?} -> {result:?}", String::from_utf8_lossy(reply));
         fake.join().unwrap();
         assert_eq!(fs::read_dir(out.path()).unwrap().count(), 0);
@@ -125,10 +126,10 @@ fn malformed_replies_are_errors_not_files() {
 
 #[test]
 fn bytes_beyond_the_announced_size_are_not_written() {
-    let (addr, fake) = fake_server(b"OK 3\nabcEXTRA".to_vec());
+    let (addr, fake) = fake_server(format!("OK 3 xxh3={}\nabcEXTRA", Digest::of(b"abc")).into_bytes());
     let out = tempfile::tempdir().unwrap();
     let dir = OutDir::create(out.path()).unwrap();
-    connect(addr).download(&name("f"), &dir).unwrap();
+    connect(addr).download(&name("f"), &dir, false).unwrap();
     fake.join().unwrap();
     assert_eq!(fs::read(out.path().join("f")).unwrap(), b"abc");
 }
@@ -143,7 +144,7 @@ fn a_symlink_planted_in_the_output_folder_cannot_lead_a_download_outside() {
     std::os::unix::fs::symlink(elsewhere.path(), out.path().join("docs")).unwrap();
     let dir = OutDir::create(out.path()).unwrap();
     let mut client = server.client();
-    assert!(matches!(client.download(&name("docs/a.txt"), &dir), Err(ClientError::Local { .. })));
+    assert!(matches!(client.download(&name("docs/a.txt"), &dir, false), Err(ClientError::Local { .. })));
     assert_eq!(fs::read_dir(elsewhere.path()).unwrap().count(), 0, "nothing written outside");
     assert!(client.is_usable());
 }

@@ -11,6 +11,8 @@ use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime};
 
+use ft::digest::Digest;
+use ft::protocol::GetHeader;
 use ft::server::{Config, Server, Shutdown};
 use tempfile::TempDir;
 
@@ -79,7 +81,9 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let shutdown = Shutdown::new();
         let (s, stop) = (server.clone(), shutdown.clone());
-        let thread = thread::spawn(move || s.run(listener, &stop).unwrap());
+        let thread = thread::spawn(move || {
+            s.run(listener, &stop).unwrap();
+        });
         TestServer { addr, server, shutdown, thread: Some(thread) }
     }
 
@@ -141,12 +145,17 @@ impl Wire {
         buf
     }
 
-    /// Sends `get NAME` and returns the body after checking the `OK <size>` header.
+    /// Sends `get NAME` and returns the body after checking the `OK <size> xxh3=<digest>` header
+    /// and the digest.
     pub fn get(&mut self, name: &str) -> Vec<u8> {
         self.send(format!("get {name}\n"));
         let status = self.line();
-        let size: usize = status.strip_prefix("OK ").unwrap_or_else(|| panic!("get {name}: {status}")).parse().unwrap();
-        self.bytes(size)
+        let header =
+            GetHeader::parse(status.strip_prefix("OK ").unwrap_or_else(|| panic!("get {name}: {status}"))).unwrap();
+        assert_eq!((header.offset, header.len), (0, header.size));
+        let body = self.bytes(header.len as usize);
+        assert_eq!(Digest::of(&body), header.digest, "get {name}: digest");
+        body
     }
 
     /// True once the server has closed the connection: end of stream with nothing more, or a

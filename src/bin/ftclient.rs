@@ -40,6 +40,9 @@ enum Command {
         /// Folder to save into, keeping sub-folders (created if missing); '-' writes one file to stdout
         #[arg(short = 'o', long = "output", default_value = "client_downloads")]
         output: PathBuf,
+        /// Continue from an existing NAME.part if the server confirms its bytes; else start over
+        #[arg(long)]
+        resume: bool,
         /// Names as `list` shows them
         #[arg(required = true)]
         names: Vec<String>,
@@ -56,6 +59,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Err(e) = exit_on_interrupt() {
+        eprintln!("ftclient: cannot watch signals: {e}");
+    }
     tracing_subscriber::fmt()
         .with_writer(io::stderr)
         .with_ansi(io::stderr().is_terminal())
@@ -91,7 +97,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
             }
             Ok(true)
         }
-        Command::Get { output, names } => {
+        Command::Get { output, names, resume } => {
             let names = names
                 .iter()
                 .map(|n| Name::parse(n).with_context(|| format!("{}: bad name", escape(n))))
@@ -105,17 +111,23 @@ fn run(args: Args) -> anyhow::Result<bool> {
                 return Ok(true);
             }
             let dir = OutDir::create(&output).with_context(|| format!("cannot create {}", output.display()))?;
-            get_all(&mut connect()?, &names, &dir)
+            get_all(&mut connect()?, &names, &dir, resume)
         }
         Command::Shell { output } => shell(connect()?, &output),
     }
 }
 
 /// Downloads each name in turn, reporting failures on stderr; stops when the connection fails.
-fn get_all(client: &mut Client, names: &[Name], dir: &OutDir) -> anyhow::Result<bool> {
+fn get_all(client: &mut Client, names: &[Name], dir: &OutDir, resume: bool) -> anyhow::Result<bool> {
     let mut ok = true;
     for (i, name) in names.iter().enumerate() {
-        if let Err(e) = client.download(name, dir) {
+        let result = client.download(name, dir, resume);
+        if let Ok(done) = &result
+            && done.started_over
+        {
+            eprintln!("ftclient: {name}: the partial copy did not match the server's file; downloaded it afresh");
+        }
+        if let Err(e) = result {
             ok = false;
             eprintln!("ftclient: {name}: {e}");
             if !client.is_usable() {
@@ -198,8 +210,22 @@ fn shell_list(client: &mut Client, folder: &str) -> anyhow::Result<()> {
 fn shell_get(client: &mut Client, name: &str, output: &Path) -> anyhow::Result<()> {
     let name = Name::parse(name).with_context(|| format!("{}: bad name", escape(name)))?;
     let dir = OutDir::create(output).with_context(|| format!("cannot create {}", output.display()))?;
-    let size = client.download(&name, &dir).with_context(|| name.to_string())?;
-    eprintln!("saved {} ({size} bytes)", dir.path().join(name.as_path()).display());
+    let done = client.download(&name, &dir, false).with_context(|| name.to_string())?;
+    eprintln!("saved {} ({} bytes)", dir.path().join(name.as_path()).display(), done.size);
+    Ok(())
+}
+
+/// Ctrl-C (or SIGTERM) ends the client at once with 128 + the signal (130 for Ctrl-C). Files being
+/// downloaded stay as `.part`, ready for `get --resume`.
+fn exit_on_interrupt() -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            eprintln!("ftclient: interrupted; partial downloads are kept as .part files (get --resume continues them)");
+            std::process::exit(128 + signal);
+        }
+    })?;
     Ok(())
 }
 

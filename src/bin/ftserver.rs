@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::thread;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -32,12 +33,24 @@ struct Args {
     /// Age after which a cached file is dropped (e.g. 90s, 10m, 1h)
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     cache_ttl: Duration,
+    /// Most connections served at once; more are answered "ERR busy" and closed
+    #[arg(long, default_value_t = 1024)]
+    max_conns: usize,
+    /// Longest request line in bytes; a longer one gets "ERR too-long" and the connection is closed
+    #[arg(long, default_value_t = ft::protocol::MAX_REQUEST_LINE)]
+    max_line: usize,
     /// Close a connection that sends no request for this long
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     idle_timeout: Duration,
+    /// Close a connection whose request line, once begun, is not complete within this long
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    request_timeout: Duration,
     /// Close a connection whose peer accepts no data for this long
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     send_timeout: Duration,
+    /// On SIGINT/SIGTERM, how long transfers in flight may take to finish (a second signal exits at once)
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    grace: Duration,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -65,10 +78,18 @@ fn run(args: Args) -> anyhow::Result<()> {
         cache_dir: Some(args.cache_dir),
         cache_size: args.cache_size,
         cache_ttl: args.cache_ttl,
+        max_conns: args.max_conns,
+        max_line: args.max_line,
         idle_timeout: args.idle_timeout,
+        request_timeout: args.request_timeout,
         send_timeout: args.send_timeout,
+        grace: args.grace,
         ..Config::new(args.root)
     };
+    match ft::server::raise_fd_limit() {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
     let server = Server::new(config.clone())?;
     let addr = SocketAddr::new(args.bind, args.port);
     let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
@@ -79,6 +100,26 @@ fn run(args: Args) -> anyhow::Result<()> {
         warm_entries = server.warmed(),
         "listening on {addr}"
     );
-    server.run(listener, &Shutdown::new())?;
+    let shutdown = Shutdown::new();
+    watch_signals(shutdown.clone())?;
+    server.run(listener, &shutdown)?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// First SIGINT/SIGTERM: stop accepting and drain. Second: exit at once.
+fn watch_signals(shutdown: Shutdown) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("cannot watch signals")?;
+    thread::Builder::new().name("signals".into()).spawn(move || {
+        for signal in signals.forever() {
+            if shutdown.is_triggered() {
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(128 + signal);
+            }
+            tracing::info!("signal {signal}: finishing transfers in flight; send it again to exit at once");
+            shutdown.trigger();
+        }
+    })?;
     Ok(())
 }

@@ -1,0 +1,306 @@
+//! One client connection: the command loop, its timeouts, and the replies.
+//!
+//! The loop waits up to the idle timeout for a request to begin; once its first byte is in, the
+//! whole line must arrive within the request timeout (a peer trickling bytes is cut off) and fit
+//! the line cap. Replies are buffered and flushed only when no further pipelined request is
+//! already buffered, so a burst of requests leaves in few writes. Every write is bounded by the
+//! socket's send timeout, which the kernel applies between two writes that make progress: a slow
+//! but steady reader is served, one that stops reading releases the thread.
+
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tracing::debug;
+
+use crate::digest::{Digest, hash_file};
+use crate::name::Name;
+use crate::protocol::{self, ErrorCode, GetHeader, ProtocolError, Request};
+use crate::root::FileVersion;
+use crate::server::Shared;
+
+/// Why a connection ended early.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error("request line longer than {0} bytes")]
+    LineTooLong(usize),
+    #[error("request line not complete within {0:?}")]
+    RequestTimeout(Duration),
+    #[error("connection closed in the middle of a request")]
+    Truncated,
+    #[error("{name} shrank while being sent: {sent} of {len} bytes")]
+    Shrank { name: Name, sent: u64, len: u64 },
+}
+
+impl ConnError {
+    /// Errors that are the peer's doing (gone, idle, stalled) rather than the server's.
+    pub(crate) fn is_peer(&self) -> bool {
+        use io::ErrorKind::*;
+        match self {
+            ConnError::Io(e) => {
+                matches!(
+                    e.kind(),
+                    BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof | WouldBlock | TimedOut
+                )
+            }
+            ConnError::LineTooLong(_) | ConnError::RequestTimeout(_) | ConnError::Truncated => true,
+            ConnError::Shrank { .. } => false,
+        }
+    }
+}
+
+impl From<ProtocolError> for ConnError {
+    fn from(e: ProtocolError) -> ConnError {
+        match e {
+            ProtocolError::LineTooLong(n) => ConnError::LineTooLong(n),
+            ProtocolError::Io(e) => ConnError::Io(e),
+            _ => ConnError::Truncated,
+        }
+    }
+}
+
+/// A shared socket usable as both halves: `&TcpStream` reads and writes, so no `dup` is needed.
+pub(crate) struct Sock(pub Arc<TcpStream>);
+
+impl Read for Sock {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+}
+
+impl Write for Sock {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        (&*self.0).write_vectored(bufs)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One client's connection.
+pub(crate) struct Connection<'a> {
+    shared: &'a Shared,
+    stream: Arc<TcpStream>,
+    reader: BufReader<Sock>,
+    writer: BufWriter<Sock>,
+    /// The receive timeout currently set on the socket, to skip redundant system calls.
+    read_timeout: Option<Duration>,
+}
+
+impl<'a> Connection<'a> {
+    pub(crate) fn new(shared: &'a Shared, stream: Arc<TcpStream>) -> Result<Self, ConnError> {
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(shared.config.send_timeout))?;
+        let reader = BufReader::with_capacity(8 << 10, Sock(stream.clone()));
+        let writer = BufWriter::with_capacity(64 << 10, Sock(stream.clone()));
+        Ok(Connection { shared, stream, reader, writer, read_timeout: None })
+    }
+
+    /// Answers requests until the peer quits or closes, or a limit is hit.
+    pub(crate) fn serve(&mut self) -> Result<(), ConnError> {
+        let config = &self.shared.config;
+        let mut line = Vec::with_capacity(256);
+        loop {
+            if self.reader.buffer().is_empty() {
+                self.writer.flush()?;
+                set_timeout(&self.stream, &mut self.read_timeout, config.idle_timeout)?;
+                if self.reader.fill_buf()?.is_empty() {
+                    break;
+                }
+            }
+            // A request has begun: all of it must arrive by the deadline.
+            let deadline = Instant::now() + config.request_timeout;
+            let (stream, current) = (&self.stream, &mut self.read_timeout);
+            let read = protocol::read_line_with(&mut self.reader, &mut line, config.max_line, || {
+                match deadline.checked_duration_since(Instant::now()).filter(|left| !left.is_zero()) {
+                    Some(left) => set_timeout(stream, current, left),
+                    None => Err(io::ErrorKind::TimedOut.into()),
+                }
+            });
+            match read {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(ProtocolError::LineTooLong(cap)) => {
+                    // Out of step with the peer: say why, then close without reading more.
+                    return Err(self.last_word(ErrorCode::TooLong, ConnError::LineTooLong(cap)));
+                }
+                Err(ProtocolError::Io(e))
+                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+                {
+                    return Err(self.last_word(ErrorCode::Timeout, ConnError::RequestTimeout(config.request_timeout)));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            self.shared.requests.fetch_add(1, Ordering::Relaxed);
+            match Request::parse(&line) {
+                Ok(Request::Quit) => {
+                    self.writer.write_all(b"OK bye\n")?;
+                    break;
+                }
+                Ok(Request::Get(name)) => self.get(&name, None)?,
+                Ok(Request::Resume { offset, prefix, name }) => self.get(&name, Some((offset, prefix)))?,
+                Ok(Request::List(folder)) => self.list(folder.as_ref())?,
+                Ok(Request::Stats) => self.stats()?,
+                Err(e) => protocol::write_err(&mut self.writer, e.code(), &e)?,
+            }
+        }
+        self.writer.flush()?;
+        Ok(())
+    }
+
+    /// Sends a final `ERR` (best effort) and returns `why` for the caller to end with.
+    fn last_word(&mut self, code: ErrorCode, why: ConnError) -> ConnError {
+        let _ = protocol::write_err(&mut self.writer, code, &why).and_then(|()| self.writer.flush());
+        why
+    }
+
+    fn err(&mut self, code: ErrorCode, message: &dyn std::fmt::Display) -> Result<(), ConnError> {
+        Ok(protocol::write_err(&mut self.writer, code, message)?)
+    }
+
+    /// Serves `get` (no `resume`) or `resume` (the offset and the digest of the client's prefix).
+    fn get(&mut self, name: &Name, resume: Option<(u64, Digest)>) -> Result<(), ConnError> {
+        let (shared, now) = (self.shared, Instant::now());
+        let fresh = |cached: &FileVersion| shared.root.stat(name).is_ok_and(|current| current == *cached);
+        if let Some(hit) = shared.cache.lookup(name, now, fresh) {
+            debug!(%name, size = hit.body.len(), "hit");
+            let offset = matching_offset(resume, |off| hit.body.get(..off as usize).map(Digest::of));
+            return self.send_body(&hit.body, hit.digest, offset);
+        }
+        let (mut file, version) = match shared.root.open_file(name) {
+            Ok(opened) => opened,
+            Err(e) => return self.err(e.code(), &e),
+        };
+        let Some(reservation) = shared.cache.reserve(name, &version, now) else {
+            debug!(%name, size = version.size, "miss, streamed");
+            return self.stream_file(name, &mut file, &version, resume);
+        };
+        // Read whole before answering, so a read error is still an ERR line, not a cut reply.
+        let mut body = Vec::with_capacity(usize::try_from(version.size).unwrap_or(0));
+        if let Err(e) = (&mut file).take(version.size).read_to_end(&mut body) {
+            return self.err(ErrorCode::Internal, &format_args!("read failed: {e}"));
+        }
+        if body.len() as u64 != version.size {
+            return self.err(ErrorCode::Internal, &"file shrank while being read; try again");
+        }
+        let digest = Digest::of(&body);
+        let offset = matching_offset(resume, |off| body.get(..off as usize).map(Digest::of));
+        let body = Arc::new(body);
+        debug!(%name, size = version.size, "miss, admitted");
+        self.send_body(&body, digest, offset)?;
+        if unchanged(&file, &version) {
+            reservation.commit(body, digest, version, now);
+        }
+        Ok(())
+    }
+
+    fn send_body(&mut self, body: &[u8], digest: Digest, offset: u64) -> Result<(), ConnError> {
+        let size = body.len() as u64;
+        GetHeader { len: size - offset, offset, size, digest }.write(&mut self.writer)?;
+        self.writer.write_all(&body[offset as usize..])?;
+        self.shared.bytes_sent.fetch_add(size - offset, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sends a file from disk through the write buffer. Its digest comes from the memo, or is
+    /// computed (once per file version) before the header. A file that turns out shorter than
+    /// announced ends the connection: the peer was promised that many bytes.
+    fn stream_file(
+        &mut self,
+        name: &Name,
+        file: &mut std::fs::File,
+        version: &FileVersion,
+        resume: Option<(u64, Digest)>,
+    ) -> Result<(), ConnError> {
+        let (digest, prefix) = match self.file_digest(name, file, version, resume.map(|(off, _)| off)) {
+            Ok(digests) => digests,
+            Err(e) => return self.err(ErrorCode::Internal, &format_args!("cannot read the file: {e}")),
+        };
+        let offset = matching_offset(resume, |_| prefix);
+        let len = version.size - offset;
+        GetHeader { len, offset, size: version.size, digest }.write(&mut self.writer)?;
+        file.seek(SeekFrom::Start(offset))?;
+        let sent = io::copy(&mut file.take(len), &mut self.writer)?;
+        self.shared.bytes_sent.fetch_add(sent, Ordering::Relaxed);
+        if sent != len {
+            return Err(ConnError::Shrank { name: name.clone(), sent, len });
+        }
+        Ok(())
+    }
+
+    /// The file's digest (remembered per version) and, if asked, the digest of its first bytes.
+    fn file_digest(
+        &self,
+        name: &Name,
+        file: &std::fs::File,
+        version: &FileVersion,
+        prefix: Option<u64>,
+    ) -> io::Result<(Digest, Option<Digest>)> {
+        let memo = &self.shared.digests;
+        if let Some(digest) = memo.get(name, version) {
+            let prefix = match prefix {
+                Some(p) if p <= version.size => Some(hash_file(file, p, None)?.0),
+                _ => None,
+            };
+            return Ok((digest, prefix));
+        }
+        let digests = hash_file(file, version.size, prefix)?;
+        if !unchanged(file, version) {
+            return Err(io::Error::other("it changed while being hashed; try again"));
+        }
+        self.shared.digests_computed.fetch_add(1, Ordering::Relaxed);
+        memo.put(name, *version, digests.0);
+        Ok(digests)
+    }
+
+    fn list(&mut self, folder: Option<&Name>) -> Result<(), ConnError> {
+        match self.shared.root.list(folder) {
+            Ok(entries) => {
+                protocol::write_ok_count(&mut self.writer, entries.len() as u64)?;
+                for entry in &entries {
+                    entry.write(&mut self.writer)?;
+                }
+                Ok(())
+            }
+            Err(e) => self.err(e.code(), &e),
+        }
+    }
+
+    fn stats(&mut self) -> Result<(), ConnError> {
+        let stats = self.shared.stats();
+        protocol::write_ok_count(&mut self.writer, stats.len() as u64)?;
+        for (key, value) in stats {
+            protocol::write_stat(&mut self.writer, key, value)?;
+        }
+        Ok(())
+    }
+}
+
+/// Sets the socket's receive timeout unless it already has that value.
+fn set_timeout(stream: &TcpStream, current: &mut Option<Duration>, want: Duration) -> io::Result<()> {
+    if *current != Some(want) {
+        stream.set_read_timeout(Some(want))?;
+        *current = Some(want);
+    }
+    Ok(())
+}
+
+/// The offset to resume from: the client's, if its prefix digest matches ours, else 0.
+fn matching_offset(resume: Option<(u64, Digest)>, prefix_digest: impl FnOnce(u64) -> Option<Digest>) -> u64 {
+    match resume {
+        Some((off, want)) if off > 0 && prefix_digest(off) == Some(want) => off,
+        _ => 0,
+    }
+}
+
+/// Whether an open file still has the version it had when opened.
+fn unchanged(file: &std::fs::File, version: &FileVersion) -> bool {
+    file.metadata().is_ok_and(|m| FileVersion::of_std(&m) == *version)
+}
