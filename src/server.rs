@@ -20,7 +20,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use tracing::{debug, info, warn};
 
 use crate::cache::{Cache, CacheStats};
@@ -99,6 +99,8 @@ pub(crate) struct Shared {
     pub(crate) digests: DigestMemo,
     /// Open connections by id, to half-close them at shutdown.
     live: Mutex<HashMap<u64, Arc<TcpStream>>>,
+    /// Signalled whenever a connection ends (see [`Server::wait_connections`]).
+    ended: Condvar,
     started: Instant,
     pub(crate) connections_now: AtomicU64,
     connections_total: AtomicU64,
@@ -125,6 +127,7 @@ impl Server {
             cache,
             digests: DigestMemo::default(),
             live: Mutex::new(HashMap::new()),
+            ended: Condvar::new(),
             started: Instant::now(),
             connections_now: AtomicU64::new(0),
             connections_total: AtomicU64::new(0),
@@ -153,6 +156,18 @@ impl Server {
     /// Every figure `stats` reports, in order.
     pub fn stats(&self) -> Vec<Stat> {
         self.shared.stats()
+    }
+
+    /// Waits until at most `n` connections are open, or `timeout` passes; true if it got there.
+    pub fn wait_connections(&self, n: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut live = self.shared.live.lock();
+        while self.shared.connections_now.load(Ordering::SeqCst) > n {
+            if self.shared.ended.wait_until(&mut live, deadline).timed_out() {
+                return self.shared.connections_now.load(Ordering::SeqCst) <= n;
+            }
+        }
+        true
     }
 
     /// Accepts connections until `shutdown` is triggered, then drains them (see the module doc).
@@ -247,8 +262,10 @@ struct Live {
 
 impl Drop for Live {
     fn drop(&mut self) {
-        self.shared.live.lock().remove(&self.id);
+        let mut live = self.shared.live.lock();
+        live.remove(&self.id);
         self.shared.connections_now.fetch_sub(1, Ordering::SeqCst);
+        self.shared.ended.notify_all();
     }
 }
 

@@ -71,7 +71,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub server: Arc<Server>,
     shutdown: Shutdown,
-    thread: Option<JoinHandle<()>>,
+    /// The thread running `Server::run`; yields whether every connection drained in time.
+    thread: Option<JoinHandle<bool>>,
 }
 
 impl TestServer {
@@ -81,9 +82,7 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let shutdown = Shutdown::new();
         let (s, stop) = (server.clone(), shutdown.clone());
-        let thread = thread::spawn(move || {
-            s.run(listener, &stop).unwrap();
-        });
+        let thread = thread::spawn(move || s.run(listener, &stop).unwrap());
         TestServer { addr, server, shutdown, thread: Some(thread) }
     }
 
@@ -91,8 +90,19 @@ impl TestServer {
         Wire::connect(self.addr)
     }
 
+    /// Triggers shutdown; the handle yields whether every connection finished within the grace.
+    pub fn stop_in_background(&mut self) -> JoinHandle<bool> {
+        self.shutdown.trigger();
+        self.thread.take().unwrap()
+    }
+
     pub fn client(&self) -> ft::client::Client {
         ft::client::Client::connect(&self.addr.to_string(), WAIT).unwrap()
+    }
+
+    /// Asserts the server gets down to at most `n` open connections within [`WAIT`].
+    pub fn wait_connections(&self, n: u64) {
+        assert!(self.server.wait_connections(n, WAIT), "still {} connections open", self.stat("connections_now"));
     }
 
     /// A `stats` figure, read in-process.

@@ -1,0 +1,280 @@
+//! Faults: peers that vanish, stall, trickle or flood; files that change under the server; resume
+//! from good and bad `.part` files; and a fake server that lies.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ft::client::{Client, ClientError, OutDir};
+use ft::digest::Digest;
+use ft::name::Name;
+use ft::server::Config;
+
+use crate::util::{Dirs, TestServer, WAIT, Wire, pattern};
+
+fn name(s: &str) -> Name {
+    Name::parse(s).unwrap()
+}
+
+/// A server whose cache is too small for the big test files, so they are streamed from disk.
+fn streaming(dirs: &Dirs, tweak: impl FnOnce(Config) -> Config) -> TestServer {
+    TestServer::start(tweak(Config { cache_size: 1 << 20, ..dirs.config() }))
+}
+
+/// Closes a socket with RST instead of FIN, as a crashed or killed peer does.
+fn reset(stream: TcpStream) {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: setsockopt reads `linger` for the size given; the fd is open.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        let size = std::mem::size_of::<libc::linger>() as libc::socklen_t;
+        libc::setsockopt(stream.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, (&raw const linger).cast(), size);
+    }
+    drop(stream);
+}
+
+#[test]
+fn clients_that_vanish_mid_transfer_release_their_threads() {
+    let dirs = Dirs::new();
+    dirs.put("big.bin", &pattern(16 << 20));
+    dirs.put("cached.bin", &pattern(200_000));
+    let server = streaming(&dirs, |c| c);
+    for (i, file) in ["big.bin", "cached.bin", "big.bin", "cached.bin"].iter().enumerate() {
+        let mut w = server.connect();
+        w.send(format!("get {file}\n"));
+        assert!(w.line().starts_with("OK "));
+        w.bytes(1000 * (i + 1));
+        reset(w.stream);
+    }
+    server.wait_connections(0);
+    assert_eq!(server.connect().get("cached.bin"), pattern(200_000), "still serving");
+}
+
+#[test]
+fn a_reader_that_stops_reading_is_cut_off_by_the_send_timeout() {
+    let dirs = Dirs::new();
+    dirs.put("big.bin", &pattern(32 << 20));
+    let server = streaming(&dirs, |c| Config { send_timeout: Duration::from_millis(300), ..c });
+    let mut stalled = server.connect();
+    stalled.send("get big.bin\n");
+    // The stalled peer stays connected but never reads: its thread must still be released.
+    server.wait_connections(0);
+    assert!(server.connect().get("big.bin") == pattern(32 << 20));
+    drop(stalled);
+}
+
+#[test]
+fn a_slow_but_steady_reader_is_served_to_the_end() {
+    let dirs = Dirs::new();
+    let data = pattern(4 << 20);
+    dirs.put("big.bin", &data);
+    let server = streaming(&dirs, |c| Config { send_timeout: Duration::from_millis(500), ..c });
+    let mut w = server.connect();
+    w.send("get big.bin\n");
+    assert!(w.line().starts_with("OK 4194304 "));
+    // Pacing, not synchronisation: 20 reads 100 ms apart take 4x the send timeout in total,
+    // but every write the server makes progresses well within it.
+    let mut got = Vec::new();
+    while got.len() < data.len() {
+        thread::sleep(Duration::from_millis(100));
+        let want = (data.len() - got.len()).min(data.len() / 20 + 1);
+        got.extend(w.bytes(want));
+    }
+    assert!(got == data);
+}
+
+#[test]
+fn a_slowloris_trickling_one_byte_at_a_time_is_cut_off_by_the_line_deadline() {
+    let dirs = Dirs::new();
+    dirs.put("x", b"x");
+    let server = TestServer::start(Config { request_timeout: Duration::from_millis(600), ..dirs.config() });
+    let mut w = server.connect();
+    w.stream.set_nodelay(true).unwrap();
+    let started = Instant::now();
+    let mut cut = false;
+    // Pacing: a byte every 100 ms never lets a per-read timeout of 600 ms fire; only a total
+    // deadline on the line does.
+    for b in b"get xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx".iter() {
+        if w.stream.write_all(&[*b]).is_err() {
+            cut = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+        if started.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    let reply = w.line();
+    assert!(reply.starts_with("ERR timeout "), "{reply} (cut while writing: {cut})");
+    assert!(started.elapsed() < Duration::from_secs(3), "cut off after {:?}", started.elapsed());
+    server.wait_connections(0);
+}
+
+#[test]
+fn a_flood_past_max_conns_is_refused_quickly_and_honest_clients_are_still_served() {
+    let dirs = Dirs::new();
+    dirs.put("x", b"x");
+    let server = TestServer::start(Config { max_conns: 8, ..dirs.config() });
+    let mut held: Vec<Wire> = (0..8).map(|_| server.connect()).collect();
+    for w in &mut held {
+        w.send("stats\n");
+        let n: usize = w.line().strip_prefix("OK ").unwrap().parse().unwrap();
+        (0..n).for_each(|_| drop(w.line()));
+    }
+    let started = Instant::now();
+    for _ in 0..200 {
+        let mut w = server.connect();
+        assert!(w.line().starts_with("ERR busy "));
+        assert!(w.closed());
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "refusals took {:?}", started.elapsed());
+    assert_eq!(server.stat("connections_refused"), 200);
+    assert_eq!(held[3].get("x"), b"x", "held connections are unaffected");
+    drop(held.pop());
+    server.wait_connections(7);
+    assert_eq!(server.connect().get("x"), b"x", "an honest client gets the freed slot");
+}
+
+#[test]
+fn a_file_truncated_while_streamed_is_cut_short_never_padded() {
+    let dirs = Dirs::new();
+    let path = dirs.put("big.bin", &pattern(24 << 20));
+    let server = streaming(&dirs, |c| c);
+    let mut client = server.client();
+    let out = tempfile::tempdir().unwrap();
+    // Read the header and a little, truncate, then let the client read on.
+    let mut w = server.connect();
+    w.send("get big.bin\n");
+    assert!(w.line().starts_with("OK 25165824 "));
+    w.bytes(1000);
+    fs::File::options().write(true).open(&path).unwrap().set_len(1 << 20).unwrap();
+    let mut rest = Vec::new();
+    w.stream.set_read_timeout(Some(WAIT)).unwrap();
+    let _ = BufReader::new(&w.stream).read_to_end(&mut rest);
+    assert!((rest.len() as u64) < (24 << 20) - 1000, "the server sent {} bytes past the truncation", rest.len());
+    // The library client sees a short body and keeps no final file.
+    let dir = OutDir::create(out.path()).unwrap();
+    match client.download(&name("big.bin"), &dir, false) {
+        Ok(done) => assert_eq!(done.size, 1 << 20, "a fresh request sees the new size"),
+        Err(e) => panic!("{e}"),
+    }
+    server.wait_connections(1);
+}
+
+#[test]
+fn resume_continues_a_good_part_and_sends_only_the_rest() {
+    let dirs = Dirs::new();
+    let data = pattern(3 << 20);
+    dirs.put("f.bin", &data);
+    for (cache_size, what) in [(64 << 20, "cached"), (1 << 20, "streamed")] {
+        let server = TestServer::start(Config { cache_size, ..dirs.config() });
+        let out = tempfile::tempdir().unwrap();
+        fs::write(out.path().join("f.bin.part"), &data[..1_000_000]).unwrap();
+        let dir = OutDir::create(out.path()).unwrap();
+        let done = server.client().download(&name("f.bin"), &dir, true).unwrap();
+        assert_eq!((done.resumed_from, done.started_over), (1_000_000, false), "{what}");
+        assert!(fs::read(out.path().join("f.bin")).unwrap() == data, "{what}");
+        assert!(!out.path().join("f.bin.part").exists());
+        assert_eq!(server.stat("bytes_sent"), data.len() as u64 - 1_000_000, "{what}: only the rest was sent");
+    }
+}
+
+#[test]
+fn a_corrupt_or_outdated_part_is_never_spliced_in() {
+    let dirs = Dirs::new();
+    let v1 = pattern(2 << 20);
+    let mut v2 = v1.clone();
+    v2[10] ^= 0xff; // a new version that differs early
+    let mut grown = v1.clone();
+    grown.extend_from_slice(b"appended"); // a new version that only grew
+    let mut corrupt = v1[..500_000].to_vec();
+    corrupt[400_000] ^= 1;
+    let cases: [(&str, &[u8], &[u8], bool); 4] = [
+        ("corrupt part", &v1, &corrupt, true),
+        ("older version", &v2, &v1[..500_000], true),
+        ("grown file", &grown, &v1[..500_000], false),
+        ("part longer than the file", &v1[..1000], &v1[..5000], true),
+    ];
+    for (what, server_file, part, starts_over) in cases {
+        dirs.put("f.bin", server_file);
+        let server = streaming(&dirs, |c| c);
+        let out = tempfile::tempdir().unwrap();
+        fs::write(out.path().join("f.bin.part"), part).unwrap();
+        let dir = OutDir::create(out.path()).unwrap();
+        let done = server.client().download(&name("f.bin"), &dir, true).unwrap();
+        assert_eq!(done.started_over, starts_over, "{what}");
+        assert!(fs::read(out.path().join("f.bin")).unwrap() == server_file, "{what}");
+    }
+}
+
+/// A one-connection fake server answering each request line with the next canned reply.
+fn liar(replies: Vec<Vec<u8>>) -> (String, thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let handle = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut reader = BufReader::new(&stream);
+        for reply in replies {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if (&stream).write_all(&reply).is_err() {
+                return;
+            }
+        }
+    });
+    (addr, handle)
+}
+
+#[test]
+fn a_lying_server_cannot_get_a_wrong_or_misplaced_file_saved() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = OutDir::create(out.path()).unwrap();
+    let wrong = format!("OK 5 xxh3={}\nhello", Digest::of(b"HELLO"));
+    let huge = format!("OK 18446744073709551615 xxh3={}\nshort", Digest(1));
+    let sneaky_list = b"OK 1\n5 0 ../../etc/cron.d/evil\n".to_vec();
+    let odd_offset = format!("OK 3 offset=2 size=5 xxh3={}\nllo", Digest::of(b"hello"));
+    let (addr, fake) = liar(vec![wrong.into_bytes(), sneaky_list]);
+    let mut client = Client::connect(&addr, WAIT).unwrap();
+    assert!(matches!(client.download(&name("f"), &dir, false), Err(ClientError::Integrity { .. })));
+    assert!(matches!(client.list(None), Err(ClientError::Protocol(_))));
+    fake.join().unwrap();
+
+    let (addr, fake) = liar(vec![huge.into_bytes()]);
+    let mut client = Client::connect(&addr, WAIT).unwrap();
+    assert!(matches!(client.download(&name("g"), &dir, false), Err(ClientError::ShortBody { .. })));
+    fake.join().unwrap();
+
+    // An offset the client never asked for.
+    let (addr, fake) = liar(vec![odd_offset.into_bytes()]);
+    let mut client = Client::connect(&addr, WAIT).unwrap();
+    assert!(matches!(client.download(&name("h"), &dir, false), Err(ClientError::Protocol(_))));
+    fake.join().unwrap();
+
+    let mut left: Vec<String> =
+        fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    left.sort();
+    assert_eq!(left, ["g.part"], "only the interrupted download's .part remains, for resume");
+}
+
+#[test]
+fn shutdown_lets_transfers_in_flight_finish_and_closes_idle_connections() {
+    let dirs = Dirs::new();
+    let data = pattern(8 << 20);
+    dirs.put("big.bin", &data);
+    let mut server = streaming(&dirs, |c| c);
+    let mut idle = server.connect();
+    let mut busy = server.connect();
+    busy.send("get big.bin\n");
+    assert!(busy.line().starts_with("OK "));
+    let stopping = server.stop_in_background();
+    // The idle connection is closed at once; the busy one still receives the whole file.
+    assert!(idle.closed());
+    assert!(busy.bytes(data.len()) == data);
+    assert!(busy.closed());
+    assert!(stopping.join().unwrap(), "every connection finished within the grace period");
+}
