@@ -168,6 +168,15 @@ impl Wire {
         body
     }
 
+    /// One `stats` round trip: afterwards the server has certainly accepted and counted this
+    /// connection (connecting alone only reaches the kernel's backlog).
+    pub fn sync(&mut self) -> &mut Wire {
+        self.send("stats\n");
+        let n: usize = self.line().strip_prefix("OK ").unwrap().parse().unwrap();
+        (0..n).for_each(|_| drop(self.line()));
+        self
+    }
+
     /// True once the server has closed the connection: end of stream with nothing more, or a
     /// reset (a server that closes with unread input pending makes the kernel send RST).
     pub fn closed(&mut self) -> bool {

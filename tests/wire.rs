@@ -323,6 +323,7 @@ fn entries_older_than_the_ttl_are_dropped() {
     let mut w = server.connect();
     w.get("x");
     w.get("x");
+    w.sync();
     let stats = server.server.cache_stats();
     assert_eq!((stats.hits, stats.misses, stats.expired, stats.admitted), (0, 2, 1, 2));
     assert!(dirs.cache_usage().1 <= 1);
@@ -338,6 +339,7 @@ fn a_restart_starts_warm_from_the_cache_folder_and_skips_changed_sources() {
         let mut w = server.connect();
         w.get("keep.txt");
         w.get("change.txt");
+        w.sync(); // admission follows the send; a later reply on this connection orders after it
         assert_eq!(server.server.cache_stats().entries, 2);
     }
     fs::write(&changed, b"after!").unwrap();
