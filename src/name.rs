@@ -166,3 +166,31 @@ mod tests {
         assert_eq!(n.part_path(), Path::new("a/b.part"));
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use std::path::Component;
+
+    proptest! {
+        /// Whatever the input, an accepted name is relative, made of plain components only, and
+        /// reads back as itself.
+        #[test]
+        fn no_accepted_name_can_leave_its_folder(s in "(\\.{1,3}|[a-z]{1,3}|/|\\\\|%2e|\u{0}|\n| |é){0,12}") {
+            if let Ok(name) = Name::parse(&s) {
+                prop_assert_eq!(name.as_str(), s.as_str());
+                prop_assert!(name.as_path().components().all(|c| matches!(c, Component::Normal(_))));
+                prop_assert!(!name.as_str().split('/').any(|p| p.is_empty() || p == "." || p == ".."));
+                prop_assert!(!name.as_str().chars().any(|c| c == '\\' || c.is_control()));
+            }
+        }
+
+        #[test]
+        fn arbitrary_unicode_never_panics_and_never_escapes(s in "\\PC{0,40}") {
+            if let Ok(name) = Name::parse(&s) {
+                prop_assert!(name.as_path().components().all(|c| matches!(c, Component::Normal(_))));
+            }
+        }
+    }
+}

@@ -562,3 +562,57 @@ mod tests {
         assert!(parse_stat(b"hits -1").is_err());
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn name() -> impl Strategy<Value = Name> {
+        "[a-zA-Z0-9 ._é-]{1,12}(/[a-zA-Z0-9 ._é-]{1,12}){0,3}"
+            .prop_filter_map("valid names only", |s| Name::parse(&s).ok())
+    }
+
+    fn request() -> impl Strategy<Value = Request> {
+        prop_oneof![
+            proptest::option::of(name()).prop_map(Request::List),
+            name().prop_map(Request::Get),
+            (any::<u64>(), any::<u128>(), name()).prop_map(|(offset, d, name)| Request::Resume {
+                offset,
+                prefix: Digest(d),
+                name
+            }),
+            Just(Request::Stats),
+            Just(Request::Quit),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn format_then_parse_round_trips(req in request()) {
+            prop_assert_eq!(Request::parse(req.to_string().as_bytes()), Ok(req));
+        }
+
+        /// Any bytes at all: no panic, and whatever name comes out is a checked one.
+        #[test]
+        fn parsing_arbitrary_bytes_is_total(line in proptest::collection::vec(any::<u8>(), 0..80)) {
+            match Request::parse(&line) {
+                Ok(Request::Get(n)) | Ok(Request::Resume { name: n, .. }) | Ok(Request::List(Some(n))) => {
+                    prop_assert_eq!(Name::parse(n.as_str()), Ok(n.clone()));
+                }
+                _ => {}
+            }
+        }
+
+        #[test]
+        fn get_headers_round_trip(len in any::<u64>(), offset in any::<u64>(), d in any::<u128>()) {
+            if let Some(size) = len.checked_add(offset) {
+                let h = GetHeader { len, offset, size, digest: Digest(d) };
+                let mut out = Vec::new();
+                h.write(&mut out).unwrap();
+                let line = std::str::from_utf8(&out).unwrap();
+                prop_assert_eq!(GetHeader::parse(&line[3..line.len() - 1]).unwrap(), h);
+            }
+        }
+    }
+}

@@ -149,3 +149,111 @@ fn server_flags_are_checked() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does-not-exist"));
 }
+
+#[test]
+fn ctrl_c_keeps_the_part_and_exits_130_and_resume_then_completes_it() {
+    let work = workdir();
+    let data = pattern(3 << 20);
+    put(&work.path().join("server_downloads"), "big.bin", &data);
+    // A fake server that sends a third of the file and then holds the connection open.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (sent_tx, sent) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let header = format!("OK {} xxh3={}\n", data.len(), ft::digest::Digest::of(&data));
+    let third = data[..data.len() / 3].to_vec();
+    let fake = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line).unwrap();
+        (&stream).write_all(header.as_bytes()).unwrap();
+        (&stream).write_all(&third).unwrap();
+        sent_tx.send(()).unwrap();
+        let _ = released.recv_timeout(WAIT);
+    });
+    let child = Command::new(bin("ftclient"))
+        .args(["--port", &port.to_string(), "get", "big.bin"])
+        .current_dir(work.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    sent.recv_timeout(WAIT).unwrap();
+    // SAFETY: kill only sends a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    release.send(()).unwrap();
+    fake.join().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    let saved = work.path().join("client_downloads");
+    assert!(!saved.join("big.bin").exists());
+    if let Ok(part) = fs::read(saved.join("big.bin.part")) {
+        assert!(data.starts_with(&part), "the .part holds a prefix of the file");
+    }
+
+    let server = RealServer::start(work.path(), &[]);
+    let (code, _, err) = ftclient(work.path(), server.port, &["get", "--resume", "big.bin"], b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(fs::read(saved.join("big.bin")).unwrap() == data);
+    assert!(!saved.join("big.bin.part").exists());
+}
+
+#[test]
+fn sigterm_drains_and_exits_0_and_a_second_signal_exits_at_once() {
+    let work = workdir();
+    let mut server = RealServer::start(work.path(), &[]);
+    let mut idle = crate::util::Wire::connect(format!("127.0.0.1:{}", server.port).parse().unwrap());
+    idle.sync();
+    server.signal(libc::SIGTERM);
+    assert!(idle.closed(), "an idle connection is closed at shutdown");
+    assert_eq!(server.wait_exit(), 0);
+
+    put(&work.path().join("server_downloads"), "huge.bin", &pattern(64 << 20));
+    let mut server = RealServer::start(work.path(), &["--grace", "5m", "--cache-size", "1MiB"]);
+    let mut stalled = crate::util::Wire::connect(format!("127.0.0.1:{}", server.port).parse().unwrap());
+    stalled.send("get huge.bin\n");
+    assert!(stalled.line().starts_with("OK "));
+    server.signal(libc::SIGTERM);
+    server.wait_log("finishing transfers in flight");
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait_exit(), 128 + libc::SIGTERM);
+}
+
+#[test]
+fn kill_9_mid_cache_write_leaves_only_complete_cache_files() {
+    let work = workdir();
+    let data = pattern(40 << 20);
+    put(&work.path().join("server_downloads"), "big.bin", &data);
+    // The server writes its cache file after the last byte is in its socket buffer, which can be
+    // some megabytes before the client has read it all: kill it at a few points around there.
+    for unread in [0, 1 << 20, 2 << 20, 3 << 20, 4 << 20, 6 << 20] {
+        let _ = fs::remove_dir_all(work.path().join("server_cache"));
+        let mut server = RealServer::start(work.path(), &["--cache-size", "64MiB"]);
+        let mut w = crate::util::Wire::connect(format!("127.0.0.1:{}", server.port).parse().unwrap());
+        w.send("get big.bin\n");
+        assert!(w.line().starts_with("OK "));
+        assert!(w.bytes(data.len() - unread) == data[..data.len() - unread]);
+        server.signal(libc::SIGKILL);
+        server.wait_exit();
+        // Every entry file there is complete: right length, right digest. Only temporary files
+        // may be partial.
+        let cache = work.path().join("server_cache");
+        let entries = fs::read_dir(&cache)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension() == Some("ftc".as_ref()))
+            .count();
+        let mirror = ft::mirror::Mirror::open(&cache).unwrap();
+        let stored = mirror.scan().unwrap();
+        assert_eq!(stored.len(), entries, "a cache file was incomplete");
+        for s in &stored {
+            assert!(mirror.load(s).unwrap() == data);
+        }
+        let server = RealServer::start(work.path(), &[]);
+        for entry in fs::read_dir(work.path().join("server_cache")).unwrap() {
+            let file = entry.unwrap().file_name().into_string().unwrap();
+            assert!(file.ends_with(".ftc"), "leftover {file} after restart");
+        }
+        let (code, out, err) = ftclient(work.path(), server.port, &["get", "big.bin", "-o", "-"], b"");
+        assert_eq!(code, 0, "{err}");
+        assert!(out == data);
+    }
+}

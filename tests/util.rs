@@ -201,6 +201,8 @@ pub fn bin(name: &str) -> PathBuf {
 pub struct RealServer {
     pub port: u16,
     child: Child,
+    /// Every line the server logs, as it logs it.
+    log: mpsc::Receiver<String>,
 }
 
 impl RealServer {
@@ -216,21 +218,51 @@ impl RealServer {
             .spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
+        let (tx, log) = mpsc::channel();
         thread::spawn(move || {
-            let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr: SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
-                    if let Some(tx) = tx.take() {
-                        tx.send(addr.port()).unwrap();
-                    }
+                if tx.send(line).is_err() {
+                    break;
                 }
             }
         });
-        let port = rx.recv_timeout(WAIT).expect("ftserver never said 'listening on'");
-        RealServer { port, child }
+        let mut server = RealServer { port: 0, child, log };
+        let line = server.wait_log("listening on ");
+        let addr: SocketAddr =
+            line.split("listening on ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+        server.port = addr.port();
+        server
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    pub fn wait_log(&mut self, needle: &str) -> String {
+        loop {
+            match self.log.recv_timeout(WAIT) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("ftserver never logged {needle:?}: {e}"),
+            }
+        }
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill only sends a signal to our own child process.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
+    /// Waits (at most [`WAIT`]) for the server to exit; its exit code, or 128 + signal.
+    pub fn wait_exit(&mut self) -> i32 {
+        use std::os::unix::process::ExitStatusExt;
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+            }
+            assert!(std::time::Instant::now() < deadline, "ftserver did not exit");
+            // Drain the log meanwhile, blocking briefly: the pipe closing ends the wait early.
+            let _ = self.log.recv_timeout(Duration::from_millis(20));
+        }
     }
 }
 
