@@ -14,8 +14,11 @@
 //!   expired entries are swept to make room first. A file modified within the last
 //!   [`SETTLE_TIME`] is not admitted: a second write in the same timestamp tick would leave its
 //!   mtime unchanged and the stale copy undetectable (git's "racily clean" problem).
-//! - **Charge**: an entry costs its size plus its mirror header, and that charge is held until
-//!   its mirror file is deleted, so memory and `server_cache/` each stay within the cap.
+//! - **Charge**: an entry costs its size plus its mirror header. The charge is taken when room is
+//!   reserved and released only when the last holder of the bytes lets go (the entry, and every
+//!   connection still sending them), so bytes of a dropped entry that are still being sent keep
+//!   counting. Mirror files are deleted before that, so memory and `server_cache/` each stay
+//!   within the cap.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -29,9 +32,30 @@ use crate::mirror::{self, Mirror};
 use crate::name::Name;
 use crate::root::{FileVersion, Root};
 
-/// A cached file's bytes, shared by every connection sending them. An `Arc<Vec<u8>>` rather than
-/// `Arc<[u8]>` so a file read into a `Vec` is published without a second copy.
-pub type Body = Arc<Vec<u8>>;
+/// A cached file's bytes, shared by every connection sending them.
+pub type Body = Arc<Held>;
+
+/// Bytes that count against the cache's cap for as long as they live.
+pub struct Held {
+    /// The file's bytes (a `Vec`, so a file read into one is published without a second copy).
+    bytes: Vec<u8>,
+    charge: u64,
+    /// The cache's byte count, given `charge` back on drop.
+    account: Arc<AtomicU64>,
+}
+
+impl std::ops::Deref for Held {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.account.fetch_sub(self.charge, Ordering::SeqCst);
+    }
+}
 
 /// What a hit hands out: the bytes and their digest.
 #[derive(Clone)]
@@ -51,8 +75,10 @@ pub struct Cache {
     ttl: Duration,
     /// The `server_cache/` folder, when the cache is mirrored on disk.
     mirror: Option<Mirror>,
-    /// Entries, reservations and the byte count; held only for map operations.
+    /// Entries and reservations; held only for map operations.
     inner: Mutex<Inner>,
+    /// Bytes charged to reservations and to live [`Held`] bytes; never above `cap`.
+    charged: Arc<AtomicU64>,
     /// Event counters, readable without the lock.
     counters: Counters,
 }
@@ -62,8 +88,6 @@ struct Inner {
     entries: HashMap<Name, Entry>,
     /// Names being read from disk for admission: no second reader reserves them.
     pending: HashSet<Name>,
-    /// Bytes charged to entries, reservations and entries whose mirror file is being deleted.
-    charged: u64,
 }
 
 struct Entry {
@@ -71,7 +95,6 @@ struct Entry {
     digest: Digest,
     version: FileVersion,
     admitted: Instant,
-    charge: u64,
     /// Its file in the mirror folder.
     file: Option<String>,
 }
@@ -106,7 +129,14 @@ pub struct CacheStats {
 impl Cache {
     /// A cache of at most `cap` bytes whose entries live `ttl`, mirrored in `mirror` if given.
     pub fn new(cap: u64, ttl: Duration, mirror: Option<Mirror>) -> Cache {
-        Cache { cap, ttl, mirror, inner: Mutex::new(Inner::default()), counters: Counters::default() }
+        Cache {
+            cap,
+            ttl,
+            mirror,
+            inner: Mutex::new(Inner::default()),
+            charged: Arc::default(),
+            counters: Counters::default(),
+        }
     }
 
     /// The cached bytes of `name` if present, younger than the TTL, and still `is_fresh`.
@@ -156,10 +186,9 @@ impl Cache {
             if inner.entries.contains_key(name) || inner.pending.contains(name) {
                 return None;
             }
-            if inner.charged + charge <= self.cap {
-                inner.charged += charge;
+            if self.try_charge(charge) {
                 inner.pending.insert(name.clone());
-                return Some(Reservation { cache: self, name: name.clone(), charge, done: false });
+                return Some(Reservation { cache: self, name: name.clone(), charge, owes: true });
             }
             let gone = if swept { Vec::new() } else { self.take_expired(&mut inner, now) };
             drop(inner);
@@ -196,37 +225,30 @@ impl Cache {
         for s in stored {
             let age = wall.duration_since(s.admitted).unwrap_or_default();
             let charge = s.version.size.saturating_add(self.overhead(&s.name));
-            let fits = {
-                let inner = self.inner.lock();
-                !inner.entries.contains_key(&s.name) && inner.charged + charge <= self.cap
-            };
-            let keep = fits && age <= self.ttl && root.stat(&s.name).is_ok_and(|v| v == s.version);
-            let body = if keep { mirror.load(&s).ok() } else { None };
+            let duplicate = self.inner.lock().entries.contains_key(&s.name);
+            let keep = age <= self.ttl
+                && !duplicate
+                && root.stat(&s.name).is_ok_and(|v| v == s.version)
+                && self.try_charge(charge);
+            let body = if keep { mirror.load(&s).map(|bytes| self.hold(bytes, charge)).ok() } else { None };
             let Some(body) = body else {
+                if keep {
+                    self.charged.fetch_sub(charge, Ordering::SeqCst);
+                }
                 mirror.remove(&s.file);
                 continue;
             };
-            let entry = Entry {
-                body: Arc::new(body),
-                digest: s.digest,
-                version: s.version,
-                admitted: now.checked_sub(age).unwrap_or(now),
-                charge,
-                file: Some(s.file),
-            };
-            let mut inner = self.inner.lock();
-            inner.charged += charge;
-            inner.entries.insert(s.name, entry);
+            let admitted = now.checked_sub(age).unwrap_or(now);
+            let entry = Entry { body, digest: s.digest, version: s.version, admitted, file: Some(s.file) };
+            self.inner.lock().entries.insert(s.name, entry);
             loaded += 1;
         }
         loaded
     }
 
     pub fn stats(&self) -> CacheStats {
-        let (entries, bytes) = {
-            let inner = self.inner.lock();
-            (inner.entries.len() as u64, inner.charged)
-        };
+        let entries = self.inner.lock().entries.len() as u64;
+        let bytes = self.charged.load(Ordering::SeqCst);
         let c = &self.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         CacheStats {
@@ -240,6 +262,20 @@ impl Cache {
             expired: get(&c.expired),
             invalidated: get(&c.invalidated),
         }
+    }
+
+    /// Takes `charge` bytes of the cap if that many are free.
+    fn try_charge(&self, charge: u64) -> bool {
+        self.charged
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                used.checked_add(charge).filter(|&total| total <= self.cap)
+            })
+            .is_ok()
+    }
+
+    /// Wraps bytes whose `charge` was already taken.
+    fn hold(&self, bytes: Vec<u8>, charge: u64) -> Body {
+        Arc::new(Held { bytes, charge, account: self.charged.clone() })
     }
 
     fn overhead(&self, name: &Name) -> u64 {
@@ -272,34 +308,38 @@ impl Cache {
         old.iter().filter_map(|name| inner.entries.remove(name)).collect()
     }
 
-    /// Deletes removed entries' mirror files (outside the lock), then releases their charge.
+    /// Deletes removed entries' mirror files (outside the lock), then drops them: their charge
+    /// comes back when the last connection sending their bytes is done.
     fn retire(&self, gone: impl IntoIterator<Item = Entry>) {
-        let mut freed = 0;
         for entry in gone {
             if let (Some(mirror), Some(file)) = (&self.mirror, &entry.file) {
                 mirror.remove(file);
             }
-            freed += entry.charge;
-        }
-        if freed > 0 {
-            self.inner.lock().charged -= freed;
         }
     }
 }
 
-/// Room held for one file while it is read; released on drop unless committed.
+/// Room held for one file while it is read. The charge passes to the bytes ([`Reservation::hold`]);
+/// dropping the reservation releases the name, and the charge if the bytes never took it.
 pub struct Reservation<'a> {
     cache: &'a Cache,
     name: Name,
     charge: u64,
-    done: bool,
+    /// Whether the charge is still the reservation's (not yet passed to a [`Held`]).
+    owes: bool,
 }
 
 impl Reservation<'_> {
+    /// The file's bytes, now carrying the reserved charge (at most once; later calls charge 0).
+    pub fn hold(&mut self, bytes: Vec<u8>) -> Body {
+        let charge = if std::mem::take(&mut self.owes) { self.charge } else { 0 };
+        self.cache.hold(bytes, charge)
+    }
+
     /// Admits the file's bytes: writes the mirror file, then publishes the entry.
-    pub fn commit(mut self, body: Body, digest: Digest, version: FileVersion, now: Instant) {
+    pub fn commit(self, body: Body, digest: Digest, version: FileVersion, now: Instant) {
         let cache = self.cache;
-        if body.len() as u64 != version.size {
+        if body.len() as u64 != version.size || body.charge != self.charge {
             return;
         }
         let file = match &cache.mirror {
@@ -312,21 +352,17 @@ impl Reservation<'_> {
                 }
             },
         };
-        let entry = Entry { body, digest, version, admitted: now, charge: self.charge, file };
-        let mut inner = cache.inner.lock();
-        inner.pending.remove(&self.name);
-        inner.entries.insert(self.name.clone(), entry);
-        self.done = true;
+        let entry = Entry { body, digest, version, admitted: now, file };
+        cache.inner.lock().entries.insert(self.name.clone(), entry);
         cache.counters.admitted.fetch_add(1, Ordering::Relaxed);
     }
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        if !self.done {
-            let mut inner = self.cache.inner.lock();
-            inner.pending.remove(&self.name);
-            inner.charged -= self.charge;
+        self.cache.inner.lock().pending.remove(&self.name);
+        if self.owes {
+            self.cache.charged.fetch_sub(self.charge, Ordering::SeqCst);
         }
     }
 }
@@ -355,10 +391,11 @@ mod tests {
     fn admit(cache: &Cache, n: &str, size: u64, now: Instant) -> bool {
         let v = old_version(size);
         match cache.reserve(&name(n), &v, now) {
-            Some(r) => {
+            Some(mut r) => {
                 let body = vec![b'x'; size as usize];
                 let digest = Digest::of(&body);
-                r.commit(Arc::new(body), digest, v, now);
+                let body = r.hold(body);
+                r.commit(body, digest, v, now);
                 true
             }
             None => false,
@@ -372,7 +409,7 @@ mod tests {
         assert!(cache.lookup(&name("a"), t0, |_| true).is_none());
         assert!(admit(&cache, "a", 10, t0));
         let hit = cache.lookup(&name("a"), t0, |_| true).unwrap();
-        assert_eq!((&*hit.body, hit.digest), (&vec![b'x'; 10], Digest::of(&[b'x'; 10])));
+        assert_eq!((&hit.body[..], hit.digest), (&[b'x'; 10][..], Digest::of(&[b'x'; 10])));
         let s = cache.stats();
         assert_eq!((s.hits, s.misses, s.admitted, s.entries, s.bytes), (1, 1, 1, 1, 10));
     }
@@ -425,6 +462,20 @@ mod tests {
         drop(r);
         assert_eq!(cache.stats().bytes, 0);
         assert!(admit(&cache, "b", 10, t0));
+    }
+
+    #[test]
+    fn bytes_still_being_sent_keep_their_charge_after_the_entry_goes() {
+        let cache = Cache::new(20, Duration::from_secs(60), None);
+        let t0 = Instant::now();
+        assert!(admit(&cache, "a", 20, t0));
+        let in_flight = cache.lookup(&name("a"), t0, |_| true).unwrap();
+        assert!(cache.lookup(&name("a"), t0, |_| false).is_none(), "invalidated");
+        assert_eq!(cache.stats().entries, 0);
+        assert!(!admit(&cache, "b", 20, t0), "the old bytes are still in memory");
+        drop(in_flight);
+        assert_eq!(cache.stats().bytes, 0);
+        assert!(admit(&cache, "b", 20, t0));
     }
 
     #[test]

@@ -178,7 +178,7 @@ impl<'a> Connection<'a> {
             Ok(opened) => opened,
             Err(e) => return self.err(e.code(), &e),
         };
-        let Some(reservation) = shared.cache.reserve(name, &version, now) else {
+        let Some(mut reservation) = shared.cache.reserve(name, &version, now) else {
             debug!(%name, size = version.size, "miss, streamed");
             return self.stream_file(name, &mut file, &version, resume);
         };
@@ -190,9 +190,9 @@ impl<'a> Connection<'a> {
         if body.len() as u64 != version.size {
             return self.err(ErrorCode::Internal, &"file shrank while being read; try again");
         }
+        let body = reservation.hold(body);
         let digest = Digest::of(&body);
         let offset = matching_offset(resume, |off| body.get(..off as usize).map(Digest::of));
-        let body = Arc::new(body);
         debug!(%name, size = version.size, "miss, admitted");
         self.send_body(&body, digest, offset)?;
         if unchanged(&file, &version) {
