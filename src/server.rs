@@ -78,6 +78,25 @@ pub enum ServerError {
     Root { path: PathBuf, source: io::Error },
     #[error("cannot open the cache folder {}: {source}", path.display())]
     CacheDir { path: PathBuf, source: io::Error },
+    #[error("cannot start the cache janitor thread: {source}")]
+    Thread { source: io::Error },
+}
+
+/// Sweeps expired cache entries every half TTL (between 100 ms and a minute) until the returned
+/// sender is dropped or the server is gone.
+fn spawn_janitor(shared: &Arc<Shared>) -> io::Result<mpsc::Sender<()>> {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let every = (shared.config.cache_ttl / 2).clamp(Duration::from_millis(100), Duration::from_secs(60));
+    let shared = Arc::downgrade(shared);
+    thread::Builder::new().name("cache-janitor".into()).stack_size(128 << 10).spawn(move || {
+        while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+            match shared.upgrade() {
+                Some(shared) => shared.cache.sweep(Instant::now()),
+                None => break,
+            }
+        }
+    })?;
+    Ok(stop)
 }
 
 /// A figure reported by `stats`.
@@ -88,6 +107,8 @@ pub struct Server {
     shared: Arc<Shared>,
     /// Entries restored from the mirror folder at start-up.
     warmed: usize,
+    /// Dropping it stops the cache janitor thread.
+    _janitor: mpsc::Sender<()>,
 }
 
 /// State shared by every connection thread.
@@ -136,7 +157,8 @@ impl Server {
             bytes_sent: AtomicU64::new(0),
             digests_computed: AtomicU64::new(0),
         });
-        Ok(Server { shared, warmed })
+        let _janitor = spawn_janitor(&shared).map_err(|source| ServerError::Thread { source })?;
+        Ok(Server { shared, warmed, _janitor })
     }
 
     /// How many cache entries were restored from the mirror folder at start-up.
@@ -174,14 +196,6 @@ impl Server {
     /// Returns `Ok(true)` if every connection finished within the grace period.
     pub fn run(&self, listener: TcpListener, shutdown: &Shutdown) -> io::Result<bool> {
         shutdown.arm(listener.local_addr()?);
-        let (stop_janitor, janitor_stop) = mpsc::channel::<()>();
-        let shared = self.shared.clone();
-        let every = (shared.config.cache_ttl / 2).clamp(Duration::from_millis(100), Duration::from_secs(60));
-        thread::Builder::new().name("cache-janitor".into()).spawn(move || {
-            while let Err(mpsc::RecvTimeoutError::Timeout) = janitor_stop.recv_timeout(every) {
-                shared.cache.sweep(Instant::now());
-            }
-        })?;
         // Each connection thread holds a clone; all dropped means all connections are done.
         let (alive, all_done) = mpsc::channel::<()>();
         let mut backoff = Duration::from_millis(5);
@@ -205,7 +219,6 @@ impl Server {
             }
         }
         drop(listener);
-        drop(stop_janitor);
         drop(alive);
         let open = self.shared.connections_now.load(Ordering::SeqCst);
         info!(open, "stopped accepting; letting connections finish");
