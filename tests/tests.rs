@@ -6,5 +6,6 @@ mod attack;
 mod cli;
 mod client;
 mod faults;
+mod soak;
 mod util;
 mod wire;

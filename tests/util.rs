@@ -246,6 +246,10 @@ impl RealServer {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill only sends a signal to our own child process.
         assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
