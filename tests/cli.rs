@@ -257,3 +257,22 @@ fn kill_9_mid_cache_write_leaves_only_complete_cache_files() {
         assert!(out == data);
     }
 }
+
+#[test]
+fn running_out_of_file_descriptors_backs_off_without_spinning_or_crashing() {
+    let work = workdir();
+    let mut server = RealServer::start_limited(work.path(), &[], Some(32));
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", server.port).parse().unwrap();
+    let hold: Vec<std::net::TcpStream> = (0..60).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+    server.wait_log("accept failed");
+    // Pacing: measure the CPU the server burns while it cannot accept. Retrying without a pause
+    // costs hundreds of milliseconds a second even on a busy machine; backing off, almost none.
+    let before = server.cpu_time();
+    thread::sleep(std::time::Duration::from_secs(1));
+    let spent = server.cpu_time() - before;
+    assert!(spent < std::time::Duration::from_millis(100), "spinning: {spent:?} of CPU in 1 s");
+    drop(hold);
+    let (code, out, err) = ftclient(work.path(), server.port, &["list"], b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(String::from_utf8_lossy(&out).contains("file1.txt"));
+}

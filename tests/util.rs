@@ -208,15 +208,27 @@ pub struct RealServer {
 impl RealServer {
     /// Starts `ftserver --port 0 ARGS...` in `cwd` and waits for its "listening on" line.
     pub fn start(cwd: &Path, args: &[&str]) -> RealServer {
-        let mut child = Command::new(bin("ftserver"))
-            .args(["--port", "0"])
-            .args(args)
-            .current_dir(cwd)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        RealServer::start_limited(cwd, args, None)
+    }
+
+    /// [`RealServer::start`] with the open-file limit (soft and hard) set to `fd_limit`.
+    pub fn start_limited(cwd: &Path, args: &[&str], fd_limit: Option<u64>) -> RealServer {
+        let mut command = Command::new(bin("ftserver"));
+        command.args(["--port", "0"]).args(args).current_dir(cwd).env("RUST_LOG", "info");
+        if let Some(limit) = fd_limit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe, so it may run between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let lim = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, log) = mpsc::channel();
         thread::spawn(move || {
@@ -248,6 +260,17 @@ impl RealServer {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// CPU time the server has used so far (user + system).
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // Fields after the command name, which is in parentheses: utime and stime are 14 and 15.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<u64> = after.split(' ').skip(11).take(2).map(|f| f.parse().unwrap()).collect();
+        // SAFETY: sysconf has no preconditions.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Duration::from_millis((fields[0] + fields[1]) * 1000 / ticks)
     }
 
     pub fn signal(&self, signal: i32) {
