@@ -13,14 +13,13 @@
 
 use std::io::{self, BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
 use cap_std::fs::{Dir, File, OpenOptions};
 
-use crate::digest::{Digest, Hasher};
+use crate::digest::{Digest, Hasher, feed_file};
 use crate::name::Name;
 use crate::protocol::{self, ErrorReply, GetHeader, ListEntry, MAX_REPLY_LINE, ProtocolError, Request};
 
@@ -141,7 +140,7 @@ impl Client {
         let existing = if resume { dir.existing_part(name).map_err(local)? } else { None };
         let request = match &existing {
             Some((file, len)) if *len > 0 => {
-                hash_prefix(file, *len, &mut hasher).map_err(local)?;
+                feed_file(file, 0, *len, &mut hasher).map_err(local)?;
                 Request::Resume { offset: *len, prefix: hasher.digest(), name: name.clone() }
             }
             _ => Request::Get(name.clone()),
@@ -258,22 +257,6 @@ fn verify(header: &GetHeader, hasher: &Hasher) -> Result<(), ClientError> {
     let actual = hasher.digest();
     if actual != header.digest {
         return Err(ClientError::Integrity { expected: header.digest, actual });
-    }
-    Ok(())
-}
-
-/// Feeds the first `len` bytes of an existing `.part` to `hasher`.
-fn hash_prefix(file: &std::fs::File, len: u64, hasher: &mut Hasher) -> io::Result<()> {
-    let mut buf = vec![0u8; 256 << 10];
-    let mut at = 0;
-    while at < len {
-        let want = (len - at).min(buf.len() as u64) as usize;
-        let n = file.read_at(&mut buf[..want], at)?;
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the .part file shrank"));
-        }
-        hasher.update(&buf[..n]);
-        at += n as u64;
     }
     Ok(())
 }

@@ -70,27 +70,13 @@ impl Hasher {
 /// Bytes read per step when hashing a file from disk.
 const CHUNK: usize = 256 << 10;
 
-/// Hashes `file` from its start: the digest of its first `prefix` bytes (if asked) and of its
-/// first `len` bytes. Uses positioned reads, so the file's offset is left alone. A file shorter
-/// than `len` is an `UnexpectedEof` error.
-pub fn hash_file(file: &File, len: u64, prefix: Option<u64>) -> io::Result<(Digest, Option<Digest>)> {
-    let mut hasher = Hasher::default();
-    let mut prefix_digest = None;
-    let mut buf = vec![0u8; CHUNK.min(usize::try_from(len).unwrap_or(CHUNK)).max(1)];
-    let mut at = 0u64;
-    loop {
-        if prefix == Some(at) {
-            prefix_digest = Some(hasher.digest());
-        }
-        if at == len {
-            return Ok((hasher.digest(), prefix_digest));
-        }
-        // Stop a step at the prefix's end so its digest can be taken there.
-        let stop = match prefix {
-            Some(p) if p > at => p.min(len),
-            _ => len,
-        };
-        let want = (stop - at).min(buf.len() as u64) as usize;
+/// Feeds bytes `from..to` of `file` to `hasher`, with positioned reads (the file's offset is left
+/// alone). A file that ends early is an `UnexpectedEof` error.
+pub fn feed_file(file: &File, from: u64, to: u64, hasher: &mut Hasher) -> io::Result<()> {
+    let mut buf = vec![0u8; CHUNK.min(usize::try_from(to.saturating_sub(from)).unwrap_or(CHUNK))];
+    let mut at = from;
+    while at < to {
+        let want = (to - at).min(buf.len() as u64) as usize;
         let n = file.read_at(&mut buf[..want], at)?;
         if n == 0 {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being hashed"));
@@ -98,6 +84,21 @@ pub fn hash_file(file: &File, len: u64, prefix: Option<u64>) -> io::Result<(Dige
         hasher.update(&buf[..n]);
         at += n as u64;
     }
+    Ok(())
+}
+
+/// Hashes the first `len` bytes of `file`; also, if asked and not past `len`, its first `prefix`
+/// bytes, in the same pass.
+pub fn hash_file(file: &File, len: u64, prefix: Option<u64>) -> io::Result<(Digest, Option<Digest>)> {
+    let mut hasher = Hasher::default();
+    let prefix = prefix.filter(|&p| p <= len);
+    let mut prefix_digest = None;
+    if let Some(p) = prefix {
+        feed_file(file, 0, p, &mut hasher)?;
+        prefix_digest = Some(hasher.digest());
+    }
+    feed_file(file, prefix.unwrap_or(0), len, &mut hasher)?;
+    Ok((hasher.digest(), prefix_digest))
 }
 
 /// Most digests remembered; past this the memo starts over (it is only a shortcut).

@@ -22,6 +22,7 @@ fn hostile_root() -> (Dirs, tempfile::TempDir) {
     std::os::unix::fs::symlink(outside.path().join("secret.txt"), root.join("link-file")).unwrap();
     std::os::unix::fs::symlink(outside.path(), root.join("link-dir")).unwrap();
     std::os::unix::fs::symlink("../../../../../../../../etc/passwd", root.join("link-relative")).unwrap();
+    std::os::unix::fs::symlink("public.txt", root.join("inside-link")).unwrap();
     let fifo = CString::new(root.join("fifo").as_os_str().as_bytes()).unwrap();
     // SAFETY: mkfifo reads a NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
@@ -72,12 +73,13 @@ fn the_attack_table_is_refused_and_the_secret_never_appears() {
         seen.extend_from_slice(reply.as_bytes());
     }
     w.send("list\n");
-    assert_eq!(w.line(), "OK 1", "only public.txt is listed");
-    let listing = w.line();
-    assert!(listing.ends_with(" public.txt"));
+    assert_eq!(w.line(), "OK 2", "only what get serves is listed");
+    let listing = format!("{}\n{}", w.line(), w.line());
+    assert!(listing.contains(" inside-link\n") && listing.ends_with(" public.txt"), "{listing}");
     seen.extend_from_slice(listing.as_bytes());
     assert!(!seen.windows(SECRET.len()).any(|win| win == SECRET));
     assert_eq!(w.get("public.txt"), b"public", "and the connection is still in step");
+    assert_eq!(w.get("inside-link"), b"public", "a symlink that stays inside the root is served");
 }
 
 #[test]
