@@ -7,12 +7,13 @@
 //! regular, so a fifo or device in the tree cannot stall a connection's thread.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use cap_std::fs::{Dir, MetadataExt as _, OpenOptions, OpenOptionsExt as _};
 
-use crate::name::Name;
+use crate::name::{MAX_NAME_LEN, Name};
 use crate::protocol::{ErrorCode, ListEntry};
 
 /// What identifies one version of a file's contents: a change to any field means new contents.
@@ -96,6 +97,37 @@ impl Root {
         Ok(FileVersion::of_cap(&meta))
     }
 
+    /// The current version of a regular file, in one `fstatat` relative to the root: the cache's
+    /// freshness check, made on every hit. Unlike [`Root::stat`] it follows the path as the kernel
+    /// does, even through a symlink leading out of the root; that is safe here because its answer
+    /// is only compared with the version of a file that was opened beneath the root, and a match
+    /// means the very same inode, unchanged. It reveals nothing of a file outside. `None` when the
+    /// file is gone or not a regular file.
+    pub fn version(&self, name: &Name) -> Option<FileVersion> {
+        let mut path = [0u8; MAX_NAME_LEN + 1];
+        let bytes = name.as_str().as_bytes();
+        path.get_mut(..bytes.len())?.copy_from_slice(bytes);
+        // SAFETY: `path` is NUL-terminated (names hold no NUL and are at most MAX_NAME_LEN bytes),
+        // `st` is a plain C struct the call fills, and the directory fd stays open while `self` lives.
+        let st = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            if libc::fstatat(self.dir.as_raw_fd(), path.as_ptr().cast(), &mut st, 0) != 0 {
+                return None;
+            }
+            st
+        };
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return None;
+        }
+        Some(FileVersion {
+            size: st.st_size as u64,
+            mtime_sec: st.st_mtime,
+            mtime_nsec: st.st_mtime_nsec,
+            ino: st.st_ino,
+            dev: st.st_dev,
+        })
+    }
+
     /// Opens a regular file for reading and returns it with the version it had when opened.
     pub fn open_file(&self, name: &Name) -> Result<(std::fs::File, FileVersion), OpenError> {
         let mut options = OpenOptions::new();
@@ -154,5 +186,26 @@ impl Root {
         }
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_agrees_with_the_opened_file_and_sees_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/f"), b"one").unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        let name = Name::parse("sub/f").unwrap();
+        let (_, opened) = root.open_file(&name).unwrap();
+        assert_eq!(root.version(&name), Some(opened));
+        assert_eq!(root.stat(&name).unwrap(), opened);
+        std::fs::write(dir.path().join("sub/f"), b"three").unwrap();
+        assert_eq!(root.version(&name).map(|v| v.size), Some(5));
+        assert_eq!(root.version(&Name::parse("sub").unwrap()), None, "a folder");
+        assert_eq!(root.version(&Name::parse("nope").unwrap()), None);
     }
 }
