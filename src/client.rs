@@ -5,22 +5,29 @@
 //! fixed buffer (a body that ends early is an error, bytes beyond it are never written), and
 //! every body is hashed as it streams in and checked against the digest the server announced.
 //!
-//! Downloads go through an [`OutDir`]: every path is a checked [`Name`] opened beneath the output
-//! folder without following any symlink, bytes go to `<name>.part`, and the `.part` is renamed to
-//! `<name>` only once complete and verified. A failed transfer leaves no file under the final name
-//! and never destroys an existing copy; an interrupted one keeps its `.part` so `resume` can
-//! continue it, and one that fails verification deletes it.
+//! Downloads go through an [`OutDir`]. A large file streams into `<name>.part`, renamed to `<name>`
+//! only once complete and verified; a failed transfer leaves no file under the final name and never
+//! destroys an existing copy, an interrupted one keeps its `.part` so `resume` can continue it, and
+//! one that fails verification deletes it. A small file is read whole, verified in memory, and
+//! handed to writer threads that save it in one step, so the receive loop never waits on the file
+//! system for it.
+//!
+//! [`Client::download_all`] pipelines: it keeps a window of requests in flight on the connection,
+//! so many small files cost one round trip in all rather than one each.
 
+use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
-use cap_std::fs::{Dir, File, OpenOptions};
+use std::sync::mpsc;
+
+use parking_lot::Mutex;
 
 use crate::digest::{Digest, Hasher, feed_file};
 use crate::name::Name;
+pub use crate::outdir::OutDir;
 use crate::protocol::{self, ErrorReply, GetHeader, ListEntry, MAX_REPLY_LINE, ProtocolError, Request};
 
 /// Why a client operation failed.
@@ -42,6 +49,74 @@ pub enum ClientError {
     Local { path: PathBuf, source: io::Error },
     #[error("the connection is out of step after an earlier error")]
     Broken,
+}
+
+/// Most `get` requests one connection keeps in flight: enough to hide the round trip behind small
+/// files, few enough (a few KiB of requests) never to fill a socket buffer while the server is
+/// itself blocked sending, which would deadlock.
+pub const WINDOW: usize = 128;
+
+/// Write buffer for a file streamed to its `.part`.
+const BODY_BUFFER: usize = 64 << 10;
+
+/// Files up to this size are read whole into memory, verified, and saved in one step.
+pub const SMALL_FILE: u64 = 256 << 10;
+
+/// Threads saving small files while the receive loop goes on (one per core here).
+pub const WRITERS: usize = 2;
+
+/// Small files waiting for a writer; bounds their memory to `QUEUE * SMALL_FILE`.
+const QUEUE: usize = 16;
+
+/// What [`Client::receive`] made of a reply.
+enum Received {
+    /// Streamed to disk and saved.
+    Saved(Downloaded),
+    /// A small file, whole and verified in memory, still to be saved.
+    Whole(Whole),
+}
+
+/// A small file, verified, waiting to be saved.
+struct Whole {
+    name: Name,
+    bytes: Vec<u8>,
+    done: Downloaded,
+}
+
+impl Whole {
+    fn save(self, dir: &OutDir) -> (Name, Result<Downloaded, ClientError>) {
+        let result = dir
+            .save_whole(&self.name, &self.bytes)
+            .map(|()| self.done)
+            .map_err(|source| ClientError::Local { path: dir.path().join(self.name.as_path()), source });
+        (self.name, result)
+    }
+}
+
+/// A download whose request is on its way: what its reply needs.
+struct InFlight {
+    name: Name,
+    /// An existing `.part` being resumed, with its length; its bytes are already in `hasher`.
+    part: Option<(std::fs::File, u64)>,
+    hasher: Hasher,
+}
+
+impl InFlight {
+    /// The request for `name`: `resume` if asked and a `.part` exists (its digest computed now),
+    /// else `get`.
+    fn prepare(name: &Name, dir: &OutDir, resume: bool) -> Result<(Request, InFlight), ClientError> {
+        let local = |source| ClientError::Local { path: dir.path().join(name.part_path()), source };
+        let mut hasher = Hasher::default();
+        let part = if resume { dir.existing_part(name).map_err(local)? } else { None };
+        let request = match &part {
+            Some((file, len)) if *len > 0 => {
+                feed_file(file, 0, *len, &mut hasher).map_err(local)?;
+                Request::Resume { offset: *len, prefix: hasher.digest(), name: name.clone() }
+            }
+            _ => Request::Get(name.clone()),
+        };
+        Ok((request, InFlight { name: name.clone(), part, hasher }))
+    }
 }
 
 /// What a download did.
@@ -135,35 +210,170 @@ impl Client {
     /// file's first bytes; otherwise it is started over. A local error (disk full, a folder in the
     /// way) leaves the connection usable.
     pub fn download(&mut self, name: &Name, dir: &OutDir, resume: bool) -> Result<Downloaded, ClientError> {
-        let local = |source| ClientError::Local { path: dir.path().join(name.part_path()), source };
-        let mut hasher = Hasher::default();
-        let existing = if resume { dir.existing_part(name).map_err(local)? } else { None };
-        let request = match &existing {
-            Some((file, len)) if *len > 0 => {
-                feed_file(file, 0, *len, &mut hasher).map_err(local)?;
-                Request::Resume { offset: *len, prefix: hasher.digest(), name: name.clone() }
+        let mut result = Err(ClientError::Broken);
+        self.download_all(std::slice::from_ref(name), dir, resume, |_, done| result = done);
+        result
+    }
+
+    /// [`Client::download`] for many names over this connection, keeping up to [`WINDOW`] requests
+    /// in flight so small files do not each wait a round trip, and saving small files on
+    /// [`WRITERS`] threads while the next replies arrive. Reports each result (in order for files
+    /// saved here, as they finish for files saved by the writers). Stops at the first error that
+    /// leaves the connection out of step, and returns how many names were then never answered.
+    pub fn download_all(
+        &mut self,
+        names: &[Name],
+        dir: &OutDir,
+        resume: bool,
+        mut report: impl FnMut(&Name, Result<Downloaded, ClientError>),
+    ) -> usize {
+        if self.broken {
+            return names.len();
+        }
+        let writers = if names.len() > 1 { WRITERS } else { 0 };
+        let (jobs, queue) = mpsc::sync_channel::<Whole>(QUEUE);
+        let queue = Mutex::new(queue);
+        let (saved_tx, saved) = mpsc::channel();
+        std::thread::scope(|scope| {
+            for _ in 0..writers {
+                let (queue, saved_tx) = (&queue, saved_tx.clone());
+                scope.spawn(move || {
+                    loop {
+                        let job = queue.lock().recv();
+                        let Ok(whole) = job else { break };
+                        if saved_tx.send(whole.save(dir)).is_err() {
+                            break;
+                        }
+                    }
+                });
             }
-            _ => Request::Get(name.clone()),
+            drop(saved_tx);
+            let left = self.pipeline(
+                names,
+                dir,
+                resume,
+                &mut report,
+                |whole| match writers {
+                    0 => Some(whole.save(dir)),
+                    _ => jobs.send(whole).err().map(|failed| failed.0.save(dir)),
+                },
+                &saved,
+            );
+            drop(jobs);
+            for (name, result) in saved.iter() {
+                report(&name, result);
+            }
+            left
+        })
+    }
+
+    /// The request/reply loop of [`Client::download_all`]. `hand_off` takes each small file
+    /// (returning a result if it saved it at once); `saved` brings results back from the writers.
+    fn pipeline(
+        &mut self,
+        names: &[Name],
+        dir: &OutDir,
+        resume: bool,
+        report: &mut impl FnMut(&Name, Result<Downloaded, ClientError>),
+        hand_off: impl Fn(Whole) -> Option<(Name, Result<Downloaded, ClientError>)>,
+        saved: &mpsc::Receiver<(Name, Result<Downloaded, ClientError>)>,
+    ) -> usize {
+        let mut in_flight = VecDeque::new();
+        let mut next = 0;
+        loop {
+            // Refill once half the window is free, so requests leave in batches, not one by one.
+            if in_flight.len() <= WINDOW / 2 {
+                while next < names.len() && in_flight.len() < WINDOW {
+                    let name = &names[next];
+                    next += 1;
+                    match InFlight::prepare(name, dir, resume) {
+                        Ok((request, flight)) => {
+                            if let Err(e) = writeln!(self.writer, "{request}") {
+                                self.broken = true;
+                                report(name, Err(e.into()));
+                                return names.len() - next + in_flight.len();
+                            }
+                            in_flight.push_back(flight);
+                        }
+                        Err(e) => report(name, Err(e)),
+                    }
+                }
+                if let Err(e) = self.writer.flush() {
+                    self.broken = true;
+                    let left = names.len() - next + in_flight.len();
+                    if let Some(flight) = in_flight.front() {
+                        report(&flight.name, Err(e.into()));
+                    }
+                    return left;
+                }
+            }
+            let Some(flight) = in_flight.pop_front() else { return 0 };
+            let name = flight.name.clone();
+            match self.receive(flight, dir) {
+                Ok(Received::Saved(done)) => report(&name, Ok(done)),
+                Ok(Received::Whole(whole)) => {
+                    if let Some((name, result)) = hand_off(whole) {
+                        report(&name, result);
+                    }
+                }
+                Err(e) => {
+                    let out_of_step = self.broken;
+                    report(&name, Err(e));
+                    if out_of_step {
+                        return names.len() - next + in_flight.len();
+                    }
+                }
+            }
+            while let Ok((name, result)) = saved.try_recv() {
+                report(&name, result);
+            }
+        }
+    }
+
+    /// Reads the reply to one `get` or `resume`: a small whole file comes back in memory,
+    /// verified, for [`Whole::save`]; anything else is streamed to its `.part` and saved here.
+    /// Leaves `broken` set if the reply was not consumed to its end.
+    fn receive(&mut self, flight: InFlight, dir: &OutDir) -> Result<Received, ClientError> {
+        let InFlight { name, part, mut hasher } = flight;
+        let local = |source| ClientError::Local { path: dir.path().join(name.part_path()), source };
+        self.broken = true;
+        let fields = protocol::read_status(&mut self.reader, &mut self.line)?;
+        let header = match fields {
+            Ok(fields) => GetHeader::parse(&fields)?,
+            Err(reply) => {
+                self.broken = false;
+                return Err(ClientError::Server(reply));
+            }
         };
-        let header = self.call_get(&request)?;
-        let found = existing.as_ref().map_or(0, |(_, len)| *len);
+        let found = part.as_ref().map_or(0, |(_, len)| *len);
         if header.offset != 0 && header.offset != found {
-            self.broken = true;
             return Err(
                 ProtocolError::Malformed(format!("resume from {} when {found} was asked", header.offset)).into()
             );
         }
-        let opened = match existing {
+        let done = Downloaded {
+            size: header.size,
+            resumed_from: header.offset,
+            started_over: found > 0 && header.offset == 0,
+            digest: header.digest,
+        };
+        if part.is_none() && header.len <= SMALL_FILE {
+            let mut bytes = Vec::with_capacity(header.len as usize);
+            self.copy_body(header.len, &mut bytes, &mut hasher, true)?.map_err(local)?;
+            verify(&header, &hasher)?;
+            return Ok(Received::Whole(Whole { name, bytes, done }));
+        }
+        let opened = match part {
             // Append after the prefix the server confirmed.
             Some((mut file, _)) if header.offset > 0 => file.seek(SeekFrom::Start(header.offset)).map(|_| file),
             // Fresh, or a .part the server did not confirm: start over.
             _ => {
                 hasher = Hasher::default();
-                dir.create_part(name)
+                dir.create_part(&name)
             }
         };
         let mut file = match opened {
-            Ok(file) => BufWriter::with_capacity(64 << 10, file),
+            Ok(file) => BufWriter::with_capacity(BODY_BUFFER, file),
             Err(e) => {
                 self.copy_body(header.len, &mut io::sink(), &mut hasher, true)?.ok();
                 return Err(local(e));
@@ -172,12 +382,11 @@ impl Client {
         self.copy_body(header.len, &mut file, &mut hasher, true)?.map_err(local)?;
         drop(file.into_inner().map_err(|e| local(e.into_error()))?);
         if let Err(e) = verify(&header, &hasher) {
-            dir.remove_part(name);
+            dir.remove_part(&name);
             return Err(e);
         }
-        dir.finish(name).map_err(|source| ClientError::Local { path: dir.path().join(name.as_path()), source })?;
-        let started_over = found > 0 && header.offset == 0;
-        Ok(Downloaded { size: header.size, resumed_from: header.offset, started_over, digest: header.digest })
+        dir.finish(&name).map_err(|source| ClientError::Local { path: dir.path().join(name.as_path()), source })?;
+        Ok(Received::Saved(done))
     }
 
     /// Says goodbye and closes the connection.
@@ -259,91 +468,4 @@ fn verify(header: &GetHeader, hasher: &Hasher) -> Result<(), ClientError> {
         return Err(ClientError::Integrity { expected: header.digest, actual });
     }
     Ok(())
-}
-
-/// The local folder downloads are saved in. Every path written is a checked [`Name`] resolved
-/// beneath it one component at a time, refusing to follow any symlink found there.
-pub struct OutDir {
-    dir: Dir,
-    path: PathBuf,
-}
-
-impl OutDir {
-    /// Opens `path`, creating it (and its parents) if missing.
-    pub fn create(path: &Path) -> io::Result<OutDir> {
-        std::fs::create_dir_all(path)?;
-        let dir = Dir::open_ambient_dir(path, cap_std::ambient_authority())?;
-        Ok(OutDir { dir, path: path.to_path_buf() })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The folder holding `name` (created if `create`) and the name's last component.
-    fn parent<'n>(&self, name: &'n Name, create: bool) -> io::Result<(Dir, &'n str)> {
-        let (folders, file) = name.as_str().rsplit_once('/').unwrap_or(("", name.as_str()));
-        let mut dir = self.dir.try_clone()?;
-        for part in folders.split('/').filter(|p| !p.is_empty()) {
-            dir = match dir.open_dir_nofollow(part) {
-                Ok(next) => next,
-                Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
-                    dir.create_dir(part)?;
-                    dir.open_dir_nofollow(part)?
-                }
-                Err(e) => return Err(not_a_symlink(e, part)),
-            };
-        }
-        Ok((dir, file))
-    }
-
-    /// Creates (or truncates) `<name>.part`, and its folders, without following symlinks.
-    fn create_part(&self, name: &Name) -> io::Result<std::fs::File> {
-        let (dir, file) = self.parent(name, true)?;
-        let part = format!("{file}.part");
-        let options = OpenOptions::new().write(true).create(true).truncate(true).follow(FollowSymlinks::No).clone();
-        let opened: File = dir.open_with(&part, &options).map_err(|e| not_a_symlink(e, &part))?;
-        Ok(opened.into_std())
-    }
-
-    /// An existing `<name>.part` and its length, opened without following symlinks.
-    fn existing_part(&self, name: &Name) -> io::Result<Option<(std::fs::File, u64)>> {
-        let (dir, file) = match self.parent(name, false) {
-            Ok(found) => found,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let part = format!("{file}.part");
-        let options = OpenOptions::new().read(true).write(true).follow(FollowSymlinks::No).clone();
-        match dir.open_with(&part, &options) {
-            Ok(opened) => {
-                let len = opened.metadata()?.len();
-                Ok(Some((opened.into_std(), len)))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(not_a_symlink(e, &part)),
-        }
-    }
-
-    /// Deletes `<name>.part` (after a failed check), if it is there.
-    fn remove_part(&self, name: &Name) {
-        if let Ok((dir, file)) = self.parent(name, false) {
-            let _ = dir.remove_file(format!("{file}.part"));
-        }
-    }
-
-    /// Renames the complete `<name>.part` to `<name>`, replacing an older copy in one step (a
-    /// symlink at `<name>` is replaced, not followed).
-    fn finish(&self, name: &Name) -> io::Result<()> {
-        let (dir, file) = self.parent(name, false)?;
-        dir.rename(format!("{file}.part"), &dir, file)
-    }
-}
-
-/// Names the symlink when an open refused to follow one.
-fn not_a_symlink(e: io::Error, what: &str) -> io::Error {
-    if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENOTDIR) {
-        return io::Error::new(e.kind(), format!("'{what}' is a symlink or not a folder; not following it"));
-    }
-    e
 }

@@ -12,7 +12,8 @@
 //! - [`cache`]: the byte-capped, TTL-bounded cache and its admission rules.
 //! - [`mirror`]: the cache's on-disk copy in `server_cache/`.
 //! - [`server`]: configuration, accept loop, per-connection command loop.
-//! - [`client`]: one connection's requests, and saving downloads through `.part` files.
+//! - [`client`]: one connection's requests, pipelined and verified.
+//! - `outdir`: saving downloads beneath the output folder ([`client::OutDir`]).
 //!
 //! # Wire format in brief
 //! ```text
@@ -29,6 +30,7 @@ mod conn;
 pub mod digest;
 pub mod mirror;
 pub mod name;
+mod outdir;
 pub mod protocol;
 pub mod root;
 pub mod server;

@@ -94,21 +94,27 @@ fn a_local_write_error_is_reported_and_the_connection_stays_in_step() {
 
 #[test]
 fn a_server_that_closes_mid_body_leaves_no_final_file_and_the_old_copy_intact() {
-    let mut reply = format!("OK 100 xxh3={}\n", Digest::of(&[b'z'; 100])).into_bytes();
-    reply.extend_from_slice(&[b'z'; 10]);
-    let (addr, fake) = fake_server(reply);
-    let out = tempfile::tempdir().unwrap();
-    fs::write(out.path().join("f.txt"), b"previous good copy").unwrap();
-    let dir = OutDir::create(out.path()).unwrap();
-    let mut client = connect(addr);
-    match client.download(&name("f.txt"), &dir, false) {
-        Err(ClientError::ShortBody { expected: 100, received: 10 }) => {}
-        other => panic!("{other:?}"),
+    // A large file streams to its .part, which keeps what arrived for a later resume; a small one
+    // is held in memory until verified, so nothing of it reaches the disk.
+    let big = ft::client::SMALL_FILE + 1;
+    for (size, part_left) in [(big, Some(10)), (100, None)] {
+        let mut reply = format!("OK {size} xxh3={}\n", Digest(7)).into_bytes();
+        reply.extend_from_slice(&[b'z'; 10]);
+        let (addr, fake) = fake_server(reply);
+        let out = tempfile::tempdir().unwrap();
+        fs::write(out.path().join("f.txt"), b"previous good copy").unwrap();
+        let dir = OutDir::create(out.path()).unwrap();
+        let mut client = connect(addr);
+        match client.download(&name("f.txt"), &dir, false) {
+            Err(ClientError::ShortBody { expected, received: 10 }) if expected == size => {}
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fake.join().unwrap(), "get f.txt\n");
+        assert!(!client.is_usable());
+        assert_eq!(fs::read(out.path().join("f.txt")).unwrap(), b"previous good copy");
+        let part = fs::read(out.path().join("f.txt.part")).ok().map(|p| p.len());
+        assert_eq!(part, part_left, "size {size}");
     }
-    assert_eq!(fake.join().unwrap(), "get f.txt\n");
-    assert!(!client.is_usable());
-    assert_eq!(fs::read(out.path().join("f.txt")).unwrap(), b"previous good copy");
-    assert_eq!(fs::read(out.path().join("f.txt.part")).unwrap().len(), 10, "partial bytes stay in .part");
 }
 
 #[test]
@@ -147,4 +153,91 @@ fn a_symlink_planted_in_the_output_folder_cannot_lead_a_download_outside() {
     assert!(matches!(client.download(&name("docs/a.txt"), &dir, false), Err(ClientError::Local { .. })));
     assert_eq!(fs::read_dir(elsewhere.path()).unwrap().count(), 0, "nothing written outside");
     assert!(client.is_usable());
+}
+
+#[test]
+fn many_files_are_pipelined_saved_in_order_and_errors_stay_per_file() {
+    let dirs = Dirs::new();
+    let mut names = Vec::new();
+    for i in 0..600 {
+        // Mostly small files, some streamed ones, some missing.
+        let n = format!("d{}/f{i:04}.bin", i % 3);
+        match i % 50 {
+            7 => {}
+            13 => drop(dirs.put(&n, &pattern(ft::client::SMALL_FILE as usize + 1000 + i))),
+            _ => drop(dirs.put(&n, &pattern(100 + i))),
+        }
+        names.push(name(&n));
+    }
+    let server = TestServer::start(dirs.config());
+    let out = tempfile::tempdir().unwrap();
+    // Some files already exist locally: they are replaced whole.
+    crate::util::put(out.path(), "d1/f0001.bin", b"old");
+    let dir = OutDir::create(out.path()).unwrap();
+    let mut client = server.client();
+    let mut results = Vec::new();
+    let left = client.download_all(&names, &dir, false, |n, r| results.push((n.clone(), r)));
+    assert_eq!(left, 0);
+    assert_eq!(results.len(), names.len());
+    for (n, r) in &results {
+        let i: usize = n.as_str()[4..8].parse().unwrap();
+        match (i % 50, r) {
+            (7, Err(ClientError::Server(reply))) => assert_eq!(reply.code, "not-found"),
+            (13, Ok(done)) => {
+                assert_eq!(done.size as usize, ft::client::SMALL_FILE as usize + 1000 + i);
+                assert!(fs::read(out.path().join(n.as_path())).unwrap() == pattern(done.size as usize));
+            }
+            (_, Ok(_)) => assert!(fs::read(out.path().join(n.as_path())).unwrap() == pattern(100 + i), "{n}"),
+            (_, other) => panic!("{n}: {other:?}"),
+        }
+    }
+    let leftovers: Vec<_> = walk(out.path()).into_iter().filter(|p| p.ends_with(".part")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert!(client.is_usable());
+    assert_eq!(server.stat("connections_total"), 1);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path.to_string_lossy().into_owned());
+        }
+    }
+    found
+}
+
+#[test]
+fn requests_go_out_before_replies_come_back() {
+    // A server that answers nothing until it has read ten requests: a client that waited for
+    // each reply before sending the next request would hang here.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fake = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut reader = BufReader::new(&stream);
+        let mut asked = Vec::new();
+        for _ in 0..10 {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            asked.push(line.trim_end().strip_prefix("get ").unwrap().to_string());
+        }
+        for n in &asked {
+            let body = n.as_bytes();
+            (&stream).write_all(format!("OK {} xxh3={}\n", body.len(), Digest::of(body)).as_bytes()).unwrap();
+            (&stream).write_all(body).unwrap();
+        }
+    });
+    let names: Vec<Name> = (0..10).map(|i| name(&format!("file{i}"))).collect();
+    let out = tempfile::tempdir().unwrap();
+    let dir = OutDir::create(out.path()).unwrap();
+    let mut ok = 0;
+    let left = connect(addr).download_all(&names, &dir, false, |_, r| ok += usize::from(r.is_ok()));
+    fake.join().unwrap();
+    assert_eq!((left, ok), (0, 10));
+    assert_eq!(fs::read(out.path().join("file7")).unwrap(), b"file7");
 }

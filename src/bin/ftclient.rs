@@ -117,27 +117,23 @@ fn run(args: Args) -> anyhow::Result<bool> {
     }
 }
 
-/// Downloads each name in turn, reporting failures on stderr; stops when the connection fails.
+/// Downloads the names over one connection, pipelined, reporting failures on stderr; stops when
+/// the connection fails.
 fn get_all(client: &mut Client, names: &[Name], dir: &OutDir, resume: bool) -> anyhow::Result<bool> {
     let mut ok = true;
-    for (i, name) in names.iter().enumerate() {
-        let result = client.download(name, dir, resume);
-        if let Ok(done) = &result
-            && done.started_over
-        {
+    let left = client.download_all(names, dir, resume, |name, result| match result {
+        Ok(done) if done.started_over => {
             eprintln!("ftclient: {name}: the partial copy did not match the server's file; downloaded it afresh");
         }
-        if let Err(e) = result {
+        Ok(_) => {}
+        Err(e) => {
             ok = false;
             eprintln!("ftclient: {name}: {e}");
-            if !client.is_usable() {
-                let left = names.len() - i - 1;
-                if left > 0 {
-                    eprintln!("ftclient: {left} more file(s) not fetched");
-                }
-                break;
-            }
         }
+    });
+    if left > 0 {
+        ok = false;
+        eprintln!("ftclient: {left} more file(s) not fetched");
     }
     Ok(ok)
 }

@@ -1,0 +1,170 @@
+//! The local folder downloads are saved in, and the ways a file is saved there.
+//!
+//! Every path written is a checked [`Name`] resolved beneath the output folder one component at a
+//! time without following any symlink (folders opened with `O_NOFOLLOW`, files created with it),
+//! so nothing planted in the folder can redirect a write. A file only ever appears under its final
+//! name complete and verified: streamed downloads go through `<name>.part` and a rename; small
+//! files already verified in memory are written unnamed and linked in ([`OutDir::save_whole`]).
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
+use cap_std::fs::{Dir, File, OpenOptions};
+use parking_lot::Mutex;
+
+use crate::name::Name;
+
+/// The local folder downloads are saved in. Every path written is a checked [`Name`] resolved
+/// beneath it one component at a time, refusing to follow any symlink found there.
+pub struct OutDir {
+    dir: Arc<Dir>,
+    path: PathBuf,
+    /// Sub-folders already opened, by their path beneath `dir`, so many files in one folder do
+    /// not reopen it component by component each time.
+    folders: Mutex<HashMap<String, Arc<Dir>>>,
+}
+
+impl OutDir {
+    /// Opens `path`, creating it (and its parents) if missing.
+    pub fn create(path: &Path) -> io::Result<OutDir> {
+        std::fs::create_dir_all(path)?;
+        let dir = Arc::new(Dir::open_ambient_dir(path, cap_std::ambient_authority())?);
+        Ok(OutDir { dir, path: path.to_path_buf(), folders: Mutex::default() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The folder holding `name` (created if `create`) and the name's last component.
+    fn parent<'n>(&self, name: &'n Name, create: bool) -> io::Result<(Arc<Dir>, &'n str)> {
+        let Some((folders, file)) = name.as_str().rsplit_once('/') else {
+            return Ok((self.dir.clone(), name.as_str()));
+        };
+        if let Some(dir) = self.folders.lock().get(folders) {
+            return Ok((dir.clone(), file));
+        }
+        let mut dir = self.dir.try_clone()?;
+        for part in folders.split('/') {
+            dir = match dir.open_dir_nofollow(part) {
+                Ok(next) => next,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                    match dir.create_dir(part) {
+                        // Another writer thread may have just made it.
+                        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                        _ => dir.open_dir_nofollow(part)?,
+                    }
+                }
+                Err(e) => return Err(not_a_symlink(e, part)),
+            };
+        }
+        let dir = Arc::new(dir);
+        self.folders.lock().insert(folders.to_string(), dir.clone());
+        Ok((dir, file))
+    }
+
+    /// Creates (or truncates) `<name>.part`, and its folders, without following symlinks.
+    pub(crate) fn create_part(&self, name: &Name) -> io::Result<std::fs::File> {
+        let (dir, file) = self.parent(name, true)?;
+        let part = format!("{file}.part");
+        let options = OpenOptions::new().write(true).create(true).truncate(true).follow(FollowSymlinks::No).clone();
+        let opened: File = dir.open_with(&part, &options).map_err(|e| not_a_symlink(e, &part))?;
+        Ok(opened.into_std())
+    }
+
+    /// An existing `<name>.part` and its length, opened without following symlinks.
+    pub(crate) fn existing_part(&self, name: &Name) -> io::Result<Option<(std::fs::File, u64)>> {
+        let (dir, file) = match self.parent(name, false) {
+            Ok(found) => found,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let part = format!("{file}.part");
+        let options = OpenOptions::new().read(true).write(true).follow(FollowSymlinks::No).clone();
+        match dir.open_with(&part, &options) {
+            Ok(opened) => {
+                let len = opened.metadata()?.len();
+                Ok(Some((opened.into_std(), len)))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(not_a_symlink(e, &part)),
+        }
+    }
+
+    /// Deletes `<name>.part` (after a failed check), if it is there.
+    pub(crate) fn remove_part(&self, name: &Name) {
+        if let Ok((dir, file)) = self.parent(name, false) {
+            let _ = dir.remove_file(format!("{file}.part"));
+        }
+    }
+
+    /// Saves a whole, already verified file as `<name>` in one step. The bytes go to an unnamed
+    /// file (`O_TMPFILE`) that is linked in under the final name once written: no `.part` entry to
+    /// create and rename away, and unnamed files can be created in parallel, where named ones in
+    /// one folder queue on its lock. If `<name>` already exists (link never replaces), or the file
+    /// system has no unnamed files, it goes through `<name>.part` and a rename instead.
+    pub fn save_whole(&self, name: &Name, bytes: &[u8]) -> io::Result<()> {
+        let (dir, file) = self.parent(name, true)?;
+        match link_unnamed(&dir, file, bytes) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists || unnamed_unsupported(&e) => {}
+            Err(e) => return Err(e),
+        }
+        let mut part = self.create_part(name)?;
+        part.write_all(bytes)?;
+        drop(part);
+        self.finish(name)
+    }
+
+    /// Renames the complete `<name>.part` to `<name>`, replacing an older copy in one step (a
+    /// symlink at `<name>` is replaced, not followed).
+    pub(crate) fn finish(&self, name: &Name) -> io::Result<()> {
+        let (dir, file) = self.parent(name, false)?;
+        dir.rename(format!("{file}.part"), &dir, file)
+    }
+}
+
+/// Names the symlink when an open refused to follow one.
+fn not_a_symlink(e: io::Error, what: &str) -> io::Error {
+    if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENOTDIR) {
+        return io::Error::new(e.kind(), format!("'{what}' is a symlink or not a folder; not following it"));
+    }
+    e
+}
+
+/// Writes `bytes` to an unnamed file in `dir` and links it as `file` (which must not exist; a
+/// symlink there is not followed either: linkat fails with EEXIST).
+fn link_unnamed(dir: &Dir, file: &str, bytes: &[u8]) -> io::Result<()> {
+    let target = CString::new(file).map_err(io::Error::other)?;
+    // SAFETY: plain system calls on a directory fd that `dir` keeps open and on NUL-terminated
+    // paths; the new fd is owned by `tmp` at once.
+    let tmp = unsafe {
+        let fd =
+            libc::openat(dir.as_raw_fd(), c".".as_ptr(), libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC, 0o666);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        std::fs::File::from_raw_fd(fd)
+    };
+    (&tmp).write_all(bytes)?;
+    // Linking an fd by AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; /proc/self/fd works for anyone.
+    let proc_path = CString::new(format!("/proc/self/fd/{}", tmp.as_raw_fd())).map_err(io::Error::other)?;
+    // SAFETY: as above.
+    let linked = unsafe {
+        libc::linkat(libc::AT_FDCWD, proc_path.as_ptr(), dir.as_raw_fd(), target.as_ptr(), libc::AT_SYMLINK_FOLLOW)
+    };
+    if linked != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether an `O_TMPFILE` open failed because the file system (or /proc) cannot do it.
+fn unnamed_unsupported(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL | libc::ENOENT | libc::EXDEV))
+}
