@@ -7,8 +7,9 @@
 //! socket's send timeout, which the kernel applies between two writes that make progress: a slow
 //! but steady reader is served, one that stops reading releases the thread.
 
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::TcpStream;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -180,7 +181,7 @@ impl<'a> Connection<'a> {
         };
         let Some(mut reservation) = shared.cache.reserve(name, &version, now) else {
             debug!(%name, size = version.size, "miss, streamed");
-            return self.stream_file(name, &mut file, &version, resume);
+            return self.stream_file(name, &file, &version, resume);
         };
         // Read whole before answering, so a read error is still an ERR line, not a cut reply.
         let mut body = Vec::with_capacity(usize::try_from(version.size).unwrap_or(0));
@@ -209,13 +210,13 @@ impl<'a> Connection<'a> {
         Ok(())
     }
 
-    /// Sends a file from disk through the write buffer. Its digest comes from the memo, or is
+    /// Sends a file from disk with `sendfile`. Its digest comes from the memo, or is
     /// computed (once per file version) before the header. A file that turns out shorter than
     /// announced ends the connection: the peer was promised that many bytes.
     fn stream_file(
         &mut self,
         name: &Name,
-        file: &mut std::fs::File,
+        file: &std::fs::File,
         version: &FileVersion,
         resume: Option<(u64, Digest)>,
     ) -> Result<(), ConnError> {
@@ -226,13 +227,13 @@ impl<'a> Connection<'a> {
         let offset = matching_offset(resume, |_| prefix);
         let len = version.size - offset;
         GetHeader { len, offset, size: version.size, digest }.write(&mut self.writer)?;
-        file.seek(SeekFrom::Start(offset))?;
-        let sent = io::copy(&mut file.take(len), &mut self.writer)?;
-        self.shared.bytes_sent.fetch_add(sent, Ordering::Relaxed);
-        if sent != len {
-            return Err(ConnError::Shrank { name: name.clone(), sent, len });
+        self.writer.flush()?;
+        let sent = send_file(&self.stream, file, offset, len);
+        self.shared.bytes_sent.fetch_add(*sent.as_ref().unwrap_or(&0), Ordering::Relaxed);
+        match sent? {
+            sent if sent == len => Ok(()),
+            sent => Err(ConnError::Shrank { name: name.clone(), sent, len }),
         }
-        Ok(())
     }
 
     /// The file's digest (remembered per version) and, if asked, the digest of its first bytes.
@@ -281,6 +282,30 @@ impl<'a> Connection<'a> {
         }
         Ok(())
     }
+}
+
+/// Sends `len` bytes of `file` from `offset` with `sendfile`: the kernel moves them from the page
+/// cache to the socket with no copy through this process. Returns how many were sent, fewer if
+/// the file ended early. The socket's send timeout bounds each call, as it does a `write`.
+fn send_file(stream: &TcpStream, file: &std::fs::File, offset: u64, len: u64) -> io::Result<u64> {
+    let mut at = libc::off_t::try_from(offset).map_err(io::Error::other)?;
+    let mut sent = 0u64;
+    while sent < len {
+        let chunk = usize::try_from(len - sent).unwrap_or(usize::MAX).min(1 << 30);
+        // SAFETY: both fds are open for the duration of the call; `at` is a valid off_t.
+        let n = unsafe { libc::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut at, chunk) };
+        match n {
+            0 => break,
+            n if n > 0 => sent += n as u64,
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(sent)
 }
 
 /// Sets the socket's receive timeout unless it already has that value.
