@@ -13,6 +13,7 @@
 //! - [`mirror`]: the cache's on-disk copy in `server_cache/`.
 //! - [`server`]: configuration, accept loop, per-connection command loop.
 //! - [`client`]: one connection's requests, pipelined and verified.
+//! - [`bench`]: the load generator behind `ftclient bench`.
 //! - `outdir`: saving downloads beneath the output folder ([`client::OutDir`]).
 //!
 //! # Wire format in brief
@@ -24,6 +25,7 @@
 //! any error        ->  ERR <code> <message>\n   (the connection stays usable)
 //! ```
 
+pub mod bench;
 pub mod cache;
 pub mod client;
 mod conn;

@@ -276,3 +276,19 @@ fn running_out_of_file_descriptors_backs_off_without_spinning_or_crashing() {
     assert_eq!(code, 0, "{err}");
     assert!(String::from_utf8_lossy(&out).contains("file1.txt"));
 }
+
+#[test]
+fn bench_prints_rates_and_latencies() {
+    let work = workdir();
+    let server = RealServer::start(work.path(), &[]);
+    let args = ["bench", "file1.txt", "docs/a b.txt", "--conns", "2", "--duration", "200ms", "--pipeline", "2"];
+    let (code, out, err) = ftclient(work.path(), server.port, &args, b"");
+    assert_eq!(code, 0, "{err}");
+    let out = String::from_utf8(out).unwrap();
+    for want in ["connections 2, pipeline 2", "requests ", "/s)", "MB/s", "p50 ", "p99 ", "max ", "errors      0"] {
+        assert!(out.contains(want), "{want:?} missing from:\n{out}");
+    }
+    let (code, out, _) = ftclient(work.path(), server.port, &["bench", "nope", "--duration", "100ms"], b"");
+    assert_eq!(code, 1, "errors make the exit status non-zero");
+    assert!(!String::from_utf8(out).unwrap().contains("errors      0"));
+}

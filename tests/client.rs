@@ -241,3 +241,28 @@ fn requests_go_out_before_replies_come_back() {
     assert_eq!((left, ok), (0, 10));
     assert_eq!(fs::read(out.path().join("file7")).unwrap(), b"file7");
 }
+
+#[test]
+fn bench_counts_verified_replies_and_errors() {
+    let dirs = Dirs::new();
+    dirs.put("a.bin", &pattern(10_000));
+    dirs.put("b.bin", &pattern(20_000));
+    let server = TestServer::start(dirs.config());
+    let config = ft::bench::BenchConfig {
+        addr: server.addr.to_string(),
+        names: vec![name("a.bin"), name("b.bin"), name("missing")],
+        conns: 3,
+        duration: Duration::from_millis(300),
+        pipeline: 4,
+        timeout: WAIT,
+    };
+    let report = ft::bench::run(&config).unwrap();
+    assert!(report.requests >= 30, "{report:?}");
+    assert_eq!(report.latencies_us.len() as u64, report.requests);
+    assert!(report.latencies_us.windows(2).all(|w| w[0] <= w[1]));
+    // Every third request asks for the missing file.
+    let ok = report.requests - report.errors;
+    assert!(report.errors >= report.requests / 3 - 3 && report.errors <= report.requests / 3 + 3, "{report:?}");
+    assert!(report.bytes >= ok * 10_000 && report.bytes <= ok * 20_000);
+    assert!(report.latency(0.5) <= report.latency(1.0));
+}

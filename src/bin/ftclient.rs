@@ -7,6 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use ft::bench::{BenchConfig, BenchReport};
 use ft::client::{Client, ClientError, OutDir};
 use ft::name::Name;
 use ft::protocol::{ListEntry, escape};
@@ -49,6 +50,21 @@ enum Command {
     },
     /// Show the server's counters
     Stats,
+    /// Load the server: requests/s, MB/s and latency percentiles (files are verified, not saved)
+    Bench {
+        /// Files to request, in turn
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Connections, each on its own thread
+        #[arg(long, default_value_t = 16)]
+        conns: usize,
+        /// How long to run (e.g. 5s, 1m)
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Requests each connection keeps in flight (1: one at a time)
+        #[arg(long, default_value_t = 1)]
+        pipeline: usize,
+    },
     /// Run list/get/stats interactively over one connection (also reads commands piped on stdin)
     Shell {
         /// Folder `get` saves into
@@ -98,10 +114,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
             Ok(true)
         }
         Command::Get { output, names, resume } => {
-            let names = names
-                .iter()
-                .map(|n| Name::parse(n).with_context(|| format!("{}: bad name", escape(n))))
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let names = parse_names(&names)?;
             if output == Path::new("-") {
                 if names.len() != 1 {
                     bail!("-o - writes one file to stdout; {} names were given", names.len());
@@ -114,6 +127,13 @@ fn run(args: Args) -> anyhow::Result<bool> {
             get_all(&mut connect()?, &names, &dir, resume)
         }
         Command::Shell { output } => shell(connect()?, &output),
+        Command::Bench { names, conns, duration, pipeline } => {
+            let names = parse_names(&names)?;
+            let config = BenchConfig { addr, names, conns: conns.max(1), duration, pipeline, timeout: args.timeout };
+            let report = ft::bench::run(&config).context("bench")?;
+            print_bench(&config, &report)?;
+            Ok(report.errors == 0)
+        }
     }
 }
 
@@ -136,6 +156,28 @@ fn get_all(client: &mut Client, names: &[Name], dir: &OutDir, resume: bool) -> a
         eprintln!("ftclient: {left} more file(s) not fetched");
     }
     Ok(ok)
+}
+
+fn parse_names(names: &[String]) -> anyhow::Result<Vec<Name>> {
+    names.iter().map(|n| Name::parse(n).with_context(|| format!("{}: bad name", escape(n)))).collect()
+}
+
+fn print_bench(config: &BenchConfig, r: &BenchReport) -> io::Result<()> {
+    let secs = r.elapsed.as_secs_f64().max(1e-9);
+    let ms = |q: f64| r.latency(q).as_secs_f64() * 1000.0;
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "connections {}, pipeline {}, {:.2} s, {} file(s)",
+        config.conns,
+        config.pipeline,
+        secs,
+        config.names.len()
+    )?;
+    writeln!(out, "requests    {} ({:.0}/s)", r.requests, r.requests as f64 / secs)?;
+    writeln!(out, "received    {:.1} MB ({:.1} MB/s)", r.bytes as f64 / 1e6, r.bytes as f64 / 1e6 / secs)?;
+    writeln!(out, "latency     p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms", ms(0.5), ms(0.99), ms(1.0))?;
+    writeln!(out, "errors      {}", r.errors)
 }
 
 fn print_list(entries: &[ListEntry]) -> io::Result<()> {
