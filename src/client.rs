@@ -23,8 +23,6 @@ use std::time::Duration;
 
 use std::sync::mpsc;
 
-use parking_lot::Mutex;
-
 use crate::digest::{Digest, Hasher, feed_file};
 use crate::name::Name;
 pub use crate::outdir::OutDir;
@@ -65,8 +63,62 @@ pub const SMALL_FILE: u64 = 256 << 10;
 /// Threads saving small files while the receive loop goes on (one per core here).
 pub const WRITERS: usize = 2;
 
-/// Small files waiting for a writer; bounds their memory to `QUEUE * SMALL_FILE`.
-const QUEUE: usize = 16;
+/// A batch of small files goes to a writer once it holds this many files...
+const BATCH_FILES: usize = 64;
+/// ... or this many bytes, or when the receive loop would otherwise wait for the network.
+const BATCH_BYTES: usize = 1 << 20;
+/// Batches waiting for each writer; with the above, bounds the memory of unsaved small files.
+const LANE_BATCHES: usize = 2;
+
+/// Small verified files on their way to the writer threads, handed over in batches (one channel
+/// per writer, taken in turn) so that a thousand small files cost dozens of wake-ups, not
+/// thousands. With no writers, files are saved at once.
+struct Saver<'a> {
+    dir: &'a OutDir,
+    batch: Vec<Whole>,
+    batch_bytes: usize,
+    lanes: Vec<mpsc::SyncSender<Vec<Whole>>>,
+    next_lane: usize,
+}
+
+type Saved = (Name, Result<Downloaded, ClientError>);
+
+impl Saver<'_> {
+    /// Takes a file; returns the results of any files it had to save itself.
+    fn push(&mut self, whole: Whole) -> Vec<Saved> {
+        self.batch_bytes += whole.bytes.len();
+        self.batch.push(whole);
+        if self.lanes.is_empty() || self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
+            return self.hand_off();
+        }
+        Vec::new()
+    }
+
+    /// Sends the current batch to the next writer (or saves it here if there is none).
+    fn hand_off(&mut self) -> Vec<Saved> {
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        if batch.is_empty() {
+            return Vec::new();
+        }
+        let batch = match self.lanes.get(self.next_lane % self.lanes.len().max(1)) {
+            Some(lane) => match lane.send(batch) {
+                Ok(()) => Vec::new(),
+                Err(failed) => failed.0,
+            },
+            None => batch,
+        };
+        self.next_lane += 1;
+        batch.into_iter().map(|whole| whole.save(self.dir)).collect()
+    }
+
+    /// Hands off what is left and lets the writers finish.
+    fn finish(mut self) -> Vec<Saved> {
+        let left = self.hand_off();
+        self.lanes.clear();
+        left
+    }
+}
 
 /// What [`Client::receive`] made of a reply.
 enum Received {
@@ -231,52 +283,44 @@ impl Client {
             return names.len();
         }
         let writers = if names.len() > 1 { WRITERS } else { 0 };
-        let (jobs, queue) = mpsc::sync_channel::<Whole>(QUEUE);
-        let queue = Mutex::new(queue);
         let (saved_tx, saved) = mpsc::channel();
         std::thread::scope(|scope| {
+            let mut saver = Saver { dir, batch: Vec::new(), batch_bytes: 0, lanes: Vec::new(), next_lane: 0 };
             for _ in 0..writers {
-                let (queue, saved_tx) = (&queue, saved_tx.clone());
+                let (lane, batches) = mpsc::sync_channel::<Vec<Whole>>(LANE_BATCHES);
+                let saved_tx = saved_tx.clone();
+                saver.lanes.push(lane);
                 scope.spawn(move || {
-                    loop {
-                        let job = queue.lock().recv();
-                        let Ok(whole) = job else { break };
-                        if saved_tx.send(whole.save(dir)).is_err() {
-                            break;
+                    for batch in batches {
+                        let results: Vec<Saved> = batch.into_iter().map(|whole| whole.save(dir)).collect();
+                        if saved_tx.send(results).is_err() {
+                            return;
                         }
                     }
                 });
             }
             drop(saved_tx);
-            let left = self.pipeline(
-                names,
-                dir,
-                resume,
-                &mut report,
-                |whole| match writers {
-                    0 => Some(whole.save(dir)),
-                    _ => jobs.send(whole).err().map(|failed| failed.0.save(dir)),
-                },
-                &saved,
-            );
-            drop(jobs);
-            for (name, result) in saved.iter() {
+            let left = self.pipeline(names, dir, resume, &mut report, &mut saver, &saved);
+            for (name, result) in saver.finish() {
+                report(&name, result);
+            }
+            for (name, result) in saved.iter().flatten() {
                 report(&name, result);
             }
             left
         })
     }
 
-    /// The request/reply loop of [`Client::download_all`]. `hand_off` takes each small file
-    /// (returning a result if it saved it at once); `saved` brings results back from the writers.
+    /// The request/reply loop of [`Client::download_all`]. `saver` takes each small file;
+    /// `saved` brings results back from the writers.
     fn pipeline(
         &mut self,
         names: &[Name],
         dir: &OutDir,
         resume: bool,
         report: &mut impl FnMut(&Name, Result<Downloaded, ClientError>),
-        hand_off: impl Fn(Whole) -> Option<(Name, Result<Downloaded, ClientError>)>,
-        saved: &mpsc::Receiver<(Name, Result<Downloaded, ClientError>)>,
+        saver: &mut Saver<'_>,
+        saved: &mpsc::Receiver<Vec<Saved>>,
     ) -> usize {
         let mut in_flight = VecDeque::new();
         let mut next = 0;
@@ -312,8 +356,14 @@ impl Client {
             match self.receive(flight, dir) {
                 Ok(Received::Saved(done)) => report(&name, Ok(done)),
                 Ok(Received::Whole(whole)) => {
-                    if let Some((name, result)) = hand_off(whole) {
+                    for (name, result) in saver.push(whole) {
                         report(&name, result);
+                    }
+                    // Nothing more to read without waiting: a good moment to give the writers work.
+                    if self.reader.buffer().is_empty() {
+                        for (name, result) in saver.hand_off() {
+                            report(&name, result);
+                        }
                     }
                 }
                 Err(e) => {
@@ -324,8 +374,10 @@ impl Client {
                     }
                 }
             }
-            while let Ok((name, result)) = saved.try_recv() {
-                report(&name, result);
+            while let Ok(results) = saved.try_recv() {
+                for (name, result) in results {
+                    report(&name, result);
+                }
             }
         }
     }

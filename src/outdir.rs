@@ -12,6 +12,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
 use cap_std::fs::{Dir, File, OpenOptions};
@@ -152,7 +153,22 @@ fn link_unnamed(dir: &Dir, file: &str, bytes: &[u8]) -> io::Result<()> {
         std::fs::File::from_raw_fd(fd)
     };
     (&tmp).write_all(bytes)?;
-    // Linking an fd by AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; /proc/self/fd works for anyone.
+    // Linking the fd itself (AT_EMPTY_PATH) is cheapest but needs CAP_DAC_READ_SEARCH; the
+    // /proc/self/fd path works for anyone. Remember which one this process may use.
+    if EMPTY_PATH_WORKS.load(Ordering::Relaxed) {
+        // SAFETY: as above.
+        let linked = unsafe {
+            libc::linkat(tmp.as_raw_fd(), c"".as_ptr(), dir.as_raw_fd(), target.as_ptr(), libc::AT_EMPTY_PATH)
+        };
+        if linked == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EPERM | libc::EINVAL)) {
+            return Err(e);
+        }
+        EMPTY_PATH_WORKS.store(false, Ordering::Relaxed);
+    }
     let proc_path = CString::new(format!("/proc/self/fd/{}", tmp.as_raw_fd())).map_err(io::Error::other)?;
     // SAFETY: as above.
     let linked = unsafe {
@@ -163,6 +179,9 @@ fn link_unnamed(dir: &Dir, file: &str, bytes: &[u8]) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Whether `linkat(fd, "", ..., AT_EMPTY_PATH)` is allowed here (until it is found not to be).
+static EMPTY_PATH_WORKS: AtomicBool = AtomicBool::new(true);
 
 /// Whether an `O_TMPFILE` open failed because the file system (or /proc) cannot do it.
 fn unnamed_unsupported(e: &io::Error) -> bool {
