@@ -266,3 +266,28 @@ fn bench_counts_verified_replies_and_errors() {
     assert!(report.bytes >= ok * 10_000 && report.bytes <= ok * 20_000);
     assert!(report.latency(0.5) <= report.latency(1.0));
 }
+
+#[test]
+fn a_symlink_planted_at_the_final_name_is_replaced_not_followed() {
+    let dirs = Dirs::new();
+    dirs.put("small.txt", b"new small");
+    dirs.put("large.bin", &pattern(ft::client::SMALL_FILE as usize + 1));
+    let server = TestServer::start(dirs.config());
+    let out = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    for target in ["small.txt", "large.bin"] {
+        fs::write(elsewhere.path().join(target), b"precious").unwrap();
+        std::os::unix::fs::symlink(elsewhere.path().join(target), out.path().join(target)).unwrap();
+    }
+    std::os::unix::fs::symlink(elsewhere.path().join("x"), out.path().join("large.bin.part")).unwrap();
+    let dir = OutDir::create(out.path()).unwrap();
+    let mut client = server.client();
+    client.download(&name("small.txt"), &dir, false).unwrap();
+    assert_eq!(fs::read(out.path().join("small.txt")).unwrap(), b"new small");
+    assert!(!fs::symlink_metadata(out.path().join("small.txt")).unwrap().is_symlink());
+    // A planted .part symlink makes the large download fail rather than write through it.
+    assert!(matches!(client.download(&name("large.bin"), &dir, false), Err(ClientError::Local { .. })));
+    assert_eq!(fs::read(elsewhere.path().join("small.txt")).unwrap(), b"precious");
+    assert_eq!(fs::read(elsewhere.path().join("large.bin")).unwrap(), b"precious");
+    assert!(!elsewhere.path().join("x").exists());
+}
