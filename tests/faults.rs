@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use ft::digest::Digest;
 use ft::name::Name;
 use ft::server::Config;
 
-use crate::util::{Dirs, TestServer, WAIT, Wire, pattern};
+use crate::util::{Dirs, TestServer, WAIT, Wire, pattern, reset};
 
 fn name(s: &str) -> Name {
     Name::parse(s).unwrap()
@@ -21,18 +21,6 @@ fn name(s: &str) -> Name {
 /// A server whose cache is too small for the big test files, so they are streamed from disk.
 fn streaming(dirs: &Dirs, tweak: impl FnOnce(Config) -> Config) -> TestServer {
     TestServer::start(tweak(Config { cache_size: 1 << 20, ..dirs.config() }))
-}
-
-/// Closes a socket with RST instead of FIN, as a crashed or killed peer does.
-fn reset(stream: TcpStream) {
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: setsockopt reads `linger` for the size given; the fd is open.
-    unsafe {
-        use std::os::fd::AsRawFd;
-        let size = std::mem::size_of::<libc::linger>() as libc::socklen_t;
-        libc::setsockopt(stream.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, (&raw const linger).cast(), size);
-    }
-    drop(stream);
 }
 
 #[test]

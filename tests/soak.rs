@@ -19,7 +19,7 @@ use ft::client::{Client, ClientError, OutDir};
 use ft::digest::Digest;
 use ft::name::Name;
 
-use crate::util::{RealServer, Wire};
+use crate::util::{RealServer, Wire, reset};
 
 const FILES: usize = 24;
 const MAX_CONNS: usize = 200;
@@ -330,14 +330,7 @@ fn vanisher(addr: SocketAddr, seed: u64, stop: &AtomicBool, tally: &Tally) {
         }
         let mut buf = vec![0u8; 1 + rng.below(200_000)];
         let _ = w.read(&mut buf);
-        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-        // SAFETY: setsockopt reads `linger` for the size given; the fd is open.
-        unsafe {
-            use std::os::fd::AsRawFd;
-            let size = std::mem::size_of::<libc::linger>() as libc::socklen_t;
-            libc::setsockopt(w.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, (&raw const linger).cast(), size);
-        }
-        drop(w);
+        reset(w);
         tally.vanished.fetch_add(1, Ordering::SeqCst);
         thread::sleep(Duration::from_millis(20));
     }

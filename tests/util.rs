@@ -317,3 +317,15 @@ pub fn ftclient(cwd: &Path, port: u16, args: &[&str], stdin: &[u8]) -> (i32, Vec
     let out = child.wait_with_output().unwrap();
     (out.status.code().unwrap_or(-1), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
 }
+
+/// Closes a socket with RST instead of FIN, as a crashed or killed peer does.
+pub fn reset(stream: TcpStream) {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: setsockopt reads `linger` for the size given; the fd is open.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        let size = std::mem::size_of::<libc::linger>() as libc::socklen_t;
+        libc::setsockopt(stream.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, (&raw const linger).cast(), size);
+    }
+    drop(stream);
+}
