@@ -34,9 +34,11 @@ pub enum ClientError {
     #[error("cannot connect to {addr}: {source}")]
     Connect { addr: String, source: io::Error },
     #[error("network error: {0}")]
-    Network(#[from] io::Error),
+    Network(io::Error),
+    #[error("timed out: the server sent nothing for the whole timeout (--timeout)")]
+    Timeout,
     #[error(transparent)]
-    Protocol(#[from] ProtocolError),
+    Protocol(ProtocolError),
     #[error("{0}")]
     Server(ErrorReply),
     #[error("connection closed after {received} of {expected} bytes")]
@@ -47,6 +49,25 @@ pub enum ClientError {
     Local { path: PathBuf, source: io::Error },
     #[error("the connection is out of step after an earlier error")]
     Broken,
+}
+
+impl From<io::Error> for ClientError {
+    fn from(e: io::Error) -> ClientError {
+        // A socket timeout surfaces as EAGAIN ("resource temporarily unavailable"): say what it is.
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout,
+            _ => ClientError::Network(e),
+        }
+    }
+}
+
+impl From<ProtocolError> for ClientError {
+    fn from(e: ProtocolError) -> ClientError {
+        match e {
+            ProtocolError::Io(e) => e.into(),
+            other => ClientError::Protocol(other),
+        }
+    }
 }
 
 /// Most `get` requests one connection keeps in flight: enough to hide the round trip behind small

@@ -292,3 +292,23 @@ fn bench_prints_rates_and_latencies() {
     assert_eq!(code, 1, "errors make the exit status non-zero");
     assert!(!String::from_utf8(out).unwrap().contains("errors      0"));
 }
+
+#[test]
+fn the_client_gives_up_on_a_server_that_never_answers() {
+    // Accepts (the kernel's backlog does) but never reads or replies.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let work = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = Command::new(bin("ftclient"))
+        .args(["--port", &port.to_string(), "--timeout", "500ms", "get", "f.bin"])
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("f.bin") && err.contains("timed out"), "{err}");
+    assert!(!work.path().join("client_downloads/f.bin").exists());
+    drop(listener);
+}

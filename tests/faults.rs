@@ -268,3 +268,16 @@ fn shutdown_lets_transfers_in_flight_finish_and_closes_idle_connections() {
     assert!(busy.closed());
     assert!(stopping.join().unwrap(), "every connection finished within the grace period");
 }
+
+#[test]
+fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let dirs = Dirs::new();
+    let server = TestServer::start(Config { idle_timeout: Duration::from_millis(300), ..dirs.config() });
+    let mut idle = server.connect();
+    idle.sync();
+    let started = Instant::now();
+    assert!(idle.closed(), "the server closes a connection that sends nothing");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(250) && waited < Duration::from_secs(5), "closed after {waited:?}");
+    server.wait_connections(0);
+}
