@@ -45,13 +45,13 @@ fn exit_codes_and_messages_name_the_file_and_the_cause() {
     let run = |args: &[&str]| ftclient(work.path(), server.port, args, b"");
 
     let (code, _, err) = run(&["get", "file1.txt", "missing.txt"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 3, "not found");
     assert!(err.contains("missing.txt") && err.contains("no such file"), "{err}");
     assert!(work.path().join("client_downloads/file1.txt").exists(), "the good file is still saved");
     assert!(!work.path().join("client_downloads/missing.txt").exists());
 
     let (code, _, err) = run(&["get", "../etc/passwd"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "a bad name is a usage error");
     assert!(err.contains("../etc/passwd") && err.contains("bad name"), "{err}");
 
     let (code, _, err) = run(&["get"]);
@@ -59,7 +59,7 @@ fn exit_codes_and_messages_name_the_file_and_the_cause() {
     let (code, _, _) = run(&["frobnicate"]);
     assert_eq!(code, 2);
     let (code, _, err) = run(&["get", "-o", "-", "a", "b"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(err.contains("one file"), "{err}");
 
     let (code, out, err) = run(&["stats"]);
@@ -94,7 +94,7 @@ fn host_and_port_come_from_the_environment_and_a_refused_connection_exits_1() {
     // A port nobody listens on: take a free one and close it.
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (code, _, err) = ftclient(work.path(), port, &["list"], b"");
-    assert_eq!(code, 1);
+    assert_eq!(code, 4, "connection");
     assert!(err.contains("cannot connect"), "{err}");
 }
 
@@ -104,7 +104,7 @@ fn shell_runs_piped_commands_over_one_connection() {
     let server = RealServer::start(work.path(), &[]);
     let script = b"help\nlist docs\nget docs/a b.txt\nget nope\nstats\nquit\nget file1.txt\n";
     let (code, out, err) = ftclient(work.path(), server.port, &["shell"], script);
-    assert_eq!(code, 1, "a failed command makes the exit status non-zero: {err}");
+    assert_eq!(code, 3, "a failed command makes the exit status non-zero: {err}");
     let out = String::from_utf8(out).unwrap();
     assert!(out.contains("docs/a b.txt") && out.contains("connections_total 1"), "{out}");
     assert!(err.contains("nope") && err.contains("no such file"), "{err}");
@@ -130,7 +130,7 @@ fn the_client_leaves_no_final_file_when_the_server_dies_mid_body() {
     let work = tempfile::tempdir().unwrap();
     let (code, _, err) = ftclient(work.path(), port, &["get", "f.bin"], b"");
     fake.join().unwrap();
-    assert_eq!(code, 1);
+    assert_eq!(code, 4, "connection lost");
     assert!(err.contains("f.bin") && err.contains("closed after 7 of 1000000 bytes"), "{err}");
     assert!(!work.path().join("client_downloads/f.bin").exists());
 }
@@ -305,10 +305,39 @@ fn the_client_gives_up_on_a_server_that_never_answers() {
         .current_dir(work.path())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(4));
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("f.bin") && err.contains("timed out"), "{err}");
     assert!(!work.path().join("client_downloads/f.bin").exists());
     drop(listener);
+}
+
+#[test]
+fn integrity_and_local_failures_have_their_own_exit_codes() {
+    // A server whose bytes do not match its digest: exit 5, nothing saved.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fake = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line).unwrap();
+        let reply = format!("OK 5 xxh3={}\nhello", ft::digest::Digest::of(b"HELLO"));
+        (&stream).write_all(reply.as_bytes()).unwrap();
+    });
+    let work = workdir();
+    let (code, _, err) = ftclient(work.path(), port, &["get", "f.txt"], b"");
+    fake.join().unwrap();
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("f.txt") && err.contains("integrity"), "{err}");
+    assert!(!work.path().join("client_downloads/f.txt").exists());
+
+    // An output folder that cannot be made (a file is in the way): exit 6.
+    let server = RealServer::start(work.path(), &[]);
+    fs::write(work.path().join("blocked"), b"a file").unwrap();
+    let (code, _, err) = ftclient(work.path(), server.port, &["get", "file1.txt", "-o", "blocked/sub"], b"");
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("blocked/sub"), "{err}");
+    let help = Command::new(bin("ftclient")).arg("--help").output().unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("5    integrity"));
 }

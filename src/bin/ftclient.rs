@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ft::bench::{BenchConfig, BenchReport};
 use ft::client::{Client, ClientError, OutDir};
@@ -14,7 +14,7 @@ use ft::protocol::{ListEntry, escape};
 
 /// Download files from an ftserver.
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(version, after_help = EXIT_CODES)]
 struct Args {
     /// Server host name or address
     #[arg(long, global = true, env = "FT_HOST", default_value = "127.0.0.1")]
@@ -73,6 +73,63 @@ enum Command {
     },
 }
 
+const EXIT_CODES: &str = "Exit codes:
+  0    everything asked for succeeded
+  1    the server refused a request (other than not found), or another failure
+  2    usage: bad command, flag or name
+  3    not found: no such file (or not a regular file) on the server
+  4    connection: cannot connect, timed out, connection lost, malformed reply
+  5    integrity: a file's bytes did not match the server's digest
+  6    local I/O: cannot write a file or folder here
+  130  interrupted (Ctrl-C); partial downloads are kept as .part files";
+
+/// Exit codes, as listed in `EXIT_CODES` and README.
+mod code {
+    pub const FAILED: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const NOT_FOUND: u8 = 3;
+    pub const CONNECTION: u8 = 4;
+    pub const INTEGRITY: u8 = 5;
+    pub const LOCAL_IO: u8 = 6;
+}
+
+/// A mistake in how ftclient was called, found after clap's own checks.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Usage(String);
+
+/// The exit code for a failure.
+fn code_of(e: &ClientError) -> u8 {
+    match e {
+        ClientError::Server(reply) if reply.code == "not-found" || reply.code == "not-file" => code::NOT_FOUND,
+        ClientError::Server(_) => code::FAILED,
+        ClientError::Integrity { .. } => code::INTEGRITY,
+        ClientError::Local { .. } => code::LOCAL_IO,
+        ClientError::Connect { .. }
+        | ClientError::Network(_)
+        | ClientError::Timeout
+        | ClientError::ShortBody { .. }
+        | ClientError::Protocol(_)
+        | ClientError::Broken => code::CONNECTION,
+    }
+}
+
+/// The exit code for an error that ended the command: from the first cause that tells.
+fn code_of_error(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(client) = cause.downcast_ref::<ClientError>() {
+            return code_of(client);
+        }
+        if cause.is::<Usage>() || cause.is::<ft::name::NameError>() {
+            return code::USAGE;
+        }
+        if cause.is::<io::Error>() {
+            return code::LOCAL_IO;
+        }
+    }
+    code::FAILED
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Err(e) = exit_on_interrupt() {
@@ -84,18 +141,17 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .init();
     match run(args) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
+        Ok(code) => ExitCode::from(code),
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ftclient: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(code_of_error(&e))
         }
     }
 }
 
-/// Runs the command; `Ok(false)` when some part failed and was already reported.
-fn run(args: Args) -> anyhow::Result<bool> {
+/// Runs the command; `Ok(code)` is 0, or the exit code of a failure already reported.
+fn run(args: Args) -> anyhow::Result<u8> {
     let addr = format!("{}:{}", args.host, args.port);
     let connect = || Client::connect(&addr, args.timeout);
     match args.command {
@@ -104,24 +160,26 @@ fn run(args: Args) -> anyhow::Result<bool> {
                 folder.map(|f| Name::parse(&f).with_context(|| format!("bad folder name {f:?}"))).transpose()?;
             let entries = connect()?.list(folder.as_ref()).context("list")?;
             print_list(&entries)?;
-            Ok(true)
+            Ok(0)
         }
         Command::Stats => {
             let mut out = io::stdout().lock();
             for (key, value) in connect()?.stats().context("stats")? {
                 writeln!(out, "{key} {value}")?;
             }
-            Ok(true)
+            Ok(0)
         }
         Command::Get { output, names, resume } => {
             let names = parse_names(&names)?;
             if output == Path::new("-") {
                 if names.len() != 1 {
-                    bail!("-o - writes one file to stdout; {} names were given", names.len());
+                    return Err(
+                        Usage(format!("-o - writes one file to stdout; {} names were given", names.len())).into()
+                    );
                 }
                 let mut client = connect()?;
                 client.get(&names[0], &mut io::stdout().lock()).with_context(|| names[0].to_string())?;
-                return Ok(true);
+                return Ok(0);
             }
             let dir = OutDir::create(&output).with_context(|| format!("cannot create {}", output.display()))?;
             get_all(&mut connect()?, &names, &dir, resume)
@@ -132,30 +190,31 @@ fn run(args: Args) -> anyhow::Result<bool> {
             let config = BenchConfig { addr, names, conns: conns.max(1), duration, pipeline, timeout: args.timeout };
             let report = ft::bench::run(&config).context("bench")?;
             print_bench(&config, &report)?;
-            Ok(report.errors == 0)
+            Ok(if report.errors == 0 { 0 } else { code::FAILED })
         }
     }
 }
 
 /// Downloads the names over one connection, pipelined, reporting failures on stderr; stops when
 /// the connection fails.
-fn get_all(client: &mut Client, names: &[Name], dir: &OutDir, resume: bool) -> anyhow::Result<bool> {
-    let mut ok = true;
+fn get_all(client: &mut Client, names: &[Name], dir: &OutDir, resume: bool) -> anyhow::Result<u8> {
+    let mut failed = 0;
     let left = client.download_all(names, dir, resume, |name, result| match result {
         Ok(done) if done.started_over => {
             eprintln!("ftclient: {name}: the partial copy did not match the server's file; downloaded it afresh");
         }
         Ok(_) => {}
         Err(e) => {
-            ok = false;
+            if failed == 0 {
+                failed = code_of(&e);
+            }
             eprintln!("ftclient: {name}: {e}");
         }
     });
     if left > 0 {
-        ok = false;
         eprintln!("ftclient: {left} more file(s) not fetched");
     }
-    Ok(ok)
+    Ok(failed)
 }
 
 fn parse_names(names: &[String]) -> anyhow::Result<Vec<Name>> {
@@ -197,10 +256,10 @@ const SHELL_HELP: &str = "commands:
   help            this text
   quit            leave (end of input does too)";
 
-/// The interactive loop. Carries on after a failed command; `Ok(false)` if any failed.
-fn shell(mut client: Client, output: &Path) -> anyhow::Result<bool> {
+/// The interactive loop. Carries on after a failed command; returns the first failure's code.
+fn shell(mut client: Client, output: &Path) -> anyhow::Result<u8> {
     let interactive = io::stdin().is_terminal();
-    let mut ok = true;
+    let mut failed = 0;
     let mut lines = io::stdin().lock().lines();
     loop {
         if interactive {
@@ -223,20 +282,23 @@ fn shell(mut client: Client, output: &Path) -> anyhow::Result<bool> {
                     println!("{key} {value}");
                 }
             }),
-            other => Err(anyhow::anyhow!("unknown command '{}' (try help)", escape(other))),
+            other => Err(Usage(format!("unknown command '{}' (try help)", escape(other))).into()),
         };
         if let Err(e) = result {
-            ok = false;
+            if failed == 0 {
+                failed = code_of_error(&e);
+            }
             eprintln!("ftclient: {e:#}");
             if !client.is_usable() {
-                bail!("connection lost");
+                eprintln!("ftclient: connection lost");
+                return Ok(code::CONNECTION);
             }
         }
     }
     if client.is_usable() {
         client.quit().ok();
     }
-    Ok(ok)
+    Ok(failed)
 }
 
 fn shell_list(client: &mut Client, folder: &str) -> anyhow::Result<()> {
