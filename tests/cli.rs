@@ -341,3 +341,21 @@ fn integrity_and_local_failures_have_their_own_exit_codes() {
     let help = Command::new(bin("ftclient")).arg("--help").output().unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("5    integrity"));
 }
+
+#[test]
+fn completions_generate_for_bash_zsh_and_fish() {
+    for binary in ["ftclient", "ftserver"] {
+        for shell in ["bash", "zsh", "fish"] {
+            let out = Command::new(bin(binary)).args(["completions", shell]).output().unwrap();
+            assert!(out.status.success(), "{binary} completions {shell}");
+            let script = String::from_utf8(out.stdout).unwrap();
+            assert!(script.contains(binary) && script.contains("port"), "{binary} {shell}:\n{script}");
+        }
+        let out = Command::new(bin(binary)).args(["completions", "bash"]).output().unwrap();
+        let check = Command::new("bash").arg("-n").stdin(std::process::Stdio::piped()).spawn().and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(&out.stdout)?;
+            c.wait()
+        });
+        assert!(check.unwrap().success(), "{binary}'s bash completion parses");
+    }
+}

@@ -65,6 +65,8 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         pipeline: usize,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout
+    Completions { shell: clap_complete::Shell },
     /// Run list/get/stats interactively over one connection (also reads commands piped on stdin)
     Shell {
         /// Folder `get` saves into
@@ -155,6 +157,15 @@ fn run(args: Args) -> anyhow::Result<u8> {
     let addr = format!("{}:{}", args.host, args.port);
     let connect = || Client::connect(&addr, args.timeout);
     match args.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Args as clap::CommandFactory>::command(),
+                "ftclient",
+                &mut io::stdout(),
+            );
+            Ok(0)
+        }
         Command::List { folder } => {
             let folder =
                 folder.map(|f| Name::parse(&f).with_context(|| format!("bad folder name {f:?}"))).transpose()?;

@@ -51,6 +51,14 @@ struct Args {
     /// On SIGINT/SIGTERM, how long transfers in flight may take to finish (a second signal exits at once)
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     grace: Duration,
+    #[command(subcommand)]
+    command: Option<Extra>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Extra {
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout and exit
+    Completions { shell: clap_complete::Shell },
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -59,6 +67,11 @@ fn parse_size(s: &str) -> Result<u64, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Extra::Completions { shell }) = args.command {
+        let mut command = <Args as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut command, "ftserver", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     // SAFETY: mallopt only adjusts glibc's allocator settings; called before any other thread.
     // A fixed threshold keeps large buffers (cached files, hashing buffers) in their own mappings,
     // returned to the system when freed, instead of letting glibc raise the threshold and keep
