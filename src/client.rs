@@ -49,6 +49,8 @@ pub enum ClientError {
     Local { path: PathBuf, source: io::Error },
     #[error("the connection is out of step after an earlier error")]
     Broken,
+    #[error("{} already exists; kept (no-clobber)", path.display())]
+    Kept { path: PathBuf },
 }
 
 impl From<io::Error> for ClientError {
@@ -158,10 +160,12 @@ struct Whole {
 
 impl Whole {
     fn save(self, dir: &OutDir) -> (Name, Result<Downloaded, ClientError>) {
-        let result = dir
-            .save_whole(&self.name, &self.bytes)
-            .map(|()| self.done)
-            .map_err(|source| ClientError::Local { path: dir.path().join(self.name.as_path()), source });
+        let path = dir.path().join(self.name.as_path());
+        let result = match dir.save_whole(&self.name, &self.bytes) {
+            Ok(()) => Ok(self.done),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(ClientError::Kept { path }),
+            Err(source) => Err(ClientError::Local { path, source }),
+        };
         (self.name, result)
     }
 }
@@ -178,6 +182,9 @@ impl InFlight {
     /// The request for `name`: `resume` if asked and a `.part` exists (its digest computed now),
     /// else `get`.
     fn prepare(name: &Name, dir: &OutDir, resume: bool) -> Result<(Request, InFlight), ClientError> {
+        if dir.is_kept(name) {
+            return Err(ClientError::Kept { path: dir.path().join(name.as_path()) });
+        }
         let local = |source| ClientError::Local { path: dir.path().join(name.part_path()), source };
         let mut hasher = Hasher::default();
         let part = if resume { dir.existing_part(name).map_err(local)? } else { None };
@@ -458,8 +465,12 @@ impl Client {
             dir.remove_part(&name);
             return Err(e);
         }
-        dir.finish(&name).map_err(|source| ClientError::Local { path: dir.path().join(name.as_path()), source })?;
-        Ok(Received::Saved(done))
+        let path = dir.path().join(name.as_path());
+        match dir.finish(&name) {
+            Ok(()) => Ok(Received::Saved(done)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(ClientError::Kept { path }),
+            Err(source) => Err(ClientError::Local { path, source }),
+        }
     }
 
     /// Says goodbye and closes the connection.

@@ -28,6 +28,8 @@ pub struct OutDir {
     /// Sub-folders already opened, by their path beneath `dir`, so many files in one folder do
     /// not reopen it component by component each time.
     folders: Mutex<HashMap<String, Arc<Dir>>>,
+    /// Never replace a file that is already there (`--no-clobber`).
+    keep_existing: bool,
 }
 
 impl OutDir {
@@ -35,7 +37,20 @@ impl OutDir {
     pub fn create(path: &Path) -> io::Result<OutDir> {
         std::fs::create_dir_all(path)?;
         let dir = Arc::new(Dir::open_ambient_dir(path, cap_std::ambient_authority())?);
-        Ok(OutDir { dir, path: path.to_path_buf(), folders: Mutex::default() })
+        Ok(OutDir { dir, path: path.to_path_buf(), folders: Mutex::default(), keep_existing: false })
+    }
+
+    /// Keeps files already in the folder: a download of an existing name is skipped, and one that
+    /// appears meanwhile is not replaced.
+    pub fn keep_existing(mut self, keep: bool) -> OutDir {
+        self.keep_existing = keep;
+        self
+    }
+
+    /// Whether `name` should be left alone: keeping existing files, and something is there
+    /// (a symlink counts; it is not followed).
+    pub fn is_kept(&self, name: &Name) -> bool {
+        self.keep_existing && self.parent(name, false).is_ok_and(|(dir, file)| dir.symlink_metadata(file).is_ok())
     }
 
     pub fn path(&self) -> &Path {
@@ -113,6 +128,7 @@ impl OutDir {
         let (dir, file) = self.parent(name, true)?;
         match link_unnamed(&dir, file, bytes) {
             Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && self.keep_existing => return Err(e),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists || unnamed_unsupported(&e) => {}
             Err(e) => return Err(e),
         }
@@ -123,10 +139,23 @@ impl OutDir {
     }
 
     /// Renames the complete `<name>.part` to `<name>`, replacing an older copy in one step (a
-    /// symlink at `<name>` is replaced, not followed).
+    /// symlink at `<name>` is replaced, not followed); when keeping existing files, an existing
+    /// `<name>` is an `AlreadyExists` error instead (renameat2 with RENAME_NOREPLACE).
     pub(crate) fn finish(&self, name: &Name) -> io::Result<()> {
         let (dir, file) = self.parent(name, false)?;
-        dir.rename(format!("{file}.part"), &dir, file)
+        if !self.keep_existing {
+            return dir.rename(format!("{file}.part"), &dir, file);
+        }
+        let from = CString::new(format!("{file}.part")).map_err(io::Error::other)?;
+        let to = CString::new(file).map_err(io::Error::other)?;
+        // SAFETY: a plain system call on a directory fd `dir` keeps open and NUL-terminated names.
+        let renamed = unsafe {
+            libc::renameat2(dir.as_raw_fd(), from.as_ptr(), dir.as_raw_fd(), to.as_ptr(), libc::RENAME_NOREPLACE)
+        };
+        if renamed != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 }
 

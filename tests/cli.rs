@@ -359,3 +359,21 @@ fn completions_generate_for_bash_zsh_and_fish() {
         assert!(check.unwrap().success(), "{binary}'s bash completion parses");
     }
 }
+
+#[test]
+fn no_clobber_keeps_existing_files_and_says_so() {
+    let work = workdir();
+    let server = RealServer::start(work.path(), &[]);
+    put(&work.path().join("client_downloads"), "file1.txt", b"mine, keep it");
+    let args = ["get", "--no-clobber", "file1.txt", "big.bin", "docs/a b.txt"];
+    let (code, _, err) = ftclient(work.path(), server.port, &args, b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("file1.txt") && err.contains("kept"), "{err}");
+    let saved = work.path().join("client_downloads");
+    assert_eq!(fs::read(saved.join("file1.txt")).unwrap(), b"mine, keep it");
+    assert!(fs::read(saved.join("big.bin")).unwrap() == pattern(3 << 20));
+    // Without the flag the copy is replaced.
+    let (code, _, err) = ftclient(work.path(), server.port, &["get", "file1.txt"], b"");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(fs::read(saved.join("file1.txt")).unwrap(), b"hello from file1\n");
+}

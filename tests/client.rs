@@ -291,3 +291,18 @@ fn a_symlink_planted_at_the_final_name_is_replaced_not_followed() {
     assert_eq!(fs::read(elsewhere.path().join("large.bin")).unwrap(), b"precious");
     assert!(!elsewhere.path().join("x").exists());
 }
+
+#[test]
+fn keeping_existing_files_holds_even_if_one_appears_mid_download() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = OutDir::create(out.path()).unwrap().keep_existing(true);
+    let n = name("sub/f");
+    dir.save_whole(&n, b"first").unwrap();
+    assert!(dir.is_kept(&n));
+    // Both ways of saving refuse to replace what appeared after the check.
+    assert_eq!(dir.save_whole(&n, b"second").unwrap_err().kind(), std::io::ErrorKind::AlreadyExists);
+    assert_eq!(fs::read(out.path().join("sub/f")).unwrap(), b"first");
+    let replacing = OutDir::create(out.path()).unwrap();
+    replacing.save_whole(&n, b"third").unwrap();
+    assert_eq!(fs::read(out.path().join("sub/f")).unwrap(), b"third");
+}

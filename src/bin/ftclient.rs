@@ -44,6 +44,9 @@ enum Command {
         /// Continue from an existing NAME.part if the server confirms its bytes; else start over
         #[arg(long)]
         resume: bool,
+        /// Keep files that already exist locally (they are skipped, and said so) instead of replacing them
+        #[arg(short = 'n', long)]
+        no_clobber: bool,
         /// Names as `list` shows them
         #[arg(required = true)]
         names: Vec<String>,
@@ -113,6 +116,7 @@ fn code_of(e: &ClientError) -> u8 {
         | ClientError::ShortBody { .. }
         | ClientError::Protocol(_)
         | ClientError::Broken => code::CONNECTION,
+        ClientError::Kept { .. } => 0,
     }
 }
 
@@ -180,7 +184,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        Command::Get { output, names, resume } => {
+        Command::Get { output, names, resume, no_clobber } => {
             let names = parse_names(&names)?;
             if output == Path::new("-") {
                 if names.len() != 1 {
@@ -192,7 +196,9 @@ fn run(args: Args) -> anyhow::Result<u8> {
                 client.get(&names[0], &mut io::stdout().lock()).with_context(|| names[0].to_string())?;
                 return Ok(0);
             }
-            let dir = OutDir::create(&output).with_context(|| format!("cannot create {}", output.display()))?;
+            let dir = OutDir::create(&output)
+                .with_context(|| format!("cannot create {}", output.display()))?
+                .keep_existing(no_clobber);
             get_all(&mut connect()?, &names, &dir, resume)
         }
         Command::Shell { output } => shell(connect()?, &output),
@@ -215,6 +221,7 @@ fn get_all(client: &mut Client, names: &[Name], dir: &OutDir, resume: bool) -> a
             eprintln!("ftclient: {name}: the partial copy did not match the server's file; downloaded it afresh");
         }
         Ok(_) => {}
+        Err(ClientError::Kept { path }) => eprintln!("ftclient: {}: exists, kept (--no-clobber)", path.display()),
         Err(e) => {
             if failed == 0 {
                 failed = code_of(&e);
