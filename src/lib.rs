@@ -14,6 +14,7 @@
 //! - [`server`]: configuration, accept loop, per-connection command loop.
 //! - [`client`]: one connection's requests, pipelined and verified.
 //! - [`bench`]: the load generator behind `ftclient bench`.
+//! - [`human`]: sizes and times for people.
 //! - `outdir`: saving downloads beneath the output folder ([`client::OutDir`]).
 //!
 //! # Wire format in brief
@@ -30,6 +31,7 @@ pub mod cache;
 pub mod client;
 mod conn;
 pub mod digest;
+pub mod human;
 pub mod mirror;
 pub mod name;
 mod outdir;

@@ -26,7 +26,7 @@ fn quick_start_list_and_get_with_default_folders() {
     let out = String::from_utf8(out).unwrap();
     let names: Vec<&str> = out.lines().map(|l| l.rsplit("  ").next().unwrap()).collect();
     assert_eq!(names, ["big.bin", "docs/a b.txt", "file1.txt"], "{out}");
-    assert!(out.lines().next().unwrap().trim_start().starts_with(&(3 << 20).to_string()));
+    assert!(out.lines().next().unwrap().trim_start().starts_with("3 MiB  "), "{out}");
 
     let (code, out, err) = ftclient(work.path(), server.port, &["get", "file1.txt", "docs/a b.txt", "big.bin"], b"");
     assert_eq!((code, out.len()), (0, 0), "{err}");
@@ -376,4 +376,31 @@ fn no_clobber_keeps_existing_files_and_says_so() {
     let (code, _, err) = ftclient(work.path(), server.port, &["get", "file1.txt"], b"");
     assert_eq!(code, 0, "{err}");
     assert_eq!(fs::read(saved.join("file1.txt")).unwrap(), b"hello from file1\n");
+}
+
+#[test]
+fn json_output_parses_and_carries_exact_sizes() {
+    let work = workdir();
+    let server = RealServer::start(work.path(), &[]);
+    let (code, out, err) = ftclient(work.path(), server.port, &["list", "--json"], b"");
+    assert_eq!(code, 0, "{err}");
+    let listed: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let names: Vec<&str> = listed.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["big.bin", "docs/a b.txt", "file1.txt"]);
+    assert_eq!(listed[0]["size"], 3 << 20);
+    assert!(listed[0]["mtime"].as_str().unwrap().ends_with('Z'));
+
+    let (code, out, err) = ftclient(work.path(), server.port, &["get", "--json", "big.bin", "file1.txt", "nope"], b"");
+    assert_eq!(code, 3, "{err}");
+    let summary: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!((summary["ok"].as_u64(), summary["failed"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(summary["bytes_received"], (3 << 20) + 17);
+    let files = summary["files"].as_array().unwrap();
+    let big = files.iter().find(|f| f["name"] == "big.bin").unwrap();
+    assert_eq!(big["size"], 3 << 20);
+    assert_eq!(big["xxh3"], ft::digest::Digest::of(&pattern(3 << 20)).to_string());
+    assert_eq!(big["resumed_from"], 0);
+    let nope = files.iter().find(|f| f["name"] == "nope").unwrap();
+    assert_eq!((nope["status"].as_str(), nope["exit_code"].as_u64()), (Some("error"), Some(3)));
+    assert!(summary["elapsed_secs"].as_f64().unwrap() > 0.0);
 }

@@ -3,7 +3,7 @@
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -35,6 +35,9 @@ enum Command {
     List {
         /// Only the files beneath this folder
         folder: Option<String>,
+        /// Machine-readable output: a JSON array of {name, size (bytes), mtime (RFC 3339 UTC), mtime_unix}
+        #[arg(long)]
+        json: bool,
     },
     /// Download one or more files over one connection
     Get {
@@ -47,6 +50,9 @@ enum Command {
         /// Keep files that already exist locally (they are skipped, and said so) instead of replacing them
         #[arg(short = 'n', long)]
         no_clobber: bool,
+        /// Print a JSON summary on stdout: each file's size, digest, resumed-from, or error; totals; elapsed
+        #[arg(long)]
+        json: bool,
         /// Names as `list` shows them
         #[arg(required = true)]
         names: Vec<String>,
@@ -170,11 +176,16 @@ fn run(args: Args) -> anyhow::Result<u8> {
             );
             Ok(0)
         }
-        Command::List { folder } => {
+        Command::List { folder, json } => {
             let folder =
                 folder.map(|f| Name::parse(&f).with_context(|| format!("bad folder name {f:?}"))).transpose()?;
-            let entries = connect()?.list(folder.as_ref()).context("list")?;
-            print_list(&entries)?;
+            let mut entries = connect()?.list(folder.as_ref()).context("list")?;
+            entries.sort_by(|a, b| a.name.cmp(&b.name));
+            if json {
+                print_json(&list_json(&entries))?;
+            } else {
+                print_list(&entries)?;
+            }
             Ok(0)
         }
         Command::Stats => {
@@ -184,9 +195,12 @@ fn run(args: Args) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        Command::Get { output, names, resume, no_clobber } => {
+        Command::Get { output, names, resume, no_clobber, json } => {
             let names = parse_names(&names)?;
             if output == Path::new("-") {
+                if json {
+                    return Err(Usage("--json and -o - both want stdout".into()).into());
+                }
                 if names.len() != 1 {
                     return Err(
                         Usage(format!("-o - writes one file to stdout; {} names were given", names.len())).into()
@@ -199,7 +213,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
             let dir = OutDir::create(&output)
                 .with_context(|| format!("cannot create {}", output.display()))?
                 .keep_existing(no_clobber);
-            get_all(&mut connect()?, &names, &dir, resume)
+            get_all(&mut connect()?, &names, &dir, resume, json)
         }
         Command::Shell { output } => shell(connect()?, &output),
         Command::Bench { names, conns, duration, pipeline } => {
@@ -214,25 +228,79 @@ fn run(args: Args) -> anyhow::Result<u8> {
 
 /// Downloads the names over one connection, pipelined, reporting failures on stderr; stops when
 /// the connection fails.
-fn get_all(client: &mut Client, names: &[Name], dir: &OutDir, resume: bool) -> anyhow::Result<u8> {
+fn get_all(client: &mut Client, names: &[Name], dir: &OutDir, resume: bool, json: bool) -> anyhow::Result<u8> {
+    let started = std::time::Instant::now();
     let mut failed = 0;
-    let left = client.download_all(names, dir, resume, |name, result| match result {
-        Ok(done) if done.started_over => {
-            eprintln!("ftclient: {name}: the partial copy did not match the server's file; downloaded it afresh");
-        }
-        Ok(_) => {}
-        Err(ClientError::Kept { path }) => eprintln!("ftclient: {}: exists, kept (--no-clobber)", path.display()),
-        Err(e) => {
-            if failed == 0 {
-                failed = code_of(&e);
+    let mut records = Vec::new();
+    let left = client.download_all(names, dir, resume, |name, result| {
+        let mut record = serde_json::json!({ "name": name.as_str() });
+        match &result {
+            Ok(done) => {
+                if done.started_over {
+                    eprintln!(
+                        "ftclient: {name}: the partial copy did not match the server's file; downloaded it afresh"
+                    );
+                }
+                record["status"] = "ok".into();
+                record["size"] = done.size.into();
+                record["xxh3"] = done.digest.to_string().into();
+                record["resumed_from"] = done.resumed_from.into();
+                record["started_over"] = done.started_over.into();
             }
-            eprintln!("ftclient: {name}: {e}");
+            Err(ClientError::Kept { path }) => {
+                eprintln!("ftclient: {}: exists, kept (--no-clobber)", path.display());
+                record["status"] = "kept".into();
+            }
+            Err(e) => {
+                if failed == 0 {
+                    failed = code_of(e);
+                }
+                eprintln!("ftclient: {name}: {e}");
+                record["status"] = "error".into();
+                record["exit_code"] = code_of(e).into();
+                record["error"] = e.to_string().into();
+            }
         }
+        records.push((record, result.ok().map(|d| d.size - d.resumed_from)));
     });
     if left > 0 {
         eprintln!("ftclient: {left} more file(s) not fetched");
     }
+    if json {
+        let received: u64 = records.iter().filter_map(|(_, bytes)| *bytes).sum();
+        let files: Vec<_> = records.into_iter().map(|(record, _)| record).collect();
+        let count = |status: &str| files.iter().filter(|f| f["status"] == status).count();
+        print_json(&serde_json::json!({
+            "ok": count("ok"),
+            "kept": count("kept"),
+            "failed": count("error"),
+            "not_fetched": left,
+            "bytes_received": received,
+            "elapsed_secs": started.elapsed().as_secs_f64(),
+            "files": files,
+        }))?;
+    }
     Ok(failed)
+}
+
+fn list_json(entries: &[ListEntry]) -> serde_json::Value {
+    entries
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "name": e.name.as_str(),
+                "size": e.size,
+                "mtime": ft::human::utc(e.mtime),
+                "mtime_unix": e.mtime,
+            })
+        })
+        .collect()
+}
+
+fn print_json(value: &serde_json::Value) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)
 }
 
 fn parse_names(names: &[String]) -> anyhow::Result<Vec<Name>> {
@@ -257,12 +325,11 @@ fn print_bench(config: &BenchConfig, r: &BenchReport) -> io::Result<()> {
     writeln!(out, "errors      {}", r.errors)
 }
 
+/// A table for people: human size, modification time (UTC), then the name, escaped.
 fn print_list(entries: &[ListEntry]) -> io::Result<()> {
     let mut out = io::stdout().lock();
     for e in entries {
-        let mtime = UNIX_EPOCH + Duration::from_secs(e.mtime.max(0) as u64);
-        let mtime = humantime::format_rfc3339_seconds(mtime);
-        writeln!(out, "{:>12}  {mtime}  {}", e.size, escape(e.name.as_str()))?;
+        writeln!(out, "{:>10}  {}  {}", ft::human::size(e.size), ft::human::utc(e.mtime), escape(e.name.as_str()))?;
     }
     out.flush()
 }

@@ -118,7 +118,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(
         root = %config.root.display(),
-        cache_size = config.cache_size,
+        files = server.file_count(),
+        cache_size = %ft::human::size(config.cache_size),
         warm_entries = server.warmed(),
         "listening on {addr}"
     );
