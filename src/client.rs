@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use std::sync::mpsc;
@@ -211,6 +212,14 @@ pub struct Downloaded {
     pub digest: Digest,
 }
 
+/// Told how downloads advance, to draw progress (see `ftclient`'s progress bar).
+pub trait Progress: Send + Sync {
+    /// A reply for `name` arrived announcing `len` body bytes (only those still to come).
+    fn begin(&self, name: &Name, len: u64);
+    /// `bytes` more body bytes arrived.
+    fn advance(&self, bytes: u64);
+}
+
 /// A connection to an ft server.
 pub struct Client {
     reader: BufReader<TcpStream>,
@@ -218,6 +227,8 @@ pub struct Client {
     line: Vec<u8>,
     /// Set once the stream may be out of step (a reply was not read to its end).
     broken: bool,
+    /// Where download progress is reported, if anywhere.
+    progress: Option<Arc<dyn Progress>>,
 }
 
 impl Client {
@@ -244,7 +255,13 @@ impl Client {
             writer: BufWriter::new(stream),
             line: Vec::new(),
             broken: false,
+            progress: None,
         })
+    }
+
+    /// Reports the progress of later downloads to `progress`.
+    pub fn set_progress(&mut self, progress: Arc<dyn Progress>) {
+        self.progress = Some(progress);
     }
 
     /// Whether the connection can still carry requests.
@@ -277,6 +294,9 @@ impl Client {
     /// bytes already written cannot be taken back, so a failed check is reported after them.
     pub fn get(&mut self, name: &Name, out: &mut impl Write) -> Result<u64, ClientError> {
         let header = self.call_get(&Request::Get(name.clone()))?;
+        if let Some(progress) = &self.progress {
+            progress.begin(name, header.len);
+        }
         let mut hasher = Hasher::default();
         if let Err(source) = self.copy_body(header.len, out, &mut hasher, false)? {
             return Err(ClientError::Local { path: "-".into(), source });
@@ -431,6 +451,9 @@ impl Client {
                 ProtocolError::Malformed(format!("resume from {} when {found} was asked", header.offset)).into()
             );
         }
+        if let Some(progress) = &self.progress {
+            progress.begin(&name, header.len);
+        }
         let done = Downloaded {
             size: header.size,
             resumed_from: header.offset,
@@ -532,6 +555,9 @@ impl Client {
             };
             let n = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
             hasher.update(&chunk[..n]);
+            if let Some(progress) = &self.progress {
+                progress.advance(n as u64);
+            }
             if local.is_ok() {
                 local = out.write_all(&chunk[..n]);
                 if local.is_err() && !drain {

@@ -404,3 +404,29 @@ fn json_output_parses_and_carries_exact_sizes() {
     assert_eq!((nope["status"].as_str(), nope["exit_code"].as_u64()), (Some("error"), Some(3)));
     assert!(summary["elapsed_secs"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn progress_shows_on_a_terminal_and_nowhere_else() {
+    let work = workdir();
+    put(&work.path().join("server_downloads"), "mid.bin", &pattern(16 << 20));
+    let server = RealServer::start(work.path(), &[]);
+    let ftclient_cmd =
+        |extra: &str| format!("{} --port {} {extra} get mid.bin -o out", bin("ftclient").display(), server.port);
+    // `script` gives the client a pseudo-terminal, as a person's shell would.
+    let on_tty = |extra: &str| {
+        let out = Command::new("script")
+            .args(["-qec", &ftclient_cmd(extra), "/dev/null"])
+            .current_dir(work.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shown = on_tty("");
+    assert!(shown.contains("mid.bin") && shown.contains("ETA") && shown.contains("MiB"), "{shown:?}");
+    assert!(on_tty("-q").is_empty(), "-q shows nothing");
+    let (code, out, err) = ftclient(work.path(), server.port, &["get", "mid.bin", "-o", "out"], b"");
+    assert_eq!((code, out.len(), err.as_str()), (0, 0, ""), "nothing at all in a pipe");
+    assert!(fs::read(work.path().join("out/mid.bin")).unwrap() == pattern(16 << 20));
+}

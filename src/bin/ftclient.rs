@@ -3,12 +3,13 @@
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ft::bench::{BenchConfig, BenchReport};
-use ft::client::{Client, ClientError, OutDir};
+use ft::client::{Client, ClientError, OutDir, Progress};
 use ft::name::Name;
 use ft::protocol::{ListEntry, escape};
 
@@ -23,8 +24,11 @@ struct Args {
     #[arg(long, global = true, env = "FT_PORT", default_value_t = ft::DEFAULT_PORT)]
     port: u16,
     /// Give up connecting, or waiting for the server, after this long (e.g. 10s, 2m)
-    #[arg(long, global = true, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, global = true, default_value = "30s", value_parser = parse_duration)]
     timeout: Duration,
+    /// Print nothing but errors (no progress bar, no notes)
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -68,7 +72,7 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         conns: usize,
         /// How long to run (e.g. 5s, 1m)
-        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
         duration: Duration,
         /// Requests each connection keeps in flight (1: one at a time)
         #[arg(long, default_value_t = 1)]
@@ -93,6 +97,54 @@ const EXIT_CODES: &str = "Exit codes:
   5    integrity: a file's bytes did not match the server's digest
   6    local I/O: cannot write a file or folder here
   130  interrupted (Ctrl-C); partial downloads are kept as .part files";
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (expected a duration such as 500ms, 30s, 2m)"))
+}
+
+/// The progress bar on stderr: one for the whole command, bytes of this run only (bytes kept from
+/// a resumed `.part` are not counted), its total growing as each file's size becomes known.
+struct Bar {
+    bar: indicatif::ProgressBar,
+    files: std::sync::atomic::AtomicU64,
+}
+
+impl Bar {
+    /// A bar if stderr is a terminal and not `--quiet`.
+    fn new(quiet: bool) -> Option<Arc<Bar>> {
+        if quiet || !io::stderr().is_terminal() {
+            return None;
+        }
+        let bar = indicatif::ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr());
+        let style = indicatif::ProgressStyle::with_template(
+            "{msg:30!} [{bar:25}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+        )
+        .map(|s| s.progress_chars("=> "));
+        if let Ok(style) = style {
+            bar.set_style(style);
+        }
+        Some(Arc::new(Bar { bar, files: Default::default() }))
+    }
+}
+
+impl Progress for Bar {
+    fn begin(&self, name: &Name, len: u64) {
+        let n = self.files.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        self.bar.inc_length(len);
+        self.bar.set_message(format!("[{n}] {}", escape(name.as_str())));
+    }
+    fn advance(&self, bytes: u64) {
+        self.bar.inc(bytes);
+    }
+}
+
+/// Prints a note or error on stderr without tearing the progress bar.
+fn say(bar: Option<&Arc<Bar>>, message: &str) {
+    match bar {
+        Some(bar) => bar.bar.suspend(|| eprintln!("{message}")),
+        None => eprintln!("{message}"),
+    }
+}
 
 /// Exit codes, as listed in `EXIT_CODES` and README.
 mod code {
@@ -165,7 +217,15 @@ fn main() -> ExitCode {
 /// Runs the command; `Ok(code)` is 0, or the exit code of a failure already reported.
 fn run(args: Args) -> anyhow::Result<u8> {
     let addr = format!("{}:{}", args.host, args.port);
-    let connect = || Client::connect(&addr, args.timeout);
+    let bar = Bar::new(args.quiet);
+    let connect = || {
+        Client::connect(&addr, args.timeout).map(|mut client| {
+            if let Some(bar) = &bar {
+                client.set_progress(bar.clone());
+            }
+            client
+        })
+    };
     match args.command {
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -208,14 +268,21 @@ fn run(args: Args) -> anyhow::Result<u8> {
                 }
                 let mut client = connect()?;
                 client.get(&names[0], &mut io::stdout().lock()).with_context(|| names[0].to_string())?;
+                if let Some(bar) = &bar {
+                    bar.bar.finish_and_clear();
+                }
                 return Ok(0);
             }
             let dir = OutDir::create(&output)
                 .with_context(|| format!("cannot create {}", output.display()))?
                 .keep_existing(no_clobber);
-            get_all(&mut connect()?, &names, &dir, resume, json)
+            let code = get_all(&mut connect()?, &names, &dir, resume, json, bar.as_ref(), args.quiet)?;
+            if let Some(bar) = &bar {
+                bar.bar.finish_and_clear();
+            }
+            Ok(code)
         }
-        Command::Shell { output } => shell(connect()?, &output),
+        Command::Shell { output } => shell(connect()?, &output, args.quiet),
         Command::Bench { names, conns, duration, pipeline } => {
             let names = parse_names(&names)?;
             let config = BenchConfig { addr, names, conns: conns.max(1), duration, pipeline, timeout: args.timeout };
@@ -228,7 +295,15 @@ fn run(args: Args) -> anyhow::Result<u8> {
 
 /// Downloads the names over one connection, pipelined, reporting failures on stderr; stops when
 /// the connection fails.
-fn get_all(client: &mut Client, names: &[Name], dir: &OutDir, resume: bool, json: bool) -> anyhow::Result<u8> {
+fn get_all(
+    client: &mut Client,
+    names: &[Name],
+    dir: &OutDir,
+    resume: bool,
+    json: bool,
+    bar: Option<&Arc<Bar>>,
+    quiet: bool,
+) -> anyhow::Result<u8> {
     let started = std::time::Instant::now();
     let mut failed = 0;
     let mut records = Vec::new();
@@ -236,10 +311,9 @@ fn get_all(client: &mut Client, names: &[Name], dir: &OutDir, resume: bool, json
         let mut record = serde_json::json!({ "name": name.as_str() });
         match &result {
             Ok(done) => {
-                if done.started_over {
-                    eprintln!(
-                        "ftclient: {name}: the partial copy did not match the server's file; downloaded it afresh"
-                    );
+                if done.started_over && !quiet {
+                    let note = "the partial copy did not match the server's file; downloaded it afresh";
+                    say(bar, &format!("ftclient: {name}: {note}"));
                 }
                 record["status"] = "ok".into();
                 record["size"] = done.size.into();
@@ -248,14 +322,16 @@ fn get_all(client: &mut Client, names: &[Name], dir: &OutDir, resume: bool, json
                 record["started_over"] = done.started_over.into();
             }
             Err(ClientError::Kept { path }) => {
-                eprintln!("ftclient: {}: exists, kept (--no-clobber)", path.display());
+                if !quiet {
+                    say(bar, &format!("ftclient: {}: exists, kept (--no-clobber)", path.display()));
+                }
                 record["status"] = "kept".into();
             }
             Err(e) => {
                 if failed == 0 {
                     failed = code_of(e);
                 }
-                eprintln!("ftclient: {name}: {e}");
+                say(bar, &format!("ftclient: {name}: {e}"));
                 record["status"] = "error".into();
                 record["exit_code"] = code_of(e).into();
                 record["error"] = e.to_string().into();
@@ -264,7 +340,7 @@ fn get_all(client: &mut Client, names: &[Name], dir: &OutDir, resume: bool, json
         records.push((record, result.ok().map(|d| d.size - d.resumed_from)));
     });
     if left > 0 {
-        eprintln!("ftclient: {left} more file(s) not fetched");
+        say(bar, &format!("ftclient: {left} more file(s) not fetched"));
     }
     if json {
         let received: u64 = records.iter().filter_map(|(_, bytes)| *bytes).sum();
@@ -342,7 +418,7 @@ const SHELL_HELP: &str = "commands:
   quit            leave (end of input does too)";
 
 /// The interactive loop. Carries on after a failed command; returns the first failure's code.
-fn shell(mut client: Client, output: &Path) -> anyhow::Result<u8> {
+fn shell(mut client: Client, output: &Path, quiet: bool) -> anyhow::Result<u8> {
     let interactive = io::stdin().is_terminal();
     let mut failed = 0;
     let mut lines = io::stdin().lock().lines();
@@ -361,7 +437,7 @@ fn shell(mut client: Client, output: &Path) -> anyhow::Result<u8> {
                 Ok(())
             }
             "list" | "ls" => shell_list(&mut client, arg),
-            "get" => shell_get(&mut client, arg, output),
+            "get" => shell_get(&mut client, arg, output, quiet),
             "stats" => client.stats().map_err(Into::into).map(|stats| {
                 for (key, value) in stats {
                     println!("{key} {value}");
@@ -392,11 +468,13 @@ fn shell_list(client: &mut Client, folder: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn shell_get(client: &mut Client, name: &str, output: &Path) -> anyhow::Result<()> {
+fn shell_get(client: &mut Client, name: &str, output: &Path, quiet: bool) -> anyhow::Result<()> {
     let name = Name::parse(name).with_context(|| format!("{}: bad name", escape(name)))?;
     let dir = OutDir::create(output).with_context(|| format!("cannot create {}", output.display()))?;
     let done = client.download(&name, &dir, false).with_context(|| name.to_string())?;
-    eprintln!("saved {} ({} bytes)", dir.path().join(name.as_path()).display(), done.size);
+    if !quiet {
+        eprintln!("saved {} ({} bytes)", dir.path().join(name.as_path()).display(), done.size);
+    }
     Ok(())
 }
 
