@@ -93,6 +93,10 @@ pub(crate) struct Connection<'a> {
     writer: BufWriter<Sock>,
     /// The receive timeout currently set on the socket, to skip redundant system calls.
     read_timeout: Option<Duration>,
+    /// Requests answered on this connection, for its closing log line.
+    pub(crate) requests: u64,
+    /// File bytes sent on this connection.
+    pub(crate) bytes: u64,
 }
 
 impl<'a> Connection<'a> {
@@ -101,7 +105,7 @@ impl<'a> Connection<'a> {
         stream.set_write_timeout(Some(shared.config.send_timeout))?;
         let reader = BufReader::with_capacity(8 << 10, Sock(stream.clone()));
         let writer = BufWriter::with_capacity(64 << 10, Sock(stream.clone()));
-        Ok(Connection { shared, stream, reader, writer, read_timeout: None })
+        Ok(Connection { shared, stream, reader, writer, read_timeout: None, requests: 0, bytes: 0 })
     }
 
     /// Answers requests until the peer quits or closes, or a limit is hit.
@@ -140,7 +144,14 @@ impl<'a> Connection<'a> {
                 Err(e) => return Err(e.into()),
             }
             self.shared.requests.fetch_add(1, Ordering::Relaxed);
-            match Request::parse(&line) {
+            self.requests += 1;
+            let (started, bytes_before) = (Instant::now(), self.bytes);
+            let request = Request::parse(&line);
+            match &request {
+                Ok(request) => debug!(%request, "request"),
+                Err(e) => debug!("bad request: {e}"),
+            }
+            match request {
                 Ok(Request::Quit) => {
                     self.writer.write_all(b"OK bye\n")?;
                     break;
@@ -151,6 +162,7 @@ impl<'a> Connection<'a> {
                 Ok(Request::Stats) => self.stats()?,
                 Err(e) => protocol::write_err(&mut self.writer, e.code(), &e)?,
             }
+            debug!(bytes = self.bytes - bytes_before, micros = started.elapsed().as_micros() as u64, "answered");
         }
         self.writer.flush()?;
         Ok(())
@@ -207,6 +219,7 @@ impl<'a> Connection<'a> {
         GetHeader { len: size - offset, offset, size, digest }.write(&mut self.writer)?;
         self.writer.write_all(&body[offset as usize..])?;
         self.shared.bytes_sent.fetch_add(size - offset, Ordering::Relaxed);
+        self.bytes += size - offset;
         Ok(())
     }
 
@@ -230,6 +243,7 @@ impl<'a> Connection<'a> {
         self.writer.flush()?;
         let sent = send_file(&self.stream, file, offset, len);
         self.shared.bytes_sent.fetch_add(*sent.as_ref().unwrap_or(&0), Ordering::Relaxed);
+        self.bytes += *sent.as_ref().unwrap_or(&0);
         match sent? {
             sent if sent == len => Ok(()),
             sent => Err(ConnError::Shrank { name: name.clone(), sent, len }),

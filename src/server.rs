@@ -252,11 +252,22 @@ impl Server {
         shared.live.lock().insert(id, stream.clone());
         let guard = Live { shared: shared.clone(), id, _alive: alive };
         let spawned = thread::Builder::new().name(format!("conn {peer}")).stack_size(128 << 10).spawn(move || {
-            debug!(%peer, "connected");
-            match Connection::new(&guard.shared, stream).and_then(|mut c| c.serve()) {
-                Ok(()) => debug!(%peer, "closed"),
-                Err(e) if e.is_peer() => debug!(%peer, "connection ended: {e}"),
-                Err(e) => warn!(%peer, "connection ended: {e}"),
+            let span = tracing::info_span!("conn", %peer);
+            let _in_span = span.enter();
+            let started = Instant::now();
+            debug!("connected");
+            let (result, requests, bytes) = match Connection::new(&guard.shared, stream) {
+                Ok(mut conn) => {
+                    let result = conn.serve();
+                    (result, conn.requests, conn.bytes)
+                }
+                Err(e) => (Err(e), 0, 0),
+            };
+            let secs = started.elapsed().as_secs_f64();
+            match result {
+                Ok(()) => info!(requests, bytes, secs, "closed"),
+                Err(e) if e.is_peer() => info!(requests, bytes, secs, "closed: {e}"),
+                Err(e) => warn!(requests, bytes, secs, "ended: {e}"),
             }
             drop(guard);
         });

@@ -430,3 +430,24 @@ fn progress_shows_on_a_terminal_and_nowhere_else() {
     assert_eq!((code, out.len(), err.as_str()), (0, 0, ""), "nothing at all in a pipe");
     assert!(fs::read(work.path().join("out/mid.bin")).unwrap() == pattern(16 << 20));
 }
+
+#[test]
+fn the_server_logs_one_json_object_per_line_with_per_connection_figures() {
+    let work = workdir();
+    let mut server = RealServer::start(work.path(), &["--log-format", "json"]);
+    let (code, _, err) = ftclient(work.path(), server.port, &["get", "file1.txt", "big.bin"], b"");
+    assert_eq!(code, 0, "{err}");
+    let closed = loop {
+        let line = server.next_log().expect("a 'closed' log line");
+        let record: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        if record["fields"]["message"] == "closed" {
+            break record;
+        }
+    };
+    assert_eq!(closed["fields"]["requests"], 2);
+    assert_eq!(closed["fields"]["bytes"], (3 << 20) + 17);
+    assert!(closed["span"]["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    let out = Command::new(bin("ftserver")).args(["--cache-ttl", "soon"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected a duration such as"));
+}

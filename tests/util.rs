@@ -241,10 +241,16 @@ impl RealServer {
         });
         let mut server = RealServer { port: 0, child, log };
         let line = server.wait_log("listening on ");
-        let addr: SocketAddr =
-            line.split("listening on ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+        let after = line.split("listening on ").nth(1).unwrap();
+        let addr: String = after.chars().take_while(|c| c.is_ascii_hexdigit() || ".:[]".contains(*c)).collect();
+        let addr: SocketAddr = addr.parse().unwrap();
         server.port = addr.port();
         server
+    }
+
+    /// The next log line, if one comes within [`WAIT`].
+    pub fn next_log(&mut self) -> Option<String> {
+        self.log.recv_timeout(WAIT).ok()
     }
 
     /// Waits for a log line containing `needle` and returns it.
