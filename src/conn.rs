@@ -8,7 +8,7 @@
 //! but steady reader is served, one that stops reading releases the thread.
 
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -88,6 +88,7 @@ impl Write for Sock {
 /// One client's connection.
 pub(crate) struct Connection<'a> {
     shared: &'a Shared,
+    peer: SocketAddr,
     stream: Arc<TcpStream>,
     reader: BufReader<Sock>,
     writer: BufWriter<Sock>,
@@ -100,12 +101,12 @@ pub(crate) struct Connection<'a> {
 }
 
 impl<'a> Connection<'a> {
-    pub(crate) fn new(shared: &'a Shared, stream: Arc<TcpStream>) -> Result<Self, ConnError> {
+    pub(crate) fn new(shared: &'a Shared, stream: Arc<TcpStream>, peer: SocketAddr) -> Result<Self, ConnError> {
         stream.set_nodelay(true)?;
         stream.set_write_timeout(Some(shared.config.send_timeout))?;
         let reader = BufReader::with_capacity(8 << 10, Sock(stream.clone()));
         let writer = BufWriter::with_capacity(64 << 10, Sock(stream.clone()));
-        Ok(Connection { shared, stream, reader, writer, read_timeout: None, requests: 0, bytes: 0 })
+        Ok(Connection { shared, peer, stream, reader, writer, read_timeout: None, requests: 0, bytes: 0 })
     }
 
     /// Answers requests until the peer quits or closes, or a limit is hit.
@@ -148,8 +149,8 @@ impl<'a> Connection<'a> {
             let (started, bytes_before) = (Instant::now(), self.bytes);
             let request = Request::parse(&line);
             match &request {
-                Ok(request) => debug!(%request, "request"),
-                Err(e) => debug!("bad request: {e}"),
+                Ok(request) => debug!(peer = %self.peer, %request, "request"),
+                Err(e) => debug!(peer = %self.peer, "bad request: {e}"),
             }
             match request {
                 Ok(Request::Quit) => {
@@ -162,7 +163,8 @@ impl<'a> Connection<'a> {
                 Ok(Request::Stats) => self.stats()?,
                 Err(e) => protocol::write_err(&mut self.writer, e.code(), &e)?,
             }
-            debug!(bytes = self.bytes - bytes_before, micros = started.elapsed().as_micros() as u64, "answered");
+            let micros = started.elapsed().as_micros() as u64;
+            debug!(peer = %self.peer, bytes = self.bytes - bytes_before, micros, "answered");
         }
         self.writer.flush()?;
         Ok(())
@@ -183,7 +185,7 @@ impl<'a> Connection<'a> {
         let (shared, now) = (self.shared, Instant::now());
         let fresh = |cached: &FileVersion| shared.root.version(name) == Some(*cached);
         if let Some(hit) = shared.cache.lookup(name, now, fresh) {
-            debug!(%name, size = hit.body.len(), "hit");
+            debug!(peer = %self.peer, %name, size = hit.body.len(), "hit");
             let offset = matching_offset(resume, |off| hit.body.get(..off as usize).map(Digest::of));
             return self.send_body(&hit.body, hit.digest, offset);
         }
@@ -192,7 +194,7 @@ impl<'a> Connection<'a> {
             Err(e) => return self.err(e.code(), &e),
         };
         let Some(mut reservation) = shared.cache.reserve(name, &version, now) else {
-            debug!(%name, size = version.size, "miss, streamed");
+            debug!(peer = %self.peer, %name, size = version.size, "miss, streamed");
             return self.stream_file(name, &file, &version, resume);
         };
         // Read whole before answering, so a read error is still an ERR line, not a cut reply.
@@ -206,7 +208,7 @@ impl<'a> Connection<'a> {
         let body = reservation.hold(body);
         let digest = Digest::of(&body);
         let offset = matching_offset(resume, |off| body.get(..off as usize).map(Digest::of));
-        debug!(%name, size = version.size, "miss, admitted");
+        debug!(peer = %self.peer, %name, size = version.size, "miss, admitted");
         self.send_body(&body, digest, offset)?;
         if unchanged(&file, &version) {
             reservation.commit(body, digest, version, now);

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -70,6 +71,9 @@ impl Config {
         }
     }
 }
+
+/// Connections the kernel may queue before the accept loop takes them.
+const LISTEN_BACKLOG: libc::c_int = 4096;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +200,13 @@ impl Server {
     /// Returns `Ok(true)` if every connection finished within the grace period.
     pub fn run(&self, listener: TcpListener, shutdown: &Shutdown) -> io::Result<bool> {
         shutdown.arm(listener.local_addr()?);
+        // std listens with a backlog of 128; a burst of connections beyond what the accept loop
+        // has taken yet would have its SYNs dropped and retried a second later. Ask for more
+        // (the kernel caps it at net.core.somaxconn).
+        // SAFETY: listen on a socket that is already listening only updates its backlog.
+        unsafe {
+            libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG);
+        }
         // Each connection thread holds a clone; all dropped means all connections are done.
         let (alive, all_done) = mpsc::channel::<()>();
         let mut backoff = Duration::from_millis(5);
@@ -252,11 +263,11 @@ impl Server {
         shared.live.lock().insert(id, stream.clone());
         let guard = Live { shared: shared.clone(), id, _alive: alive };
         let spawned = thread::Builder::new().name(format!("conn {peer}")).stack_size(128 << 10).spawn(move || {
-            let span = tracing::info_span!("conn", %peer);
-            let _in_span = span.enter();
+            // The peer goes on each event, not in a span: tracing-subscriber's span registry
+            // holds at most 4,096 threads, and connections may be many more.
             let started = Instant::now();
-            debug!("connected");
-            let (result, requests, bytes) = match Connection::new(&guard.shared, stream) {
+            debug!(%peer, "connected");
+            let (result, requests, bytes) = match Connection::new(&guard.shared, stream, peer) {
                 Ok(mut conn) => {
                     let result = conn.serve();
                     (result, conn.requests, conn.bytes)
@@ -265,9 +276,9 @@ impl Server {
             };
             let secs = started.elapsed().as_secs_f64();
             match result {
-                Ok(()) => info!(requests, bytes, secs, "closed"),
-                Err(e) if e.is_peer() => info!(requests, bytes, secs, "closed: {e}"),
-                Err(e) => warn!(requests, bytes, secs, "ended: {e}"),
+                Ok(()) => info!(%peer, requests, bytes, secs, "closed"),
+                Err(e) if e.is_peer() => info!(%peer, requests, bytes, secs, "closed: {e}"),
+                Err(e) => warn!(%peer, requests, bytes, secs, "ended: {e}"),
             }
             drop(guard);
         });

@@ -446,8 +446,30 @@ fn the_server_logs_one_json_object_per_line_with_per_connection_figures() {
     };
     assert_eq!(closed["fields"]["requests"], 2);
     assert_eq!(closed["fields"]["bytes"], (3 << 20) + 17);
-    assert!(closed["span"]["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(closed["fields"]["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
     let out = Command::new(bin("ftserver")).args(["--cache-ttl", "soon"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected a duration such as"));
+}
+
+#[test]
+fn more_than_4096_connections_at_once_are_all_served() {
+    // 4,096 is where tracing-subscriber's span registry gives out: connection threads must not
+    // need it.
+    let work = workdir();
+    let mut server = RealServer::start(work.path(), &["--max-conns", "5000"]);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", server.port).parse().unwrap();
+    let mut held: Vec<std::net::TcpStream> = (0..4200).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+    for s in &mut held {
+        s.write_all(b"quit\n").unwrap();
+    }
+    for s in &held {
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        assert_eq!(line, "OK bye\n");
+    }
+    drop(held);
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait_exit(), 0);
 }

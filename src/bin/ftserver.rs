@@ -97,7 +97,7 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()));
     match args.log_format {
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => logs.json().with_current_span(true).init(),
+        LogFormat::Json => logs.json().init(),
     }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
