@@ -473,3 +473,24 @@ fn more_than_4096_connections_at_once_are_all_served() {
     server.signal(libc::SIGTERM);
     assert_eq!(server.wait_exit(), 0);
 }
+
+#[test]
+fn the_shell_on_a_terminal_edits_lines_and_completes_remote_names() {
+    let work = workdir();
+    let server = RealServer::start(work.path(), &[]);
+    let command = format!("{} --port {} shell", bin("ftclient").display(), server.port);
+    // Under script(1) the shell has a terminal: "fil" + Tab completes to "file1.txt".
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(work.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"get fil\t\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(screen.contains("ft> "), "a prompt on a terminal: {screen}");
+    assert_eq!(fs::read(work.path().join("client_downloads/file1.txt")).unwrap(), b"hello from file1\n");
+}

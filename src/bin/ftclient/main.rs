@@ -1,6 +1,6 @@
 //! `ftclient`: flags to [`ft::client::Client`] calls; data on stdout, messages on stderr.
 
-use std::io::{self, BufRead, IsTerminal, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,6 +12,8 @@ use ft::bench::{BenchConfig, BenchReport};
 use ft::client::{Client, ClientError, OutDir, Progress};
 use ft::name::Name;
 use ft::protocol::{ListEntry, escape};
+
+mod shell;
 
 /// Download files from an ftserver.
 #[derive(Parser, Debug)]
@@ -217,7 +219,8 @@ fn main() -> ExitCode {
 /// Runs the command; `Ok(code)` is 0, or the exit code of a failure already reported.
 fn run(args: Args) -> anyhow::Result<u8> {
     let addr = format!("{}:{}", args.host, args.port);
-    let bar = Bar::new(args.quiet);
+    // One bar per command; the shell keeps its own notes instead (a bar would linger between prompts).
+    let bar = Bar::new(args.quiet || matches!(args.command, Command::Shell { .. }));
     let connect = || {
         Client::connect(&addr, args.timeout).map(|mut client| {
             if let Some(bar) = &bar {
@@ -282,7 +285,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
             }
             Ok(code)
         }
-        Command::Shell { output } => shell(connect()?, &output, args.quiet),
+        Command::Shell { output } => shell::run(connect()?, &output, args.quiet),
         Command::Bench { names, conns, duration, pipeline } => {
             let names = parse_names(&names)?;
             let config = BenchConfig { addr, names, conns: conns.max(1), duration, pipeline, timeout: args.timeout };
@@ -408,74 +411,6 @@ fn print_list(entries: &[ListEntry]) -> io::Result<()> {
         writeln!(out, "{:>10}  {}  {}", ft::human::size(e.size), ft::human::utc(e.mtime), escape(e.name.as_str()))?;
     }
     out.flush()
-}
-
-const SHELL_HELP: &str = "commands:
-  list [FOLDER]   list the server's files
-  get NAME        download NAME (the rest of the line, spaces included)
-  stats           show the server's counters
-  help            this text
-  quit            leave (end of input does too)";
-
-/// The interactive loop. Carries on after a failed command; returns the first failure's code.
-fn shell(mut client: Client, output: &Path, quiet: bool) -> anyhow::Result<u8> {
-    let interactive = io::stdin().is_terminal();
-    let mut failed = 0;
-    let mut lines = io::stdin().lock().lines();
-    loop {
-        if interactive {
-            eprint!("ft> ");
-        }
-        let Some(line) = lines.next().transpose()? else { break };
-        let line = line.trim_end_matches('\r');
-        let (verb, arg) = line.trim_start().split_once(' ').unwrap_or((line.trim_start(), ""));
-        let result = match verb {
-            "" => Ok(()),
-            "quit" | "exit" => break,
-            "help" | "?" => {
-                println!("{SHELL_HELP}");
-                Ok(())
-            }
-            "list" | "ls" => shell_list(&mut client, arg),
-            "get" => shell_get(&mut client, arg, output, quiet),
-            "stats" => client.stats().map_err(Into::into).map(|stats| {
-                for (key, value) in stats {
-                    println!("{key} {value}");
-                }
-            }),
-            other => Err(Usage(format!("unknown command '{}' (try help)", escape(other))).into()),
-        };
-        if let Err(e) = result {
-            if failed == 0 {
-                failed = code_of_error(&e);
-            }
-            eprintln!("ftclient: {e:#}");
-            if !client.is_usable() {
-                eprintln!("ftclient: connection lost");
-                return Ok(code::CONNECTION);
-            }
-        }
-    }
-    if client.is_usable() {
-        client.quit().ok();
-    }
-    Ok(failed)
-}
-
-fn shell_list(client: &mut Client, folder: &str) -> anyhow::Result<()> {
-    let folder = if folder.is_empty() { None } else { Some(Name::parse(folder).context("bad folder name")?) };
-    print_list(&client.list(folder.as_ref())?)?;
-    Ok(())
-}
-
-fn shell_get(client: &mut Client, name: &str, output: &Path, quiet: bool) -> anyhow::Result<()> {
-    let name = Name::parse(name).with_context(|| format!("{}: bad name", escape(name)))?;
-    let dir = OutDir::create(output).with_context(|| format!("cannot create {}", output.display()))?;
-    let done = client.download(&name, &dir, false).with_context(|| name.to_string())?;
-    if !quiet {
-        eprintln!("saved {} ({} bytes)", dir.path().join(name.as_path()).display(), done.size);
-    }
-    Ok(())
 }
 
 /// Ctrl-C (or SIGTERM) ends the client at once with 128 + the signal (130 for Ctrl-C). Files being

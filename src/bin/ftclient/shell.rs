@@ -1,0 +1,177 @@
+//! `ftclient shell`: list, get and stats over one connection, from a person at a terminal (line
+//! editing, history, tab completion of the server's file names) or from a script on stdin (plain
+//! lines, no prompt).
+
+use std::io::{self, BufRead, IsTerminal};
+use std::path::Path;
+
+use anyhow::Context;
+use ft::client::{Client, OutDir};
+use ft::name::Name;
+use ft::protocol::escape;
+
+use super::{Usage, code, code_of_error, print_list};
+
+const SHELL_HELP: &str = "commands:
+  list [FOLDER]   list the server's files
+  get NAME        download NAME (the rest of the line, spaces included)
+  stats           show the server's counters
+  help            this text
+  quit            leave (end of input does too)";
+
+/// The interactive loop. Carries on after a failed command; returns the first failure's code.
+pub(crate) fn run(mut client: Client, output: &Path, quiet: bool) -> anyhow::Result<u8> {
+    let mut lines = Lines::new(&mut client)?;
+    let mut failed = 0;
+    loop {
+        let Some(line) = lines.next()? else { break };
+        let line = line.trim_end_matches('\r');
+        let (verb, arg) = line.trim_start().split_once(' ').unwrap_or((line.trim_start(), ""));
+        let result = match verb {
+            "" => Ok(()),
+            "quit" | "exit" => break,
+            "help" | "?" => {
+                println!("{SHELL_HELP}");
+                Ok(())
+            }
+            "list" | "ls" => shell_list(&mut client, arg, &mut lines),
+            "get" => shell_get(&mut client, arg, output, quiet),
+            "stats" => client.stats().map_err(Into::into).map(|stats| {
+                for (key, value) in stats {
+                    println!("{key} {value}");
+                }
+            }),
+            other => Err(Usage(format!("unknown command '{}' (try help)", escape(other))).into()),
+        };
+        if let Err(e) = result {
+            if failed == 0 {
+                failed = code_of_error(&e);
+            }
+            eprintln!("ftclient: {e:#}");
+            if !client.is_usable() {
+                eprintln!("ftclient: connection lost");
+                return Ok(code::CONNECTION);
+            }
+        }
+    }
+    if client.is_usable() {
+        client.quit().ok();
+    }
+    Ok(failed)
+}
+
+fn shell_list(client: &mut Client, folder: &str, lines: &mut Lines) -> anyhow::Result<()> {
+    let folder = if folder.is_empty() { None } else { Some(Name::parse(folder).context("bad folder name")?) };
+    let entries = client.list(folder.as_ref())?;
+    if folder.is_none() {
+        lines.learn(entries.iter().map(|e| e.name.to_string()).collect());
+    }
+    print_list(&entries)?;
+    Ok(())
+}
+
+fn shell_get(client: &mut Client, name: &str, output: &Path, quiet: bool) -> anyhow::Result<()> {
+    let name = Name::parse(name).with_context(|| format!("{}: bad name", escape(name)))?;
+    let dir = OutDir::create(output).with_context(|| format!("cannot create {}", output.display()))?;
+    let done = client.download(&name, &dir, false).with_context(|| name.to_string())?;
+    if !quiet {
+        eprintln!("saved {} ({} bytes)", dir.path().join(name.as_path()).display(), done.size);
+    }
+    Ok(())
+}
+
+/// Where commands come from: a line editor on a terminal, plain lines otherwise.
+enum Lines {
+    Terminal(Box<rustyline::Editor<Completion, rustyline::history::DefaultHistory>>),
+    Piped(io::Lines<io::StdinLock<'static>>),
+}
+
+impl Lines {
+    /// A line editor if stdin is a terminal, primed with the server's file names for completion.
+    fn new(client: &mut Client) -> anyhow::Result<Lines> {
+        if !io::stdin().is_terminal() {
+            return Ok(Lines::Piped(io::stdin().lock().lines()));
+        }
+        // Like bash: Tab completes as far as the candidates agree, a second Tab lists them.
+        let config = rustyline::Config::builder().completion_type(rustyline::CompletionType::List).build();
+        let mut editor = rustyline::Editor::with_config(config).context("cannot set up line editing")?;
+        let names = client.list(None).map(|all| all.iter().map(|e| e.name.to_string()).collect());
+        editor.set_helper(Some(Completion { names: names.unwrap_or_default() }));
+        Ok(Lines::Terminal(Box::new(editor)))
+    }
+
+    /// The next command line; `None` at the end of input (Ctrl-D on a terminal).
+    fn next(&mut self) -> anyhow::Result<Option<String>> {
+        match self {
+            Lines::Piped(lines) => Ok(lines.next().transpose()?),
+            Lines::Terminal(editor) => loop {
+                match editor.readline("ft> ") {
+                    Ok(line) => {
+                        if !line.trim().is_empty() {
+                            let _ = editor.add_history_entry(line.as_str());
+                        }
+                        return Ok(Some(line));
+                    }
+                    // Ctrl-C at the prompt drops the line, as in a shell.
+                    Err(rustyline::error::ReadlineError::Interrupted) => continue,
+                    Err(rustyline::error::ReadlineError::Eof) => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                }
+            },
+        }
+    }
+
+    /// Remembers the server's file names after a full `list`, for completion.
+    fn learn(&mut self, names: Vec<String>) {
+        if let Lines::Terminal(editor) = self
+            && let Some(helper) = editor.helper_mut()
+        {
+            helper.names = names;
+        }
+    }
+}
+
+/// Tab completion: commands first, then the server's file names after `get` or `list`.
+#[derive(rustyline::Helper, rustyline::Hinter, rustyline::Highlighter, rustyline::Validator)]
+struct Completion {
+    names: Vec<String>,
+}
+
+const COMMANDS: [&str; 6] = ["get ", "list ", "stats", "help", "quit", "exit"];
+
+impl rustyline::completion::Completer for Completion {
+    type Candidate = String;
+
+    fn complete(&self, line: &str, pos: usize, _: &rustyline::Context<'_>) -> rustyline::Result<(usize, Vec<String>)> {
+        Ok(complete(&self.names, line.get(..pos).unwrap_or(line)))
+    }
+}
+
+/// Completions of `typed` (the line up to the cursor): where the completed word starts, and the
+/// candidates. A name is everything after the command, spaces included.
+fn complete(names: &[String], typed: &str) -> (usize, Vec<String>) {
+    for verb in ["get ", "list ", "ls "] {
+        if let Some(partial) = typed.strip_prefix(verb) {
+            let found = names.iter().filter(|n| n.starts_with(partial)).cloned().collect();
+            return (verb.len(), found);
+        }
+    }
+    let found = COMMANDS.iter().filter(|c| c.starts_with(typed)).map(|c| c.to_string()).collect();
+    (0, found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::complete;
+
+    #[test]
+    fn completes_commands_then_names_with_spaces() {
+        let names: Vec<String> = ["docs/a b.txt", "docs/notes.txt", "file1.txt"].map(String::from).to_vec();
+        assert_eq!(complete(&names, "g"), (0, vec!["get ".to_string()]));
+        assert_eq!(complete(&names, "get f"), (4, vec!["file1.txt".to_string()]));
+        assert_eq!(complete(&names, "get docs/a"), (4, vec!["docs/a b.txt".to_string()]));
+        assert_eq!(complete(&names, "get docs/").1.len(), 2);
+        assert_eq!(complete(&names, "list d").1.len(), 2);
+        assert!(complete(&names, "get zzz").1.is_empty());
+    }
+}
