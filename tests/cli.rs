@@ -494,3 +494,37 @@ fn the_shell_on_a_terminal_edits_lines_and_completes_remote_names() {
     assert!(screen.contains("ft> "), "a prompt on a terminal: {screen}");
     assert_eq!(fs::read(work.path().join("client_downloads/file1.txt")).unwrap(), b"hello from file1\n");
 }
+
+#[test]
+fn stats_counters_move_as_requests_come() {
+    let work = workdir();
+    let server = RealServer::start(work.path(), &[]);
+    let stats = || -> std::collections::HashMap<String, u64> {
+        let (code, out, err) = ftclient(work.path(), server.port, &["stats"], b"");
+        assert_eq!(code, 0, "{err}");
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let (k, v) = l.split_once(' ').unwrap();
+                (k.to_string(), v.parse().unwrap())
+            })
+            .collect()
+    };
+    let before = stats();
+    // One connection, answered in order: the first file1.txt is admitted before the second asks.
+    ftclient(work.path(), server.port, &["get", "file1.txt", "nope", "file1.txt"], b"");
+    let after = stats();
+    let moved = |k: &str| after[k] - before[k];
+    assert_eq!(moved("cache_misses"), 1 + 1, "the first file1.txt and nope");
+    assert_eq!(moved("cache_hits"), 1, "the second file1.txt");
+    assert_eq!(moved("cache_admitted"), 1);
+    assert_eq!(moved("bytes_sent"), 2 * 17);
+    assert_eq!(moved("requests"), 3 + 1, "three gets and this stats");
+    assert_eq!(moved("connections_total"), 2, "the get and this stats");
+    assert_eq!(after["cache_entries"], 1);
+    assert_eq!(after["cache_cap"], 64 << 20);
+    for key in ["uptime_secs", "connections_now", "requests", "cache_bytes", "cache_refused", "cache_expired"] {
+        assert!(after.contains_key(key), "{key}");
+    }
+}
