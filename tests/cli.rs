@@ -62,6 +62,12 @@ fn exit_codes_and_messages_name_the_file_and_the_cause() {
     assert_eq!(code, 2);
     assert!(err.contains("one file"), "{err}");
 
+    // A refusal other than not-found: a symlink leading out of the root is denied.
+    std::os::unix::fs::symlink("/etc/hostname", work.path().join("server_downloads/escape")).unwrap();
+    let (code, _, err) = run(&["get", "escape"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("escape") && err.contains("denied"), "{err}");
+
     let (code, out, err) = run(&["stats"]);
     assert_eq!(code, 0, "{err}");
     assert!(String::from_utf8(out).unwrap().contains("cache_misses "));
