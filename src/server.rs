@@ -267,11 +267,12 @@ impl Server {
             // holds at most 4,096 threads, and connections may be many more.
             let started = Instant::now();
             debug!(%peer, "connected");
-            let (result, requests, bytes) = match Connection::new(&guard.shared, stream, peer) {
-                Ok(mut conn) => {
+            let (result, requests, bytes) = match Connection::open(&guard.shared, stream, peer) {
+                Ok(Some(mut conn)) => {
                     let result = conn.serve();
                     (result, conn.requests, conn.bytes)
                 }
+                Ok(None) => (Ok(()), 0, 0),
                 Err(e) => (Err(e), 0, 0),
             };
             let secs = started.elapsed().as_secs_f64();
