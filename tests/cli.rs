@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::thread;
 
-use crate::util::{RealServer, WAIT, bin, ftclient, pattern, put};
+use crate::util::{RealServer, WAIT, bin, fake_server, ftclient, pattern, put};
 
 /// A work folder laid out like the repository: server_downloads/ with a few files.
 fn workdir() -> tempfile::TempDir {
@@ -123,16 +123,8 @@ fn shell_runs_piped_commands_over_one_connection() {
 
 #[test]
 fn the_client_leaves_no_final_file_when_the_server_dies_mid_body() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let fake = thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        let mut line = String::new();
-        BufReader::new(&stream).read_line(&mut line).unwrap();
-        let header = format!("OK 1000000 xxh3={}\npartial", ft::digest::Digest(0));
-        (&stream).write_all(header.as_bytes()).unwrap();
-    });
+    let (addr, fake) = fake_server(format!("OK 1000000 xxh3={}\npartial", ft::digest::Digest(0)).into_bytes());
+    let port = addr.port();
     let work = tempfile::tempdir().unwrap();
     let (code, _, err) = ftclient(work.path(), port, &["get", "f.bin"], b"");
     fake.join().unwrap();
@@ -322,15 +314,8 @@ fn the_client_gives_up_on_a_server_that_never_answers() {
 #[test]
 fn integrity_and_local_failures_have_their_own_exit_codes() {
     // A server whose bytes do not match its digest: exit 5, nothing saved.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let fake = thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let mut line = String::new();
-        BufReader::new(&stream).read_line(&mut line).unwrap();
-        let reply = format!("OK 5 xxh3={}\nhello", ft::digest::Digest::of(b"HELLO"));
-        (&stream).write_all(reply.as_bytes()).unwrap();
-    });
+    let (addr, fake) = fake_server(format!("OK 5 xxh3={}\nhello", ft::digest::Digest::of(b"HELLO")).into_bytes());
+    let port = addr.port();
     let work = workdir();
     let (code, _, err) = ftclient(work.path(), port, &["get", "f.txt"], b"");
     fake.join().unwrap();

@@ -3,32 +3,17 @@
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::Duration;
 
 use ft::client::{Client, ClientError, OutDir};
 use ft::digest::Digest;
 use ft::name::Name;
 
-use crate::util::{Dirs, TestServer, WAIT, pattern};
+use crate::util::{Dirs, TestServer, WAIT, fake_server, pattern};
 
 fn name(s: &str) -> Name {
     Name::parse(s).unwrap()
-}
-
-/// A one-connection fake server: reads one request line, answers `reply` verbatim, closes.
-fn fake_server(reply: Vec<u8>) -> (SocketAddr, JoinHandle<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let handle = thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        let mut request = String::new();
-        BufReader::new(&stream).read_line(&mut request).unwrap();
-        (&stream).write_all(&reply).unwrap();
-        request
-    });
-    (addr, handle)
 }
 
 fn connect(addr: SocketAddr) -> Client {

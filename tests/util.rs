@@ -335,3 +335,18 @@ pub fn reset(stream: TcpStream) {
     }
     drop(stream);
 }
+
+/// A one-connection fake server: reads one request line, answers `reply` verbatim, closes.
+pub fn fake_server(reply: Vec<u8>) -> (SocketAddr, JoinHandle<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut request = String::new();
+        BufReader::new(&stream).read_line(&mut request).unwrap();
+        (&stream).write_all(&reply).unwrap();
+        request
+    });
+    (addr, handle)
+}
