@@ -19,6 +19,11 @@ pub fn size(bytes: u64) -> String {
     }
 }
 
+/// Parses a duration flag (`500ms`, `30s`, `10m`, `1h 30m`), saying what was expected if it cannot.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (expected a duration such as 500ms, 30s, 10m, 1h)"))
+}
+
 /// Seconds since the Unix epoch as RFC 3339 UTC, `1970-01-01T00:00:00Z` for anything earlier.
 pub fn utc(unix_seconds: i64) -> String {
     let secs = u64::try_from(unix_seconds).unwrap_or(0);
@@ -40,5 +45,7 @@ mod tests {
         assert_eq!(utc(0), "1970-01-01T00:00:00Z");
         assert_eq!(utc(-5), "1970-01-01T00:00:00Z");
         assert_eq!(utc(1_795_520_085), "2026-11-24T11:34:45Z");
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("soon").unwrap_err().contains("expected a duration"));
     }
 }

@@ -31,7 +31,7 @@ struct Args {
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     cache_size: u64,
     /// Age after which a cached file is dropped (e.g. 90s, 10m, 1h)
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = ft::human::parse_duration)]
     cache_ttl: Duration,
     /// Most connections served at once; more are answered "ERR busy" and closed
     #[arg(long, default_value_t = 1024)]
@@ -40,16 +40,16 @@ struct Args {
     #[arg(long, default_value_t = ft::protocol::MAX_REQUEST_LINE)]
     max_line: usize,
     /// Close a connection that sends no request for this long
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = ft::human::parse_duration)]
     idle_timeout: Duration,
     /// Close a connection whose request line, once begun, is not complete within this long
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = ft::human::parse_duration)]
     request_timeout: Duration,
     /// Close a connection whose peer accepts no data for this long
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = ft::human::parse_duration)]
     send_timeout: Duration,
     /// On SIGINT/SIGTERM, how long transfers in flight may take to finish (a second signal exits at once)
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = ft::human::parse_duration)]
     grace: Duration,
     /// Log lines on stderr: text for people, or json (one object per line) for log shippers
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -68,10 +68,6 @@ enum LogFormat {
 enum Extra {
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout and exit
     Completions { shell: clap_complete::Shell },
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (expected a duration such as 500ms, 30s, 10m, 1h)"))
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {

@@ -26,7 +26,7 @@ struct Args {
     #[arg(long, global = true, env = "FT_PORT", default_value_t = ft::DEFAULT_PORT)]
     port: u16,
     /// Give up connecting, or waiting for the server, after this long (e.g. 10s, 2m)
-    #[arg(long, global = true, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, global = true, default_value = "30s", value_parser = ft::human::parse_duration)]
     timeout: Duration,
     /// Print nothing but errors (no progress bar, no notes)
     #[arg(short, long, global = true)]
@@ -74,7 +74,7 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         conns: usize,
         /// How long to run (e.g. 5s, 1m)
-        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        #[arg(long, default_value = "5s", value_parser = ft::human::parse_duration)]
         duration: Duration,
         /// Requests each connection keeps in flight (1: one at a time)
         #[arg(long, default_value_t = 1)]
@@ -99,10 +99,6 @@ const EXIT_CODES: &str = "Exit codes:
   5    integrity: a file's bytes did not match the server's digest
   6    local I/O: cannot write a file or folder here
   130  interrupted (Ctrl-C); partial downloads are kept as .part files";
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (expected a duration such as 500ms, 30s, 2m)"))
-}
 
 /// The progress bar on stderr: one for the whole command, bytes of this run only (bytes kept from
 /// a resumed `.part` are not counted), its total growing as each file's size becomes known.
