@@ -1,5 +1,4 @@
-//! End-to-end digests: XXH3-128 of a file's bytes, how it is written on the wire, and the
-//! server's memo of digests of files it streams without caching.
+//! End-to-end digests: XXH3-128 of a file's bytes, and how it is written on the wire.
 //!
 //! XXH3-128 is what rsync uses for the same job. It is not cryptographic: it guards against
 //! corruption and bugs (a torn file, a bad resume, a short or spliced body), not against a server
@@ -8,19 +7,14 @@
 //! about 4 GB/s for loopback TCP, so XXH3 keeps verification nearly free.
 //!
 //! The server sends a file's digest in the reply header, before the first byte. Cached files carry
-//! theirs; for a file streamed from disk it is computed once per file version and remembered in a
-//! [`DigestMemo`].
+//! theirs; for a file streamed from disk it is computed once per file version and remembered by
+//! the server (`server/memo.rs`). This module imports nothing else of the crate.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use parking_lot::Mutex;
 use xxhash_rust::xxh3::Xxh3;
-
-use crate::name::Name;
-use crate::root::FileVersion;
 
 /// An XXH3-128 digest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -101,33 +95,6 @@ pub fn hash_file(file: &File, len: u64, prefix: Option<u64>) -> io::Result<(Dige
     Ok((hasher.digest(), prefix_digest))
 }
 
-/// Most digests remembered; past this the memo starts over (it is only a shortcut).
-const MEMO_ENTRIES: usize = 16 << 10;
-
-/// Digests of files streamed from disk, each valid for one file version.
-#[derive(Default)]
-pub struct DigestMemo {
-    /// Name -> the version the digest was computed from, and the digest.
-    map: Mutex<HashMap<Name, (FileVersion, Digest)>>,
-}
-
-impl DigestMemo {
-    pub fn get(&self, name: &Name, version: &FileVersion) -> Option<Digest> {
-        match self.map.lock().get(name) {
-            Some((v, d)) if v == version => Some(*d),
-            _ => None,
-        }
-    }
-
-    pub fn put(&self, name: &Name, version: FileVersion, digest: Digest) {
-        let mut map = self.map.lock();
-        if map.len() >= MEMO_ENTRIES && !map.contains_key(name) {
-            map.clear();
-        }
-        map.insert(name.clone(), (version, digest));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,15 +128,5 @@ mod tests {
         }
         assert_eq!(hash_file(&f, 0, None).unwrap().0, Digest::of(b""));
         assert!(hash_file(&f, len + 1, None).is_err());
-    }
-
-    #[test]
-    fn the_memo_is_per_version() {
-        let memo = DigestMemo::default();
-        let name = Name::parse("a").unwrap();
-        let v1 = FileVersion { size: 1, mtime_sec: 1, mtime_nsec: 0, ino: 1, dev: 1 };
-        memo.put(&name, v1, Digest(7));
-        assert_eq!(memo.get(&name, &v1), Some(Digest(7)));
-        assert_eq!(memo.get(&name, &FileVersion { ino: 2, ..v1 }), None);
     }
 }

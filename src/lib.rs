@@ -6,16 +6,18 @@
 //! from memory and a restart does not start cold.
 //!
 //! # Layout
-//! - [`protocol`]: request and reply types, parsers beside formatters, the bounded line reader.
+//! Each folder is one side of the system; imports run one way: binaries -> [`server`] /
+//! [`client`] -> [`wire`], [`store`] -> [`name`], [`digest`].
 //! - [`name`]: [`name::Name`], the checked relative file name both sides resolve paths with.
-//! - [`root`]: the served folder: stat, open and list strictly beneath it.
-//! - [`cache`]: the byte-capped, TTL-bounded cache and its admission rules.
-//! - [`mirror`]: the cache's on-disk copy in `server_cache/`.
-//! - [`server`]: configuration, accept loop, per-connection command loop.
-//! - [`client`]: one connection's requests, pipelined and verified.
-//! - [`bench`]: the load generator behind `ftclient bench`.
+//! - [`digest`]: XXH3-128 digests of bytes and files, and their hex form on the wire.
+//! - [`wire`]: requests and typed replies, each parser beside its formatter; the bounded line
+//!   reader; numbers; escaping of peer text.
+//! - [`store`]: the served folder: file versions, open and list strictly beneath the root.
+//! - [`server`]: configuration and defaults, the listener and its limits, the connection loop,
+//!   answering a `get`, the byte-capped cache and its mirror in `server_cache/`, the digest memo.
+//! - [`client`]: a connection, pipelined and verified downloads, the output folder's safe writes,
+//!   the load generator behind `ftclient bench`.
 //! - [`human`]: sizes and times for people.
-//! - `outdir`: saving downloads beneath the output folder ([`client::OutDir`]).
 //!
 //! # Wire format in brief
 //! ```text
@@ -26,18 +28,13 @@
 //! any error        ->  ERR <code> <message>\n   (the connection stays usable)
 //! ```
 
-pub mod bench;
-pub mod cache;
 pub mod client;
-mod conn;
 pub mod digest;
 pub mod human;
-pub mod mirror;
 pub mod name;
-mod outdir;
-pub mod protocol;
-pub mod root;
 pub mod server;
+pub mod store;
+pub mod wire;
 
 /// The port both binaries use when none is given.
 pub const DEFAULT_PORT: u16 = 9000;

@@ -239,7 +239,7 @@ fn kill_9_mid_cache_write_leaves_only_complete_cache_files() {
             .unwrap()
             .filter(|e| e.as_ref().unwrap().path().extension() == Some("ftc".as_ref()))
             .count();
-        let mirror = ft::mirror::Mirror::open(&cache).unwrap();
+        let mirror = ft::server::mirror::Mirror::open(&cache).unwrap();
         let stored = mirror.scan().unwrap();
         assert_eq!(stored.len(), entries, "a cache file was incomplete");
         for s in &stored {

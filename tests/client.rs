@@ -233,7 +233,7 @@ fn bench_counts_verified_replies_and_errors() {
     dirs.put("a.bin", &pattern(10_000));
     dirs.put("b.bin", &pattern(20_000));
     let server = TestServer::start(dirs.config());
-    let config = ft::bench::BenchConfig {
+    let config = ft::client::bench::BenchConfig {
         addr: server.addr.to_string(),
         names: vec![name("a.bin"), name("b.bin"), name("missing")],
         conns: 3,
@@ -241,7 +241,7 @@ fn bench_counts_verified_replies_and_errors() {
         pipeline: 4,
         timeout: WAIT,
     };
-    let report = ft::bench::run(&config).unwrap();
+    let report = ft::client::bench::run(&config).unwrap();
     assert!(report.requests >= 30, "{report:?}");
     assert_eq!(report.latencies_us.len() as u64, report.requests);
     assert!(report.latencies_us.windows(2).all(|w| w[0] <= w[1]));

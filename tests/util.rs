@@ -12,8 +12,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime};
 
 use ft::digest::Digest;
-use ft::protocol::GetHeader;
 use ft::server::{Config, Server, Shutdown};
+use ft::wire::GetHeader;
 use tempfile::TempDir;
 
 /// How long any single network wait in a test may take before the test fails.

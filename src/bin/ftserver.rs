@@ -37,7 +37,7 @@ struct Args {
     #[arg(long, default_value_t = 1024)]
     max_conns: usize,
     /// Longest request line in bytes; a longer one gets "ERR too-long" and the connection is closed
-    #[arg(long, default_value_t = ft::protocol::MAX_REQUEST_LINE)]
+    #[arg(long, default_value_t = ft::wire::MAX_REQUEST_LINE)]
     max_line: usize,
     /// Close a connection that sends no request for this long
     #[arg(long, default_value = "5m", value_parser = ft::human::parse_duration)]

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ft::bench::{BenchConfig, BenchReport};
+use ft::client::bench::{BenchConfig, BenchReport};
 use ft::client::{Client, ClientError, OutDir, Progress};
 use ft::name::Name;
-use ft::protocol::{ListEntry, escape};
+use ft::wire::{ListEntry, escape};
 
 mod shell;
 
@@ -285,7 +285,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
         Command::Bench { names, conns, duration, pipeline } => {
             let names = parse_names(&names)?;
             let config = BenchConfig { addr, names, conns: conns.max(1), duration, pipeline, timeout: args.timeout };
-            let report = ft::bench::run(&config).context("bench")?;
+            let report = ft::client::bench::run(&config).context("bench")?;
             print_bench(&config, &report)?;
             Ok(if report.errors == 0 { 0 } else { code::FAILED })
         }

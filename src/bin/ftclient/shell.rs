@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Context;
 use ft::client::{Client, OutDir};
 use ft::name::Name;
-use ft::protocol::escape;
+use ft::wire::escape;
 
 use super::{Usage, code, code_of_error, print_list};
 

@@ -24,53 +24,23 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use tracing::{debug, info, warn};
 
-use crate::cache::{Cache, CacheStats};
-use crate::conn::Connection;
-use crate::digest::DigestMemo;
-use crate::mirror::Mirror;
-use crate::root::Root;
+pub mod cache;
+mod config;
+mod conn;
+mod memo;
+pub mod mirror;
+mod shared;
 
-/// Everything the server needs besides its listener. [`Config::new`] gives `ftserver`'s defaults.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// The folder whose files are served.
-    pub root: PathBuf,
-    /// The cache's mirror folder; `None` keeps the cache in memory only.
-    pub cache_dir: Option<PathBuf>,
-    /// Most bytes the cache holds (memory and mirror folder alike).
-    pub cache_size: u64,
-    /// Age after which a cache entry is dropped.
-    pub cache_ttl: Duration,
-    /// Longest request line, in bytes; a longer one gets `ERR too-long` and the connection closes.
-    pub max_line: usize,
-    /// Most connections served at once; more get `ERR busy`.
-    pub max_conns: usize,
-    /// How long a connection may sit between requests.
-    pub idle_timeout: Duration,
-    /// How long one request line may take to arrive once it has begun.
-    pub request_timeout: Duration,
-    /// How long one write to a peer may make no progress.
-    pub send_timeout: Duration,
-    /// How long shutdown waits for connections in flight.
-    pub grace: Duration,
-}
+pub use config::{Config, DEFAULT_CACHE_DIR, DEFAULT_ROOT};
+pub use shared::Stat;
 
-impl Config {
-    pub fn new(root: impl Into<PathBuf>) -> Config {
-        Config {
-            root: root.into(),
-            cache_dir: None,
-            cache_size: 64 << 20,
-            cache_ttl: Duration::from_secs(3600),
-            max_line: crate::protocol::MAX_REQUEST_LINE,
-            max_conns: 1024,
-            idle_timeout: Duration::from_secs(300),
-            request_timeout: Duration::from_secs(30),
-            send_timeout: Duration::from_secs(60),
-            grace: Duration::from_secs(10),
-        }
-    }
-}
+use cache::{Cache, CacheStats};
+use conn::Connection;
+use memo::DigestMemo;
+use mirror::Mirror;
+use shared::Shared;
+
+use crate::store::Root;
 
 /// Connections the kernel may queue before the accept loop takes them.
 const LISTEN_BACKLOG: libc::c_int = 4096;
@@ -103,9 +73,6 @@ fn spawn_janitor(shared: &Arc<Shared>) -> io::Result<mpsc::Sender<()>> {
     Ok(stop)
 }
 
-/// A figure reported by `stats`.
-pub type Stat = (&'static str, u64);
-
 /// The server.
 pub struct Server {
     shared: Arc<Shared>,
@@ -113,26 +80,6 @@ pub struct Server {
     warmed: usize,
     /// Dropping it stops the cache janitor thread.
     _janitor: mpsc::Sender<()>,
-}
-
-/// State shared by every connection thread.
-pub(crate) struct Shared {
-    pub(crate) config: Config,
-    pub(crate) root: Root,
-    pub(crate) cache: Cache,
-    /// Digests of files streamed from disk, per file version.
-    pub(crate) digests: DigestMemo,
-    /// Open connections by id, to half-close them at shutdown.
-    live: Mutex<HashMap<u64, Arc<TcpStream>>>,
-    /// Signalled whenever a connection ends (see [`Server::wait_connections`]).
-    ended: Condvar,
-    started: Instant,
-    pub(crate) connections_now: AtomicU64,
-    connections_total: AtomicU64,
-    connections_refused: AtomicU64,
-    pub(crate) requests: AtomicU64,
-    pub(crate) bytes_sent: AtomicU64,
-    pub(crate) digests_computed: AtomicU64,
 }
 
 impl Server {
@@ -302,31 +249,6 @@ impl Drop for Live {
         live.remove(&self.id);
         self.shared.connections_now.fetch_sub(1, Ordering::SeqCst);
         self.shared.ended.notify_all();
-    }
-}
-
-impl Shared {
-    pub(crate) fn stats(&self) -> Vec<Stat> {
-        let c = self.cache.stats();
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        vec![
-            ("uptime_secs", self.started.elapsed().as_secs()),
-            ("connections_now", get(&self.connections_now)),
-            ("connections_total", get(&self.connections_total)),
-            ("connections_refused", get(&self.connections_refused)),
-            ("requests", get(&self.requests)),
-            ("bytes_sent", get(&self.bytes_sent)),
-            ("digests_computed", get(&self.digests_computed)),
-            ("cache_entries", c.entries),
-            ("cache_bytes", c.bytes),
-            ("cache_cap", c.cap),
-            ("cache_hits", c.hits),
-            ("cache_misses", c.misses),
-            ("cache_admitted", c.admitted),
-            ("cache_refused", c.refused),
-            ("cache_expired", c.expired),
-            ("cache_invalidated", c.invalidated),
-        ]
     }
 }
 

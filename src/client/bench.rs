@@ -12,10 +12,10 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::client::ClientError;
+use super::ClientError;
 use crate::digest::Hasher;
 use crate::name::Name;
-use crate::protocol::{self, GetHeader, ProtocolError, Request};
+use crate::wire::{self as protocol, GetHeader, ProtocolError, Request};
 
 /// What to run.
 #[derive(Debug, Clone)]

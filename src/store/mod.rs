@@ -1,4 +1,6 @@
-//! The served folder: stat, open and list files strictly beneath the root.
+//! The served folder: stat, open and list files strictly beneath the root (and, later, write
+//! beneath it). It knows names and file versions, nothing of the wire: the server turns what it
+//! finds into replies.
 //!
 //! Every access goes through a `cap_std::fs::Dir` opened once on the root, which resolves each
 //! path beneath it (with `openat2(RESOLVE_BENEATH)` where the kernel has it, component by component
@@ -14,7 +16,6 @@ use std::path::{Path, PathBuf};
 use cap_std::fs::{Dir, MetadataExt as _, OpenOptions, OpenOptionsExt as _};
 
 use crate::name::{MAX_NAME_LEN, Name};
-use crate::protocol::{ErrorCode, ListEntry};
 
 /// What identifies one version of a file's contents: a change to any field means new contents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -49,17 +50,6 @@ pub enum OpenError {
     Io(io::Error),
 }
 
-impl OpenError {
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            OpenError::NotFound => ErrorCode::NotFound,
-            OpenError::NotFile => ErrorCode::NotFile,
-            OpenError::Denied => ErrorCode::Denied,
-            OpenError::Io(_) => ErrorCode::Internal,
-        }
-    }
-}
-
 impl From<io::Error> for OpenError {
     fn from(e: io::Error) -> OpenError {
         match e.kind() {
@@ -70,6 +60,15 @@ impl From<io::Error> for OpenError {
             _ => OpenError::Io(e),
         }
     }
+}
+
+/// One file found by [`Root::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    pub name: Name,
+    pub size: u64,
+    /// Modification time, seconds since the Unix epoch.
+    pub mtime: i64,
 }
 
 /// The folder whose files are served.
@@ -145,7 +144,7 @@ impl Root {
     ///
     /// Sub-folders are walked; symlinks to files inside the root are listed; symlinks to
     /// folders are not walked (no loops), and anything `get` would refuse is left out.
-    pub fn list(&self, folder: Option<&Name>) -> Result<Vec<ListEntry>, OpenError> {
+    pub fn list(&self, folder: Option<&Name>) -> Result<Vec<FileEntry>, OpenError> {
         let mut entries = Vec::new();
         let mut pending: Vec<Option<Name>> = vec![folder.cloned()];
         if let Some(folder) = folder
@@ -179,7 +178,7 @@ impl Root {
                     if let Ok(meta) = self.dir.metadata(name.as_path())
                         && meta.is_file()
                     {
-                        entries.push(ListEntry { size: meta.len(), mtime: meta.mtime(), name });
+                        entries.push(FileEntry { name, size: meta.len(), mtime: meta.mtime() });
                     }
                 }
             }

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use tracing::debug;
 
+use super::shared::Shared;
 use crate::digest::{Digest, hash_file};
 use crate::name::Name;
-use crate::protocol::{self, ErrorCode, GetHeader, ProtocolError, Request};
-use crate::root::FileVersion;
-use crate::server::Shared;
+use crate::store::{FileEntry, FileVersion, OpenError};
+use crate::wire::{self as protocol, ErrorCode, GetHeader, ListEntry, ProtocolError, Request};
 
 /// Why a connection ended early.
 #[derive(Debug, thiserror::Error)]
@@ -205,7 +205,7 @@ impl<'a> Connection<'a> {
         }
         let (mut file, version) = match shared.root.open_file(name) {
             Ok(opened) => opened,
-            Err(e) => return self.err(e.code(), &e),
+            Err(e) => return self.err(open_error_code(&e), &e),
         };
         let Some(mut reservation) = shared.cache.reserve(name, &version, now) else {
             debug!(peer = %self.peer, %name, size = version.size, "miss, streamed");
@@ -295,12 +295,12 @@ impl<'a> Connection<'a> {
         match self.shared.root.list(folder) {
             Ok(entries) => {
                 protocol::write_ok_count(&mut self.writer, entries.len() as u64)?;
-                for entry in &entries {
-                    entry.write(&mut self.writer)?;
+                for FileEntry { name, size, mtime } in entries {
+                    ListEntry { size, mtime, name }.write(&mut self.writer)?;
                 }
                 Ok(())
             }
-            Err(e) => self.err(e.code(), &e),
+            Err(e) => self.err(open_error_code(&e), &e),
         }
     }
 
@@ -352,6 +352,16 @@ fn matching_offset(resume: Option<(u64, Digest)>, prefix_digest: impl FnOnce(u64
     match resume {
         Some((off, want)) if off > 0 && prefix_digest(off) == Some(want) => off,
         _ => 0,
+    }
+}
+
+/// The reply code for a file the store could not open or list.
+fn open_error_code(e: &OpenError) -> ErrorCode {
+    match e {
+        OpenError::NotFound => ErrorCode::NotFound,
+        OpenError::NotFile => ErrorCode::NotFile,
+        OpenError::Denied => ErrorCode::Denied,
+        OpenError::Io(_) => ErrorCode::Internal,
     }
 }
 

@@ -24,8 +24,8 @@ use cap_std::fs::{Dir, OpenOptions};
 
 use crate::digest::Digest;
 use crate::name::{MAX_NAME_LEN, Name};
-use crate::protocol::{parse_u64, read_line};
-use crate::root::FileVersion;
+use crate::store::FileVersion;
+use crate::wire::{parse_u64, read_line};
 
 const MAGIC: &str = "ftcache2";
 /// Header bytes besides the name and its line feed: the magic, six fixed-width numbers, the digest.

@@ -27,10 +27,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
+use super::mirror::{self, Mirror};
 use crate::digest::Digest;
-use crate::mirror::{self, Mirror};
 use crate::name::Name;
-use crate::root::{FileVersion, Root};
+use crate::store::{FileVersion, Root};
 
 /// A cached file's bytes, shared by every connection sending them.
 pub type Body = Arc<Held>;

@@ -26,8 +26,12 @@ use std::sync::mpsc;
 
 use crate::digest::{Digest, Hasher, feed_file};
 use crate::name::Name;
-pub use crate::outdir::OutDir;
-use crate::protocol::{self, ErrorReply, GetHeader, ListEntry, MAX_REPLY_LINE, ProtocolError, Request};
+pub mod bench;
+mod outdir;
+
+pub use outdir::OutDir;
+
+use crate::wire::{self as protocol, ErrorReply, GetHeader, ListEntry, MAX_REPLY_LINE, ProtocolError, Request};
 
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]

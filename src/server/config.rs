@@ -1,0 +1,54 @@
+//! What the server is told: [`Config`], and every default `ftserver` shows in its help, kept here
+//! once so the binary and the library cannot disagree.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::wire::MAX_REQUEST_LINE;
+
+/// The folder served when none is given.
+pub const DEFAULT_ROOT: &str = "server_downloads";
+/// The cache's mirror folder when none is given.
+pub const DEFAULT_CACHE_DIR: &str = "server_cache";
+
+/// Everything the server needs besides its listener. [`Config::new`] gives `ftserver`'s defaults.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The folder whose files are served.
+    pub root: PathBuf,
+    /// The cache's mirror folder; `None` keeps the cache in memory only.
+    pub cache_dir: Option<PathBuf>,
+    /// Most bytes the cache holds (memory and mirror folder alike).
+    pub cache_size: u64,
+    /// Age after which a cache entry is dropped.
+    pub cache_ttl: Duration,
+    /// Longest request line, in bytes; a longer one gets `ERR too-long` and the connection closes.
+    pub max_line: usize,
+    /// Most connections served at once; more get `ERR busy`.
+    pub max_conns: usize,
+    /// How long a connection may sit between requests.
+    pub idle_timeout: Duration,
+    /// How long one request line may take to arrive once it has begun.
+    pub request_timeout: Duration,
+    /// How long one write to a peer may make no progress.
+    pub send_timeout: Duration,
+    /// How long shutdown waits for connections in flight.
+    pub grace: Duration,
+}
+
+impl Config {
+    pub fn new(root: impl Into<PathBuf>) -> Config {
+        Config {
+            root: root.into(),
+            cache_dir: None,
+            cache_size: 64 << 20,
+            cache_ttl: Duration::from_secs(3600),
+            max_line: MAX_REQUEST_LINE,
+            max_conns: 1024,
+            idle_timeout: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(60),
+            grace: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! The wire protocol: request and reply types, each parser beside its formatter, and the bounded
+//! line reader both sides use.
+//!
+//! Nothing here touches a file or a socket directly: parsing works on byte slices, formatting on
+//! `impl Write`, and reading on `impl BufRead`, so the same code is tested in memory and used over
+//! TCP. README's "Protocol" section is the long form of this summary:
+//!
+//! ```text
+//! request  = verb [SP argument] LF          ; a CR before LF is dropped; verbs are case-insensitive
+//!   list [FOLDER]                           ; FOLDER and NAME are everything after the first space
+//!   get NAME
+//!   resume OFFSET PREFIX-XXH3 NAME          ; continue a download (see README)
+//!   stats
+//!   quit
+//! reply    = "OK" [SP fields] LF [payload]  |  "ERR" SP code SP message LF
+//!   get   -> OK <size> xxh3=<digest>                              then exactly <size> raw bytes
+//!   resume-> OK <n> offset=<o> size=<size> xxh3=<digest>         then the <n> = <size> - <o> bytes from <o>
+//!   list  -> OK <count>            then <count> lines "<size> <mtime-unix-seconds> <name>"
+//!   stats -> OK <count>            then <count> lines "<key> <value>"
+//!   quit  -> OK bye                then the server closes the connection
+//! ```
+//!
+//! Numbers are plain decimal. Fields after the first on an `OK` line are `key=value` pairs that a
+//! reader must ignore when it does not know them, so later versions can add them (a digest, a
+//! resume offset) without breaking older clients.
+
+use crate::name::MAX_NAME_LEN;
+
+/// Longest request line the server reads, in bytes, excluding the line feed.
+pub const MAX_REQUEST_LINE: usize = 4096;
+/// Longest reply line a client reads: a list entry is two numbers and a name.
+pub const MAX_REPLY_LINE: usize = MAX_NAME_LEN + 64;
+
+mod line;
+mod reply;
+mod request;
+mod text;
+
+pub use line::{ProtocolError, read_line, read_line_with};
+pub use reply::*;
+pub use request::{Request, RequestError};
+pub use text::{escape, parse_u64};

@@ -1,0 +1,295 @@
+//! Replies: status lines (`OK ...` / `ERR <code> <message>`) and their payload lines, each writer
+//! beside its parser.
+
+use std::fmt;
+use std::io::{self, BufRead, Write};
+
+use crate::digest::Digest;
+use crate::name::Name;
+
+use super::MAX_REPLY_LINE;
+use super::line::{ProtocolError, read_line};
+use super::text::{escape, malformed, parse_i64, parse_u64};
+
+/// The machine-readable reason in an `ERR` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    UnknownCommand,
+    BadName,
+    NotFound,
+    NotFile,
+    Denied,
+    TooLong,
+    Timeout,
+    Busy,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad-request",
+            ErrorCode::UnknownCommand => "unknown-command",
+            ErrorCode::BadName => "bad-name",
+            ErrorCode::NotFound => "not-found",
+            ErrorCode::NotFile => "not-file",
+            ErrorCode::Denied => "denied",
+            ErrorCode::TooLong => "too-long",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An `ERR` reply as a client sees it. The code is kept as sent, so unknown codes survive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorReply {
+    pub code: String,
+    pub message: String,
+}
+
+impl fmt::Display for ErrorReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+/// Reads one reply status line: `Ok(fields)` for `OK`, `Err(reply)` for `ERR`.
+pub fn read_status(r: &mut impl BufRead, buf: &mut Vec<u8>) -> Result<Result<String, ErrorReply>, ProtocolError> {
+    if !read_line(r, buf, MAX_REPLY_LINE)? {
+        return Err(ProtocolError::Closed);
+    }
+    parse_status(buf)
+}
+
+/// Parses a status line: `OK [fields]` or `ERR <code> <message>`.
+pub fn parse_status(line: &[u8]) -> Result<Result<String, ErrorReply>, ProtocolError> {
+    let line = std::str::from_utf8(line).map_err(|_| malformed("status line is not UTF-8", line))?;
+    if line == "OK" {
+        return Ok(Ok(String::new()));
+    }
+    if let Some(fields) = line.strip_prefix("OK ") {
+        return Ok(Ok(fields.to_string()));
+    }
+    if let Some(rest) = line.strip_prefix("ERR ") {
+        let (code, message) = rest.split_once(' ').unwrap_or((rest, ""));
+        return Ok(Err(ErrorReply { code: code.to_string(), message: message.to_string() }));
+    }
+    Err(malformed("expected OK or ERR", line.as_bytes()))
+}
+
+/// Writes `ERR <code> <message>`; the message is flattened to one line.
+pub fn write_err(w: &mut impl Write, code: ErrorCode, message: &dyn fmt::Display) -> io::Result<()> {
+    let message = escape(&message.to_string());
+    writeln!(w, "ERR {code} {message}")
+}
+
+/// Writes `OK <n>`: the header of a `get` (n = size) or of a `list` or `stats` (n = lines).
+pub fn write_ok_count(w: &mut impl Write, n: u64) -> io::Result<()> {
+    writeln!(w, "OK {n}")
+}
+
+/// Parses the fields of an `OK <n> [key=value...]` line down to `n`, ignoring unknown fields.
+pub fn parse_count(fields: &str) -> Result<u64, ProtocolError> {
+    let first = fields.split(' ').next().unwrap_or("");
+    parse_u64(first).ok_or_else(|| malformed("expected a decimal count", fields.as_bytes()))
+}
+
+/// The status line of a `get` or `resume` reply: `<len>` body bytes follow, which are the
+/// file's bytes from `offset` on; the whole file is `size` bytes with digest `digest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GetHeader {
+    pub len: u64,
+    pub offset: u64,
+    pub size: u64,
+    pub digest: Digest,
+}
+
+impl GetHeader {
+    /// The header for the whole file.
+    pub fn whole(size: u64, digest: Digest) -> GetHeader {
+        GetHeader { len: size, offset: 0, size, digest }
+    }
+
+    /// Writes `OK <len> [offset=<o> size=<size>] xxh3=<digest>`; offset and size only for a
+    /// partial body, so a plain `get` reads `OK <size> xxh3=...`.
+    pub fn write(&self, w: &mut impl Write) -> io::Result<()> {
+        if self.offset == 0 {
+            writeln!(w, "OK {} xxh3={}", self.len, self.digest)
+        } else {
+            writeln!(w, "OK {} offset={} size={} xxh3={}", self.len, self.offset, self.size, self.digest)
+        }
+    }
+
+    /// Parses the fields after `OK `. Unknown `key=value` fields are ignored; known ones must be
+    /// well-formed, the digest must be present, and `offset + len` must equal `size`.
+    pub fn parse(fields: &str) -> Result<GetHeader, ProtocolError> {
+        let bad = |what: &str| malformed(what, fields.as_bytes());
+        let mut parts = fields.split(' ');
+        let len = parts.next().and_then(parse_u64).ok_or_else(|| bad("expected a decimal size"))?;
+        let (mut offset, mut size, mut digest) = (0, None, None);
+        for field in parts {
+            match field.split_once('=') {
+                Some(("offset", v)) => offset = parse_u64(v).ok_or_else(|| bad("bad offset"))?,
+                Some(("size", v)) => size = Some(parse_u64(v).ok_or_else(|| bad("bad size"))?),
+                Some(("xxh3", v)) => digest = Some(Digest::parse(v).ok_or_else(|| bad("bad xxh3 digest"))?),
+                _ => {}
+            }
+        }
+        let size = size.unwrap_or(len);
+        if offset.checked_add(len) != Some(size) {
+            return Err(bad("offset + length disagrees with size"));
+        }
+        let digest = digest.ok_or_else(|| bad("no xxh3 digest"))?;
+        Ok(GetHeader { len, offset, size, digest })
+    }
+}
+
+/// One line of a `list` reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListEntry {
+    pub size: u64,
+    /// Modification time, seconds since the Unix epoch.
+    pub mtime: i64,
+    pub name: Name,
+}
+
+impl ListEntry {
+    pub fn write(&self, w: &mut impl Write) -> io::Result<()> {
+        writeln!(w, "{} {} {}", self.size, self.mtime, self.name)
+    }
+
+    /// Parses `<size> <mtime> <name>`; the name is the rest of the line and must be a valid name.
+    pub fn parse(line: &[u8]) -> Result<ListEntry, ProtocolError> {
+        let text = std::str::from_utf8(line).map_err(|_| malformed("list entry is not UTF-8", line))?;
+        let mut parts = text.splitn(3, ' ');
+        let (size, mtime, name) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(s), Some(m), Some(n)) => (s, m, n),
+            _ => return Err(malformed("expected '<size> <mtime> <name>'", line)),
+        };
+        let size = parse_u64(size).ok_or_else(|| malformed("bad size in list entry", line))?;
+        let mtime = parse_i64(mtime).ok_or_else(|| malformed("bad mtime in list entry", line))?;
+        let name = Name::parse(name).map_err(|e| malformed(&format!("bad name in list entry: {e}"), line))?;
+        Ok(ListEntry { size, mtime, name })
+    }
+}
+
+/// Writes one line of a `stats` reply.
+pub fn write_stat(w: &mut impl Write, key: &str, value: u64) -> io::Result<()> {
+    writeln!(w, "{key} {value}")
+}
+
+/// Parses one line of a `stats` reply: a counter's name and value.
+pub fn parse_stat(line: &[u8]) -> Result<(String, u64), ProtocolError> {
+    let text = std::str::from_utf8(line).map_err(|_| malformed("stat line is not UTF-8", line))?;
+    match text.split_once(' ') {
+        Some((key, value)) if !key.is_empty() => match parse_u64(value) {
+            Some(v) => Ok((key.to_string(), v)),
+            None => Err(malformed("bad stat value", line)),
+        },
+        _ => Err(malformed("expected '<key> <value>'", line)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> Name {
+        Name::parse(s).unwrap()
+    }
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(parse_status(b"OK 12").unwrap(), Ok("12".to_string()));
+        assert_eq!(parse_status(b"OK").unwrap(), Ok(String::new()));
+        let err = parse_status(b"ERR not-found no such file: x").unwrap().unwrap_err();
+        assert_eq!((err.code.as_str(), err.message.as_str()), ("not-found", "no such file: x"));
+        assert!(parse_status(b"HTTP/1.1 200 OK").is_err());
+        assert!(parse_status(b"OKAY").is_err());
+    }
+
+    #[test]
+    fn counts_are_strict_decimal_and_ignore_extra_fields() {
+        assert_eq!(parse_count("42").unwrap(), 42);
+        assert_eq!(parse_count("42 xxh3=abc").unwrap(), 42);
+        for bad in ["", "-1", "+1", " 1", "0x10", "1e3", "18446744073709551616"] {
+            assert!(parse_count(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn get_headers_round_trip_and_are_checked() {
+        let d = Digest::of(b"x");
+        for h in [GetHeader::whole(10, d), GetHeader { len: 4, offset: 6, size: 10, digest: d }, GetHeader::whole(0, d)]
+        {
+            let mut out = Vec::new();
+            h.write(&mut out).unwrap();
+            let fields = std::str::from_utf8(&out).unwrap().strip_prefix("OK ").unwrap().trim_end();
+            assert_eq!(GetHeader::parse(fields).unwrap(), h);
+        }
+        assert_eq!(GetHeader::parse(&format!("5 future=1 xxh3={d}")).unwrap(), GetHeader::whole(5, d));
+        for bad in [
+            "5".to_string(),
+            format!("5 xxh3={d}0"),
+            format!("5 offset=1 xxh3={d}"),
+            format!("5 offset=1 size=7 xxh3={d}"),
+            format!("5 offset=x size=6 xxh3={d}"),
+            format!("18446744073709551615 offset=1 size=0 xxh3={d}"),
+        ] {
+            assert!(GetHeader::parse(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn list_entries_round_trip() {
+        let e = ListEntry { size: 7, mtime: -3, name: name("a dir/b c.txt") };
+        let mut out = Vec::new();
+        e.write(&mut out).unwrap();
+        assert_eq!(out, b"7 -3 a dir/b c.txt\n");
+        assert_eq!(ListEntry::parse(&out[..out.len() - 1]).unwrap(), e);
+        assert!(ListEntry::parse(b"7 3 ../x").is_err());
+        assert!(ListEntry::parse(b"7 x").is_err());
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        let mut out = Vec::new();
+        write_err(&mut out, ErrorCode::NotFound, &"a\nb").unwrap();
+        assert_eq!(out, b"ERR not-found a\\nb\n");
+    }
+
+    #[test]
+    fn stat_lines() {
+        assert_eq!(parse_stat(b"hits 3").unwrap(), ("hits".to_string(), 3));
+        assert!(parse_stat(b"hits").is_err());
+        assert!(parse_stat(b"hits -1").is_err());
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn get_headers_round_trip(len in any::<u64>(), offset in any::<u64>(), d in any::<u128>()) {
+            if let Some(size) = len.checked_add(offset) {
+                let h = GetHeader { len, offset, size, digest: Digest(d) };
+                let mut out = Vec::new();
+                h.write(&mut out).unwrap();
+                let line = std::str::from_utf8(&out).unwrap();
+                prop_assert_eq!(GetHeader::parse(&line[3..line.len() - 1]).unwrap(), h);
+            }
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Requests: the parser beside the formatter. A request is one line, `verb [argument]`; see the
+//! [module doc](super) for the grammar.
+
+use std::fmt;
+
+use crate::digest::Digest;
+use crate::name::{Name, NameError};
+
+use super::reply::ErrorCode;
+use super::text::{escape, parse_u64};
+
+/// A parsed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Every servable file, or those under one folder.
+    List(Option<Name>),
+    Get(Name),
+    /// The file from `offset` on, if its first `offset` bytes have digest `prefix`; else all of it.
+    Resume {
+        offset: u64,
+        prefix: Digest,
+        name: Name,
+    },
+    Stats,
+    Quit,
+}
+
+/// Why a request line was refused. The connection stays usable after each of these.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("request is not valid UTF-8")]
+    NotUtf8,
+    #[error("empty request")]
+    Empty,
+    #[error("unknown command '{0}' (try list, get NAME, resume, stats, quit)")]
+    UnknownCommand(String),
+    #[error("'{0}' needs a file name")]
+    MissingName(&'static str),
+    #[error("'{0}' takes no argument")]
+    UnexpectedArgument(&'static str),
+    #[error("usage: resume OFFSET PREFIX-XXH3 NAME")]
+    BadResume,
+    #[error("bad name: {0}")]
+    BadName(#[from] NameError),
+}
+
+impl RequestError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            RequestError::UnknownCommand(_) => ErrorCode::UnknownCommand,
+            RequestError::BadName(_) => ErrorCode::BadName,
+            _ => ErrorCode::BadRequest,
+        }
+    }
+}
+
+impl Request {
+    /// Parses one request line (without its line feed; a trailing CR is tolerated).
+    pub fn parse(line: &[u8]) -> Result<Request, RequestError> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let line = std::str::from_utf8(line).map_err(|_| RequestError::NotUtf8)?;
+        let (verb, arg) = match line.split_once(' ') {
+            Some((verb, arg)) => (verb, Some(arg)),
+            None => (line, None),
+        };
+        if verb.is_empty() {
+            return Err(RequestError::Empty);
+        }
+        if verb.eq_ignore_ascii_case("get") {
+            match arg {
+                Some(name) if !name.is_empty() => Ok(Request::Get(Name::parse(name)?)),
+                _ => Err(RequestError::MissingName("get")),
+            }
+        } else if verb.eq_ignore_ascii_case("resume") {
+            let mut parts = arg.unwrap_or("").splitn(3, ' ');
+            let offset = parts.next().and_then(parse_u64).ok_or(RequestError::BadResume)?;
+            let prefix = parts.next().and_then(Digest::parse).ok_or(RequestError::BadResume)?;
+            let name = parts.next().filter(|n| !n.is_empty()).ok_or(RequestError::BadResume)?;
+            Ok(Request::Resume { offset, prefix, name: Name::parse(name)? })
+        } else if verb.eq_ignore_ascii_case("list") {
+            match arg {
+                None | Some("") => Ok(Request::List(None)),
+                Some(folder) => Ok(Request::List(Some(Name::parse(folder)?))),
+            }
+        } else if verb.eq_ignore_ascii_case("stats") {
+            no_argument(arg, "stats").map(|()| Request::Stats)
+        } else if verb.eq_ignore_ascii_case("quit") {
+            no_argument(arg, "quit").map(|()| Request::Quit)
+        } else {
+            let shown: String = verb.chars().take(32).collect();
+            Err(RequestError::UnknownCommand(escape(&shown)))
+        }
+    }
+}
+
+fn no_argument(arg: Option<&str>, verb: &'static str) -> Result<(), RequestError> {
+    match arg {
+        None | Some("") => Ok(()),
+        Some(_) => Err(RequestError::UnexpectedArgument(verb)),
+    }
+}
+
+/// The canonical request line, without its line feed.
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Request::List(None) => f.write_str("list"),
+            Request::List(Some(folder)) => write!(f, "list {folder}"),
+            Request::Get(name) => write!(f, "get {name}"),
+            Request::Resume { offset, prefix, name } => write!(f, "resume {offset} {prefix} {name}"),
+            Request::Stats => f.write_str("stats"),
+            Request::Quit => f.write_str("quit"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> Name {
+        Name::parse(s).unwrap()
+    }
+
+    #[test]
+    fn parses_each_verb_case_insensitively() {
+        assert_eq!(Request::parse(b"list"), Ok(Request::List(None)));
+        assert_eq!(Request::parse(b"LIST docs"), Ok(Request::List(Some(name("docs")))));
+        assert_eq!(Request::parse(b"Get file1.txt\r"), Ok(Request::Get(name("file1.txt"))));
+        assert_eq!(Request::parse(b"get a b  c"), Ok(Request::Get(name("a b  c"))));
+        assert_eq!(Request::parse(b"stats"), Ok(Request::Stats));
+        let prefix = Digest::of(b"abc");
+        assert_eq!(
+            Request::parse(format!("resume 3 {prefix} a b").as_bytes()),
+            Ok(Request::Resume { offset: 3, prefix, name: name("a b") })
+        );
+        assert_eq!(Request::parse(b"QUIT"), Ok(Request::Quit));
+    }
+
+    #[test]
+    fn refuses_bad_requests_with_the_right_code() {
+        let code = |line: &[u8]| Request::parse(line).unwrap_err().code();
+        assert_eq!(code(b""), ErrorCode::BadRequest);
+        assert_eq!(code(b" get x"), ErrorCode::BadRequest);
+        assert_eq!(code(b"get"), ErrorCode::BadRequest);
+        assert_eq!(code(b"get "), ErrorCode::BadRequest);
+        assert_eq!(code(b"quit now"), ErrorCode::BadRequest);
+        assert_eq!(code(b"\xff\xfe"), ErrorCode::BadRequest);
+        assert_eq!(code(b"fetch x"), ErrorCode::UnknownCommand);
+        assert_eq!(code(b"get ../x"), ErrorCode::BadName);
+        assert_eq!(code(b"get /etc/passwd"), ErrorCode::BadName);
+        assert_eq!(code(b"list a/../.."), ErrorCode::BadName);
+        assert_eq!(code(b"resume"), ErrorCode::BadRequest);
+        assert_eq!(code(b"resume 1 abc x"), ErrorCode::BadRequest);
+        assert_eq!(code(b"resume -1 00000000000000000000000000000000 x"), ErrorCode::BadRequest);
+        assert_eq!(code(b"resume 1 00000000000000000000000000000000"), ErrorCode::BadRequest);
+        assert_eq!(code(b"resume 1 00000000000000000000000000000000 ../x"), ErrorCode::BadName);
+    }
+
+    #[test]
+    fn format_then_parse_is_identity() {
+        for req in [
+            Request::List(None),
+            Request::List(Some(name("docs/sub"))),
+            Request::Get(name("with space/ünï.txt")),
+            Request::Resume { offset: 9, prefix: Digest(u128::MAX), name: name("r") },
+            Request::Stats,
+            Request::Quit,
+        ] {
+            assert_eq!(Request::parse(req.to_string().as_bytes()), Ok(req));
+        }
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn name() -> impl Strategy<Value = Name> {
+        "[a-zA-Z0-9 ._é-]{1,12}(/[a-zA-Z0-9 ._é-]{1,12}){0,3}"
+            .prop_filter_map("valid names only", |s| Name::parse(&s).ok())
+    }
+
+    fn request() -> impl Strategy<Value = Request> {
+        prop_oneof![
+            proptest::option::of(name()).prop_map(Request::List),
+            name().prop_map(Request::Get),
+            (any::<u64>(), any::<u128>(), name()).prop_map(|(offset, d, name)| Request::Resume {
+                offset,
+                prefix: Digest(d),
+                name
+            }),
+            Just(Request::Stats),
+            Just(Request::Quit),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn format_then_parse_round_trips(req in request()) {
+            prop_assert_eq!(Request::parse(req.to_string().as_bytes()), Ok(req));
+        }
+
+        /// Any bytes at all: no panic, and whatever name comes out is a checked one.
+        #[test]
+        fn parsing_arbitrary_bytes_is_total(line in proptest::collection::vec(any::<u8>(), 0..80)) {
+            match Request::parse(&line) {
+                Ok(Request::Get(n)) | Ok(Request::Resume { name: n, .. }) | Ok(Request::List(Some(n))) => {
+                    prop_assert_eq!(Name::parse(n.as_str()), Ok(n.clone()));
+                }
+                _ => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! Numbers and peer text on the wire: strict decimal parsing, and escaping whatever a peer sent
+//! before it reaches a log or a terminal.
+
+use super::line::ProtocolError;
+
+/// A strict decimal `u64`: ASCII digits only (no sign, no spaces), no overflow.
+pub fn parse_u64(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+pub(super) fn parse_i64(s: &str) -> Option<i64> {
+    match s.strip_prefix('-') {
+        Some(digits) => parse_u64(digits).and_then(|v| 0i64.checked_sub_unsigned(v)),
+        None => parse_u64(s).and_then(|v| i64::try_from(v).ok()),
+    }
+}
+
+/// Escapes control characters so a peer's text cannot forge lines or terminal sequences.
+pub fn escape(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
+}
+
+pub(super) fn malformed(what: &str, line: &[u8]) -> ProtocolError {
+    let shown: String = String::from_utf8_lossy(&line[..line.len().min(80)]).into_owned();
+    ProtocolError::Malformed(format!("{what}: {:?}", escape(&shown)))
+}
