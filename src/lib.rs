@@ -28,6 +28,8 @@
 //! any error        ->  ERR <code> <message>\n   (the connection stays usable)
 //! ```
 
+#![deny(unsafe_code)]
+
 pub mod client;
 pub mod digest;
 pub mod human;

@@ -7,9 +7,7 @@
 //! files already verified in memory are written unnamed and linked in ([`OutDir::save_whole`]).
 
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
 use cap_std::fs::{Dir, File, OpenOptions};
 use parking_lot::Mutex;
+use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
+use rustix::io::Errno;
 
 use crate::name::Name;
 
@@ -146,22 +146,14 @@ impl OutDir {
         if !self.keep_existing {
             return dir.rename(format!("{file}.part"), &dir, file);
         }
-        let from = CString::new(format!("{file}.part")).map_err(io::Error::other)?;
-        let to = CString::new(file).map_err(io::Error::other)?;
-        // SAFETY: a plain system call on a directory fd `dir` keeps open and NUL-terminated names.
-        let renamed = unsafe {
-            libc::renameat2(dir.as_raw_fd(), from.as_ptr(), dir.as_raw_fd(), to.as_ptr(), libc::RENAME_NOREPLACE)
-        };
-        if renamed != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        rustix::fs::renameat_with(&*dir, format!("{file}.part"), &*dir, file, RenameFlags::NOREPLACE)?;
         Ok(())
     }
 }
 
 /// Names the symlink when an open refused to follow one.
 fn not_a_symlink(e: io::Error, what: &str) -> io::Error {
-    if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENOTDIR) {
+    if matches!(Errno::from_io_error(&e), Some(Errno::LOOP | Errno::NOTDIR)) {
         return io::Error::new(e.kind(), format!("'{what}' is a symlink or not a folder; not following it"));
     }
     e
@@ -170,42 +162,20 @@ fn not_a_symlink(e: io::Error, what: &str) -> io::Error {
 /// Writes `bytes` to an unnamed file in `dir` and links it as `file` (which must not exist; a
 /// symlink there is not followed either: linkat fails with EEXIST).
 fn link_unnamed(dir: &Dir, file: &str, bytes: &[u8]) -> io::Result<()> {
-    let target = CString::new(file).map_err(io::Error::other)?;
-    // SAFETY: plain system calls on a directory fd that `dir` keeps open and on NUL-terminated
-    // paths; the new fd is owned by `tmp` at once.
-    let tmp = unsafe {
-        let fd =
-            libc::openat(dir.as_raw_fd(), c".".as_ptr(), libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC, 0o666);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        std::fs::File::from_raw_fd(fd)
-    };
+    let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
+    let tmp = std::fs::File::from(rustix::fs::openat(dir, ".", flags, Mode::from_raw_mode(0o666))?);
     (&tmp).write_all(bytes)?;
     // Linking the fd itself (AT_EMPTY_PATH) is cheapest but needs CAP_DAC_READ_SEARCH; the
     // /proc/self/fd path works for anyone. Remember which one this process may use.
     if EMPTY_PATH_WORKS.load(Ordering::Relaxed) {
-        // SAFETY: as above.
-        let linked = unsafe {
-            libc::linkat(tmp.as_raw_fd(), c"".as_ptr(), dir.as_raw_fd(), target.as_ptr(), libc::AT_EMPTY_PATH)
-        };
-        if linked == 0 {
-            return Ok(());
+        match rustix::fs::linkat(&tmp, "", dir, file, AtFlags::EMPTY_PATH) {
+            Ok(()) => return Ok(()),
+            Err(Errno::NOENT | Errno::PERM | Errno::INVAL) => EMPTY_PATH_WORKS.store(false, Ordering::Relaxed),
+            Err(e) => return Err(e.into()),
         }
-        let e = io::Error::last_os_error();
-        if !matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EPERM | libc::EINVAL)) {
-            return Err(e);
-        }
-        EMPTY_PATH_WORKS.store(false, Ordering::Relaxed);
     }
-    let proc_path = CString::new(format!("/proc/self/fd/{}", tmp.as_raw_fd())).map_err(io::Error::other)?;
-    // SAFETY: as above.
-    let linked = unsafe {
-        libc::linkat(libc::AT_FDCWD, proc_path.as_ptr(), dir.as_raw_fd(), target.as_ptr(), libc::AT_SYMLINK_FOLLOW)
-    };
-    if linked != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&tmp));
+    rustix::fs::linkat(rustix::fs::CWD, proc_path, dir, file, AtFlags::SYMLINK_FOLLOW)?;
     Ok(())
 }
 
@@ -214,5 +184,5 @@ static EMPTY_PATH_WORKS: AtomicBool = AtomicBool::new(true);
 
 /// Whether an `O_TMPFILE` open failed because the file system (or /proc) cannot do it.
 fn unnamed_unsupported(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL | libc::ENOENT | libc::EXDEV))
+    matches!(Errno::from_io_error(e), Some(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOENT | Errno::XDEV))
 }

@@ -9,7 +9,6 @@
 
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -318,21 +317,15 @@ impl<'a> Connection<'a> {
 /// cache to the socket with no copy through this process. Returns how many were sent, fewer if
 /// the file ended early. The socket's send timeout bounds each call, as it does a `write`.
 fn send_file(stream: &TcpStream, file: &std::fs::File, offset: u64, len: u64) -> io::Result<u64> {
-    let mut at = libc::off_t::try_from(offset).map_err(io::Error::other)?;
+    let mut at = offset;
     let mut sent = 0u64;
     while sent < len {
         let chunk = usize::try_from(len - sent).unwrap_or(usize::MAX).min(1 << 30);
-        // SAFETY: both fds are open for the duration of the call; `at` is a valid off_t.
-        let n = unsafe { libc::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut at, chunk) };
-        match n {
-            0 => break,
-            n if n > 0 => sent += n as u64,
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
+        match rustix::fs::sendfile(stream, file, Some(&mut at), chunk) {
+            Ok(0) => break,
+            Ok(n) => sent += n as u64,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(sent)

@@ -13,7 +13,6 @@
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,7 +42,7 @@ use shared::Shared;
 use crate::store::Root;
 
 /// Connections the kernel may queue before the accept loop takes them.
-const LISTEN_BACKLOG: libc::c_int = 4096;
+const LISTEN_BACKLOG: i32 = 4096;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -150,9 +149,9 @@ impl Server {
         // std listens with a backlog of 128; a burst of connections beyond what the accept loop
         // has taken yet would have its SYNs dropped and retried a second later. Ask for more
         // (the kernel caps it at net.core.somaxconn).
-        // SAFETY: listen on a socket that is already listening only updates its backlog.
-        unsafe {
-            libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG);
+        // Calling listen on a socket that is already listening only updates its backlog.
+        if let Err(e) = rustix::net::listen(&listener, LISTEN_BACKLOG) {
+            debug!("cannot raise the listen backlog: {e}");
         }
         // Each connection thread holds a clone; all dropped means all connections are done.
         let (alive, all_done) = mpsc::channel::<()>();
@@ -290,18 +289,11 @@ impl Shutdown {
 /// Raises the soft limit on open files to the hard limit (each connection holds one), and
 /// returns the new soft limit.
 pub fn raise_fd_limit() -> io::Result<u64> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    // `None` is "unlimited".
+    if lim.current.is_some() && lim.current != lim.maximum {
+        setrlimit(Resource::Nofile, Rlimit { current: lim.maximum, maximum: lim.maximum })?;
     }
-    Ok(lim.rlim_cur)
+    Ok(lim.maximum.unwrap_or(u64::MAX))
 }

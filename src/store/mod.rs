@@ -9,13 +9,14 @@
 //! regular, so a fifo or device in the tree cannot stall a connection's thread.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use cap_std::fs::{Dir, MetadataExt as _, OpenOptions, OpenOptionsExt as _};
+use rustix::fs::{AtFlags, FileType, OFlags};
+use rustix::io::Errno;
 
-use crate::name::{MAX_NAME_LEN, Name};
+use crate::name::Name;
 
 /// What identifies one version of a file's contents: a change to any field means new contents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -56,7 +57,7 @@ impl From<io::Error> for OpenError {
             io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => OpenError::NotFound,
             // cap-std reports an escape from the root as PermissionDenied; ELOOP is a symlink loop.
             io::ErrorKind::PermissionDenied => OpenError::Denied,
-            _ if e.raw_os_error() == Some(libc::ELOOP) => OpenError::Denied,
+            _ if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) => OpenError::Denied,
             _ => OpenError::Io(e),
         }
     }
@@ -103,25 +104,14 @@ impl Root {
     /// means the very same inode, unchanged. It reveals nothing of a file outside. `None` when the
     /// file is gone or not a regular file.
     pub fn version(&self, name: &Name) -> Option<FileVersion> {
-        let mut path = [0u8; MAX_NAME_LEN + 1];
-        let bytes = name.as_str().as_bytes();
-        path.get_mut(..bytes.len())?.copy_from_slice(bytes);
-        // SAFETY: `path` is NUL-terminated (names hold no NUL and are at most MAX_NAME_LEN bytes),
-        // `st` is a plain C struct the call fills, and the directory fd stays open while `self` lives.
-        let st = unsafe {
-            let mut st: libc::stat = std::mem::zeroed();
-            if libc::fstatat(self.dir.as_raw_fd(), path.as_ptr().cast(), &mut st, 0) != 0 {
-                return None;
-            }
-            st
-        };
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        let st = rustix::fs::statat(&self.dir, name.as_str(), AtFlags::empty()).ok()?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             return None;
         }
         Some(FileVersion {
             size: st.st_size as u64,
-            mtime_sec: st.st_mtime,
-            mtime_nsec: st.st_mtime_nsec,
+            mtime_sec: st.st_mtime as i64,
+            mtime_nsec: st.st_mtime_nsec as i64,
             ino: st.st_ino,
             dev: st.st_dev,
         })
@@ -131,7 +121,7 @@ impl Root {
     pub fn open_file(&self, name: &Name) -> Result<(std::fs::File, FileVersion), OpenError> {
         let mut options = OpenOptions::new();
         // Non-blocking so a fifo cannot stall the open; it changes nothing for regular files.
-        options.read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+        options.read(true).custom_flags((OFlags::NONBLOCK | OFlags::NOCTTY).bits() as i32);
         let file = self.dir.open_with(name.as_path(), &options)?.into_std();
         let meta = file.metadata()?;
         if !meta.is_file() {
