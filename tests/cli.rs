@@ -270,7 +270,17 @@ fn running_out_of_file_descriptors_backs_off_without_spinning_or_crashing() {
     let spent = server.cpu_time() - before;
     assert!(spent < std::time::Duration::from_millis(100), "spinning: {spent:?} of CPU in 1 s");
     drop(hold);
-    let (code, out, err) = ftclient(work.path(), server.port, &["list"], b"");
+    // The connections still queued when the peers closed are accepted, and hold a descriptor each
+    // until their threads see the close; a request in that window may itself run out. Recovery
+    // is what is tested: the server serves again within a few seconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (code, out, err) = loop {
+        let (code, out, err) = ftclient(work.path(), server.port, &["list"], b"");
+        if code == 0 || std::time::Instant::now() > deadline {
+            break (code, out, err);
+        }
+        thread::sleep(std::time::Duration::from_millis(100));
+    };
     assert_eq!(code, 0, "{err}");
     assert!(String::from_utf8_lossy(&out).contains("file1.txt"));
 }
