@@ -7,11 +7,13 @@
 //!
 //! # Layout
 //! Each folder is one side of the system; imports run one way: binaries -> [`server`] /
-//! [`client`] -> [`wire`], [`store`] -> [`name`], [`digest`].
+//! [`client`] -> [`wire`], [`store`] -> [`name`], [`digest`], [`transport`].
 //! - [`name`]: [`name::Name`], the checked relative file name both sides resolve paths with.
 //! - [`digest`]: XXH3-128 digests of bytes and files, and their hex form on the wire.
 //! - [`wire`]: requests and typed replies, each parser beside its formatter; the bounded line
 //!   reader; numbers; escaping of peer text.
+//! - [`transport`]: the byte stream a connection runs over (plain TCP today, TLS next), and
+//!   whether it can take `sendfile`; buffered both ways over one owner, never split.
 //! - [`store`]: the served folder: file versions, open and list strictly beneath the root.
 //! - [`server`]: configuration and defaults, the listener and its limits, the connection loop,
 //!   answering a `get`, the byte-capped cache and its mirror in `server_cache/`, the digest memo.
@@ -36,6 +38,7 @@ pub mod human;
 pub mod name;
 pub mod server;
 pub mod store;
+pub mod transport;
 pub mod wire;
 
 /// The port both binaries use when none is given.

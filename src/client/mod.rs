@@ -1,6 +1,7 @@
 //! The client: one connection, the requests over it, and saving downloads safely.
 //!
-//! A [`Client`] speaks the protocol over one TCP connection and never trusts it: status lines
+//! A [`Client`] speaks the protocol over one connection (a [`Transport`], read and written by one
+//! owner, never split) and never trusts it: status lines
 //! and list entries are parsed strictly, a body is read to exactly its announced size through a
 //! fixed buffer (a body that ends early is an error, bytes beyond it are never written), and
 //! every body is hashed as it streams in and checked against the digest the server announced.
@@ -16,7 +17,7 @@
 //! so many small files cost one round trip in all rather than one each.
 
 use std::collections::VecDeque;
-use std::io::{self, BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufWriter, Seek, SeekFrom, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use std::sync::mpsc;
 
 use crate::digest::{Digest, Hasher, feed_file};
 use crate::name::Name;
+use crate::transport::{BufStream, Transport};
 pub mod bench;
 mod outdir;
 
@@ -226,8 +228,8 @@ pub trait Progress: Send + Sync {
 
 /// A connection to an ft server.
 pub struct Client {
-    reader: BufReader<TcpStream>,
-    writer: BufWriter<TcpStream>,
+    /// The connection, buffered both ways (64 KiB for replies and bodies, 8 KiB for requests).
+    stream: BufStream,
     line: Vec<u8>,
     /// Set once the stream may be out of step (a reply was not read to its end).
     broken: bool,
@@ -255,8 +257,7 @@ impl Client {
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         Ok(Client {
-            reader: BufReader::with_capacity(64 << 10, stream.try_clone()?),
-            writer: BufWriter::new(stream),
+            stream: BufStream::new(Transport::plain(stream), 64 << 10, 8 << 10),
             line: Vec::new(),
             broken: false,
             progress: None,
@@ -384,7 +385,7 @@ impl Client {
                     next += 1;
                     match InFlight::prepare(name, dir, resume) {
                         Ok((request, flight)) => {
-                            if let Err(e) = writeln!(self.writer, "{request}") {
+                            if let Err(e) = writeln!(self.stream, "{request}") {
                                 self.broken = true;
                                 report(name, Err(e.into()));
                                 return names.len() - next + in_flight.len();
@@ -394,7 +395,7 @@ impl Client {
                         Err(e) => report(name, Err(e)),
                     }
                 }
-                if let Err(e) = self.writer.flush() {
+                if let Err(e) = self.stream.flush() {
                     self.broken = true;
                     let left = names.len() - next + in_flight.len();
                     if let Some(flight) = in_flight.front() {
@@ -412,7 +413,7 @@ impl Client {
                         report(&name, result);
                     }
                     // Nothing more to read without waiting: a good moment to give the writers work.
-                    if self.reader.buffer().is_empty() {
+                    if self.stream.buffer().is_empty() {
                         for (name, result) in saver.hand_off() {
                             report(&name, result);
                         }
@@ -441,7 +442,7 @@ impl Client {
         let InFlight { name, part, mut hasher } = flight;
         let local = |source| ClientError::Local { path: dir.path().join(name.part_path()), source };
         self.broken = true;
-        let fields = protocol::read_status(&mut self.reader, &mut self.line)?;
+        let fields = protocol::read_status(&mut self.stream, &mut self.line)?;
         let header = match fields {
             Ok(fields) => GetHeader::parse(&fields)?,
             Err(reply) => {
@@ -512,9 +513,9 @@ impl Client {
             return Err(ClientError::Broken);
         }
         self.broken = true;
-        writeln!(self.writer, "{request}")?;
-        self.writer.flush()?;
-        let status = protocol::read_status(&mut self.reader, &mut self.line)?;
+        writeln!(self.stream, "{request}")?;
+        self.stream.flush()?;
+        let status = protocol::read_status(&mut self.stream, &mut self.line)?;
         self.broken = false;
         status.map_err(ClientError::Server)
     }
@@ -530,7 +531,7 @@ impl Client {
     }
 
     fn read_line(&mut self) -> Result<&[u8], ClientError> {
-        if !protocol::read_line(&mut self.reader, &mut self.line, MAX_REPLY_LINE)? {
+        if !protocol::read_line(&mut self.stream, &mut self.line, MAX_REPLY_LINE)? {
             self.broken = true;
             return Err(ProtocolError::Closed.into());
         }
@@ -551,7 +552,7 @@ impl Client {
         let mut left = len;
         let mut local = Ok(());
         while left > 0 {
-            let chunk = match self.reader.fill_buf() {
+            let chunk = match self.stream.fill_buf() {
                 Ok([]) => return Err(ClientError::ShortBody { expected: len, received: len - left }),
                 Ok(chunk) => chunk,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -568,7 +569,7 @@ impl Client {
                     return Ok(local);
                 }
             }
-            self.reader.consume(n);
+            self.stream.consume(n);
             left -= n as u64;
         }
         self.broken = false;

@@ -7,19 +7,24 @@
 //! socket's send timeout, which the kernel applies between two writes that make progress: a slow
 //! but steady reader is served, one that stops reading releases the thread.
 
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::fs::File;
+use std::io::{self, BufRead, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::BorrowedFd;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tracing::debug;
 
+use super::get::{self, Source};
 use super::shared::Shared;
-use crate::digest::{Digest, hash_file};
+use crate::digest::Digest;
 use crate::name::Name;
-use crate::store::{FileEntry, FileVersion, OpenError};
-use crate::wire::{self as protocol, ErrorCode, GetHeader, ListEntry, ProtocolError, Request};
+use crate::store::FileEntry;
+use crate::transport::{BufStream, Transport};
+use crate::wire::{self as protocol, ErrorCode, ListEntry, ProtocolError, Request};
 
 /// Why a connection ended early.
 #[derive(Debug, thiserror::Error)]
@@ -63,34 +68,14 @@ impl From<ProtocolError> for ConnError {
     }
 }
 
-/// A shared socket usable as both halves: `&TcpStream` reads and writes, so no `dup` is needed.
-pub(crate) struct Sock(pub Arc<TcpStream>);
-
-impl Read for Sock {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self.0).read(buf)
-    }
-}
-
-impl Write for Sock {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self.0).write(buf)
-    }
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        (&*self.0).write_vectored(bufs)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// One client's connection.
 pub(crate) struct Connection<'a> {
     shared: &'a Shared,
     peer: SocketAddr,
-    stream: Arc<TcpStream>,
-    reader: BufReader<Sock>,
-    writer: BufWriter<Sock>,
+    /// The socket under the transport, to set its receive timeout while the stream is borrowed.
+    tcp: Arc<TcpStream>,
+    /// The transport, buffered both ways.
+    stream: BufStream,
     /// The receive timeout currently set on the socket, to skip redundant system calls.
     read_timeout: Option<Duration>,
     /// Requests answered on this connection, for its closing log line.
@@ -104,22 +89,18 @@ impl<'a> Connection<'a> {
     /// if the peer closed without sending anything. The read and write buffers (72 KiB) are only
     /// allocated once there is something to read, so an idle connection costs little more than
     /// its thread's stack: 10,000 of them fit in about 100 MiB.
-    pub(crate) fn open(
-        shared: &'a Shared,
-        stream: Arc<TcpStream>,
-        peer: SocketAddr,
-    ) -> Result<Option<Self>, ConnError> {
+    pub(crate) fn open(shared: &'a Shared, transport: Transport, peer: SocketAddr) -> Result<Option<Self>, ConnError> {
         let idle = shared.config.idle_timeout;
-        stream.set_read_timeout(Some(idle))?;
-        if stream.peek(&mut [0u8; 1])? == 0 {
+        let tcp = transport.tcp_handle();
+        tcp.set_read_timeout(Some(idle))?;
+        if tcp.peek(&mut [0u8; 1])? == 0 {
             return Ok(None);
         }
-        stream.set_nodelay(true)?;
-        stream.set_write_timeout(Some(shared.config.send_timeout))?;
-        let reader = BufReader::with_capacity(8 << 10, Sock(stream.clone()));
-        let writer = BufWriter::with_capacity(64 << 10, Sock(stream.clone()));
+        tcp.set_nodelay(true)?;
+        tcp.set_write_timeout(Some(shared.config.send_timeout))?;
+        let stream = BufStream::new(transport, 8 << 10, 64 << 10);
         let read_timeout = Some(idle);
-        Ok(Some(Connection { shared, peer, stream, reader, writer, read_timeout, requests: 0, bytes: 0 }))
+        Ok(Some(Connection { shared, peer, tcp, stream, read_timeout, requests: 0, bytes: 0 }))
     }
 
     /// Answers requests until the peer quits or closes, or a limit is hit.
@@ -127,19 +108,19 @@ impl<'a> Connection<'a> {
         let config = &self.shared.config;
         let mut line = Vec::with_capacity(256);
         loop {
-            if self.reader.buffer().is_empty() {
-                self.writer.flush()?;
-                set_timeout(&self.stream, &mut self.read_timeout, config.idle_timeout)?;
-                if self.reader.fill_buf()?.is_empty() {
+            if self.stream.buffer().is_empty() {
+                self.stream.flush()?;
+                set_timeout(&self.tcp, &mut self.read_timeout, config.idle_timeout)?;
+                if self.stream.fill_buf()?.is_empty() {
                     break;
                 }
             }
             // A request has begun: all of it must arrive by the deadline.
             let deadline = Instant::now() + config.request_timeout;
-            let (stream, current) = (&self.stream, &mut self.read_timeout);
-            let read = protocol::read_line_with(&mut self.reader, &mut line, config.max_line, || {
+            let (tcp, current) = (&self.tcp, &mut self.read_timeout);
+            let read = protocol::read_line_with(&mut self.stream, &mut line, config.max_line, || {
                 match deadline.checked_duration_since(Instant::now()).filter(|left| !left.is_zero()) {
-                    Some(left) => set_timeout(stream, current, left),
+                    Some(left) => set_timeout(tcp, current, left),
                     None => Err(io::ErrorKind::TimedOut.into()),
                 }
             });
@@ -167,147 +148,82 @@ impl<'a> Connection<'a> {
             }
             match request {
                 Ok(Request::Quit) => {
-                    self.writer.write_all(b"OK bye\n")?;
+                    self.stream.write_all(b"OK bye\n")?;
                     break;
                 }
                 Ok(Request::Get(name)) => self.get(&name, None)?,
                 Ok(Request::Resume { offset, prefix, name }) => self.get(&name, Some((offset, prefix)))?,
                 Ok(Request::List(folder)) => self.list(folder.as_ref())?,
                 Ok(Request::Stats) => self.stats()?,
-                Err(e) => protocol::write_err(&mut self.writer, e.code(), &e)?,
+                Err(e) => protocol::write_err(&mut self.stream, e.code(), &e)?,
             }
             let micros = started.elapsed().as_micros() as u64;
             debug!(peer = %self.peer, bytes = self.bytes - bytes_before, micros, "answered");
         }
-        self.writer.flush()?;
+        self.stream.flush()?;
         Ok(())
     }
 
     /// Sends a final `ERR` (best effort) and returns `why` for the caller to end with.
     fn last_word(&mut self, code: ErrorCode, why: ConnError) -> ConnError {
-        let _ = protocol::write_err(&mut self.writer, code, &why).and_then(|()| self.writer.flush());
+        let _ = protocol::write_err(&mut self.stream, code, &why).and_then(|()| self.stream.flush());
         why
     }
 
     fn err(&mut self, code: ErrorCode, message: &dyn std::fmt::Display) -> Result<(), ConnError> {
-        Ok(protocol::write_err(&mut self.writer, code, message)?)
+        Ok(protocol::write_err(&mut self.stream, code, message)?)
     }
 
-    /// Serves `get` (no `resume`) or `resume` (the offset and the digest of the client's prefix).
+    /// Serves `get` (no `resume`) or `resume` (the offset and the digest of the client's prefix):
+    /// the answer comes from [`get::answer`]; this writes it through the transport.
     fn get(&mut self, name: &Name, resume: Option<(u64, Digest)>) -> Result<(), ConnError> {
-        let (shared, now) = (self.shared, Instant::now());
-        let fresh = |cached: &FileVersion| shared.root.version(name) == Some(*cached);
-        if let Some(hit) = shared.cache.lookup(name, now, fresh) {
-            debug!(peer = %self.peer, %name, size = hit.body.len(), "hit");
-            let offset = matching_offset(resume, |off| hit.body.get(..off as usize).map(Digest::of));
-            return self.send_body(&hit.body, hit.digest, offset);
-        }
-        let (mut file, version) = match shared.root.open_file(name) {
-            Ok(opened) => opened,
-            Err(e) => return self.err(open_error_code(&e), &e),
+        let answer = match get::answer(self.shared, name, resume, &self.peer) {
+            Ok(answer) => answer,
+            Err(refusal) => return self.err(refusal.code, &refusal.message),
         };
-        let Some(mut reservation) = shared.cache.reserve(name, &version, now) else {
-            debug!(peer = %self.peer, %name, size = version.size, "miss, streamed");
-            return self.stream_file(name, &file, &version, resume);
+        answer.header.write(&mut self.stream)?;
+        let len = answer.header.len;
+        let sent = match &answer.body {
+            Source::Memory { bytes, from } => self.stream.write_all(&bytes[*from..]).map(|()| len),
+            Source::File { file, from, len } => {
+                self.stream.flush()?;
+                match self.stream.get_ref().sendfile_fd() {
+                    Some(socket) => send_file(socket, file, *from, *len),
+                    None => copy_file(file, *from, *len, self.stream.get_mut()),
+                }
+            }
         };
-        // Read whole before answering, so a read error is still an ERR line, not a cut reply.
-        let mut body = Vec::with_capacity(usize::try_from(version.size).unwrap_or(0));
-        if let Err(e) = (&mut file).take(version.size).read_to_end(&mut body) {
-            return self.err(ErrorCode::Internal, &format_args!("read failed: {e}"));
-        }
-        if body.len() as u64 != version.size {
-            return self.err(ErrorCode::Internal, &"file shrank while being read; try again");
-        }
-        let body = reservation.hold(body);
-        let digest = Digest::of(&body);
-        let offset = matching_offset(resume, |off| body.get(..off as usize).map(Digest::of));
-        debug!(peer = %self.peer, %name, size = version.size, "miss, admitted");
-        self.send_body(&body, digest, offset)?;
-        if unchanged(&file, &version) {
-            reservation.commit(body, digest, version, now);
-        }
-        Ok(())
-    }
-
-    fn send_body(&mut self, body: &[u8], digest: Digest, offset: u64) -> Result<(), ConnError> {
-        let size = body.len() as u64;
-        GetHeader { len: size - offset, offset, size, digest }.write(&mut self.writer)?;
-        self.writer.write_all(&body[offset as usize..])?;
-        self.shared.bytes_sent.fetch_add(size - offset, Ordering::Relaxed);
-        self.bytes += size - offset;
-        Ok(())
-    }
-
-    /// Sends a file from disk with `sendfile`. Its digest comes from the memo, or is
-    /// computed (once per file version) before the header. A file that turns out shorter than
-    /// announced ends the connection: the peer was promised that many bytes.
-    fn stream_file(
-        &mut self,
-        name: &Name,
-        file: &std::fs::File,
-        version: &FileVersion,
-        resume: Option<(u64, Digest)>,
-    ) -> Result<(), ConnError> {
-        let (digest, prefix) = match self.file_digest(name, file, version, resume.map(|(off, _)| off)) {
-            Ok(digests) => digests,
-            Err(e) => return self.err(ErrorCode::Internal, &format_args!("cannot read the file: {e}")),
-        };
-        let offset = matching_offset(resume, |_| prefix);
-        let len = version.size - offset;
-        GetHeader { len, offset, size: version.size, digest }.write(&mut self.writer)?;
-        self.writer.flush()?;
-        let sent = send_file(&self.stream, file, offset, len);
-        self.shared.bytes_sent.fetch_add(*sent.as_ref().unwrap_or(&0), Ordering::Relaxed);
-        self.bytes += *sent.as_ref().unwrap_or(&0);
+        let counted = *sent.as_ref().unwrap_or(&0);
+        self.shared.bytes_sent.fetch_add(counted, Ordering::Relaxed);
+        self.bytes += counted;
         match sent? {
-            sent if sent == len => Ok(()),
+            sent if sent == len => {
+                answer.admit();
+                Ok(())
+            }
+            // The peer was promised `len` bytes: the connection cannot go on.
             sent => Err(ConnError::Shrank { name: name.clone(), sent, len }),
         }
-    }
-
-    /// The file's digest (remembered per version) and, if asked, the digest of its first bytes.
-    fn file_digest(
-        &self,
-        name: &Name,
-        file: &std::fs::File,
-        version: &FileVersion,
-        prefix: Option<u64>,
-    ) -> io::Result<(Digest, Option<Digest>)> {
-        let memo = &self.shared.digests;
-        if let Some(digest) = memo.get(name, version) {
-            let prefix = match prefix {
-                Some(p) if p <= version.size => Some(hash_file(file, p, None)?.0),
-                _ => None,
-            };
-            return Ok((digest, prefix));
-        }
-        let digests = hash_file(file, version.size, prefix)?;
-        if !unchanged(file, version) {
-            return Err(io::Error::other("it changed while being hashed; try again"));
-        }
-        self.shared.digests_computed.fetch_add(1, Ordering::Relaxed);
-        memo.put(name, *version, digests.0);
-        Ok(digests)
     }
 
     fn list(&mut self, folder: Option<&Name>) -> Result<(), ConnError> {
         match self.shared.root.list(folder) {
             Ok(entries) => {
-                protocol::write_ok_count(&mut self.writer, entries.len() as u64)?;
+                protocol::write_ok_count(&mut self.stream, entries.len() as u64)?;
                 for FileEntry { name, size, mtime } in entries {
-                    ListEntry { size, mtime, name }.write(&mut self.writer)?;
+                    ListEntry { size, mtime, name }.write(&mut self.stream)?;
                 }
                 Ok(())
             }
-            Err(e) => self.err(open_error_code(&e), &e),
+            Err(e) => self.err(get::open_error_code(&e), &e),
         }
     }
 
     fn stats(&mut self) -> Result<(), ConnError> {
         let stats = self.shared.stats();
-        protocol::write_ok_count(&mut self.writer, stats.len() as u64)?;
+        protocol::write_ok_count(&mut self.stream, stats.len() as u64)?;
         for (key, value) in stats {
-            protocol::write_stat(&mut self.writer, key, value)?;
+            protocol::write_stat(&mut self.stream, key, value)?;
         }
         Ok(())
     }
@@ -316,18 +232,38 @@ impl<'a> Connection<'a> {
 /// Sends `len` bytes of `file` from `offset` with `sendfile`: the kernel moves them from the page
 /// cache to the socket with no copy through this process. Returns how many were sent, fewer if
 /// the file ended early. The socket's send timeout bounds each call, as it does a `write`.
-fn send_file(stream: &TcpStream, file: &std::fs::File, offset: u64, len: u64) -> io::Result<u64> {
+fn send_file(socket: BorrowedFd<'_>, file: &File, offset: u64, len: u64) -> io::Result<u64> {
     let mut at = offset;
     let mut sent = 0u64;
     while sent < len {
         let chunk = usize::try_from(len - sent).unwrap_or(usize::MAX).min(1 << 30);
-        match rustix::fs::sendfile(stream, file, Some(&mut at), chunk) {
+        match rustix::fs::sendfile(socket, file, Some(&mut at), chunk) {
             Ok(0) => break,
             Ok(n) => sent += n as u64,
             Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
     }
+    Ok(sent)
+}
+
+/// [`send_file`] for a transport the kernel cannot write file bytes into (one that encrypts):
+/// positioned reads into a buffer, written through the transport. Returns how many were sent.
+fn copy_file(file: &File, offset: u64, len: u64, out: &mut impl Write) -> io::Result<u64> {
+    let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX).clamp(1, 256 << 10)];
+    let mut sent = 0u64;
+    while sent < len {
+        let want = usize::try_from(len - sent).unwrap_or(usize::MAX).min(buf.len());
+        let n = match file.read_at(&mut buf[..want], offset + sent) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        out.write_all(&buf[..n])?;
+        sent += n as u64;
+    }
+    out.flush()?;
     Ok(sent)
 }
 
@@ -340,25 +276,20 @@ fn set_timeout(stream: &TcpStream, current: &mut Option<Duration>, want: Duratio
     Ok(())
 }
 
-/// The offset to resume from: the client's, if its prefix digest matches ours, else 0.
-fn matching_offset(resume: Option<(u64, Digest)>, prefix_digest: impl FnOnce(u64) -> Option<Digest>) -> u64 {
-    match resume {
-        Some((off, want)) if off > 0 && prefix_digest(off) == Some(want) => off,
-        _ => 0,
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The reply code for a file the store could not open or list.
-fn open_error_code(e: &OpenError) -> ErrorCode {
-    match e {
-        OpenError::NotFound => ErrorCode::NotFound,
-        OpenError::NotFile => ErrorCode::NotFile,
-        OpenError::Denied => ErrorCode::Denied,
-        OpenError::Io(_) => ErrorCode::Internal,
+    #[test]
+    fn copying_a_file_sends_the_range_and_stops_where_it_ends() {
+        let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&data).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(copy_file(&file, 5, 600_000, &mut out).unwrap(), 600_000);
+        assert_eq!(out, &data[5..600_005]);
+        out.clear();
+        assert_eq!(copy_file(&file, 699_990, 100, &mut out).unwrap(), 10, "the file ends early");
+        assert_eq!(out, &data[699_990..]);
     }
-}
-
-/// Whether an open file still has the version it had when opened.
-fn unchanged(file: &std::fs::File, version: &FileVersion) -> bool {
-    file.metadata().is_ok_and(|m| FileVersion::of_std(&m) == *version)
 }

@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 pub mod cache;
 mod config;
 mod conn;
+mod get;
 mod memo;
 pub mod mirror;
 mod shared;
@@ -40,6 +41,7 @@ use mirror::Mirror;
 use shared::Shared;
 
 use crate::store::Root;
+use crate::transport::Transport;
 
 /// Connections the kernel may queue before the accept loop takes them.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -213,7 +215,7 @@ impl Server {
             // holds at most 4,096 threads, and connections may be many more.
             let started = Instant::now();
             debug!(%peer, "connected");
-            let (result, requests, bytes) = match Connection::open(&guard.shared, stream, peer) {
+            let (result, requests, bytes) = match Connection::open(&guard.shared, Transport::plain(stream), peer) {
                 Ok(Some(mut conn)) => {
                     let result = conn.serve();
                     (result, conn.requests, conn.bytes)
