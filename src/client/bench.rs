@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use super::ClientError;
 use crate::digest::Hasher;
 use crate::name::Name;
-use crate::wire::{self as protocol, GetHeader, ProtocolError, Request};
+use crate::wire::{self as protocol, GetHeader, ProtocolError, Request, Status};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -103,8 +103,8 @@ fn one_connection(config: &BenchConfig, index: usize, deadline: Instant) -> Resu
         writer.flush()?;
         let Some(sent) = sent_at.pop_front() else { return Ok(report) };
         match protocol::read_status(&mut reader, &mut line)? {
-            Err(_) => report.errors += 1,
-            Ok(fields) => {
+            Status::Err(_) => report.errors += 1,
+            Status::Ok(fields) => {
                 let header = GetHeader::parse(&fields)?;
                 let mut hasher = Hasher::default();
                 let mut left = header.len;

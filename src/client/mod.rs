@@ -33,7 +33,7 @@ mod outdir;
 
 pub use outdir::OutDir;
 
-use crate::wire::{self as protocol, ErrorReply, GetHeader, ListEntry, MAX_REPLY_LINE, ProtocolError, Request};
+use crate::wire::{self as protocol, ErrorReply, GetHeader, ListEntry, MAX_REPLY_LINE, ProtocolError, Request, Status};
 
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -442,10 +442,10 @@ impl Client {
         let InFlight { name, part, mut hasher } = flight;
         let local = |source| ClientError::Local { path: dir.path().join(name.part_path()), source };
         self.broken = true;
-        let fields = protocol::read_status(&mut self.stream, &mut self.line)?;
-        let header = match fields {
-            Ok(fields) => GetHeader::parse(&fields)?,
-            Err(reply) => {
+        let status = protocol::read_status(&mut self.stream, &mut self.line)?;
+        let header = match status {
+            Status::Ok(fields) => GetHeader::parse(&fields)?,
+            Status::Err(reply) => {
                 self.broken = false;
                 return Err(ClientError::Server(reply));
             }
@@ -517,7 +517,7 @@ impl Client {
         self.stream.flush()?;
         let status = protocol::read_status(&mut self.stream, &mut self.line)?;
         self.broken = false;
-        status.map_err(ClientError::Server)
+        status.into_result().map_err(ClientError::Server)
     }
 
     fn call_count(&mut self, request: &Request) -> Result<u64, ClientError> {

@@ -148,7 +148,7 @@ impl<'a> Connection<'a> {
             }
             match request {
                 Ok(Request::Quit) => {
-                    self.stream.write_all(b"OK bye\n")?;
+                    protocol::write_bye(&mut self.stream)?;
                     break;
                 }
                 Ok(Request::Get(name)) => self.get(&name, None)?,

@@ -11,7 +11,7 @@
 //! up to `grace` for them before returning.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,6 +42,7 @@ use shared::Shared;
 
 use crate::store::Root;
 use crate::transport::Transport;
+use crate::wire::{self, ErrorCode};
 
 /// Connections the kernel may queue before the accept loop takes them.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -202,7 +203,7 @@ impl Server {
             shared.connections_refused.fetch_add(1, Ordering::Relaxed);
             debug!(%peer, "refused: too many connections");
             let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-            let _ = (&stream).write_all(b"ERR busy too many connections; try again later\n");
+            let _ = wire::write_err(&mut &stream, ErrorCode::Busy, &"too many connections; try again later");
             return;
         }
         shared.connections_now.fetch_add(1, Ordering::SeqCst);

@@ -27,6 +27,20 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in the order README lists them.
+    pub const ALL: [ErrorCode; 10] = [
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownCommand,
+        ErrorCode::BadName,
+        ErrorCode::NotFound,
+        ErrorCode::NotFile,
+        ErrorCode::Denied,
+        ErrorCode::TooLong,
+        ErrorCode::Timeout,
+        ErrorCode::Busy,
+        ErrorCode::Internal,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadRequest => "bad-request",
@@ -49,21 +63,60 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// An `ERR` reply as a client sees it. The code is kept as sent, so unknown codes survive.
+/// A code that is not one of [`ErrorCode::ALL`] (from a newer server, or a confused one).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown error code")]
+pub struct UnknownCode;
+
+impl std::str::FromStr for ErrorCode {
+    type Err = UnknownCode;
+    fn from_str(s: &str) -> Result<ErrorCode, UnknownCode> {
+        ErrorCode::ALL.into_iter().find(|code| code.as_str() == s).ok_or(UnknownCode)
+    }
+}
+
+/// An `ERR` reply as a client sees it. The code is kept as sent, so unknown codes survive for
+/// the message; [`ErrorReply::kind`] is what code decides on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorReply {
+    /// The code as sent (escaped when shown).
     pub code: String,
     pub message: String,
 }
 
-impl fmt::Display for ErrorReply {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.message, self.code)
+impl ErrorReply {
+    /// The code, if it is one this version knows.
+    pub fn kind(&self) -> Option<ErrorCode> {
+        self.code.parse().ok()
     }
 }
 
-/// Reads one reply status line: `Ok(fields)` for `OK`, `Err(reply)` for `ERR`.
-pub fn read_status(r: &mut impl BufRead, buf: &mut Vec<u8>) -> Result<Result<String, ErrorReply>, ProtocolError> {
+impl fmt::Display for ErrorReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", escape(&self.message), escape(&self.code))
+    }
+}
+
+/// A reply's status line as a client reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// `OK [fields]`: the fields after `OK ` (empty if none); what they mean depends on the request.
+    Ok(String),
+    /// `ERR <code> <message>`.
+    Err(ErrorReply),
+}
+
+impl Status {
+    pub fn into_result(self) -> Result<String, ErrorReply> {
+        match self {
+            Status::Ok(fields) => Ok(fields),
+            Status::Err(reply) => Err(reply),
+        }
+    }
+}
+
+/// Reads one reply status line.
+pub fn read_status(r: &mut impl BufRead, buf: &mut Vec<u8>) -> Result<Status, ProtocolError> {
     if !read_line(r, buf, MAX_REPLY_LINE)? {
         return Err(ProtocolError::Closed);
     }
@@ -71,25 +124,31 @@ pub fn read_status(r: &mut impl BufRead, buf: &mut Vec<u8>) -> Result<Result<Str
 }
 
 /// Parses a status line: `OK [fields]` or `ERR <code> <message>`.
-pub fn parse_status(line: &[u8]) -> Result<Result<String, ErrorReply>, ProtocolError> {
+pub fn parse_status(line: &[u8]) -> Result<Status, ProtocolError> {
     let line = std::str::from_utf8(line).map_err(|_| malformed("status line is not UTF-8", line))?;
     if line == "OK" {
-        return Ok(Ok(String::new()));
+        return Ok(Status::Ok(String::new()));
     }
     if let Some(fields) = line.strip_prefix("OK ") {
-        return Ok(Ok(fields.to_string()));
+        return Ok(Status::Ok(fields.to_string()));
     }
     if let Some(rest) = line.strip_prefix("ERR ") {
         let (code, message) = rest.split_once(' ').unwrap_or((rest, ""));
-        return Ok(Err(ErrorReply { code: code.to_string(), message: message.to_string() }));
+        return Ok(Status::Err(ErrorReply { code: code.to_string(), message: message.to_string() }));
     }
     Err(malformed("expected OK or ERR", line.as_bytes()))
 }
 
-/// Writes `ERR <code> <message>`; the message is flattened to one line.
+/// Writes `ERR <code> <message>`; the message is flattened to one line. The line goes out in one
+/// `write`, so on an unbuffered socket that is closed next (`busy`) it leaves as one segment.
 pub fn write_err(w: &mut impl Write, code: ErrorCode, message: &dyn fmt::Display) -> io::Result<()> {
     let message = escape(&message.to_string());
-    writeln!(w, "ERR {code} {message}")
+    w.write_all(format!("ERR {code} {message}\n").as_bytes())
+}
+
+/// Writes `OK bye`, the reply to `quit`.
+pub fn write_bye(w: &mut impl Write) -> io::Result<()> {
+    writeln!(w, "OK bye")
 }
 
 /// Writes `OK <n>`: the header of a `get` (n = size) or of a `list` or `stats` (n = lines).
@@ -209,10 +268,13 @@ mod tests {
 
     #[test]
     fn status_lines() {
-        assert_eq!(parse_status(b"OK 12").unwrap(), Ok("12".to_string()));
-        assert_eq!(parse_status(b"OK").unwrap(), Ok(String::new()));
-        let err = parse_status(b"ERR not-found no such file: x").unwrap().unwrap_err();
+        assert_eq!(parse_status(b"OK 12").unwrap(), Status::Ok("12".to_string()));
+        assert_eq!(parse_status(b"OK").unwrap(), Status::Ok(String::new()));
+        let err = parse_status(b"ERR not-found no such file: x").unwrap().into_result().unwrap_err();
         assert_eq!((err.code.as_str(), err.message.as_str()), ("not-found", "no such file: x"));
+        assert_eq!(err.kind(), Some(ErrorCode::NotFound));
+        let future = parse_status(b"ERR quota-exceeded over quota").unwrap().into_result().unwrap_err();
+        assert_eq!((future.kind(), future.code.as_str()), (None, "quota-exceeded"), "unknown codes survive");
         assert!(parse_status(b"HTTP/1.1 200 OK").is_err());
         assert!(parse_status(b"OKAY").is_err());
     }
@@ -258,6 +320,17 @@ mod tests {
         assert_eq!(ListEntry::parse(&out[..out.len() - 1]).unwrap(), e);
         assert!(ListEntry::parse(b"7 3 ../x").is_err());
         assert!(ListEntry::parse(b"7 x").is_err());
+    }
+
+    #[test]
+    fn error_codes_parse_from_their_text() {
+        for code in ErrorCode::ALL {
+            assert_eq!(code.as_str().parse(), Ok(code));
+        }
+        assert_eq!("Not-Found".parse::<ErrorCode>(), Err(UnknownCode));
+        let mut out = Vec::new();
+        write_bye(&mut out).unwrap();
+        assert_eq!(parse_status(out.trim_ascii_end()).unwrap(), Status::Ok("bye".into()));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use ft::client::bench::{BenchConfig, BenchReport};
 use ft::client::{Client, ClientError, OutDir, Progress};
 use ft::name::Name;
-use ft::wire::{ListEntry, escape};
+use ft::wire::{ErrorCode, ListEntry, escape};
 
 mod shell;
 
@@ -162,7 +162,9 @@ struct Usage(String);
 /// The exit code for a failure.
 fn code_of(e: &ClientError) -> u8 {
     match e {
-        ClientError::Server(reply) if reply.code == "not-found" || reply.code == "not-file" => code::NOT_FOUND,
+        ClientError::Server(reply) if matches!(reply.kind(), Some(ErrorCode::NotFound | ErrorCode::NotFile)) => {
+            code::NOT_FOUND
+        }
         ClientError::Server(_) => code::FAILED,
         ClientError::Integrity { .. } => code::INTEGRITY,
         ClientError::Local { .. } => code::LOCAL_IO,
