@@ -302,6 +302,18 @@ fn bench_prints_rates_and_latencies() {
 }
 
 #[test]
+fn bench_connects_by_host_name_as_get_does() {
+    let work = workdir();
+    let server = RealServer::start(work.path(), &[]);
+    let port = server.port.to_string();
+    let args = ["--host", "localhost", "--port", &port, "bench", "file1.txt", "--conns", "2", "--duration", "100ms"];
+    let out = Command::new(bin("ftclient")).args(args).current_dir(work.path()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("errors      0"), "{stdout}");
+}
+
+#[test]
 fn the_client_gives_up_on_a_server_that_never_answers() {
     // Accepts (the kernel's backlog does) but never reads or replies.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -1,21 +1,20 @@
 //! A load generator in the spirit of redis-benchmark: `ftclient bench`.
 //!
 //! One thread per connection, each keeping `pipeline` `get` requests in flight for `duration`,
-//! cycling through the names given. Every reply is read to its end and its digest checked, as a
-//! real download would, but the bytes are not saved: this measures the server and the wire, not
+//! cycling through the names given. Each connection is a [`Client`], so it connects, reads and
+//! verifies exactly as a real download does (every reply read to its end, its digest checked),
+//! but the bytes are not saved: this measures the server and the wire, not
 //! the local disk. Latency is from a request's write to its reply's last byte, so with pipelining
 //! it includes the wait behind the replies ahead of it.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::ClientError;
-use crate::digest::Hasher;
+use super::{Client, ClientError};
 use crate::name::Name;
-use crate::wire::{self as protocol, GetHeader, ProtocolError, Request, Status};
+use crate::wire::{ProtocolError, Request};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -77,53 +76,25 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, ClientError> {
 }
 
 fn one_connection(config: &BenchConfig, index: usize, deadline: Instant) -> Result<BenchReport, ClientError> {
-    let fail = |source| ClientError::Connect { addr: config.addr.clone(), source };
-    let addr = config
-        .addr
-        .to_socket_addrs()
-        .map_err(fail)?
-        .next()
-        .ok_or_else(|| fail(std::io::Error::new(std::io::ErrorKind::NotFound, "no address found")))?;
-    let stream = TcpStream::connect_timeout(&addr, config.timeout).map_err(fail)?;
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(config.timeout))?;
-    let mut reader = BufReader::with_capacity(256 << 10, stream.try_clone()?);
-    let mut writer = BufWriter::new(stream);
-    let mut line = Vec::new();
+    let mut client = Client::connect(&config.addr, config.timeout)?;
     let mut report = BenchReport::default();
-    let mut sent_at = VecDeque::new();
+    let mut in_flight = VecDeque::new();
     let mut next = index;
     loop {
         let sending = Instant::now() < deadline;
-        while sending && sent_at.len() < config.pipeline.max(1) {
-            writeln!(writer, "{}", Request::Get(config.names[next % config.names.len()].clone()))?;
+        while sending && in_flight.len() < config.pipeline.max(1) {
+            let name = &config.names[next % config.names.len()];
+            client.send(&Request::Get(name.clone()))?;
             next += 1;
-            sent_at.push_back(Instant::now());
+            in_flight.push_back((name, Instant::now()));
         }
-        writer.flush()?;
-        let Some(sent) = sent_at.pop_front() else { return Ok(report) };
-        match protocol::read_status(&mut reader, &mut line)? {
-            Status::Err(_) => report.errors += 1,
-            Status::Ok(fields) => {
-                let header = GetHeader::parse(&fields)?;
-                let mut hasher = Hasher::default();
-                let mut left = header.len;
-                while left > 0 {
-                    let chunk = reader.fill_buf()?;
-                    if chunk.is_empty() {
-                        return Err(ClientError::ShortBody { expected: header.len, received: header.len - left });
-                    }
-                    let n = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                    hasher.update(&chunk[..n]);
-                    reader.consume(n);
-                    left -= n as u64;
-                }
-                if hasher.digest() == header.digest {
-                    report.bytes += header.len;
-                } else {
-                    report.errors += 1;
-                }
-            }
+        client.flush()?;
+        let Some((name, sent)) = in_flight.pop_front() else { return Ok(report) };
+        match client.receive_to(name, &mut io::sink()) {
+            Ok(header) => report.bytes += header.len,
+            // The reply was read to its end: the connection goes on.
+            Err(ClientError::Server(_) | ClientError::Integrity { .. }) => report.errors += 1,
+            Err(e) => return Err(e),
         }
         report.requests += 1;
         report.latencies_us.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));

@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufWriter, Seek, SeekFrom, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +33,7 @@ mod outdir;
 
 pub use outdir::OutDir;
 
-use crate::wire::{self as protocol, ErrorReply, GetHeader, ListEntry, MAX_REPLY_LINE, ProtocolError, Request, Status};
+use crate::wire::{self as protocol, ErrorReply, GetHeader, ListEntry, MAX_REPLY_LINE, ProtocolError, Request};
 
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -242,14 +242,8 @@ impl Client {
     /// and writes then time out after `timeout` without progress.
     pub fn connect(addr: &str, timeout: Duration) -> Result<Client, ClientError> {
         let fail = |source| ClientError::Connect { addr: addr.to_string(), source };
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address found");
-        for candidate in addr.to_socket_addrs().map_err(fail)? {
-            match TcpStream::connect_timeout(&candidate, timeout) {
-                Ok(stream) => return Client::from_stream(stream, timeout).map_err(fail),
-                Err(e) => last = e,
-            }
-        }
-        Err(fail(last))
+        let stream = connect_any(addr.to_socket_addrs().map_err(fail)?, timeout).map_err(fail)?;
+        Client::from_stream(stream, timeout).map_err(fail)
     }
 
     fn from_stream(stream: TcpStream, timeout: Duration) -> io::Result<Client> {
@@ -298,7 +292,33 @@ impl Client {
     /// write error (the connection is then unusable): meant for streams such as stdout, where
     /// bytes already written cannot be taken back, so a failed check is reported after them.
     pub fn get(&mut self, name: &Name, out: &mut impl Write) -> Result<u64, ClientError> {
-        let header = self.call_get(&Request::Get(name.clone()))?;
+        self.send(&Request::Get(name.clone()))?;
+        self.flush()?;
+        self.receive_to(name, out).map(|header| header.size)
+    }
+
+    /// Queues a request without waiting for its reply (pipelining); it leaves at the next
+    /// [`Client::flush`], or sooner once the write buffer fills.
+    pub(crate) fn send(&mut self, request: &Request) -> Result<(), ClientError> {
+        if self.broken {
+            return Err(ClientError::Broken);
+        }
+        writeln!(self.stream, "{request}").inspect_err(|_| self.broken = true)?;
+        Ok(())
+    }
+
+    /// Sends every queued request.
+    pub(crate) fn flush(&mut self) -> Result<(), ClientError> {
+        self.stream.flush().inspect_err(|_| self.broken = true)?;
+        Ok(())
+    }
+
+    /// Reads the reply to a `get` of `name` sent earlier: the body goes to `out`, hashed and
+    /// checked against the announced digest. An `ERR` reply, or bytes that fail the check, leave
+    /// the connection in step for the next reply; a failing `out` does not (the rest of the body
+    /// is left unread).
+    pub(crate) fn receive_to(&mut self, name: &Name, out: &mut impl Write) -> Result<GetHeader, ClientError> {
+        let header = self.read_get_header()?;
         if let Some(progress) = &self.progress {
             progress.begin(name, header.len);
         }
@@ -307,7 +327,19 @@ impl Client {
             return Err(ClientError::Local { path: "-".into(), source });
         }
         verify(&header, &hasher)?;
-        Ok(header.size)
+        Ok(header)
+    }
+
+    /// Reads the status line of a `get` or `resume` reply.
+    fn read_get_header(&mut self) -> Result<GetHeader, ClientError> {
+        if self.broken {
+            return Err(ClientError::Broken);
+        }
+        self.broken = true;
+        let status = protocol::read_status(&mut self.stream, &mut self.line)?;
+        self.broken = false;
+        let fields = status.into_result().map_err(ClientError::Server)?;
+        GetHeader::parse(&fields).inspect_err(|_| self.broken = true).map_err(Into::into)
     }
 
     /// Downloads `name` to `<dir>/<name>` by way of `<dir>/<name>.part` and verifies it. With
@@ -441,15 +473,9 @@ impl Client {
     fn receive(&mut self, flight: InFlight, dir: &OutDir) -> Result<Received, ClientError> {
         let InFlight { name, part, mut hasher } = flight;
         let local = |source| ClientError::Local { path: dir.path().join(name.part_path()), source };
+        let header = self.read_get_header()?;
+        // Until the body has been read to its end, the connection is out of step.
         self.broken = true;
-        let status = protocol::read_status(&mut self.stream, &mut self.line)?;
-        let header = match status {
-            Status::Ok(fields) => GetHeader::parse(&fields)?,
-            Status::Err(reply) => {
-                self.broken = false;
-                return Err(ClientError::Server(reply));
-            }
-        };
         let found = part.as_ref().map_or(0, |(_, len)| *len);
         if header.offset != 0 && header.offset != found {
             return Err(
@@ -525,11 +551,6 @@ impl Client {
         protocol::parse_count(&fields).inspect_err(|_| self.broken = true).map_err(Into::into)
     }
 
-    fn call_get(&mut self, request: &Request) -> Result<GetHeader, ClientError> {
-        let fields = self.call(request)?;
-        GetHeader::parse(&fields).inspect_err(|_| self.broken = true).map_err(Into::into)
-    }
-
     fn read_line(&mut self) -> Result<&[u8], ClientError> {
         if !protocol::read_line(&mut self.stream, &mut self.line, MAX_REPLY_LINE)? {
             self.broken = true;
@@ -577,10 +598,41 @@ impl Client {
     }
 }
 
+/// Connects to the first of `candidates` that accepts (a host name may resolve to an IPv6 address
+/// nothing listens on before the IPv4 one that works), each tried for up to `timeout`.
+fn connect_any(candidates: impl IntoIterator<Item = SocketAddr>, timeout: Duration) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address found");
+    for candidate in candidates {
+        match TcpStream::connect_timeout(&candidate, timeout) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 fn verify(header: &GetHeader, hasher: &Hasher) -> Result<(), ClientError> {
     let actual = hasher.digest();
     if actual != header.digest {
         return Err(ClientError::Integrity { expected: header.digest, actual });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn connecting_tries_every_address_in_turn() {
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let open = TcpListener::bind("127.0.0.1:0").unwrap();
+        let good = open.local_addr().unwrap();
+        let stream = connect_any([closed, good], Duration::from_secs(5)).unwrap();
+        assert_eq!(stream.peer_addr().unwrap(), good);
+        let refused = connect_any([closed], Duration::from_secs(5)).unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+        assert_eq!(connect_any([], Duration::from_secs(5)).unwrap_err().kind(), io::ErrorKind::NotFound);
+    }
 }
