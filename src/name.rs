@@ -88,11 +88,6 @@ impl Name {
     pub fn parent(&self) -> Option<&Path> {
         self.0.rsplit_once('/').map(|(dir, _)| Path::new(dir))
     }
-
-    /// Where a download of this name is written before it is complete: `<name>.part`.
-    pub fn part_path(&self) -> std::path::PathBuf {
-        format!("{}.part", self.0).into()
-    }
 }
 
 impl fmt::Display for Name {
@@ -157,13 +152,12 @@ mod tests {
     }
 
     #[test]
-    fn join_parent_and_part_path() {
+    fn join_and_parent() {
         let n = Name::parse("a/b").unwrap();
         assert_eq!(n.join("c").unwrap().as_str(), "a/b/c");
         assert!(n.join("..").is_err());
         assert_eq!(n.parent(), Some(Path::new("a")));
         assert_eq!(Name::parse("top").unwrap().parent(), None);
-        assert_eq!(n.part_path(), Path::new("a/b.part"));
     }
 }
 

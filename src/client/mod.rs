@@ -17,7 +17,7 @@
 //! so many small files cost one round trip in all rather than one each.
 
 use std::collections::VecDeque;
-use std::io::{self, BufRead, BufWriter, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,7 +31,7 @@ use crate::transport::{BufStream, Transport};
 pub mod bench;
 mod outdir;
 
-pub use outdir::OutDir;
+pub use outdir::{OutDir, PART_SUFFIX, Partial};
 
 use crate::wire::{self as protocol, ErrorReply, GetHeader, ListEntry, MAX_REPLY_LINE, ProtocolError, Request};
 
@@ -83,9 +83,6 @@ impl From<ProtocolError> for ClientError {
 /// files, few enough (a few KiB of requests) never to fill a socket buffer while the server is
 /// itself blocked sending, which would deadlock.
 pub const WINDOW: usize = 128;
-
-/// Write buffer for a file streamed to its `.part`.
-const BODY_BUFFER: usize = 64 << 10;
 
 /// Files up to this size are read whole into memory, verified, and saved in one step.
 pub const SMALL_FILE: u64 = 256 << 10;
@@ -180,8 +177,8 @@ impl Whole {
 /// A download whose request is on its way: what its reply needs.
 struct InFlight {
     name: Name,
-    /// An existing `.part` being resumed, with its length; its bytes are already in `hasher`.
-    part: Option<(std::fs::File, u64)>,
+    /// An existing `.part` being resumed; its bytes are already in `hasher`.
+    part: Option<Partial>,
     hasher: Hasher,
 }
 
@@ -192,13 +189,13 @@ impl InFlight {
         if dir.is_kept(name) {
             return Err(ClientError::Kept { path: dir.path().join(name.as_path()) });
         }
-        let local = |source| ClientError::Local { path: dir.path().join(name.part_path()), source };
+        let local = |source| ClientError::Local { path: dir.part_path(name), source };
         let mut hasher = Hasher::default();
-        let part = if resume { dir.existing_part(name).map_err(local)? } else { None };
+        let part = if resume { dir.reopen(name).map_err(local)? } else { None };
         let request = match &part {
-            Some((file, len)) if *len > 0 => {
-                feed_file(file, 0, *len, &mut hasher).map_err(local)?;
-                Request::Resume { offset: *len, prefix: hasher.digest(), name: name.clone() }
+            Some(partial) if !partial.is_empty() => {
+                feed_file(partial.file(), 0, partial.len(), &mut hasher).map_err(local)?;
+                Request::Resume { offset: partial.len(), prefix: hasher.digest(), name: name.clone() }
             }
             _ => Request::Get(name.clone()),
         };
@@ -472,11 +469,11 @@ impl Client {
     /// Leaves `broken` set if the reply was not consumed to its end.
     fn receive(&mut self, flight: InFlight, dir: &OutDir) -> Result<Received, ClientError> {
         let InFlight { name, part, mut hasher } = flight;
-        let local = |source| ClientError::Local { path: dir.path().join(name.part_path()), source };
+        let local = |source| ClientError::Local { path: dir.part_path(&name), source };
         let header = self.read_get_header()?;
         // Until the body has been read to its end, the connection is out of step.
         self.broken = true;
-        let found = part.as_ref().map_or(0, |(_, len)| *len);
+        let found = part.as_ref().map_or(0, Partial::len);
         if header.offset != 0 && header.offset != found {
             return Err(
                 ProtocolError::Malformed(format!("resume from {} when {found} was asked", header.offset)).into()
@@ -498,29 +495,29 @@ impl Client {
             return Ok(Received::Whole(Whole { name, bytes, done }));
         }
         let opened = match part {
-            // Append after the prefix the server confirmed.
-            Some((mut file, _)) if header.offset > 0 => file.seek(SeekFrom::Start(header.offset)).map(|_| file),
-            // Fresh, or a .part the server did not confirm: start over.
-            _ => {
+            // Append after the prefix the server confirmed (where a reopened .part stands).
+            Some(partial) if header.offset > 0 => Ok(partial),
+            // A .part the server did not confirm: start over.
+            Some(mut partial) => {
                 hasher = Hasher::default();
-                dir.create_part(&name)
+                partial.restart().map(|()| partial)
             }
+            None => dir.begin(&name),
         };
-        let mut file = match opened {
-            Ok(file) => BufWriter::with_capacity(BODY_BUFFER, file),
+        let mut partial = match opened {
+            Ok(partial) => partial,
             Err(e) => {
                 self.copy_body(header.len, &mut io::sink(), &mut hasher, true)?.ok();
                 return Err(local(e));
             }
         };
-        self.copy_body(header.len, &mut file, &mut hasher, true)?.map_err(local)?;
-        drop(file.into_inner().map_err(|e| local(e.into_error()))?);
+        self.copy_body(header.len, &mut partial, &mut hasher, true)?.map_err(local)?;
         if let Err(e) = verify(&header, &hasher) {
-            dir.remove_part(&name);
+            partial.abort();
             return Err(e);
         }
         let path = dir.path().join(name.as_path());
-        match dir.finish(&name) {
+        match partial.commit() {
             Ok(()) => Ok(Received::Saved(done)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(ClientError::Kept { path }),
             Err(source) => Err(ClientError::Local { path, source }),

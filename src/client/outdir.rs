@@ -3,11 +3,12 @@
 //! Every path written is a checked [`Name`] resolved beneath the output folder one component at a
 //! time without following any symlink (folders opened with `O_NOFOLLOW`, files created with it),
 //! so nothing planted in the folder can redirect a write. A file only ever appears under its final
-//! name complete and verified: streamed downloads go through `<name>.part` and a rename; small
-//! files already verified in memory are written unnamed and linked in ([`OutDir::save_whole`]).
+//! name complete and verified: streamed downloads go through a [`Partial`] (`<name>.part`, then
+//! a rename on commit); small files already verified in memory are written unnamed and linked in
+//! ([`OutDir::save_whole`]).
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +20,9 @@ use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
 use crate::name::Name;
+
+/// What an incomplete download's file name ends with: `<name>.part`.
+pub const PART_SUFFIX: &str = ".part";
 
 /// The local folder downloads are saved in. Every path written is a checked [`Name`] resolved
 /// beneath it one component at a time, refusing to follow any symlink found there.
@@ -84,38 +88,39 @@ impl OutDir {
         Ok((dir, file))
     }
 
-    /// Creates (or truncates) `<name>.part`, and its folders, without following symlinks.
-    pub(crate) fn create_part(&self, name: &Name) -> io::Result<std::fs::File> {
-        let (dir, file) = self.parent(name, true)?;
-        let part = format!("{file}.part");
-        let options = OpenOptions::new().write(true).create(true).truncate(true).follow(FollowSymlinks::No).clone();
-        let opened: File = dir.open_with(&part, &options).map_err(|e| not_a_symlink(e, &part))?;
-        Ok(opened.into_std())
+    /// Where `<name>` is saved while incomplete: `<dir>/<name>.part`.
+    pub fn part_path(&self, name: &Name) -> PathBuf {
+        self.path.join(format!("{name}{PART_SUFFIX}"))
     }
 
-    /// An existing `<name>.part` and its length, opened without following symlinks.
-    pub(crate) fn existing_part(&self, name: &Name) -> io::Result<Option<(std::fs::File, u64)>> {
+    /// Begins saving `<name>`: creates (or truncates) `<name>.part`, and its folders, without
+    /// following symlinks.
+    pub fn begin(&self, name: &Name) -> io::Result<Partial> {
+        let (dir, file) = self.parent(name, true)?;
+        let part = format!("{file}{PART_SUFFIX}");
+        let options = OpenOptions::new().write(true).create(true).truncate(true).follow(FollowSymlinks::No).clone();
+        let opened: File = dir.open_with(&part, &options).map_err(|e| not_a_symlink(e, &part))?;
+        Ok(Partial::new(dir, file, opened.into_std(), 0, self.keep_existing))
+    }
+
+    /// Takes up an existing `<name>.part` (opened without following symlinks), to append to
+    /// its end; `None` if there is none.
+    pub fn reopen(&self, name: &Name) -> io::Result<Option<Partial>> {
         let (dir, file) = match self.parent(name, false) {
             Ok(found) => found,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let part = format!("{file}.part");
+        let part = format!("{file}{PART_SUFFIX}");
         let options = OpenOptions::new().read(true).write(true).follow(FollowSymlinks::No).clone();
         match dir.open_with(&part, &options) {
             Ok(opened) => {
-                let len = opened.metadata()?.len();
-                Ok(Some((opened.into_std(), len)))
+                let mut opened = opened.into_std();
+                let len = opened.seek(SeekFrom::End(0))?;
+                Ok(Some(Partial::new(dir, file, opened, len, self.keep_existing)))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(not_a_symlink(e, &part)),
-        }
-    }
-
-    /// Deletes `<name>.part` (after a failed check), if it is there.
-    pub(crate) fn remove_part(&self, name: &Name) {
-        if let Ok((dir, file)) = self.parent(name, false) {
-            let _ = dir.remove_file(format!("{file}.part"));
         }
     }
 
@@ -132,22 +137,96 @@ impl OutDir {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists || unnamed_unsupported(&e) => {}
             Err(e) => return Err(e),
         }
-        let mut part = self.create_part(name)?;
-        part.write_all(bytes)?;
-        drop(part);
-        self.finish(name)
+        let mut partial = self.begin(name)?;
+        partial.append(bytes)?;
+        partial.commit()
+    }
+}
+
+/// One file being saved: bytes are appended to `<name>.part`; [`Partial::commit`] puts the complete,
+/// verified file in place under `<name>`, [`Partial::abort`] deletes the `.part`, and dropping the
+/// handle without either keeps the `.part` for `get --resume`.
+pub struct Partial {
+    /// The folder holding the file.
+    dir: Arc<Dir>,
+    /// The name's last component: the file is `<file>.part` until committed, then `<file>`.
+    file: String,
+    out: BufWriter<std::fs::File>,
+    /// Bytes in the `.part` (those written and those buffered).
+    len: u64,
+    /// Commit must not replace an existing `<file>` (`--no-clobber`).
+    keep_existing: bool,
+}
+
+/// Write buffer for a file streamed to its `.part`.
+const PART_BUFFER: usize = 64 << 10;
+
+impl Partial {
+    fn new(dir: Arc<Dir>, file: &str, out: std::fs::File, len: u64, keep_existing: bool) -> Partial {
+        let out = BufWriter::with_capacity(PART_BUFFER, out);
+        Partial { dir, file: file.to_string(), out, len, keep_existing }
     }
 
-    /// Renames the complete `<name>.part` to `<name>`, replacing an older copy in one step (a
-    /// symlink at `<name>` is replaced, not followed); when keeping existing files, an existing
-    /// `<name>` is an `AlreadyExists` error instead (renameat2 with RENAME_NOREPLACE).
-    pub(crate) fn finish(&self, name: &Name) -> io::Result<()> {
-        let (dir, file) = self.parent(name, false)?;
-        if !self.keep_existing {
-            return dir.rename(format!("{file}.part"), &dir, file);
-        }
-        rustix::fs::renameat_with(&*dir, format!("{file}.part"), &*dir, file, RenameFlags::NOREPLACE)?;
+    /// Bytes in the `.part` so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The `.part` itself, to read back (for hashing what an earlier run saved).
+    pub fn file(&self) -> &std::fs::File {
+        self.out.get_ref()
+    }
+
+    /// Empties the `.part`, to start the file over.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.out.flush()?;
+        let file = self.out.get_mut();
+        file.set_len(0)?;
+        file.seek(SeekFrom::Start(0))?;
+        self.len = 0;
         Ok(())
+    }
+
+    /// Appends bytes to the `.part`.
+    pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.out.write_all(bytes)?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Writes out what is buffered, then renames `<name>.part` to `<name>`, replacing an older
+    /// copy in one step (a symlink at `<name>` is replaced, not followed); when keeping existing
+    /// files, an existing `<name>` is an `AlreadyExists` error instead (renameat2 with
+    /// RENAME_NOREPLACE), and the `.part` stays.
+    pub fn commit(mut self) -> io::Result<()> {
+        self.out.flush()?;
+        let part = format!("{}{PART_SUFFIX}", self.file);
+        if !self.keep_existing {
+            return self.dir.rename(part, &self.dir, &self.file);
+        }
+        rustix::fs::renameat_with(&*self.dir, part, &*self.dir, &self.file, RenameFlags::NOREPLACE)?;
+        Ok(())
+    }
+
+    /// Deletes the `.part` (its bytes failed verification).
+    pub fn abort(self) {
+        let _ = self.dir.remove_file(format!("{}{PART_SUFFIX}", self.file));
+    }
+}
+
+impl Write for Partial {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
     }
 }
 
@@ -185,4 +264,39 @@ static EMPTY_PATH_WORKS: AtomicBool = AtomicBool::new(true);
 /// Whether an `O_TMPFILE` open failed because the file system (or /proc) cannot do it.
 fn unnamed_unsupported(e: &io::Error) -> bool {
     matches!(Errno::from_io_error(e), Some(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOENT | Errno::XDEV))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_file_appears_under_its_name_only_on_commit() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = OutDir::create(root.path()).unwrap();
+        let name = Name::parse("a/b").unwrap();
+        assert_eq!(dir.part_path(&name), root.path().join("a/b.part"));
+        assert!(dir.reopen(&name).unwrap().is_none());
+
+        let mut partial = dir.begin(&name).unwrap();
+        partial.append(b"hello ").unwrap();
+        drop(partial);
+        assert!(!root.path().join("a/b").exists(), "not committed: kept as .part only");
+
+        let mut partial = dir.reopen(&name).unwrap().unwrap();
+        assert_eq!(partial.len(), 6);
+        partial.append(b"world").unwrap();
+        partial.commit().unwrap();
+        assert_eq!(std::fs::read(root.path().join("a/b")).unwrap(), b"hello world");
+        assert!(!root.path().join("a/b.part").exists());
+
+        let mut partial = dir.begin(&name).unwrap();
+        partial.append(b"bad bytes").unwrap();
+        partial.restart().unwrap();
+        assert!(partial.is_empty());
+        partial.append(b"x").unwrap();
+        partial.abort();
+        assert!(!root.path().join("a/b.part").exists(), "abort deletes the .part");
+        assert_eq!(std::fs::read(root.path().join("a/b")).unwrap(), b"hello world", "the old copy stays");
+    }
 }
