@@ -24,6 +24,42 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (expected a duration such as 500ms, 30s, 10m, 1h)"))
 }
 
+/// A byte count as a flag takes it (`64MiB`, `1GiB`, `1000000`) and as help shows it (`64MiB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl std::fmt::Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&size(self.0).replace(' ', ""))
+    }
+}
+
+impl std::str::FromStr for Size {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Size, String> {
+        parse_size::parse_size(s)
+            .map(Size)
+            .map_err(|e| format!("{e} (expected bytes, or a size such as 64MiB or 1GiB)"))
+    }
+}
+
+/// A duration as a flag takes it and as help shows it (`500ms`, `30s`, `5m`, `1h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span(pub Duration);
+
+impl std::fmt::Display for Span {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        humantime::format_duration(self.0).fmt(f)
+    }
+}
+
+impl std::str::FromStr for Span {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Span, String> {
+        parse_duration(s).map(Span)
+    }
+}
+
 /// Seconds since the Unix epoch as RFC 3339 UTC, `1970-01-01T00:00:00Z` for anything earlier.
 pub fn utc(unix_seconds: i64) -> String {
     let secs = u64::try_from(unix_seconds).unwrap_or(0);
@@ -47,5 +83,20 @@ mod tests {
         assert_eq!(utc(1_795_520_085), "2026-11-24T11:34:45Z");
         assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
         assert!(parse_duration("soon").unwrap_err().contains("expected a duration"));
+    }
+
+    #[test]
+    fn flag_values_read_back_as_shown() {
+        for bytes in [0, 1000, 4096, 64 << 20, 1 << 30, 1536] {
+            assert_eq!(Size(bytes).to_string().parse(), Ok(Size(bytes)), "{bytes}");
+        }
+        assert_eq!("64MiB".parse(), Ok(Size(64 << 20)));
+        assert!("lots".parse::<Size>().unwrap_err().contains("expected bytes"));
+        for secs in [1, 30, 60, 300, 3600, 5400] {
+            let span = Span(Duration::from_secs(secs));
+            assert_eq!(span.to_string().parse(), Ok(span), "{span}");
+        }
+        assert_eq!(Span(Duration::from_secs(3600)).to_string(), "1h");
+        assert_eq!(Span(Duration::from_millis(500)).to_string(), "500ms");
     }
 }

@@ -5,10 +5,10 @@ use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::thread;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use ft::human::{Size, Span};
 use ft::server::{Config, Server, Shutdown};
 
 /// Serve the files beneath a folder to ftclient over TCP.
@@ -19,38 +19,38 @@ struct Args {
     #[arg(long, default_value_t = ft::DEFAULT_PORT)]
     port: u16,
     /// Address to listen on (0.0.0.0 or :: for every interface)
-    #[arg(long, default_value = "127.0.0.1")]
+    #[arg(long, default_value_t = ft::server::DEFAULT_BIND)]
     bind: IpAddr,
     /// Folder whose files are served, sub-folders included
-    #[arg(long, default_value = "server_downloads")]
+    #[arg(long, default_value = ft::server::DEFAULT_ROOT)]
     root: PathBuf,
     /// Folder that mirrors the cache on disk, so a restart starts warm
-    #[arg(long, default_value = "server_cache")]
+    #[arg(long, default_value = ft::server::DEFAULT_CACHE_DIR)]
     cache_dir: PathBuf,
     /// Most bytes the cache holds, in memory and in --cache-dir (e.g. 64MiB, 1GiB, 1000000)
-    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
-    cache_size: u64,
+    #[arg(long, default_value_t = Size(defaults().cache_size))]
+    cache_size: Size,
     /// Age after which a cached file is dropped (e.g. 90s, 10m, 1h)
-    #[arg(long, default_value = "1h", value_parser = ft::human::parse_duration)]
-    cache_ttl: Duration,
+    #[arg(long, default_value_t = Span(defaults().cache_ttl))]
+    cache_ttl: Span,
     /// Most connections served at once; more are answered "ERR busy" and closed
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = defaults().max_conns)]
     max_conns: usize,
     /// Longest request line in bytes; a longer one gets "ERR too-long" and the connection is closed
-    #[arg(long, default_value_t = ft::wire::MAX_REQUEST_LINE)]
+    #[arg(long, default_value_t = defaults().max_line)]
     max_line: usize,
     /// Close a connection that sends no request for this long
-    #[arg(long, default_value = "5m", value_parser = ft::human::parse_duration)]
-    idle_timeout: Duration,
+    #[arg(long, default_value_t = Span(defaults().idle_timeout))]
+    idle_timeout: Span,
     /// Close a connection whose request line, once begun, is not complete within this long
-    #[arg(long, default_value = "30s", value_parser = ft::human::parse_duration)]
-    request_timeout: Duration,
+    #[arg(long, default_value_t = Span(defaults().request_timeout))]
+    request_timeout: Span,
     /// Close a connection whose peer accepts no data for this long
-    #[arg(long, default_value = "60s", value_parser = ft::human::parse_duration)]
-    send_timeout: Duration,
+    #[arg(long, default_value_t = Span(defaults().send_timeout))]
+    send_timeout: Span,
     /// On SIGINT/SIGTERM, how long transfers in flight may take to finish (a second signal exits at once)
-    #[arg(long, default_value = "10s", value_parser = ft::human::parse_duration)]
-    grace: Duration,
+    #[arg(long, default_value_t = Span(defaults().grace))]
+    grace: Span,
     /// Log lines on stderr: text for people, or json (one object per line) for log shippers
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -70,8 +70,9 @@ enum Extra {
     Completions { shell: clap_complete::Shell },
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
-    parse_size::parse_size(s).map_err(|e| format!("{e} (expected bytes, or a size such as 64MiB or 1GiB)"))
+/// The library's defaults, which the help shows.
+fn defaults() -> Config {
+    Config::new(ft::server::DEFAULT_ROOT)
 }
 
 fn main() -> ExitCode {
@@ -107,14 +108,14 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     let config = Config {
         cache_dir: Some(args.cache_dir),
-        cache_size: args.cache_size,
-        cache_ttl: args.cache_ttl,
+        cache_size: args.cache_size.0,
+        cache_ttl: args.cache_ttl.0,
         max_conns: args.max_conns,
         max_line: args.max_line,
-        idle_timeout: args.idle_timeout,
-        request_timeout: args.request_timeout,
-        send_timeout: args.send_timeout,
-        grace: args.grace,
+        idle_timeout: args.idle_timeout.0,
+        request_timeout: args.request_timeout.0,
+        send_timeout: args.send_timeout.0,
+        grace: args.grace.0,
         ..Config::new(args.root)
     };
     match ft::server::raise_fd_limit() {

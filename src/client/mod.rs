@@ -79,6 +79,13 @@ impl From<ProtocolError> for ClientError {
     }
 }
 
+/// The server `ftclient` talks to when given no `--host`.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+/// How long `ftclient` waits to connect, or for the server, when given no `--timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The folder downloads are saved in when given no `-o`.
+pub const DEFAULT_OUTPUT: &str = "client_downloads";
+
 /// Most `get` requests one connection keeps in flight: enough to hide the round trip behind small
 /// files, few enough (a few KiB of requests) never to fill a socket buffer while the server is
 /// itself blocked sending, which would deadlock.

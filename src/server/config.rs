@@ -1,6 +1,7 @@
 //! What the server is told: [`Config`], and every default `ftserver` shows in its help, kept here
 //! once so the binary and the library cannot disagree.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,6 +11,8 @@ use crate::wire::MAX_REQUEST_LINE;
 pub const DEFAULT_ROOT: &str = "server_downloads";
 /// The cache's mirror folder when none is given.
 pub const DEFAULT_CACHE_DIR: &str = "server_cache";
+/// The address listened on when none is given: loopback only, so a first run exposes nothing.
+pub const DEFAULT_BIND: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 /// Everything the server needs besides its listener. [`Config::new`] gives `ftserver`'s defaults.
 #[derive(Debug, Clone)]

@@ -31,7 +31,7 @@ mod memo;
 pub mod mirror;
 mod shared;
 
-pub use config::{Config, DEFAULT_CACHE_DIR, DEFAULT_ROOT};
+pub use config::{Config, DEFAULT_BIND, DEFAULT_CACHE_DIR, DEFAULT_ROOT};
 pub use shared::Stat;
 
 use cache::{Cache, CacheStats};

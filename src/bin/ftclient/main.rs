@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ft::client::bench::{BenchConfig, BenchReport};
 use ft::client::{Client, ClientError, OutDir, Progress};
+use ft::human::Span;
 use ft::name::Name;
 use ft::wire::{ErrorCode, ListEntry, escape};
 
@@ -20,14 +21,14 @@ mod shell;
 #[command(version, after_help = EXIT_CODES)]
 struct Args {
     /// Server host name or address
-    #[arg(long, global = true, env = "FT_HOST", default_value = "127.0.0.1")]
+    #[arg(long, global = true, env = "FT_HOST", default_value = ft::client::DEFAULT_HOST)]
     host: String,
     /// Server port
     #[arg(long, global = true, env = "FT_PORT", default_value_t = ft::DEFAULT_PORT)]
     port: u16,
     /// Give up connecting, or waiting for the server, after this long (e.g. 10s, 2m)
-    #[arg(long, global = true, default_value = "30s", value_parser = ft::human::parse_duration)]
-    timeout: Duration,
+    #[arg(long, global = true, default_value_t = Span(ft::client::DEFAULT_TIMEOUT))]
+    timeout: Span,
     /// Print nothing but errors (no progress bar, no notes)
     #[arg(short, long, global = true)]
     quiet: bool,
@@ -48,7 +49,7 @@ enum Command {
     /// Download one or more files over one connection
     Get {
         /// Folder to save into, keeping sub-folders (created if missing); '-' writes one file to stdout
-        #[arg(short = 'o', long = "output", default_value = "client_downloads")]
+        #[arg(short = 'o', long = "output", default_value = ft::client::DEFAULT_OUTPUT)]
         output: PathBuf,
         /// Continue from an existing NAME.part if the server confirms its bytes; else start over
         #[arg(long)]
@@ -85,7 +86,7 @@ enum Command {
     /// Run list/get/stats interactively over one connection (also reads commands piped on stdin)
     Shell {
         /// Folder `get` saves into
-        #[arg(short = 'o', long = "output", default_value = "client_downloads")]
+        #[arg(short = 'o', long = "output", default_value = ft::client::DEFAULT_OUTPUT)]
         output: PathBuf,
     },
 }
@@ -220,7 +221,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
     // One bar per command; the shell keeps its own notes instead (a bar would linger between prompts).
     let bar = Bar::new(args.quiet || matches!(args.command, Command::Shell { .. }));
     let connect = || {
-        Client::connect(&addr, args.timeout).map(|mut client| {
+        Client::connect(&addr, args.timeout.0).map(|mut client| {
             if let Some(bar) = &bar {
                 client.set_progress(bar.clone());
             }
@@ -286,7 +287,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
         Command::Shell { output } => shell::run(connect()?, &output, args.quiet),
         Command::Bench { names, conns, duration, pipeline } => {
             let names = parse_names(&names)?;
-            let config = BenchConfig { addr, names, conns: conns.max(1), duration, pipeline, timeout: args.timeout };
+            let config = BenchConfig { addr, names, conns: conns.max(1), duration, pipeline, timeout: args.timeout.0 };
             let report = ft::client::bench::run(&config).context("bench")?;
             print_bench(&config, &report)?;
             Ok(if report.errors == 0 { 0 } else { code::FAILED })
