@@ -291,3 +291,29 @@ fn keeping_existing_files_holds_even_if_one_appears_mid_download() {
     replacing.save_whole(&n, b"third").unwrap();
     assert_eq!(fs::read(out.path().join("sub/f")).unwrap(), b"third");
 }
+
+#[test]
+fn hello_agrees_with_a_server_and_falls_back_with_one_that_predates_it() {
+    let dirs = Dirs::new();
+    dirs.put("a.txt", b"a");
+    let server = TestServer::start(dirs.config());
+    let mut client = server.client();
+    let agreed = client.hello(&["tls"]).unwrap();
+    assert_eq!((agreed.version, agreed.features.len()), (1, 0));
+    let out = tempfile::tempdir().unwrap();
+    let dir = OutDir::create(out.path()).unwrap();
+    client.download(&Name::parse("a.txt").unwrap(), &dir, false).unwrap();
+
+    // A server from before hello answers it as an unknown command; the client carries on at v1.
+    let (addr, fake) = fake_server(b"ERR unknown-command unknown command 'hello'\n".to_vec());
+    let mut client = Client::connect(&addr.to_string(), WAIT).unwrap();
+    let agreed = client.hello(&["tls"]).unwrap();
+    assert_eq!((agreed.version, agreed.features.len()), (1, 0));
+    assert!(client.is_usable());
+    assert_eq!(fake.join().unwrap(), "hello 1 tls\n");
+
+    // One that claims a version this client never offered is refused.
+    let (addr, _fake) = fake_server(b"OK 2 features=\n".to_vec());
+    let mut client = Client::connect(&addr.to_string(), WAIT).unwrap();
+    assert!(matches!(client.hello(&[]), Err(ClientError::Protocol(_))));
+}

@@ -324,3 +324,26 @@ fn a_restart_starts_warm_from_the_cache_folder_and_skips_changed_sources() {
     assert_eq!(server.stat("cache_hits"), 1, "first request after restart is a hit");
     assert_eq!(w.get("change.txt"), b"after!");
 }
+
+#[test]
+fn hello_agrees_on_a_version_only_as_the_first_request() {
+    let dirs = Dirs::new();
+    dirs.put("a.txt", b"a");
+    let server = started(&dirs);
+    let mut w = server.connect();
+    w.send("hello 9 tls list-meta\n");
+    assert_eq!(w.line(), "OK 1 features=", "the lower version, and no features granted yet");
+    w.send("hello 1\n");
+    assert!(w.line().starts_with("ERR bad-request hello must be the first request"));
+    assert_eq!(w.get("a.txt"), b"a", "the connection goes on");
+
+    for bad in ["hello\n", "hello 0\n", "hello 1 TLS\n", "hello one\n"] {
+        let mut w = server.connect();
+        w.send(bad);
+        assert!(w.line().starts_with("ERR bad-request usage: hello"), "{bad:?}");
+        assert_eq!(w.get("a.txt"), b"a", "{bad:?}: the connection goes on");
+    }
+    // Without hello, nothing changes: the first request is served as always.
+    let mut w = server.connect();
+    assert_eq!(w.get("a.txt"), b"a");
+}

@@ -33,7 +33,10 @@ mod outdir;
 
 pub use outdir::{OutDir, PART_SUFFIX, Partial};
 
-use crate::wire::{self as protocol, ErrorReply, GetHeader, ListEntry, MAX_REPLY_LINE, ProtocolError, Request};
+use crate::wire::{
+    self as protocol, Agreed, ErrorCode, ErrorReply, GetHeader, Hello, ListEntry, MAX_REPLY_LINE, PROTOCOL_VERSION,
+    ProtocolError, Request,
+};
 
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -270,6 +273,24 @@ impl Client {
     /// Whether the connection can still carry requests.
     pub fn is_usable(&self) -> bool {
         !self.broken
+    }
+
+    /// Agrees with the server on a protocol version and the `features` to use; only as the first
+    /// request on the connection. A server that predates `hello` gives the baseline (version 1,
+    /// no features), as does not calling this at all.
+    pub fn hello(&mut self, features: &[&str]) -> Result<Agreed, ClientError> {
+        let features = features.iter().map(|f| f.to_string()).collect();
+        match self.call(&Request::Hello(Hello { version: PROTOCOL_VERSION, features })) {
+            Ok(fields) => match Agreed::parse(&fields) {
+                Ok(agreed) if agreed.version <= PROTOCOL_VERSION => Ok(agreed),
+                Ok(agreed) => Err(ProtocolError::Malformed(format!("agreed to version {}", agreed.version)).into()),
+                Err(e) => Err(e.into()),
+            },
+            Err(ClientError::Server(reply)) if reply.kind() == Some(ErrorCode::UnknownCommand) => {
+                Ok(Agreed::baseline())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The files the server offers, under `folder` or all of them.

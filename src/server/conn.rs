@@ -151,6 +151,12 @@ impl<'a> Connection<'a> {
                     protocol::write_bye(&mut self.stream)?;
                     break;
                 }
+                Ok(Request::Hello(hello)) if self.requests == 1 => {
+                    let agreed = hello.agree(protocol::PROTOCOL_VERSION, protocol::SERVER_FEATURES);
+                    debug!(peer = %self.peer, version = agreed.version, features = ?agreed.features, "hello");
+                    agreed.write(&mut self.stream)?;
+                }
+                Ok(Request::Hello(_)) => self.err(ErrorCode::BadRequest, &"hello must be the first request")?,
                 Ok(Request::Get(name)) => self.get(&name, None)?,
                 Ok(Request::Resume { offset, prefix, name }) => self.get(&name, Some((offset, prefix)))?,
                 Ok(Request::List(folder)) => self.list(folder.as_ref())?,

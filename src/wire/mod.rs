@@ -31,11 +31,13 @@ pub const MAX_REQUEST_LINE: usize = 4096;
 /// Longest reply line a client reads: a list entry is two numbers and a name.
 pub const MAX_REPLY_LINE: usize = MAX_NAME_LEN + 64;
 
+mod hello;
 mod line;
 mod reply;
 mod request;
 mod text;
 
+pub use hello::{Agreed, Hello, PROTOCOL_VERSION, SERVER_FEATURES};
 pub use line::{ProtocolError, read_line, read_line_with};
 pub use reply::*;
 pub use request::{Request, RequestError};

@@ -6,12 +6,15 @@ use std::fmt;
 use crate::digest::Digest;
 use crate::name::{Name, NameError};
 
+use super::hello::Hello;
 use super::reply::ErrorCode;
 use super::text::{escape, parse_u64};
 
 /// A parsed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
+    /// Agree on a protocol version and features; only as the first request (see `hello.rs`).
+    Hello(Hello),
     /// Every servable file, or those under one folder.
     List(Option<Name>),
     Get(Name),
@@ -40,6 +43,8 @@ pub enum RequestError {
     UnexpectedArgument(&'static str),
     #[error("usage: resume OFFSET PREFIX-XXH3 NAME")]
     BadResume,
+    #[error("usage: hello VERSION [FEATURE...] (VERSION from 1, FEATURE of a-z, 0-9, -)")]
+    BadHello,
     #[error("bad name: {0}")]
     BadName(#[from] NameError),
 }
@@ -77,6 +82,8 @@ impl Request {
             let prefix = parts.next().and_then(Digest::parse).ok_or(RequestError::BadResume)?;
             let name = parts.next().filter(|n| !n.is_empty()).ok_or(RequestError::BadResume)?;
             Ok(Request::Resume { offset, prefix, name: Name::parse(name)? })
+        } else if verb.eq_ignore_ascii_case("hello") {
+            Hello::parse_args(arg.unwrap_or("")).map(Request::Hello).ok_or(RequestError::BadHello)
         } else if verb.eq_ignore_ascii_case("list") {
             match arg {
                 None | Some("") => Ok(Request::List(None)),
@@ -104,6 +111,7 @@ fn no_argument(arg: Option<&str>, verb: &'static str) -> Result<(), RequestError
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Request::Hello(hello) => write!(f, "{hello}"),
             Request::List(None) => f.write_str("list"),
             Request::List(Some(folder)) => write!(f, "list {folder}"),
             Request::Get(name) => write!(f, "get {name}"),
@@ -193,6 +201,8 @@ mod props {
             }),
             Just(Request::Stats),
             Just(Request::Quit),
+            (1u32.., proptest::collection::vec("[a-z0-9-]{1,32}", 0..4))
+                .prop_map(|(version, features)| Request::Hello(Hello { version, features })),
         ]
     }
 

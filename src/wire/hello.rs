@@ -1,0 +1,156 @@
+//! Agreeing on a protocol version and features: `hello`, the optional first request.
+//!
+//! ```text
+//! hello <version> [<feature> ...]    the highest version the client speaks, and the features it would use
+//!   -> OK <version> features=<f>,<f>  the version both speak (the lower of the two), and the
+//!                                     features the server grants among those asked (maybe none)
+//! ```
+//!
+//! A client that sends no `hello` gets version 1 with no features: today's behaviour, so every
+//! client that predates `hello` is served as before. A server that predates it answers
+//! `ERR unknown-command`, which the client reads the same way (version 1, no features) and the
+//! connection stays in step. `hello` is only valid as the first request, so what was agreed holds
+//! for the whole connection (TLS and tokens will need that). This version of ft speaks version 1
+//! and grants no features yet; coming ones (a `list` line with more fields, tokens) are named
+//! here when they land. A `list` line will gain fields only through a feature: with it, fields
+//! come as `key=value` pairs, then a TAB, then the name (a name holds no control character, so
+//! no TAB); without it the line stays `<size> <mtime> <name>`.
+
+use std::fmt;
+use std::io::{self, Write};
+
+use super::line::ProtocolError;
+use super::text::{malformed, parse_u64};
+
+/// The highest protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The features this server grants when asked. None yet: TLS, tokens and richer listings will
+/// add theirs.
+pub const SERVER_FEATURES: &[&str] = &[];
+
+/// Most features one `hello` may name.
+pub const MAX_FEATURES: usize = 32;
+/// Longest feature name, in bytes.
+pub const MAX_FEATURE_LEN: usize = 32;
+
+/// The arguments of a `hello` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// The highest version the client speaks (at least 1).
+    pub version: u32,
+    /// Features the client would use, each a lowercase token (`[a-z0-9-]`).
+    pub features: Vec<String>,
+}
+
+/// Whether `s` can name a feature: 1 to [`MAX_FEATURE_LEN`] of `a-z`, `0-9`, `-`.
+pub fn is_feature(s: &str) -> bool {
+    (1..=MAX_FEATURE_LEN).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+impl Hello {
+    /// Parses the argument of `hello`: a version, then features, separated by single spaces.
+    pub fn parse_args(arg: &str) -> Option<Hello> {
+        let mut parts = arg.split(' ');
+        let version = parts.next().and_then(parse_u64).and_then(|v| u32::try_from(v).ok()).filter(|&v| v >= 1)?;
+        let features: Vec<String> = parts.map(str::to_string).collect();
+        if features.len() > MAX_FEATURES || !features.iter().all(|f| is_feature(f)) {
+            return None;
+        }
+        Some(Hello { version, features })
+    }
+
+    /// What a server speaking up to `version` and offering `offered` agrees to.
+    pub fn agree(&self, version: u32, offered: &[&str]) -> Agreed {
+        let features = self.features.iter().filter(|f| offered.contains(&f.as_str())).cloned().collect();
+        Agreed { version: self.version.min(version), features }
+    }
+}
+
+impl fmt::Display for Hello {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "hello {}", self.version)?;
+        for feature in &self.features {
+            write!(f, " {feature}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What both sides agreed to: the reply to `hello`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agreed {
+    pub version: u32,
+    pub features: Vec<String>,
+}
+
+impl Agreed {
+    /// What holds without a `hello`, or with a server that predates it.
+    pub fn baseline() -> Agreed {
+        Agreed { version: 1, features: Vec::new() }
+    }
+
+    pub fn has(&self, feature: &str) -> bool {
+        self.features.iter().any(|f| f == feature)
+    }
+
+    /// Writes `OK <version> features=<f>,<f>`.
+    pub fn write(&self, w: &mut impl Write) -> io::Result<()> {
+        writeln!(w, "OK {} features={}", self.version, self.features.join(","))
+    }
+
+    /// Parses the fields after `OK `; unknown `key=value` fields are ignored, as on every `OK`.
+    pub fn parse(fields: &str) -> Result<Agreed, ProtocolError> {
+        let bad = |what: &str| malformed(what, fields.as_bytes());
+        let mut parts = fields.split(' ');
+        let version = parts
+            .next()
+            .and_then(parse_u64)
+            .and_then(|v| u32::try_from(v).ok())
+            .filter(|&v| v >= 1)
+            .ok_or_else(|| bad("expected a protocol version"))?;
+        let mut features = Vec::new();
+        for field in parts {
+            if let Some(list) = field.strip_prefix("features=") {
+                features = list.split(',').filter(|f| !f.is_empty()).map(str::to_string).collect();
+                if features.len() > MAX_FEATURES || !features.iter().all(|f| is_feature(f)) {
+                    return Err(bad("bad feature list"));
+                }
+            }
+        }
+        Ok(Agreed { version, features })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_arguments_are_a_version_then_feature_tokens() {
+        let hello = Hello::parse_args("3 tls list-meta").unwrap();
+        assert_eq!(hello, Hello { version: 3, features: vec!["tls".into(), "list-meta".into()] });
+        assert_eq!(hello.to_string(), "hello 3 tls list-meta");
+        assert_eq!(Hello::parse_args("1"), Some(Hello { version: 1, features: vec![] }));
+        for bad in ["", "0", "-1", "x", "1 TLS", "1  tls", "1 tls,x", "4294967296", &format!("1{}", " f".repeat(33))] {
+            assert_eq!(Hello::parse_args(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn agreement_is_the_lower_version_and_the_common_features() {
+        let hello = Hello::parse_args("7 tls zstd").unwrap();
+        let agreed = hello.agree(1, &["zstd", "tokens"]);
+        assert_eq!(agreed, Agreed { version: 1, features: vec!["zstd".into()] });
+        assert!(agreed.has("zstd") && !agreed.has("tls"));
+        let mut out = Vec::new();
+        agreed.write(&mut out).unwrap();
+        assert_eq!(out, b"OK 1 features=zstd\n");
+        assert_eq!(Agreed::parse("1 features=zstd").unwrap(), agreed);
+        assert_eq!(Agreed::parse("2 features= later=1").unwrap(), Agreed { version: 2, features: vec![] });
+        assert_eq!(Agreed::parse("1").unwrap(), Agreed::baseline());
+        assert!(Agreed::parse("0 features=").is_err());
+        assert!(Agreed::parse("1 features=A").is_err());
+    }
+}
