@@ -2,7 +2,10 @@
 //! keep changing. Runs `FT_SOAK_SECS` seconds (30 by default) and reports transfers, mismatches,
 //! peak server RSS and threads, and the threads and descriptors left afterwards.
 //!
-//! `FT_SOAK_SECS=300 cargo test --release soak -- --nocapture` runs it for five minutes.
+//! It is left out of a plain `cargo test` (it would double the everyday loop); `.ci/run` runs it,
+//! and `cargo test --test integration soak -- --ignored` runs it here.
+//! `FT_SOAK_SECS=300 cargo test --release --test integration soak -- --ignored --nocapture` runs
+//! it for five minutes.
 //! The sleeps here pace the load (a slow reader, a changer); nothing waits on one for a result.
 
 use std::collections::{HashMap, HashSet};
@@ -97,6 +100,7 @@ impl Proc {
 }
 
 #[test]
+#[ignore = "30 s of load: CI runs it; locally `cargo test --test integration soak -- --ignored`"]
 fn soak() {
     let secs: u64 = std::env::var("FT_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
     let work = tempfile::tempdir().unwrap();
