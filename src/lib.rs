@@ -23,12 +23,16 @@
 //!
 //! # Wire format in brief
 //! ```text
-//! list [FOLDER]\n  ->  OK <count>\n  then <count> × "<size> <mtime> <name>\n"
-//! get NAME\n       ->  OK <size>\n   then <size> raw bytes
-//! stats\n          ->  OK <count>\n  then <count> × "<key> <value>\n"
-//! quit\n           ->  OK bye\n      and the connection closes
-//! any error        ->  ERR <code> <message>\n   (the connection stays usable)
+//! hello VERSION [FEATURE...]\n  ->  OK <version> features=<f>,...\n   (optional, first request only)
+//! list [FOLDER]\n               ->  OK <count>\n  then <count> × "<size> <mtime> <name>\n"
+//! get NAME\n                    ->  OK <size> xxh3=<digest>\n  then <size> raw bytes
+//! resume OFFSET PREFIX NAME\n   ->  OK <n> offset=<o> size=<size> xxh3=<digest>\n  then <n> bytes from <o>
+//!                                   (or the whole file, as for get, if PREFIX does not match)
+//! stats\n                       ->  OK <count>\n  then <count> × "<key> <value>\n"
+//! quit\n                        ->  OK bye\n      and the connection closes
+//! any error                     ->  ERR <code> <message>\n   (the connection stays usable)
 //! ```
+//! [`wire`] has the grammar, README's "Protocol" section the long form.
 
 #![deny(unsafe_code)]
 

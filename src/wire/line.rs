@@ -2,6 +2,13 @@
 
 use std::io::{self, BufRead};
 
+use crate::name::MAX_NAME_LEN;
+
+/// Longest request line the server reads, in bytes, excluding the line feed.
+pub const MAX_REQUEST_LINE: usize = 4096;
+/// Longest reply line a client reads: a list entry is two numbers and a name.
+pub const MAX_REPLY_LINE: usize = MAX_NAME_LEN + 64;
+
 /// Errors reading or decoding the wire. After any of these the stream is out of step.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {

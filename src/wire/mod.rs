@@ -1,5 +1,7 @@
-//! The wire protocol: request and reply types, each parser beside its formatter, and the bounded
-//! line reader both sides use.
+//! The wire protocol: requests (`request.rs`, `hello.rs`), typed replies (`reply.rs`: [`Status`],
+//! [`ErrorCode`], the `get` header, list and stats lines), the bounded line reader (`line.rs`), and
+//! numbers and escaping of peer text (`text.rs`). Each parser sits beside its formatter, and no
+//! reply text is written anywhere else in the crate.
 //!
 //! Nothing here touches a file or a socket directly: parsing works on byte slices, formatting on
 //! `impl Write`, and reading on `impl BufRead`, so the same code is tested in memory and used over
@@ -7,6 +9,7 @@
 //!
 //! ```text
 //! request  = verb [SP argument] LF          ; a CR before LF is dropped; verbs are case-insensitive
+//!   hello VERSION [FEATURE...]              ; optional, first request only (see hello.rs)
 //!   list [FOLDER]                           ; FOLDER and NAME are everything after the first space
 //!   get NAME
 //!   resume OFFSET PREFIX-XXH3 NAME          ; continue a download (see README)
@@ -15,6 +18,8 @@
 //! reply    = "OK" [SP fields] LF [payload]  |  "ERR" SP code SP message LF
 //!   get   -> OK <size> xxh3=<digest>                              then exactly <size> raw bytes
 //!   resume-> OK <n> offset=<o> size=<size> xxh3=<digest>         then the <n> = <size> - <o> bytes from <o>
+//!            (offset and size only when o > 0: a prefix that does not match gets get's reply)
+//!   hello -> OK <version> features=<f>,<f>
 //!   list  -> OK <count>            then <count> lines "<size> <mtime-unix-seconds> <name>"
 //!   stats -> OK <count>            then <count> lines "<key> <value>"
 //!   quit  -> OK bye                then the server closes the connection
@@ -24,13 +29,6 @@
 //! reader must ignore when it does not know them, so later versions can add them (a digest, a
 //! resume offset) without breaking older clients.
 
-use crate::name::MAX_NAME_LEN;
-
-/// Longest request line the server reads, in bytes, excluding the line feed.
-pub const MAX_REQUEST_LINE: usize = 4096;
-/// Longest reply line a client reads: a list entry is two numbers and a name.
-pub const MAX_REPLY_LINE: usize = MAX_NAME_LEN + 64;
-
 mod hello;
 mod line;
 mod reply;
@@ -38,7 +36,7 @@ mod request;
 mod text;
 
 pub use hello::{Agreed, Hello, PROTOCOL_VERSION, SERVER_FEATURES};
-pub use line::{ProtocolError, read_line, read_line_with};
+pub use line::{MAX_REPLY_LINE, MAX_REQUEST_LINE, ProtocolError, read_line, read_line_with};
 pub use reply::*;
 pub use request::{Request, RequestError};
 pub use text::{escape, parse_u64};

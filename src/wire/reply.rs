@@ -7,8 +7,7 @@ use std::io::{self, BufRead, Write};
 use crate::digest::Digest;
 use crate::name::Name;
 
-use super::MAX_REPLY_LINE;
-use super::line::{ProtocolError, read_line};
+use super::line::{MAX_REPLY_LINE, ProtocolError, read_line};
 use super::text::{escape, malformed, parse_i64, parse_u64};
 
 /// The machine-readable reason in an `ERR` line.
