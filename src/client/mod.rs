@@ -1,8 +1,7 @@
 //! The client: one connection, the requests over it, and saving downloads safely.
 //!
 //! A [`Client`] speaks the protocol over one connection (a [`Transport`], read and written by one
-//! owner, never split) and never trusts it: status lines
-//! and list entries are parsed strictly, a body is read to exactly its announced size through a
+//! owner, never split) and never trusts it: status lines and list entries are parsed strictly, a body is read to exactly its announced size through a
 //! fixed buffer (a body that ends early is an error, bytes beyond it are never written), and
 //! every body is hashed as it streams in and checked against the digest the server announced.
 //!
@@ -10,77 +9,37 @@
 //! only once complete and verified; a failed transfer leaves no file under the final name and never
 //! destroys an existing copy, an interrupted one keeps its `.part` so `resume` can continue it, and
 //! one that fails verification deletes it. A small file is read whole, verified in memory, and
-//! handed to writer threads that save it in one step, so the receive loop never waits on the file
-//! system for it.
+//! handed to writer threads (`saver.rs`) that save it in one step, so the receive loop never waits
+//! on the file system for it. Errors and results are in `result.rs`.
 //!
 //! [`Client::download_all`] pipelines: it keeps a window of requests in flight on the connection,
 //! so many small files cost one round trip in all rather than one each.
 
+pub mod bench;
+mod outdir;
+mod result;
+mod saver;
+
+pub use outdir::{OutDir, PART_SUFFIX, Partial};
+pub use result::{ClientError, Downloaded};
+pub use saver::WRITERS;
+
 use std::collections::VecDeque;
 use std::io::{self, BufRead, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::mpsc;
 use std::time::Duration;
 
-use std::sync::mpsc;
+use saver::{Saved, Saver, Whole};
 
-use crate::digest::{Digest, Hasher, feed_file};
+use crate::digest::{Hasher, feed_file};
 use crate::name::Name;
 use crate::transport::{BufStream, Transport};
-pub mod bench;
-mod outdir;
-
-pub use outdir::{OutDir, PART_SUFFIX, Partial};
-
 use crate::wire::{
-    self as protocol, Agreed, ErrorCode, ErrorReply, GetHeader, Hello, ListEntry, MAX_REPLY_LINE, PROTOCOL_VERSION,
-    ProtocolError, Request,
+    self as protocol, Agreed, ErrorCode, GetHeader, Hello, ListEntry, MAX_REPLY_LINE, PROTOCOL_VERSION, ProtocolError,
+    Request,
 };
-
-/// Why a client operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("cannot connect to {addr}: {source}")]
-    Connect { addr: String, source: io::Error },
-    #[error("network error: {0}")]
-    Network(io::Error),
-    #[error("timed out: the server sent nothing for the whole timeout (--timeout)")]
-    Timeout,
-    #[error(transparent)]
-    Protocol(ProtocolError),
-    #[error("{0}")]
-    Server(ErrorReply),
-    #[error("connection closed after {received} of {expected} bytes")]
-    ShortBody { expected: u64, received: u64 },
-    #[error("integrity check failed: the server announced xxh3 {expected}, the bytes received hash to {actual}")]
-    Integrity { expected: Digest, actual: Digest },
-    #[error("cannot write {}: {source}", path.display())]
-    Local { path: PathBuf, source: io::Error },
-    #[error("the connection is out of step after an earlier error")]
-    Broken,
-    #[error("{} already exists; kept (no-clobber)", path.display())]
-    Kept { path: PathBuf },
-}
-
-impl From<io::Error> for ClientError {
-    fn from(e: io::Error) -> ClientError {
-        // A socket timeout surfaces as EAGAIN ("resource temporarily unavailable"): say what it is.
-        match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout,
-            _ => ClientError::Network(e),
-        }
-    }
-}
-
-impl From<ProtocolError> for ClientError {
-    fn from(e: ProtocolError) -> ClientError {
-        match e {
-            ProtocolError::Io(e) => e.into(),
-            other => ClientError::Protocol(other),
-        }
-    }
-}
 
 /// The server `ftclient` talks to when given no `--host`.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -96,93 +55,6 @@ pub const WINDOW: usize = 128;
 
 /// Files up to this size are read whole into memory, verified, and saved in one step.
 pub const SMALL_FILE: u64 = 256 << 10;
-
-/// Threads saving small files while the receive loop goes on (one per core here).
-pub const WRITERS: usize = 2;
-
-/// A batch of small files goes to a writer once it holds this many files...
-const BATCH_FILES: usize = 64;
-/// ... or this many bytes, or when the receive loop would otherwise wait for the network.
-const BATCH_BYTES: usize = 1 << 20;
-/// Batches waiting for each writer; with the above, bounds the memory of unsaved small files.
-const LANE_BATCHES: usize = 2;
-
-/// Small verified files on their way to the writer threads, handed over in batches (one channel
-/// per writer, taken in turn) so that a thousand small files cost dozens of wake-ups, not
-/// thousands. With no writers, files are saved at once.
-struct Saver<'a> {
-    dir: &'a OutDir,
-    batch: Vec<Whole>,
-    batch_bytes: usize,
-    lanes: Vec<mpsc::SyncSender<Vec<Whole>>>,
-    next_lane: usize,
-}
-
-type Saved = (Name, Result<Downloaded, ClientError>);
-
-impl Saver<'_> {
-    /// Takes a file; returns the results of any files it had to save itself.
-    fn push(&mut self, whole: Whole) -> Vec<Saved> {
-        self.batch_bytes += whole.bytes.len();
-        self.batch.push(whole);
-        if self.lanes.is_empty() || self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
-            return self.hand_off();
-        }
-        Vec::new()
-    }
-
-    /// Sends the current batch to the next writer (or saves it here if there is none).
-    fn hand_off(&mut self) -> Vec<Saved> {
-        let batch = std::mem::take(&mut self.batch);
-        self.batch_bytes = 0;
-        if batch.is_empty() {
-            return Vec::new();
-        }
-        let batch = match self.lanes.get(self.next_lane % self.lanes.len().max(1)) {
-            Some(lane) => match lane.send(batch) {
-                Ok(()) => Vec::new(),
-                Err(failed) => failed.0,
-            },
-            None => batch,
-        };
-        self.next_lane += 1;
-        batch.into_iter().map(|whole| whole.save(self.dir)).collect()
-    }
-
-    /// Hands off what is left and lets the writers finish.
-    fn finish(mut self) -> Vec<Saved> {
-        let left = self.hand_off();
-        self.lanes.clear();
-        left
-    }
-}
-
-/// What [`Client::receive`] made of a reply.
-enum Received {
-    /// Streamed to disk and saved.
-    Saved(Downloaded),
-    /// A small file, whole and verified in memory, still to be saved.
-    Whole(Whole),
-}
-
-/// A small file, verified, waiting to be saved.
-struct Whole {
-    name: Name,
-    bytes: Vec<u8>,
-    done: Downloaded,
-}
-
-impl Whole {
-    fn save(self, dir: &OutDir) -> (Name, Result<Downloaded, ClientError>) {
-        let path = dir.path().join(self.name.as_path());
-        let result = match dir.save_whole(&self.name, &self.bytes) {
-            Ok(()) => Ok(self.done),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(ClientError::Kept { path }),
-            Err(source) => Err(ClientError::Local { path, source }),
-        };
-        (self.name, result)
-    }
-}
 
 /// A download whose request is on its way: what its reply needs.
 struct InFlight {
@@ -213,16 +85,12 @@ impl InFlight {
     }
 }
 
-/// What a download did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Downloaded {
-    /// The file's size.
-    pub size: u64,
-    /// Bytes kept from an earlier `.part` (0 for a fresh download).
-    pub resumed_from: u64,
-    /// A `.part` was found but did not match the server's file, so it was discarded.
-    pub started_over: bool,
-    pub digest: Digest,
+/// What [`Client::receive`] made of a reply.
+enum Received {
+    /// Streamed to disk and saved.
+    Saved(Downloaded),
+    /// A small file, whole and verified in memory, still to be saved.
+    Whole(Whole),
 }
 
 /// Told how downloads advance, to draw progress (see `ftclient`'s progress bar).
@@ -395,21 +263,7 @@ impl Client {
         let writers = if names.len() > 1 { WRITERS } else { 0 };
         let (saved_tx, saved) = mpsc::channel();
         std::thread::scope(|scope| {
-            let mut saver = Saver { dir, batch: Vec::new(), batch_bytes: 0, lanes: Vec::new(), next_lane: 0 };
-            for _ in 0..writers {
-                let (lane, batches) = mpsc::sync_channel::<Vec<Whole>>(LANE_BATCHES);
-                let saved_tx = saved_tx.clone();
-                saver.lanes.push(lane);
-                scope.spawn(move || {
-                    for batch in batches {
-                        let results: Vec<Saved> = batch.into_iter().map(|whole| whole.save(dir)).collect();
-                        if saved_tx.send(results).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-            drop(saved_tx);
+            let mut saver = Saver::start(scope, dir, writers, saved_tx);
             let left = self.pipeline(names, dir, resume, &mut report, &mut saver, &saved);
             for (name, result) in saver.finish() {
                 report(&name, result);

@@ -1,0 +1,64 @@
+//! What client operations give back: [`ClientError`], why one failed (the binary turns its variants
+//! into exit codes), and [`Downloaded`], what a download did.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::digest::Digest;
+use crate::wire::{ErrorReply, ProtocolError};
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect { addr: String, source: io::Error },
+    #[error("network error: {0}")]
+    Network(io::Error),
+    #[error("timed out: the server sent nothing for the whole timeout (--timeout)")]
+    Timeout,
+    #[error(transparent)]
+    Protocol(ProtocolError),
+    #[error("{0}")]
+    Server(ErrorReply),
+    #[error("connection closed after {received} of {expected} bytes")]
+    ShortBody { expected: u64, received: u64 },
+    #[error("integrity check failed: the server announced xxh3 {expected}, the bytes received hash to {actual}")]
+    Integrity { expected: Digest, actual: Digest },
+    #[error("cannot write {}: {source}", path.display())]
+    Local { path: PathBuf, source: io::Error },
+    #[error("the connection is out of step after an earlier error")]
+    Broken,
+    #[error("{} already exists; kept (no-clobber)", path.display())]
+    Kept { path: PathBuf },
+}
+
+impl From<io::Error> for ClientError {
+    fn from(e: io::Error) -> ClientError {
+        // A socket timeout surfaces as EAGAIN ("resource temporarily unavailable"): say what it is.
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout,
+            _ => ClientError::Network(e),
+        }
+    }
+}
+
+impl From<ProtocolError> for ClientError {
+    fn from(e: ProtocolError) -> ClientError {
+        match e {
+            ProtocolError::Io(e) => e.into(),
+            other => ClientError::Protocol(other),
+        }
+    }
+}
+
+/// What a download did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Downloaded {
+    /// The file's size.
+    pub size: u64,
+    /// Bytes kept from an earlier `.part` (0 for a fresh download).
+    pub resumed_from: u64,
+    /// A `.part` was found but did not match the server's file, so it was discarded.
+    pub started_over: bool,
+    pub digest: Digest,
+}
