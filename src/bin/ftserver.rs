@@ -33,10 +33,10 @@ struct Args {
     /// Age after which a cached file is dropped (e.g. 90s, 10m, 1h)
     #[arg(long, default_value_t = Span(defaults().cache_ttl))]
     cache_ttl: Span,
-    /// Most connections served at once; more are answered "ERR busy" and closed
+    /// Most connections served at once; more are answered with an ERR busy line and closed
     #[arg(long, default_value_t = defaults().max_conns)]
     max_conns: usize,
-    /// Longest request line in bytes; a longer one gets "ERR too-long" and the connection is closed
+    /// Longest request line in bytes; a longer one gets an ERR too-long line and the connection is closed
     #[arg(long, default_value_t = defaults().max_line)]
     max_line: usize,
     /// Close a connection that sends no request for this long
