@@ -1,4 +1,5 @@
-//! One client connection: the command loop, its timeouts, and the replies.
+//! One client connection: the command loop, its timeouts, and writing the replies through its
+//! [`Transport`] (what a `get` answers is decided in `get.rs`; the reply text in the wire module).
 //!
 //! The loop waits up to the idle timeout for a request to begin; once its first byte is in, the
 //! whole line must arrive within the request timeout (a peer trickling bytes is cut off) and fit

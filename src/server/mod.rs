@@ -1,8 +1,12 @@
-//! The server: configuration, the accept loop, connection limits and graceful shutdown.
+//! The server: the accept loop, connection limits and graceful shutdown, over the pieces in this
+//! folder: `config.rs` (what it is told, and every default), `shared.rs` (the state connections
+//! share), `conn.rs` (one connection's command loop), `get.rs` (answering a `get` apart from any
+//! transport), `cache.rs` and `mirror.rs` (the byte-capped cache and its files), `memo.rs` (digests
+//! of files streamed from disk).
 //!
 //! [`Server::run`] takes an already-bound listener (the binary binds; tests bind `127.0.0.1:0`)
-//! and spawns one named `std::thread` with a small stack per accepted connection (the command
-//! loop is in `conn.rs`). Past `max_conns` a new connection gets `ERR busy` and is closed without
+//! and spawns one named `std::thread` with a small stack per accepted connection, which it wraps
+//! in a [`Transport`]. Past `max_conns` a new connection gets `ERR busy` and is closed without
 //! a thread. A connection's error ends that connection alone and is logged once with its peer.
 //! Accept errors (such as running out of file descriptors) back off instead of spinning.
 //!
