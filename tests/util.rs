@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use ft::digest::Digest;
 use ft::server::{Config, Server, Shutdown};
@@ -25,14 +25,38 @@ pub fn put(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.join(name);
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     fs::write(&path, bytes).unwrap();
-    settle(&path);
+    backdate(&path);
     path
 }
 
-/// Sets a file's mtime an hour into the past.
+/// Sets a file's mtime an hour into the past, then waits until its change time (which that
+/// sets to now, and which nothing can set back) is older than the cache's settle time, so the
+/// cache will admit it. The wait is bounded by that time: it is the property under test.
 pub fn settle(path: &Path) {
+    backdate(path);
+    wait_settled();
+}
+
+/// Sets a file's mtime an hour into the past and notes when its change time was set.
+fn backdate(path: &Path) {
     let f = fs::File::options().write(true).open(path).unwrap();
     f.set_modified(SystemTime::now() - Duration::from_secs(3600)).unwrap();
+    *LAST_CHANGE.lock().unwrap() = Some(Instant::now());
+}
+
+/// When a file was last written through [`put`] or [`settle`], by any test.
+static LAST_CHANGE: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+
+/// Waits until every file put so far is older than the cache's settle time (at most that long).
+/// Servers wait for it at start, so files put before a test starts its server are cacheable.
+pub fn wait_settled() {
+    let last = *LAST_CHANGE.lock().unwrap();
+    if let Some(last) = last {
+        let ready = last + ft::server::cache::SETTLE_TIME + Duration::from_millis(2);
+        if let Some(left) = ready.checked_duration_since(Instant::now()) {
+            thread::sleep(left);
+        }
+    }
 }
 
 /// Bytes that are different at every offset and cover all 256 values.
@@ -77,6 +101,7 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(config: Config) -> TestServer {
+        wait_settled();
         let server = Arc::new(Server::new(config).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -213,6 +238,7 @@ impl RealServer {
 
     /// [`RealServer::start`] with the open-file limit (soft and hard) set to `fd_limit`.
     pub fn start_limited(cwd: &Path, args: &[&str], fd_limit: Option<u64>) -> RealServer {
+        wait_settled();
         let mut command = Command::new(bin("ftserver"));
         command.args(["--port", "0"]).args(args).current_dir(cwd).env("RUST_LOG", "info");
         if let Some(limit) = fd_limit {

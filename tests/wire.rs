@@ -347,3 +347,61 @@ fn hello_agrees_on_a_version_only_as_the_first_request() {
     let mut w = server.connect();
     assert_eq!(w.get("a.txt"), b"a");
 }
+
+/// Rewrites a file in place, same size, and puts its old modification time back, as `touch -d`,
+/// `cp -p`, `tar x` and rsync do.
+fn rewrite_keeping_mtime(path: &std::path::Path, bytes: &[u8]) {
+    let old = fs::metadata(path).unwrap().modified().unwrap();
+    let mut f = fs::File::options().write(true).open(path).unwrap();
+    f.write_all(bytes).unwrap();
+    f.set_modified(old).unwrap();
+}
+
+#[test]
+fn a_rewrite_that_restores_the_mtime_is_never_served_stale() {
+    let dirs = Dirs::new();
+    let small = dirs.put("same.txt", &[b'A'; 4096]);
+    let big = dirs.put("big.bin", &[b'A'; 100_000]);
+    let old_mtime = |path: &std::path::Path| {
+        let f = fs::File::options().write(true).open(path).unwrap();
+        f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000)).unwrap();
+    };
+    old_mtime(&small);
+    old_mtime(&big);
+    crate::util::wait_settled();
+    // A cache big enough for same.txt only: big.bin is streamed, its digest memoised.
+    let config = Config { cache_size: 10_000, ..dirs.config() };
+    {
+        let server = TestServer::start(config.clone());
+        let mut w = server.connect();
+        assert!(w.get("same.txt") == [b'A'; 4096], "same.txt: AAA");
+        assert!(w.get("same.txt") == [b'A'; 4096], "same.txt: AAA");
+        assert_eq!(server.stat("cache_hits"), 1, "cached");
+        assert!(w.get("big.bin") == [b'A'; 100_000], "digest memoised");
+
+        rewrite_keeping_mtime(&small, &[b'B'; 4096]);
+        rewrite_keeping_mtime(&big, &[b'B'; 100_000]);
+        assert!(w.get("same.txt") == [b'B'; 4096], "not the cached A's");
+        // Wire::get checks the digest: a stale memo would announce the A's digest.
+        assert!(w.get("big.bin") == [b'B'; 100_000], "big.bin: BBB");
+
+        // Once settled the B's are cached; then the C's replace them, and are cached in turn.
+        crate::util::wait_settled();
+        std::thread::sleep(ft::server::cache::SETTLE_TIME);
+        assert!(w.get("same.txt") == [b'B'; 4096], "same.txt: BBB");
+        assert!(w.get("same.txt") == [b'B'; 4096], "same.txt: BBB");
+        assert_eq!(server.stat("cache_hits"), 2, "the B's were cached");
+        rewrite_keeping_mtime(&small, &[b'C'; 4096]);
+        assert!(w.get("same.txt") == [b'C'; 4096], "same.txt: CCC");
+        std::thread::sleep(ft::server::cache::SETTLE_TIME);
+        assert!(w.get("same.txt") == [b'C'; 4096], "same.txt: CCC");
+        w.sync();
+        assert_eq!(server.server.cache_stats().entries, 1, "the C's are cached and mirrored");
+    }
+    // Nor after a restart, from the mirror.
+    rewrite_keeping_mtime(&small, &[b'D'; 4096]);
+    let server = TestServer::start(config);
+    assert_eq!(server.server.warmed(), 0, "the mirrored C's are stale");
+    let mut w = server.connect();
+    assert!(w.get("same.txt") == [b'D'; 4096], "same.txt: DDD");
+}

@@ -369,11 +369,12 @@ impl Drop for Reservation<'_> {
 
 /// Whether a file's mtime is far enough in the past that a later write would change it.
 fn settled(v: &FileVersion, now: SystemTime) -> bool {
-    let mtime = match u64::try_from(v.mtime_sec) {
-        Ok(secs) => UNIX_EPOCH + Duration::new(secs, v.mtime_nsec.clamp(0, 999_999_999) as u32),
+    let (secs, nanos) = v.changed();
+    let changed = match u64::try_from(secs) {
+        Ok(secs) => UNIX_EPOCH + Duration::new(secs, nanos.clamp(0, 999_999_999) as u32),
         Err(_) => UNIX_EPOCH,
     };
-    now.duration_since(mtime).is_ok_and(|age| age >= SETTLE_TIME)
+    now.duration_since(changed).is_ok_and(|age| age >= SETTLE_TIME)
 }
 
 #[cfg(test)]
@@ -385,7 +386,7 @@ mod tests {
     }
 
     fn old_version(size: u64) -> FileVersion {
-        FileVersion { size, mtime_sec: 1_000_000, mtime_nsec: 0, ino: 1, dev: 1 }
+        FileVersion { size, mtime_sec: 1_000_000, ctime_sec: 1_000_000, ino: 1, dev: 1, ..FileVersion::default() }
     }
 
     fn admit(cache: &Cache, n: &str, size: u64, now: Instant) -> bool {
@@ -487,12 +488,16 @@ mod tests {
             size: 1,
             mtime_sec: fresh.as_secs() as i64,
             mtime_nsec: fresh.subsec_nanos() as i64,
+            ctime_sec: fresh.as_secs() as i64,
+            ctime_nsec: fresh.subsec_nanos() as i64,
             ino: 1,
             dev: 1,
         };
         assert!(!settled(&v, now));
         assert!(settled(&v, now + SETTLE_TIME));
         assert!(!settled(&FileVersion { mtime_sec: i64::MAX, ..v }, now), "future mtime");
+        // touch -d: an old mtime on a file just rewritten; its ctime says it is new.
+        assert!(!settled(&FileVersion { mtime_sec: 1_700_000_000, mtime_nsec: 0, ..v }, now), "old mtime, new ctime");
         let cache = Cache::new(20, Duration::from_secs(60), None);
         assert!(cache.reserve(&name("a"), &v, Instant::now()).is_none());
     }

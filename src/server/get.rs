@@ -8,7 +8,7 @@
 //! the entry ([`Answer::admit`]), so a client never waits for the cache's disk write.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -94,19 +94,39 @@ pub(crate) fn answer<'a>(
         return streamed(shared, name, file, &version, resume);
     };
     // Read whole before answering, so a read error is still an ERR line, not a cut reply.
-    let mut bytes = Vec::with_capacity(usize::try_from(version.size).unwrap_or(0));
-    if let Err(e) = (&mut file).take(version.size).read_to_end(&mut bytes) {
-        return Err(Refusal::new(ErrorCode::Internal, format_args!("read failed: {e}")));
-    }
-    if bytes.len() as u64 != version.size {
-        return Err(Refusal::new(ErrorCode::Internal, "file shrank while being read; try again"));
-    }
+    let (bytes, digest) = read_whole(&mut file, &version)?;
     let bytes = reservation.hold(bytes);
-    let digest = Digest::of(&bytes);
     let offset = matching_offset(resume, |off| bytes.get(..off as usize).map(Digest::of));
     debug!(%peer, %name, size = version.size, "miss, admitted");
     let admission = Admission { reservation, bytes: bytes.clone(), digest, version, file, at: now };
     Ok(from_memory(bytes, digest, offset, Some(admission)))
+}
+
+/// Most times a file is read whole before the server gives up on getting the same bytes twice.
+const READ_ATTEMPTS: usize = 3;
+
+/// Reads all `version.size` bytes of `file` and their digest, then reads the file once more and
+/// requires the same digest: a `write()` that began before the file was opened changes no
+/// timestamp while it runs, so only a second read can show that the first one saw half-written
+/// bytes. Such a body is neither sent nor cached; after [`READ_ATTEMPTS`] tries the request is
+/// refused (the client may retry).
+fn read_whole(file: &mut File, version: &FileVersion) -> Result<(Vec<u8>, Digest), Refusal> {
+    for _ in 0..READ_ATTEMPTS {
+        let mut bytes = Vec::with_capacity(usize::try_from(version.size).unwrap_or(0));
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| Refusal::new(ErrorCode::Internal, format_args!("read failed: {e}")))?;
+        if let Err(e) = file.take(version.size).read_to_end(&mut bytes) {
+            return Err(Refusal::new(ErrorCode::Internal, format_args!("read failed: {e}")));
+        }
+        if bytes.len() as u64 != version.size {
+            return Err(Refusal::new(ErrorCode::Internal, "file shrank while being read; try again"));
+        }
+        let digest = Digest::of(&bytes);
+        if hash_file(file, version.size, None).is_ok_and(|(again, _)| again == digest) {
+            return Ok((bytes, digest));
+        }
+    }
+    Err(Refusal::new(ErrorCode::Internal, "the file is being written; try again"))
 }
 
 fn from_memory(bytes: Body, digest: Digest, offset: u64, admission: Option<Admission<'_>>) -> Answer<'_> {

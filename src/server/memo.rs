@@ -44,9 +44,10 @@ mod tests {
     fn the_memo_is_per_version() {
         let memo = DigestMemo::default();
         let name = Name::parse("a").unwrap();
-        let v1 = FileVersion { size: 1, mtime_sec: 1, mtime_nsec: 0, ino: 1, dev: 1 };
+        let v1 = FileVersion { size: 1, mtime_sec: 1, ctime_sec: 1, ino: 1, dev: 1, ..FileVersion::default() };
         memo.put(&name, v1, Digest(7));
         assert_eq!(memo.get(&name, &v1), Some(Digest(7)));
         assert_eq!(memo.get(&name, &FileVersion { ino: 2, ..v1 }), None);
+        assert_eq!(memo.get(&name, &FileVersion { ctime_nsec: 1, ..v1 }), None, "rewritten, mtime restored");
     }
 }

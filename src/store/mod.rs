@@ -19,22 +19,50 @@ use rustix::io::Errno;
 use crate::name::Name;
 
 /// What identifies one version of a file's contents: a change to any field means new contents.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+///
+/// The change time is part of it because the modification time is not enough: `touch -d`,
+/// `cp -p`, `tar x` and rsync all set a file's mtime back to an old value after rewriting it,
+/// but no unprivileged call can set the ctime, which every write and every `utimes` moves on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FileVersion {
     pub size: u64,
     pub mtime_sec: i64,
     pub mtime_nsec: i64,
+    pub ctime_sec: i64,
+    pub ctime_nsec: i64,
     pub ino: u64,
     pub dev: u64,
 }
 
 impl FileVersion {
     pub(crate) fn of_std(m: &std::fs::Metadata) -> FileVersion {
-        FileVersion { size: m.len(), mtime_sec: m.mtime(), mtime_nsec: m.mtime_nsec(), ino: m.ino(), dev: m.dev() }
+        FileVersion {
+            size: m.len(),
+            mtime_sec: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+            ctime_sec: m.ctime(),
+            ctime_nsec: m.ctime_nsec(),
+            ino: m.ino(),
+            dev: m.dev(),
+        }
     }
 
     fn of_cap(m: &cap_std::fs::Metadata) -> FileVersion {
-        FileVersion { size: m.len(), mtime_sec: m.mtime(), mtime_nsec: m.mtime_nsec(), ino: m.ino(), dev: m.dev() }
+        FileVersion {
+            size: m.len(),
+            mtime_sec: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+            ctime_sec: m.ctime(),
+            ctime_nsec: m.ctime_nsec(),
+            ino: m.ino(),
+            dev: m.dev(),
+        }
+    }
+
+    /// The later of the modification and change times: when the contents last changed, as far
+    /// as anyone could make them seem otherwise.
+    pub fn changed(&self) -> (i64, i64) {
+        (self.mtime_sec, self.mtime_nsec).max((self.ctime_sec, self.ctime_nsec))
     }
 }
 
@@ -112,6 +140,8 @@ impl Root {
             size: st.st_size as u64,
             mtime_sec: st.st_mtime as i64,
             mtime_nsec: st.st_mtime_nsec as i64,
+            ctime_sec: st.st_ctime as i64,
+            ctime_nsec: st.st_ctime_nsec as i64,
             ino: st.st_ino,
             dev: st.st_dev,
         })
