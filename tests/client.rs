@@ -317,3 +317,62 @@ fn hello_agrees_with_a_server_and_falls_back_with_one_that_predates_it() {
     let mut client = Client::connect(&addr.to_string(), WAIT).unwrap();
     assert!(matches!(client.hello(&[]), Err(ClientError::Protocol(_))));
 }
+
+#[test]
+fn two_downloads_of_one_file_into_one_folder_never_mix_their_bytes() {
+    // The first download's server sends half the body, then waits until told to go on.
+    let data = pattern(ft::client::SMALL_FILE as usize * 4);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (go_on, wait) = std::sync::mpsc::channel::<()>();
+    let (half_sent, is_half_sent) = std::sync::mpsc::channel::<()>();
+    let body = data.clone();
+    let slow = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        BufReader::new(&stream).read_line(&mut String::new()).unwrap();
+        let header = format!("OK {} xxh3={}\n", body.len(), Digest::of(&body));
+        (&stream).write_all(header.as_bytes()).unwrap();
+        (&stream).write_all(&body[..body.len() / 2]).unwrap();
+        half_sent.send(()).unwrap();
+        wait.recv_timeout(WAIT).unwrap();
+        (&stream).write_all(&body[body.len() / 2..]).unwrap();
+    });
+    let out = tempfile::tempdir().unwrap();
+    let first = {
+        let dir = OutDir::create(out.path()).unwrap();
+        thread::spawn(move || Client::connect(&addr.to_string(), WAIT).unwrap().download(&name("f.bin"), &dir, false))
+    };
+    is_half_sent.recv_timeout(WAIT).unwrap();
+    // Wait (bounded) until the first download has written into its .part.
+    let part = out.path().join("f.bin.part");
+    let deadline = std::time::Instant::now() + WAIT;
+    while fs::metadata(&part).map_or(0, |m| m.len()) == 0 && std::time::Instant::now() < deadline {
+        thread::yield_now();
+    }
+
+    // The second download of the same name, same folder, from a real server with other bytes.
+    let dirs = Dirs::new();
+    dirs.put("f.bin", &pattern(1000 + ft::client::SMALL_FILE as usize));
+    let server = TestServer::start(dirs.config());
+    let dir = OutDir::create(out.path()).unwrap();
+    for resume in [false, true] {
+        match server.client().download(&name("f.bin"), &dir, resume) {
+            Err(ClientError::Local { path, source }) => {
+                assert_eq!(path, part);
+                assert_eq!(source.kind(), std::io::ErrorKind::ResourceBusy, "{source}");
+                assert!(source.to_string().contains("another download"), "{source}");
+            }
+            other => panic!("resume {resume}: the second download must fail clearly, got {other:?}"),
+        }
+    }
+    assert!(!out.path().join("f.bin").exists());
+
+    go_on.send(()).unwrap();
+    let done = first.join().unwrap().unwrap();
+    slow.join().unwrap();
+    assert_eq!(done.size, data.len() as u64);
+    assert!(fs::read(out.path().join("f.bin")).unwrap() == data, "exactly the verified bytes");
+    assert!(!part.exists());
+    // Once the first is done, the name is free again.
+    server.client().download(&name("f.bin"), &dir, false).unwrap();
+}

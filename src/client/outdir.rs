@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
 use cap_std::fs::{Dir, File, OpenOptions};
 use parking_lot::Mutex;
-use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
+use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
 use crate::name::Name;
@@ -93,14 +93,16 @@ impl OutDir {
         self.path.join(format!("{name}{PART_SUFFIX}"))
     }
 
-    /// Begins saving `<name>`: creates (or truncates) `<name>.part`, and its folders, without
-    /// following symlinks.
+    /// Begins saving `<name>`: creates `<name>.part` (and its folders) without following symlinks,
+    /// takes it for this download alone (see [`Partial`]), and empties it.
     pub fn begin(&self, name: &Name) -> io::Result<Partial> {
         let (dir, file) = self.parent(name, true)?;
         let part = format!("{file}{PART_SUFFIX}");
-        let options = OpenOptions::new().write(true).create(true).truncate(true).follow(FollowSymlinks::No).clone();
-        let opened: File = dir.open_with(&part, &options).map_err(|e| not_a_symlink(e, &part))?;
-        Ok(Partial::new(dir, file, opened.into_std(), 0, self.keep_existing))
+        // Not truncated on open: another download may own it; emptied once it is ours.
+        let options = OpenOptions::new().read(true).write(true).create(true).follow(FollowSymlinks::No).clone();
+        let opened = take_part(&dir, &part, &options)?.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        opened.set_len(0)?;
+        Ok(Partial::new(dir, file, opened, 0, self.keep_existing))
     }
 
     /// Takes up an existing `<name>.part` (opened without following symlinks), to append to
@@ -113,14 +115,12 @@ impl OutDir {
         };
         let part = format!("{file}{PART_SUFFIX}");
         let options = OpenOptions::new().read(true).write(true).follow(FollowSymlinks::No).clone();
-        match dir.open_with(&part, &options) {
-            Ok(opened) => {
-                let mut opened = opened.into_std();
+        match take_part(&dir, &part, &options)? {
+            Some(mut opened) => {
                 let len = opened.seek(SeekFrom::End(0))?;
                 Ok(Some(Partial::new(dir, file, opened, len, self.keep_existing)))
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(not_a_symlink(e, &part)),
+            None => Ok(None),
         }
     }
 
@@ -143,9 +143,53 @@ impl OutDir {
     }
 }
 
+/// Opens `part` in `dir` with `options` and takes an exclusive lock on it, so that one download at
+/// a time owns a `.part` (two downloads of one file into one folder would otherwise write into the
+/// same file, and one would rename the other's bytes into place). The lock is `flock`, held by the
+/// open file and released when it closes, also when its process is killed. `None` if there is no
+/// such file (and `options` do not create it); an error of kind `ResourceBusy` if another
+/// download holds it. After locking, the name must still lead to the file that was locked: an
+/// owner may have renamed it into place meanwhile, and then the name is opened anew.
+fn take_part(dir: &Dir, part: &str, options: &OpenOptions) -> io::Result<Option<std::fs::File>> {
+    for _ in 0..8 {
+        let opened: File = match dir.open_with(part, options) {
+            Ok(opened) => opened,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(not_a_symlink(e, part)),
+        };
+        let opened = opened.into_std();
+        match rustix::fs::flock(&opened, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(Errno::WOULDBLOCK) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    format!("{part} is being written by another download; not touching it"),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if same_file(dir, part, &opened)? {
+            return Ok(Some(opened));
+        }
+    }
+    Err(io::Error::new(io::ErrorKind::ResourceBusy, format!("{part} keeps being replaced; not touching it")))
+}
+
+/// Whether `name` in `dir` (not following a symlink) is `file` itself.
+fn same_file(dir: &Dir, name: &str, file: &std::fs::File) -> io::Result<bool> {
+    let ours = rustix::fs::fstat(file)?;
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(there) => Ok((there.st_dev, there.st_ino) == (ours.st_dev, ours.st_ino)),
+        Err(Errno::NOENT) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// One file being saved: bytes are appended to `<name>.part`; [`Partial::commit`] puts the complete,
 /// verified file in place under `<name>`, [`Partial::abort`] deletes the `.part`, and dropping the
-/// handle without either keeps the `.part` for `get --resume`.
+/// handle without either keeps the `.part` for `get --resume`. The `.part` is this download's
+/// alone while the handle lives (an exclusive `flock`): a second download of the same name into
+/// the same folder fails at once with a clear error instead of writing into it.
 pub struct Partial {
     /// The folder holding the file.
     dir: Arc<Dir>,
@@ -205,6 +249,11 @@ impl Partial {
     pub fn commit(mut self) -> io::Result<()> {
         self.out.flush()?;
         let part = format!("{}{PART_SUFFIX}", self.file);
+        // What goes into place is exactly what was written here: the same file, of that length.
+        let file = self.out.get_ref();
+        if !same_file(&self.dir, &part, file)? || file.metadata()?.len() != self.len {
+            return Err(io::Error::other(format!("{part} was changed by someone else; not putting it in place")));
+        }
         if !self.keep_existing {
             return self.dir.rename(part, &self.dir, &self.file);
         }
@@ -298,5 +347,28 @@ mod tests {
         partial.abort();
         assert!(!root.path().join("a/b.part").exists(), "abort deletes the .part");
         assert_eq!(std::fs::read(root.path().join("a/b")).unwrap(), b"hello world", "the old copy stays");
+    }
+
+    #[test]
+    fn a_part_belongs_to_one_download_at_a_time() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = OutDir::create(root.path()).unwrap();
+        let other = OutDir::create(root.path()).unwrap();
+        let name = Name::parse("f").unwrap();
+        let mut first = dir.begin(&name).unwrap();
+        first.append(b"mine").unwrap();
+        first.flush().unwrap();
+        for taken in [other.begin(&name).err(), other.reopen(&name).err()] {
+            assert_eq!(taken.map(|e| e.kind()), Some(io::ErrorKind::ResourceBusy));
+        }
+        assert_eq!(std::fs::read(root.path().join("f.part")).unwrap(), b"mine", "not truncated by the loser");
+        drop(first);
+        let mut second = other.reopen(&name).unwrap().unwrap();
+        assert_eq!(second.len(), 4);
+        second.append(b"!").unwrap();
+        // Someone else writes into the .part behind its owner's back: it is not put in place.
+        std::fs::write(root.path().join("f.part"), b"not what was verified").unwrap();
+        assert!(second.commit().is_err());
+        assert!(!root.path().join("f").exists());
     }
 }
