@@ -24,6 +24,24 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (expected a duration such as 500ms, 30s, 10m, 1h)"))
 }
 
+/// An error and its causes on one line, `outer: inner: innermost`, leaving out a cause whose text
+/// the line already ends with (an error that shows its source in its own message, as
+/// `cannot connect to HOST: Connection refused` does, would otherwise repeat it).
+pub fn chain<'a>(causes: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>) -> String {
+    let mut line = String::new();
+    for cause in causes {
+        let text = cause.to_string();
+        if text.is_empty() || line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 /// A byte count as a flag takes it (`64MiB`, `1GiB`, `1000000`) and as help shows it (`64MiB`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Size(pub u64);
@@ -83,6 +101,20 @@ mod tests {
         assert_eq!(utc(1_795_520_085), "2026-11-24T11:34:45Z");
         assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
         assert!(parse_duration("soon").unwrap_err().contains("expected a duration"));
+    }
+
+    #[test]
+    fn a_chain_says_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot connect to h:1: {source}")]
+        struct Connect {
+            source: std::io::Error,
+        }
+        let refused = || std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let e = anyhow::Error::new(Connect { source: refused() }).context("list");
+        let line = chain(e.chain());
+        assert_eq!(line, format!("list: cannot connect to h:1: {}", refused()));
+        assert_eq!(line.matches(&refused().to_string()).count(), 1);
     }
 
     #[test]

@@ -541,3 +541,21 @@ fn stats_counters_move_as_requests_come() {
         assert!(after.contains_key(key), "{key}");
     }
 }
+
+#[test]
+fn messages_say_each_cause_once() {
+    let work = workdir();
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (code, _, err) = ftclient(work.path(), port, &["list"], b"");
+    assert_eq!(code, 4, "{err}");
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
+
+    for args in [&["--root", "missing"][..], &["--cache-dir", "server_downloads/file1.txt"][..]] {
+        let out =
+            Command::new(bin("ftserver")).args(["--port", "0"]).args(args).current_dir(work.path()).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        let cause = if args[0] == "--root" { "No such file or directory" } else { "File exists" };
+        assert_eq!(err.matches(cause).count(), 1, "{args:?}: {err}");
+    }
+}

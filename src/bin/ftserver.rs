@@ -99,7 +99,7 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            tracing::error!("{}", ft::human::chain(e.chain()));
             ExitCode::FAILURE
         }
     }

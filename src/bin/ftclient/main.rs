@@ -209,7 +209,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ftclient: {e:#}");
+            eprintln!("ftclient: {}", ft::human::chain(e.chain()));
             ExitCode::from(code_of_error(&e))
         }
     }

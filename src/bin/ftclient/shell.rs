@@ -47,7 +47,7 @@ pub(crate) fn run(mut client: Client, output: &Path, quiet: bool) -> anyhow::Res
             if failed == 0 {
                 failed = code_of_error(&e);
             }
-            eprintln!("ftclient: {e:#}");
+            eprintln!("ftclient: {}", ft::human::chain(e.chain()));
             if !client.is_usable() {
                 eprintln!("ftclient: connection lost");
                 return Ok(code::CONNECTION);
