@@ -559,3 +559,13 @@ fn messages_say_each_cause_once() {
         assert_eq!(err.matches(cause).count(), 1, "{args:?}: {err}");
     }
 }
+
+#[test]
+fn a_zero_timeout_is_a_usage_error() {
+    let work = workdir();
+    let out = Command::new(bin("ftclient")).args(["--timeout", "0", "list"]).current_dir(work.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--timeout") && err.contains("more than 0"), "{err}");
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+}

@@ -26,8 +26,8 @@ struct Args {
     /// Server port
     #[arg(long, global = true, env = "FT_PORT", default_value_t = ft::DEFAULT_PORT)]
     port: u16,
-    /// Give up connecting, or waiting for the server, after this long (e.g. 10s, 2m)
-    #[arg(long, global = true, default_value_t = Span(ft::client::DEFAULT_TIMEOUT))]
+    /// Give up connecting, or waiting for the server, after this long (e.g. 10s, 2m; more than 0)
+    #[arg(long, global = true, default_value_t = Span(ft::client::DEFAULT_TIMEOUT), value_parser = positive_span)]
     timeout: Span,
     /// Print nothing but errors (no progress bar, no notes)
     #[arg(short, long, global = true)]
@@ -379,6 +379,15 @@ fn print_json(value: &serde_json::Value) -> io::Result<()> {
     let mut out = io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, value)?;
     writeln!(out)
+}
+
+/// A duration flag that must not be zero (a zero socket timeout means none to the system, and
+/// nothing can connect in no time).
+fn positive_span(s: &str) -> Result<Span, String> {
+    match s.parse::<Span>()? {
+        Span(d) if d.is_zero() => Err("must be more than 0 (e.g. 500ms, 30s)".into()),
+        span => Ok(span),
+    }
 }
 
 fn parse_names(names: &[String]) -> anyhow::Result<Vec<Name>> {
