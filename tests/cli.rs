@@ -569,3 +569,15 @@ fn a_zero_timeout_is_a_usage_error() {
     assert!(err.contains("--timeout") && err.contains("more than 0"), "{err}");
     assert_eq!(err.matches("error:").count(), 1, "{err}");
 }
+
+#[test]
+fn listing_a_folder_that_is_missing_or_a_file_names_it_and_says_so() {
+    let work = workdir();
+    let server = RealServer::start(work.path(), &[]);
+    let (code, _, err) = ftclient(work.path(), server.port, &["list", "nodir"], b"");
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("list nodir: no such folder"), "{err}");
+    let (code, _, err) = ftclient(work.path(), server.port, &["list", "file1.txt"], b"");
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("list file1.txt: not a folder"), "{err}");
+}

@@ -23,7 +23,7 @@ use super::get::{self, Source};
 use super::shared::Shared;
 use crate::digest::Digest;
 use crate::name::Name;
-use crate::store::FileEntry;
+use crate::store::{FileEntry, OpenError};
 use crate::transport::{BufStream, Transport};
 use crate::wire::{self as protocol, ErrorCode, ListEntry, ProtocolError, Request};
 
@@ -222,6 +222,9 @@ impl<'a> Connection<'a> {
                 }
                 Ok(())
             }
+            // A folder was asked for: say what is wrong with it as a folder.
+            Err(OpenError::NotFound) => self.err(ErrorCode::NotFound, &"no such folder"),
+            Err(OpenError::NotFile) => self.err(ErrorCode::NotFile, &"not a folder"),
             Err(e) => self.err(get::open_error_code(&e), &e),
         }
     }

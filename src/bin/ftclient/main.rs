@@ -241,7 +241,8 @@ fn run(args: Args) -> anyhow::Result<u8> {
         Command::List { folder, json } => {
             let folder =
                 folder.map(|f| Name::parse(&f).with_context(|| format!("bad folder name {f:?}"))).transpose()?;
-            let mut entries = connect()?.list(folder.as_ref()).context("list")?;
+            let what = folder.as_ref().map_or("list".to_string(), |f| format!("list {}", escape(f.as_str())));
+            let mut entries = connect()?.list(folder.as_ref()).context(what)?;
             entries.sort_by(|a, b| a.name.cmp(&b.name));
             if json {
                 print_json(&list_json(&entries))?;

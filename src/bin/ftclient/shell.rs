@@ -62,7 +62,10 @@ pub(crate) fn run(mut client: Client, output: &Path, quiet: bool) -> anyhow::Res
 
 fn shell_list(client: &mut Client, folder: &str, lines: &mut Lines) -> anyhow::Result<()> {
     let folder = if folder.is_empty() { None } else { Some(Name::parse(folder).context("bad folder name")?) };
-    let entries = client.list(folder.as_ref())?;
+    let entries = match &folder {
+        Some(f) => client.list(Some(f)).with_context(|| format!("list {}", escape(f.as_str())))?,
+        None => client.list(None)?,
+    };
     if folder.is_none() {
         lines.learn(entries.iter().map(|e| e.name.to_string()).collect());
     }
