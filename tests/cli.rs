@@ -581,3 +581,28 @@ fn listing_a_folder_that_is_missing_or_a_file_names_it_and_says_so() {
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("list file1.txt: not a folder"), "{err}");
 }
+
+#[test]
+fn nothing_a_server_sends_reaches_the_terminal_unescaped() {
+    let work = workdir();
+    let (addr, fake) = fake_server(b"ERR not-found \x1b]0;pwned\x07\x1b[2J\n".to_vec());
+    let (code, _, err) = ftclient(work.path(), addr.port(), &["get", "file1.txt"], b"");
+    fake.join().unwrap();
+    assert_eq!(code, 3, "{err}");
+    assert!(!err.contains('\x1b') && !err.contains('\x07'), "{err:?}");
+    assert!(err.contains("\\u{1b}]0;pwned\\u{7}"), "{err:?}");
+
+    // A listed name that hides its real extension behind a right-to-left override.
+    let (addr, fake) = fake_server("OK 1\n5 0 invoice\u{202e}fdp.exe\n".as_bytes().to_vec());
+    let (code, out, err) = ftclient(work.path(), addr.port(), &["list"], b"");
+    fake.join().unwrap();
+    assert_eq!(code, 0, "{err}");
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("invoice\\u{202e}fdp.exe") && !out.contains('\u{202e}'), "{out}");
+
+    let (addr, fake) = fake_server(b"OK 1\nk\x1b[2J 1\n".to_vec());
+    let (code, out, _) = ftclient(work.path(), addr.port(), &["stats"], b"");
+    fake.join().unwrap();
+    assert_eq!(code, 0);
+    assert!(!out.contains(&0x1b), "{:?}", String::from_utf8_lossy(&out));
+}

@@ -138,7 +138,10 @@ impl Progress for Bar {
 }
 
 /// Prints a note or error on stderr without tearing the progress bar.
+/// The message is escaped whole: it may carry a server's text or a name, and nothing in it may act
+/// on the terminal.
 fn say(bar: Option<&Arc<Bar>>, message: &str) {
+    let message = escape(message);
     match bar {
         Some(bar) => bar.bar.suspend(|| eprintln!("{message}")),
         None => eprintln!("{message}"),
@@ -209,7 +212,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ftclient: {}", ft::human::chain(e.chain()));
+            eprintln!("ftclient: {}", escape(&ft::human::chain(e.chain())));
             ExitCode::from(code_of_error(&e))
         }
     }
@@ -254,7 +257,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
         Command::Stats => {
             let mut out = io::stdout().lock();
             for (key, value) in connect()?.stats().context("stats")? {
-                writeln!(out, "{key} {value}")?;
+                writeln!(out, "{} {value}", escape(&key))?;
             }
             Ok(0)
         }

@@ -47,7 +47,7 @@ pub(crate) fn run(mut client: Client, output: &Path, quiet: bool) -> anyhow::Res
             if failed == 0 {
                 failed = code_of_error(&e);
             }
-            eprintln!("ftclient: {}", ft::human::chain(e.chain()));
+            eprintln!("ftclient: {}", escape(&ft::human::chain(e.chain())));
             if !client.is_usable() {
                 eprintln!("ftclient: connection lost");
                 return Ok(code::CONNECTION);
@@ -78,7 +78,8 @@ fn shell_get(client: &mut Client, name: &str, output: &Path, quiet: bool) -> any
     let dir = OutDir::create(output).with_context(|| format!("cannot create {}", output.display()))?;
     let done = client.download(&name, &dir, false).with_context(|| name.to_string())?;
     if !quiet {
-        eprintln!("saved {} ({} bytes)", dir.path().join(name.as_path()).display(), done.size);
+        let saved = dir.path().join(name.as_path());
+        eprintln!("saved {} ({} bytes)", escape(&saved.display().to_string()), done.size);
     }
     Ok(())
 }
