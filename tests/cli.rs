@@ -606,3 +606,21 @@ fn nothing_a_server_sends_reaches_the_terminal_unescaped() {
     assert_eq!(code, 0);
     assert!(!out.contains(&0x1b), "{:?}", String::from_utf8_lossy(&out));
 }
+
+#[test]
+fn the_exit_code_and_json_follow_the_order_of_the_request() {
+    let work = workdir();
+    put(&work.path().join("server_downloads"), "proj/run.sh", b"#!/bin/sh\n");
+    let server = RealServer::start(work.path(), &[]);
+    let out_dir = work.path().join("d");
+    fs::create_dir(&out_dir).unwrap();
+    fs::write(out_dir.join("proj"), b"a file where a folder is needed").unwrap();
+    let args = ["get", "--json", "-o", "d", "proj/run.sh", "nope", "big.bin", "file1.txt"];
+    let (code, out, err) = ftclient(work.path(), server.port, &args, b"");
+    assert_eq!(code, 6, "proj/run.sh failed first (local), before nope (not found): {err}");
+    let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let order: Vec<&str> = json["files"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(order, ["proj/run.sh", "nope", "big.bin", "file1.txt"]);
+    assert_eq!(json["files"][0]["exit_code"], 6);
+    assert_eq!(json["files"][1]["exit_code"], 3);
+}

@@ -1,5 +1,6 @@
 //! `ftclient`: flags to [`ft::client::Client`] calls; data on stdout, messages on stderr.
 
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -299,8 +300,10 @@ fn run(args: Args) -> anyhow::Result<u8> {
     }
 }
 
-/// Downloads the names over one connection, pipelined, reporting failures on stderr; stops when
-/// the connection fails.
+/// Downloads the names over one connection, pipelined, reporting failures on stderr as they
+/// happen; stops when the connection fails. The exit code is the first failure's in the order the
+/// names were given, and `--json` lists the files in that order, whatever order they finished in
+/// (small files are saved by writer threads, after larger ones streamed meanwhile).
 fn get_all(
     client: &mut Client,
     names: &[Name],
@@ -311,9 +314,14 @@ fn get_all(
     quiet: bool,
 ) -> anyhow::Result<u8> {
     let started = std::time::Instant::now();
-    let mut failed = 0;
-    let mut records = Vec::new();
+    // Each name's place in the request; a name given twice takes its places in turn.
+    let mut places: HashMap<&Name, VecDeque<usize>> = HashMap::new();
+    for (i, name) in names.iter().enumerate() {
+        places.entry(name).or_default().push_back(i);
+    }
+    let mut records: Vec<Option<(serde_json::Value, Option<u64>, u8)>> = vec![None; names.len()];
     let left = client.download_all(names, dir, resume, |name, result| {
+        let mut code = 0;
         let mut record = serde_json::json!({ "name": name.as_str() });
         match &result {
             Ok(done) => {
@@ -334,23 +342,26 @@ fn get_all(
                 record["status"] = "kept".into();
             }
             Err(e) => {
-                if failed == 0 {
-                    failed = code_of(e);
-                }
+                code = code_of(e);
                 say(bar, &format!("ftclient: {name}: {e}"));
                 record["status"] = "error".into();
                 record["exit_code"] = code_of(e).into();
                 record["error"] = e.to_string().into();
             }
         }
-        records.push((record, result.ok().map(|d| d.size - d.resumed_from)));
+        let place = places.get_mut(name).and_then(VecDeque::pop_front);
+        if let Some(slot) = place.and_then(|i| records.get_mut(i)) {
+            *slot = Some((record, result.ok().map(|d| d.size - d.resumed_from), code));
+        }
     });
+    let records: Vec<_> = records.into_iter().flatten().collect();
+    let failed = records.iter().map(|(_, _, code)| *code).find(|&code| code != 0).unwrap_or(0);
     if left > 0 {
         say(bar, &format!("ftclient: {left} more file(s) not fetched"));
     }
     if json {
-        let received: u64 = records.iter().filter_map(|(_, bytes)| *bytes).sum();
-        let files: Vec<_> = records.into_iter().map(|(record, _)| record).collect();
+        let received: u64 = records.iter().filter_map(|(_, bytes, _)| *bytes).sum();
+        let files: Vec<_> = records.into_iter().map(|(record, _, _)| record).collect();
         let count = |status: &str| files.iter().filter(|f| f["status"] == status).count();
         print_json(&serde_json::json!({
             "ok": count("ok"),
