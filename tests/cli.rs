@@ -624,3 +624,42 @@ fn the_exit_code_and_json_follow_the_order_of_the_request() {
     assert_eq!(json["files"][0]["exit_code"], 6);
     assert_eq!(json["files"][1]["exit_code"], 3);
 }
+
+#[test]
+fn bench_says_what_its_errors_were_and_ctrl_c_on_stdout_mentions_no_part_files() {
+    let work = workdir();
+    let server = RealServer::start(work.path(), &[]);
+    let (code, out, _) = ftclient(work.path(), server.port, &["bench", "nope", "--duration", "100ms"], b"");
+    assert_eq!(code, 1);
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("(the first: nope: no such file (not-found))"), "{out}");
+
+    // -o - writes no .part: Ctrl-C must not say it kept any.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (sent_tx, sent) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let fake = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        BufReader::new(&stream).read_line(&mut String::new()).unwrap();
+        (&stream).write_all(format!("OK 100 xxh3={}\npart", ft::digest::Digest(0)).as_bytes()).unwrap();
+        sent_tx.send(()).unwrap();
+        let _ = released.recv_timeout(WAIT);
+    });
+    let child = Command::new(bin("ftclient"))
+        .args(["--port", &port.to_string(), "get", "big.bin", "-o", "-"])
+        .current_dir(work.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    sent.recv_timeout(WAIT).unwrap();
+    // SAFETY: kill only sends a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    release.send(()).unwrap();
+    fake.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted") && !err.contains(".part"), "{err}");
+}

@@ -405,3 +405,32 @@ fn a_rewrite_that_restores_the_mtime_is_never_served_stale() {
     let mut w = server.connect();
     assert!(w.get("same.txt") == [b'D'; 4096], "same.txt: DDD");
 }
+
+#[test]
+fn list_and_get_follow_the_same_rule_for_symlinked_folders() {
+    let dirs = Dirs::new();
+    dirs.put("real/a.txt", b"a");
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("secret.txt"), b"secret").unwrap();
+    std::os::unix::fs::symlink("real", dirs.root.path().join("link")).unwrap();
+    std::os::unix::fs::symlink("..", dirs.root.path().join("real/up")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), dirs.root.path().join("out")).unwrap();
+    let server = started(&dirs);
+    let mut w = server.connect();
+    w.send("list\n");
+    let n: usize = w.line().strip_prefix("OK ").unwrap().parse().unwrap();
+    let names: Vec<String> = (0..n).map(|_| w.line().splitn(3, ' ').nth(2).unwrap().to_string()).collect();
+    // Through the symlinked folder as through the real one; not round the loop back up (a listing
+    // has to end), and nothing from outside the root.
+    assert_eq!(names, ["link/a.txt", "real/a.txt"]);
+    for name in &names {
+        assert_eq!(w.get(name), b"a", "{name}: get serves what list shows");
+    }
+    w.send("get out/secret.txt\n");
+    assert!(w.line().starts_with("ERR denied"));
+    // Listing a folder through the loop starts there and stops where it would come round again.
+    w.send("list real/up\n");
+    assert_eq!(w.line(), "OK 2");
+    assert!(w.line().ends_with(" real/up/link/a.txt"));
+    assert!(w.line().ends_with(" real/up/real/a.txt"));
+}

@@ -38,6 +38,8 @@ pub struct BenchReport {
     pub bytes: u64,
     /// Replies that were `ERR`, or failed their digest.
     pub errors: u64,
+    /// What the first of those errors was (`NAME: cause`), so a run full of errors says why.
+    pub first_error: Option<String>,
     pub elapsed: Duration,
     /// Every request's latency in microseconds, sorted.
     pub latencies_us: Vec<u32>,
@@ -69,6 +71,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, ClientError> {
         total.requests += r.requests;
         total.bytes += r.bytes;
         total.errors += r.errors;
+        total.first_error = total.first_error.or(r.first_error);
         total.latencies_us.extend(r.latencies_us);
     }
     total.latencies_us.sort_unstable();
@@ -93,7 +96,10 @@ fn one_connection(config: &BenchConfig, index: usize, deadline: Instant) -> Resu
         match client.receive_to(name, &mut io::sink()) {
             Ok(header) => report.bytes += header.len,
             // The reply was read to its end: the connection goes on.
-            Err(ClientError::Server(_) | ClientError::Integrity { .. }) => report.errors += 1,
+            Err(e @ (ClientError::Server(_) | ClientError::Integrity { .. })) => {
+                report.errors += 1;
+                report.first_error.get_or_insert_with(|| format!("{name}: {e}"));
+            }
             Err(e) => return Err(e),
         }
         report.requests += 1;

@@ -11,6 +11,7 @@
 use std::io;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use cap_std::fs::{Dir, MetadataExt as _, OpenOptions, OpenOptionsExt as _};
 use rustix::fs::{AtFlags, FileType, OFlags};
@@ -100,6 +101,26 @@ pub struct FileEntry {
     pub mtime: i64,
 }
 
+/// A folder being listed and the folders above it, as (device, inode): a linked list shared
+/// between siblings.
+struct Ancestors {
+    id: (u64, u64),
+    up: Option<Rc<Ancestors>>,
+}
+
+impl Ancestors {
+    fn contains(&self, id: (u64, u64)) -> bool {
+        let mut at = Some(self);
+        while let Some(folder) = at {
+            if folder.id == id {
+                return true;
+            }
+            at = folder.up.as_deref();
+        }
+        false
+    }
+}
+
 /// The folder whose files are served.
 pub struct Root {
     dir: Dir,
@@ -162,17 +183,23 @@ impl Root {
 
     /// Every file `get` would serve, under `folder` or the whole root, sorted by name.
     ///
-    /// Sub-folders are walked; symlinks to files inside the root are listed; symlinks to
-    /// folders are not walked (no loops), and anything `get` would refuse is left out.
+    /// Sub-folders are walked, symlinked ones inside the root too, as `get` serves files through
+    /// them (a symlink back to a folder above it is a loop and is not followed); anything `get`
+    /// would refuse (a symlink leading outside the root, a fifo) is left out.
     pub fn list(&self, folder: Option<&Name>) -> Result<Vec<FileEntry>, OpenError> {
         let mut entries = Vec::new();
-        let mut pending: Vec<Option<Name>> = vec![folder.cloned()];
-        if let Some(folder) = folder
-            && !self.dir.metadata(folder.as_path())?.is_dir()
-        {
+        let top = match folder {
+            Some(folder) => self.dir.metadata(folder.as_path())?,
+            None => self.dir.dir_metadata()?,
+        };
+        if !top.is_dir() {
             return Err(OpenError::NotFile);
         }
-        while let Some(prefix) = pending.pop() {
+        // Each folder to walk, with the folders above it (device and inode): a symlink leading
+        // back to one of them is a loop and is not followed.
+        let mut pending: Vec<(Option<Name>, Rc<Ancestors>)> =
+            vec![(folder.cloned(), Rc::new(Ancestors { id: (top.dev(), top.ino()), up: None }))];
+        while let Some((prefix, above)) = pending.pop() {
             let read = match &prefix {
                 None => self.dir.entries(),
                 Some(p) => self.dir.read_dir(p.as_path()),
@@ -191,15 +218,19 @@ impl Root {
                     Some(p) => p.join(file_name),
                 };
                 let (Ok(name), Ok(kind)) = (name, entry.file_type()) else { continue };
-                if kind.is_dir() {
-                    pending.push(Some(name));
-                } else if kind.is_file() || kind.is_symlink() {
-                    // stat through the root: follows symlinks only while they stay inside.
-                    if let Ok(meta) = self.dir.metadata(name.as_path())
-                        && meta.is_file()
-                    {
-                        entries.push(FileEntry { name, size: meta.len(), mtime: meta.mtime() });
+                if !(kind.is_dir() || kind.is_file() || kind.is_symlink()) {
+                    continue;
+                }
+                // stat through the root: follows symlinks only while they stay inside, so a
+                // symlinked folder inside the root is listed as `get` serves it.
+                let Ok(meta) = self.dir.metadata(name.as_path()) else { continue };
+                if meta.is_dir() {
+                    let id = (meta.dev(), meta.ino());
+                    if !above.contains(id) {
+                        pending.push((Some(name), Rc::new(Ancestors { id, up: Some(above.clone()) })));
                     }
+                } else if meta.is_file() {
+                    entries.push(FileEntry { name, size: meta.len(), mtime: meta.mtime() });
                 }
             }
         }

@@ -201,7 +201,12 @@ fn code_of_error(e: &anyhow::Error) -> u8 {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Err(e) = exit_on_interrupt() {
+    let saves_parts = match &args.command {
+        Command::Get { output, .. } => output != Path::new("-"),
+        Command::Shell { .. } => true,
+        _ => false,
+    };
+    if let Err(e) = exit_on_interrupt(saves_parts) {
         eprintln!("ftclient: cannot watch signals: {e}");
     }
     tracing_subscriber::fmt()
@@ -424,7 +429,10 @@ fn print_bench(config: &BenchConfig, r: &BenchReport) -> io::Result<()> {
     writeln!(out, "requests    {} ({:.0}/s)", r.requests, r.requests as f64 / secs)?;
     writeln!(out, "received    {:.1} MB ({:.1} MB/s)", r.bytes as f64 / 1e6, r.bytes as f64 / 1e6 / secs)?;
     writeln!(out, "latency     p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms", ms(0.5), ms(0.99), ms(1.0))?;
-    writeln!(out, "errors      {}", r.errors)
+    match &r.first_error {
+        Some(first) => writeln!(out, "errors      {} (the first: {})", r.errors, escape(first)),
+        None => writeln!(out, "errors      {}", r.errors),
+    }
 }
 
 /// A table for people: human size, modification time (UTC), then the name, escaped.
@@ -437,13 +445,20 @@ fn print_list(entries: &[ListEntry]) -> io::Result<()> {
 }
 
 /// Ctrl-C (or SIGTERM) ends the client at once with 128 + the signal (130 for Ctrl-C). Files being
-/// downloaded stay as `.part`, ready for `get --resume`.
-fn exit_on_interrupt() -> std::io::Result<()> {
+/// downloaded into a folder stay as `.part`, ready for `get --resume`, and the message says so
+/// only when there can be any (`saves_parts`: not for `-o -`, `list` or `stats`).
+fn exit_on_interrupt(saves_parts: bool) -> std::io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
     std::thread::Builder::new().name("signals".into()).spawn(move || {
         if let Some(signal) = signals.forever().next() {
-            eprintln!("ftclient: interrupted; partial downloads are kept as .part files (get --resume continues them)");
+            if saves_parts {
+                eprintln!(
+                    "ftclient: interrupted; partial downloads are kept as .part files (get --resume continues them)"
+                );
+            } else {
+                eprintln!("ftclient: interrupted");
+            }
             std::process::exit(128 + signal);
         }
     })?;
