@@ -550,7 +550,8 @@ fn messages_say_each_cause_once() {
     assert_eq!(code, 4, "{err}");
     assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
 
-    for args in [&["--root", "missing"][..], &["--cache-dir", "server_downloads/file1.txt"][..]] {
+    fs::write(work.path().join("a-file"), b"not a folder").unwrap();
+    for args in [&["--root", "missing"][..], &["--cache-dir", "a-file"][..]] {
         let out =
             Command::new(bin("ftserver")).args(["--port", "0"]).args(args).current_dir(work.path()).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);

@@ -434,3 +434,39 @@ fn list_and_get_follow_the_same_rule_for_symlinked_folders() {
     assert!(w.line().ends_with(" real/up/link/a.txt"));
     assert!(w.line().ends_with(" real/up/real/a.txt"));
 }
+
+#[test]
+fn a_cache_folder_that_could_be_planted_or_served_is_refused_and_a_fifo_in_it_is_ignored() {
+    use std::os::unix::fs::PermissionsExt;
+    let dirs = Dirs::new();
+    dirs.put("a.txt", b"a");
+    // Inside the served folder, or the folder itself.
+    for inside in [dirs.root.path().to_path_buf(), dirs.root.path().join("cache"), dirs.root.path().join("x/../c")] {
+        let config = Config { cache_dir: Some(inside.clone()), ..dirs.config() };
+        let err = ft::server::Server::new(config).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("is inside the served folder"), "{inside:?}: {err}");
+    }
+    assert!(!dirs.root.path().join("cache").exists(), "refused before anything was created");
+    // Writable by others.
+    fs::set_permissions(dirs.cache.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let err = ft::server::Server::new(dirs.config()).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("writable by others (mode 0777)"), "{err}");
+    // Writable by a group that is not the server's own.
+    // (Giving a folder to another group takes root, as CI has.)
+    fs::set_permissions(dirs.cache.path(), fs::Permissions::from_mode(0o770)).unwrap();
+    if std::os::unix::fs::chown(dirs.cache.path(), None, Some(4242)).is_ok() {
+        let err = ft::server::Server::new(dirs.config()).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("writable by others (mode 0770)"), "{err}");
+    }
+    fs::set_permissions(dirs.cache.path(), fs::Permissions::from_mode(0o700)).unwrap();
+
+    // A fifo named like a cache entry: start-up neither blocks on it nor deletes it.
+    let fifo = dirs.cache.path().join("x.ftc");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let (done, started) = std::sync::mpsc::channel();
+    let config = dirs.config();
+    thread::spawn(move || done.send(ft::server::Server::new(config).map(|s| s.warmed()).is_ok()).unwrap());
+    assert_eq!(started.recv_timeout(Duration::from_secs(10)), Ok(true), "start-up must not hang on a fifo");
+    assert!(fifo.exists());
+}

@@ -20,7 +20,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cap_std::fs::{Dir, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+
+use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
+use rustix::fs::OFlags;
+use rustix::io::Errno;
 
 use crate::digest::Digest;
 use crate::name::{MAX_NAME_LEN, Name};
@@ -57,9 +61,31 @@ pub struct Mirror {
 }
 
 impl Mirror {
-    /// Opens (creating if needed) the mirror folder.
+    /// Opens (creating if needed, as `0700`) the mirror folder. A folder that others can write is
+    /// refused, as OpenSSH's StrictModes refuses such a key file: anyone who can write it could
+    /// plant an entry, with a digest that matches the bytes it plants, and have it served.
+    /// Writable by all: refused. Writable by its group: refused unless that group is this
+    /// process's own (the per-user group of a umask-002 system, as a fresh clone there has).
     pub fn open(path: &Path) -> io::Result<Mirror> {
-        std::fs::create_dir_all(path)?;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path)?;
+        let meta = std::fs::metadata(path)?;
+        let mode = meta.permissions().mode() & 0o7777;
+        let own_group = meta.gid() == rustix::process::getegid().as_raw();
+        if mode & 0o002 != 0 || (mode & 0o020 != 0 && !own_group) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "it is writable by others (mode {mode:04o}), who could plant cached files; run chmod go-w on it"
+                ),
+            ));
+        }
+        let me = rustix::process::geteuid().as_raw();
+        if meta.uid() != me && meta.uid() != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("it belongs to user {}, not to this server's user ({me}) or root", meta.uid()),
+            ));
+        }
         let dir = Dir::open_ambient_dir(path, cap_std::ambient_authority())?;
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
         Ok(Mirror { dir, path: path.to_path_buf(), run: nanos ^ u64::from(std::process::id()), seq: AtomicU64::new(0) })
@@ -115,6 +141,13 @@ impl Mirror {
             } else if file.ends_with(".ftc") {
                 match self.read_header(file) {
                     Ok(stored) => found.push(stored),
+                    // Not ours to delete: say so and leave it.
+                    Err(e)
+                        if matches!(e.kind(), io::ErrorKind::InvalidInput)
+                            || e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) =>
+                    {
+                        tracing::warn!(dir = %self.path.display(), file, "ignoring a cache file that is not a regular file");
+                    }
                     Err(e) => {
                         tracing::warn!(dir = %self.path.display(), file, "dropping bad cache file: {e}");
                         self.remove(file);
@@ -143,8 +176,15 @@ impl Mirror {
     }
 
     fn read_header(&self, file: &str) -> io::Result<Stored> {
-        let f = self.dir.open(file)?;
-        let on_disk = f.metadata()?.len();
+        // Non-blocking, not following a symlink: a fifo named like an entry cannot stall start-up.
+        let mut options = OpenOptions::new();
+        options.read(true).custom_flags((OFlags::NONBLOCK | OFlags::NOFOLLOW).bits() as i32);
+        let f = self.dir.open_with(file, &options)?;
+        let meta = f.metadata()?;
+        if !meta.is_file() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+        }
+        let on_disk = meta.len();
         let mut r = BufReader::new(f);
         let mut line = Vec::new();
         if !read_line(&mut r, &mut line, header_cap()).map_err(io::Error::other)? {

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -58,8 +58,49 @@ pub enum ServerError {
     Root { path: PathBuf, source: io::Error },
     #[error("cannot open the cache folder {}: {source}", path.display())]
     CacheDir { path: PathBuf, source: io::Error },
+    #[error(
+        "the cache folder {} is inside the served folder {}: its files would be served, and files of \
+         the served folder that look like cache files deleted; choose a folder outside it",
+        cache.display(), root.display()
+    )]
+    CacheInRoot { cache: PathBuf, root: PathBuf },
     #[error("cannot start the cache janitor thread: {source}")]
     Thread { source: io::Error },
+}
+
+/// Whether `path` (which may not exist yet) is `folder` or lies beneath it, once both are resolved:
+/// the nearest existing ancestor of `path` is resolved (symlinks, `..`), and the components that do
+/// not exist yet are applied to it in order (`..` going up).
+fn inside(path: &Path, folder: &Path) -> bool {
+    use std::path::Component;
+    let Ok(folder) = std::fs::canonicalize(folder) else { return false };
+    let mut existing = path.to_path_buf();
+    let mut rest = Vec::new();
+    let mut resolved = loop {
+        if let Ok(resolved) = std::fs::canonicalize(&existing) {
+            break resolved;
+        }
+        match existing.components().next_back() {
+            Some(last @ (Component::Normal(_) | Component::ParentDir | Component::CurDir)) => {
+                rest.push(last.as_os_str().to_owned());
+                existing.pop();
+                if existing.as_os_str().is_empty() {
+                    existing.push(".");
+                }
+            }
+            _ => return false,
+        }
+    };
+    for part in rest.iter().rev() {
+        match part.to_str() {
+            Some("..") => {
+                resolved.pop();
+            }
+            Some(".") => {}
+            _ => resolved.push(part),
+        }
+    }
+    resolved.starts_with(&folder)
 }
 
 /// Sweeps expired cache entries every half TTL (between 100 ms and a minute) until the returned
@@ -93,6 +134,11 @@ impl Server {
     pub fn new(config: Config) -> Result<Server, ServerError> {
         let root =
             Root::open(&config.root).map_err(|source| ServerError::Root { path: config.root.clone(), source })?;
+        if let Some(dir) = &config.cache_dir
+            && inside(dir, &config.root)
+        {
+            return Err(ServerError::CacheInRoot { cache: dir.clone(), root: config.root.clone() });
+        }
         let mirror = match &config.cache_dir {
             None => None,
             Some(dir) => Some(Mirror::open(dir).map_err(|source| ServerError::CacheDir { path: dir.clone(), source })?),
