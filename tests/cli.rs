@@ -664,3 +664,18 @@ fn bench_says_what_its_errors_were_and_ctrl_c_on_stdout_mentions_no_part_files()
     assert_eq!(out.status.code(), Some(130), "{err}");
     assert!(err.contains("interrupted") && !err.contains(".part"), "{err}");
 }
+
+#[test]
+fn a_size_the_disk_cannot_hold_is_refused_before_anything_is_written() {
+    let work = workdir();
+    let (addr, fake) =
+        fake_server(format!("OK 18446744073709551615 xxh3={}\nsome bytes", ft::digest::Digest(0)).into_bytes());
+    let started = std::time::Instant::now();
+    let (code, _, err) = ftclient(work.path(), addr.port(), &["get", "huge.bin"], b"");
+    fake.join().unwrap();
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("huge.bin") && err.contains("not enough space"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let saved = work.path().join("client_downloads");
+    assert!(!saved.join("huge.bin").exists() && !saved.join("huge.bin.part").exists());
+}

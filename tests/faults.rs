@@ -233,7 +233,18 @@ fn a_lying_server_cannot_get_a_wrong_or_misplaced_file_saved() {
     assert!(matches!(client.list(None), Err(ClientError::Protocol(_))));
     fake.join().unwrap();
 
+    // A size no disk holds is refused before a byte is written (it used to fill the .part until
+    // the connection ended), and leaves no .part.
     let (addr, fake) = liar(vec![huge.into_bytes()]);
+    let mut client = Client::connect(&addr, WAIT).unwrap();
+    match client.download(&name("huge"), &dir, false) {
+        Err(ClientError::Local { source, .. }) => assert_eq!(source.kind(), std::io::ErrorKind::StorageFull),
+        other => panic!("expected not enough space, got {other:?}"),
+    }
+    fake.join().unwrap();
+    // A body shorter than announced: an interrupted download, its .part kept for resume.
+    let short = format!("OK 1000000 xxh3={}\nshort", Digest(1));
+    let (addr, fake) = liar(vec![short.into_bytes()]);
     let mut client = Client::connect(&addr, WAIT).unwrap();
     assert!(matches!(client.download(&name("g"), &dir, false), Err(ClientError::ShortBody { .. })));
     fake.join().unwrap();

@@ -393,6 +393,14 @@ impl Client {
                 return Err(local(e));
             }
         };
+        // A body the disk cannot hold is not read at all (an announced size may be anything up to
+        // 2^64 - 1): the connection is left out of step and given up instead.
+        if let Err(e) = partial.check_room(header.len) {
+            if partial.is_empty() {
+                partial.abort();
+            }
+            return Err(local(e));
+        }
         self.copy_body(header.len, &mut partial, &mut hasher, true)?.map_err(local)?;
         if let Err(e) = verify(&header, &hasher) {
             partial.abort();

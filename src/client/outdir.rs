@@ -235,6 +235,20 @@ impl Partial {
         Ok(())
     }
 
+    /// Fails with `StorageFull` if the file system holding the `.part` has fewer than `more` bytes
+    /// free for this user (what `df` shows as available).
+    pub fn check_room(&self, more: u64) -> io::Result<()> {
+        let fs = rustix::fs::fstatvfs(self.out.get_ref())?;
+        let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+        if more > free {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!("not enough space: {more} more bytes to save, {free} free here"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Appends bytes to the `.part`.
     pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.out.write_all(bytes)?;
