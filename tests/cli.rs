@@ -679,3 +679,51 @@ fn a_size_the_disk_cannot_hold_is_refused_before_anything_is_written() {
     let saved = work.path().join("client_downloads");
     assert!(!saved.join("huge.bin").exists() && !saved.join("huge.bin.part").exists());
 }
+
+#[test]
+fn a_server_that_announces_endless_replies_cannot_exhaust_the_client() {
+    let work = workdir();
+    // stats: a count no server has.
+    let (addr, fake) = fake_server(b"OK 18446744073709551615\nk 1\nk 2\n".to_vec());
+    let (code, _, err) = ftclient(work.path(), addr.port(), &["stats"], b"");
+    fake.join().unwrap();
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("stats lines announced"), "{err}");
+
+    // list: an endless count, then half a million entries (about 30 MB of lines), printed as they
+    // come: the client's memory must not grow with them.
+    const LINES: usize = 500_000;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fake = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        BufReader::new(&stream).read_line(&mut String::new()).unwrap();
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, &stream);
+        out.write_all(b"OK 18446744073709551615\n").unwrap();
+        for i in 0..LINES {
+            if writeln!(out, "5 0 a-rather-long-name-for-a-listed-file-number-{i:09}").is_err() {
+                return;
+            }
+        }
+    });
+    let mut child = Command::new(bin("ftclient"))
+        .args(["--port", &port.to_string(), "list"])
+        .current_dir(work.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: wait4 on our own child, with a zeroed rusage for the kernel to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(waited, child.id() as i32);
+    // Reaped already by wait4 (for its resource usage); this only tells std so.
+    let _ = child.wait();
+    fake.join().unwrap();
+    assert!(libc::WIFEXITED(status));
+    assert_eq!(libc::WEXITSTATUS(status), 4, "the listing ended early: a connection failure");
+    let peak_mib = usage.ru_maxrss / 1024;
+    eprintln!("client peak RSS {peak_mib} MiB for {LINES} entries");
+    assert!(peak_mib < 30, "client peak RSS {peak_mib} MiB for {LINES} entries");
+}

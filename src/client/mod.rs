@@ -48,6 +48,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The folder downloads are saved in when given no `-o`.
 pub const DEFAULT_OUTPUT: &str = "client_downloads";
 
+/// Most entries [`Client::list`] keeps in memory; [`Client::list_each`] has no limit.
+pub const MAX_LIST_KEPT: usize = 1_000_000;
+
+/// Most lines a `stats` reply may announce (the server sends a few dozen).
+pub const MAX_STATS: u64 = 1024;
+
 /// Most `get` requests one connection keeps in flight: enough to hide the round trip behind small
 /// files, few enough (a few KiB of requests) never to fill a socket buffer while the server is
 /// itself blocked sending, which would deadlock.
@@ -162,18 +168,53 @@ impl Client {
     }
 
     /// The files the server offers, under `folder` or all of them.
+    /// At most [`MAX_LIST_KEPT`] of them: a listing longer than that is an error here (see
+    /// [`Client::list_each`] to go through one of any length).
     pub fn list(&mut self, folder: Option<&Name>) -> Result<Vec<ListEntry>, ClientError> {
-        let count = self.call_count(&Request::List(folder.cloned()))?;
         let mut entries = Vec::new();
-        for _ in 0..count {
-            entries.push(ListEntry::parse(self.read_line()?)?);
-        }
+        self.list_each(folder, |entry| {
+            if entries.len() >= MAX_LIST_KEPT {
+                return Err(io::Error::other(format!("listing longer than {MAX_LIST_KEPT} entries")));
+            }
+            entries.push(entry);
+            Ok(())
+        })?;
         Ok(entries)
     }
 
-    /// The server's counters, in the order it sent them.
+    /// The files the server offers, handed to `each` one by one as they arrive, so a listing of
+    /// any length takes the memory of one entry. Returns how many there were. An error from
+    /// `each` stops the listing (the connection is then out of step).
+    pub fn list_each(
+        &mut self,
+        folder: Option<&Name>,
+        mut each: impl FnMut(ListEntry) -> io::Result<()>,
+    ) -> Result<u64, ClientError> {
+        let count = self.call_count(&Request::List(folder.cloned()))?;
+        for done in 0..count {
+            let entry = match self.read_line() {
+                Ok(line) => ListEntry::parse(line)?,
+                Err(ClientError::Protocol(ProtocolError::Closed)) => {
+                    let what = format!("connection closed after {done} of {count} listed entries");
+                    return Err(ProtocolError::Malformed(what).into());
+                }
+                Err(e) => return Err(e),
+            };
+            if let Err(e) = each(entry) {
+                self.broken = true;
+                return Err(ClientError::Local { path: "-".into(), source: e });
+            }
+        }
+        Ok(count)
+    }
+
+    /// The server's counters, in the order it sent them (at most [`MAX_STATS`]).
     pub fn stats(&mut self) -> Result<Vec<(String, u64)>, ClientError> {
         let count = self.call_count(&Request::Stats)?;
+        if count > MAX_STATS {
+            self.broken = true;
+            return Err(ProtocolError::Malformed(format!("{count} stats lines announced; at most {MAX_STATS}")).into());
+        }
         let mut stats = Vec::new();
         for _ in 0..count {
             stats.push(protocol::parse_stat(self.read_line()?)?);

@@ -251,13 +251,28 @@ fn run(args: Args) -> anyhow::Result<u8> {
             let folder =
                 folder.map(|f| Name::parse(&f).with_context(|| format!("bad folder name {f:?}"))).transpose()?;
             let what = folder.as_ref().map_or("list".to_string(), |f| format!("list {}", escape(f.as_str())));
-            let mut entries = connect()?.list(folder.as_ref()).context(what)?;
-            entries.sort_by(|a, b| a.name.cmp(&b.name));
+            // Printed as it arrives (the server sends it sorted): a listing of any length takes
+            // the memory of one entry.
+            let mut out = io::BufWriter::new(io::stdout().lock());
+            let mut first = true;
             if json {
-                print_json(&list_json(&entries))?;
-            } else {
-                print_list(&entries)?;
+                out.write_all(b"[")?;
             }
+            let listed = connect()?.list_each(folder.as_ref(), |entry| {
+                if json {
+                    out.write_all(if first { b"\n  " } else { b",\n  " })?;
+                    serde_json::to_writer(&mut out, &entry_json(&entry))?;
+                } else {
+                    print_entry(&mut out, &entry)?;
+                }
+                first = false;
+                Ok(())
+            });
+            if json && listed.is_ok() {
+                out.write_all(b"\n]\n")?;
+            }
+            out.flush()?;
+            listed.context(what)?;
             Ok(0)
         }
         Command::Stats => {
@@ -381,18 +396,13 @@ fn get_all(
     Ok(failed)
 }
 
-fn list_json(entries: &[ListEntry]) -> serde_json::Value {
-    entries
-        .iter()
-        .map(|e| {
-            serde_json::json!({
-                "name": e.name.as_str(),
-                "size": e.size,
-                "mtime": ft::human::utc(e.mtime),
-                "mtime_unix": e.mtime,
-            })
-        })
-        .collect()
+fn entry_json(e: &ListEntry) -> serde_json::Value {
+    serde_json::json!({
+        "name": e.name.as_str(),
+        "size": e.size,
+        "mtime": ft::human::utc(e.mtime),
+        "mtime_unix": e.mtime,
+    })
 }
 
 fn print_json(value: &serde_json::Value) -> io::Result<()> {
@@ -436,12 +446,8 @@ fn print_bench(config: &BenchConfig, r: &BenchReport) -> io::Result<()> {
 }
 
 /// A table for people: human size, modification time (UTC), then the name, escaped.
-fn print_list(entries: &[ListEntry]) -> io::Result<()> {
-    let mut out = io::stdout().lock();
-    for e in entries {
-        writeln!(out, "{:>10}  {}  {}", ft::human::size(e.size), ft::human::utc(e.mtime), escape(e.name.as_str()))?;
-    }
-    out.flush()
+fn print_entry(out: &mut impl Write, e: &ListEntry) -> io::Result<()> {
+    writeln!(out, "{:>10}  {}  {}", ft::human::size(e.size), ft::human::utc(e.mtime), escape(e.name.as_str()))
 }
 
 /// Ctrl-C (or SIGTERM) ends the client at once with 128 + the signal (130 for Ctrl-C). Files being

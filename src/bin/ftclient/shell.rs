@@ -10,7 +10,10 @@ use ft::client::{Client, OutDir};
 use ft::name::Name;
 use ft::wire::escape;
 
-use super::{Usage, code, code_of_error, print_list};
+use super::{Usage, code, code_of_error, print_entry};
+
+/// Most names the shell remembers for Tab completion.
+const COMPLETION_NAMES: usize = 100_000;
 
 const SHELL_HELP: &str = "commands:
   list [FOLDER]   list the server's files
@@ -62,14 +65,22 @@ pub(crate) fn run(mut client: Client, output: &Path, quiet: bool) -> anyhow::Res
 
 fn shell_list(client: &mut Client, folder: &str, lines: &mut Lines) -> anyhow::Result<()> {
     let folder = if folder.is_empty() { None } else { Some(Name::parse(folder).context("bad folder name")?) };
-    let entries = match &folder {
-        Some(f) => client.list(Some(f)).with_context(|| format!("list {}", escape(f.as_str())))?,
-        None => client.list(None)?,
+    // Printed as it arrives; a full listing also feeds Tab completion, up to COMPLETION_NAMES.
+    let mut out = io::stdout().lock();
+    let mut names = Vec::new();
+    let listed = client.list_each(folder.as_ref(), |entry| {
+        if folder.is_none() && names.len() < COMPLETION_NAMES {
+            names.push(entry.name.to_string());
+        }
+        print_entry(&mut out, &entry)
+    });
+    match &folder {
+        Some(f) => listed.with_context(|| format!("list {}", escape(f.as_str())))?,
+        None => listed?,
     };
     if folder.is_none() {
-        lines.learn(entries.iter().map(|e| e.name.to_string()).collect());
+        lines.learn(names);
     }
-    print_list(&entries)?;
     Ok(())
 }
 
@@ -99,8 +110,14 @@ impl Lines {
         // Like bash: Tab completes as far as the candidates agree, a second Tab lists them.
         let config = rustyline::Config::builder().completion_type(rustyline::CompletionType::List).build();
         let mut editor = rustyline::Editor::with_config(config).context("cannot set up line editing")?;
-        let names = client.list(None).map(|all| all.iter().map(|e| e.name.to_string()).collect());
-        editor.set_helper(Some(Completion { names: names.unwrap_or_default() }));
+        let mut names = Vec::new();
+        let listed = client.list_each(None, |entry| {
+            if names.len() < COMPLETION_NAMES {
+                names.push(entry.name.to_string());
+            }
+            Ok(())
+        });
+        editor.set_helper(Some(Completion { names: if listed.is_ok() { names } else { Vec::new() } }));
         Ok(Lines::Terminal(Box::new(editor)))
     }
 
