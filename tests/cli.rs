@@ -727,3 +727,23 @@ fn a_server_that_announces_endless_replies_cannot_exhaust_the_client() {
     eprintln!("client peak RSS {peak_mib} MiB for {LINES} entries");
     assert!(peak_mib < 30, "client peak RSS {peak_mib} MiB for {LINES} entries");
 }
+
+#[test]
+fn a_plain_get_resumes_a_part_and_no_resume_starts_over() {
+    let work = workdir();
+    let server = RealServer::start(work.path(), &[]);
+    let data = pattern(3 << 20);
+    let saved = work.path().join("client_downloads");
+    for (args, resumed_from) in
+        [(&["get", "--json", "big.bin"][..], 1 << 20), (&["get", "--json", "--no-resume", "big.bin"][..], 0)]
+    {
+        fs::create_dir_all(&saved).unwrap();
+        fs::write(saved.join("big.bin.part"), &data[..1 << 20]).unwrap();
+        let (code, out, err) = ftclient(work.path(), server.port, args, b"");
+        assert_eq!(code, 0, "{args:?}: {err}");
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(json["files"][0]["resumed_from"], resumed_from, "{args:?}");
+        assert!(fs::read(saved.join("big.bin")).unwrap() == data);
+        fs::remove_file(saved.join("big.bin")).unwrap();
+    }
+}

@@ -187,7 +187,7 @@ fn same_file(dir: &Dir, name: &str, file: &std::fs::File) -> io::Result<bool> {
 
 /// One file being saved: bytes are appended to `<name>.part`; [`Partial::commit`] puts the complete,
 /// verified file in place under `<name>`, [`Partial::abort`] deletes the `.part`, and dropping the
-/// handle without either keeps the `.part` for `get --resume`. The `.part` is this download's
+/// handle without either keeps the `.part` for a later resume. The `.part` is this download's
 /// alone while the handle lives (an exclusive `flock`): a second download of the same name into
 /// the same folder fails at once with a clear error instead of writing into it.
 pub struct Partial {

@@ -52,9 +52,12 @@ enum Command {
         /// Folder to save into, keeping sub-folders (created if missing); '-' writes one file to stdout
         #[arg(short = 'o', long = "output", default_value = ft::client::DEFAULT_OUTPUT)]
         output: PathBuf,
-        /// Continue from an existing NAME.part if the server confirms its bytes; else start over
-        #[arg(long)]
+        /// Continue from an existing NAME.part if the server confirms its bytes, else start over (the default)
+        #[arg(long, overrides_with = "no_resume")]
         resume: bool,
+        /// Start every file over, discarding an existing NAME.part
+        #[arg(long, overrides_with = "resume")]
+        no_resume: bool,
         /// Keep files that already exist locally (they are skipped, and said so) instead of replacing them
         #[arg(short = 'n', long)]
         no_clobber: bool,
@@ -282,7 +285,9 @@ fn run(args: Args) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        Command::Get { output, names, resume, no_clobber, json } => {
+        Command::Get { output, names, resume: _, no_resume, no_clobber, json } => {
+            // Resuming is checked by the prefix digest, so it is the safe default.
+            let resume = !no_resume;
             let names = parse_names(&names)?;
             if output == Path::new("-") {
                 if json {
@@ -451,7 +456,7 @@ fn print_entry(out: &mut impl Write, e: &ListEntry) -> io::Result<()> {
 }
 
 /// Ctrl-C (or SIGTERM) ends the client at once with 128 + the signal (130 for Ctrl-C). Files being
-/// downloaded into a folder stay as `.part`, ready for `get --resume`, and the message says so
+/// downloaded into a folder stay as `.part`, which the next `get` continues, and the message says so
 /// only when there can be any (`saves_parts`: not for `-o -`, `list` or `stats`).
 fn exit_on_interrupt(saves_parts: bool) -> std::io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
@@ -460,7 +465,7 @@ fn exit_on_interrupt(saves_parts: bool) -> std::io::Result<()> {
         if let Some(signal) = signals.forever().next() {
             if saves_parts {
                 eprintln!(
-                    "ftclient: interrupted; partial downloads are kept as .part files (get --resume continues them)"
+                    "ftclient: interrupted; partial downloads are kept as .part files (the next get continues them)"
                 );
             } else {
                 eprintln!("ftclient: interrupted");

@@ -87,7 +87,8 @@ fn shell_list(client: &mut Client, folder: &str, lines: &mut Lines) -> anyhow::R
 fn shell_get(client: &mut Client, name: &str, output: &Path, quiet: bool) -> anyhow::Result<()> {
     let name = Name::parse(name).with_context(|| format!("{}: bad name", escape(name)))?;
     let dir = OutDir::create(output).with_context(|| format!("cannot create {}", output.display()))?;
-    let done = client.download(&name, &dir, false).with_context(|| name.to_string())?;
+    // Resumes an existing .part, as `ftclient get` does (the server checks its prefix digest).
+    let done = client.download(&name, &dir, true).with_context(|| name.to_string())?;
     if !quiet {
         let saved = dir.path().join(name.as_path());
         eprintln!("saved {} ({} bytes)", escape(&saved.display().to_string()), done.size);
