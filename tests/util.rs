@@ -153,7 +153,10 @@ pub struct Wire {
 
 impl Wire {
     pub fn connect(addr: SocketAddr) -> Wire {
-        let stream = TcpStream::connect_timeout(&addr, WAIT).unwrap();
+        Wire::from_stream(TcpStream::connect_timeout(&addr, WAIT).unwrap())
+    }
+
+    pub fn from_stream(stream: TcpStream) -> Wire {
         stream.set_read_timeout(Some(WAIT)).unwrap();
         stream.set_write_timeout(Some(WAIT)).unwrap();
         let reader = BufReader::new(stream.try_clone().unwrap());

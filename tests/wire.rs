@@ -470,3 +470,37 @@ fn a_cache_folder_that_could_be_planted_or_served_is_refused_and_a_fifo_in_it_is
     assert_eq!(started.recv_timeout(Duration::from_secs(10)), Ok(true), "start-up must not hang on a fifo");
     assert!(fifo.exists());
 }
+
+#[test]
+fn one_address_cannot_take_every_connection() {
+    let dirs = Dirs::new();
+    dirs.put("a.txt", b"a");
+    let config = Config { max_conns_per_addr: 2, limit_loopback: true, ..dirs.config() };
+    let server = TestServer::start(config);
+    // Connects from a chosen loopback address (127.0.0.0/8 is all this machine).
+    let from = |ip: &str| Wire::from_stream(connect_from(ip, server.addr));
+    let mut first = from("127.0.0.1");
+    let mut second = from("127.0.0.1");
+    assert_eq!(first.get("a.txt"), b"a");
+    assert_eq!(second.get("a.txt"), b"a");
+    let mut third = from("127.0.0.1");
+    assert_eq!(third.line(), "ERR busy too many connections from your address; try again later");
+    // Another address still gets in.
+    let mut other = from("127.0.0.2");
+    assert_eq!(other.get("a.txt"), b"a");
+    assert_eq!(server.stat("connections_refused_per_addr"), 1);
+    // Once one closes, its address has room again.
+    drop(first);
+    server.wait_connections(2);
+    let mut again = from("127.0.0.1");
+    assert_eq!(again.get("a.txt"), b"a");
+}
+
+/// A TCP connection to `to` from the loopback address `ip` (bound before connecting).
+fn connect_from(ip: &str, to: std::net::SocketAddr) -> std::net::TcpStream {
+    let socket = rustix::net::socket(rustix::net::AddressFamily::INET, rustix::net::SocketType::STREAM, None).unwrap();
+    let local: std::net::SocketAddr = format!("{ip}:0").parse().unwrap();
+    rustix::net::bind(&socket, &local).unwrap();
+    rustix::net::connect(&socket, &to).unwrap();
+    std::net::TcpStream::from(socket)
+}

@@ -36,6 +36,12 @@ struct Args {
     /// Most connections served at once; more are answered with an ERR busy line and closed
     #[arg(long, default_value_t = defaults().max_conns)]
     max_conns: usize,
+    /// Most connections served at once from one address (an IPv6 /64); more are answered with an ERR busy line. 0: no limit
+    #[arg(long, default_value_t = defaults().max_conns_per_addr)]
+    max_conns_per_addr: usize,
+    /// Apply --max-conns-per-addr to loopback peers too (by default the machine itself is not limited)
+    #[arg(long)]
+    limit_loopback: bool,
     /// Longest request line in bytes; a longer one gets an ERR too-long line and the connection is closed
     #[arg(long, default_value_t = defaults().max_line)]
     max_line: usize,
@@ -111,6 +117,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         cache_size: args.cache_size.0,
         cache_ttl: args.cache_ttl.0,
         max_conns: args.max_conns,
+        max_conns_per_addr: args.max_conns_per_addr,
+        limit_loopback: args.limit_loopback,
         max_line: args.max_line,
         idle_timeout: args.idle_timeout.0,
         request_timeout: args.request_timeout.0,

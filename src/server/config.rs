@@ -29,6 +29,12 @@ pub struct Config {
     pub max_line: usize,
     /// Most connections served at once; more get `ERR busy`.
     pub max_conns: usize,
+    /// Most connections served at once from one peer address (an IPv6 peer counts by its /64,
+    /// which one host may hold whole); more get `ERR busy`. 0: no limit but `max_conns`.
+    pub max_conns_per_addr: usize,
+    /// Whether `max_conns_per_addr` also applies to loopback peers (the machine itself). Off by
+    /// default: local tools and load tests legitimately open many connections.
+    pub limit_loopback: bool,
     /// How long a connection may sit between requests.
     pub idle_timeout: Duration,
     /// How long one request line may take to arrive once it has begun.
@@ -48,6 +54,8 @@ impl Config {
             cache_ttl: Duration::from_secs(3600),
             max_line: MAX_REQUEST_LINE,
             max_conns: 1024,
+            max_conns_per_addr: 64,
+            limit_loopback: false,
             idle_timeout: Duration::from_secs(300),
             request_timeout: Duration::from_secs(30),
             send_timeout: Duration::from_secs(60),

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,7 +42,7 @@ use cache::{Cache, CacheStats};
 use conn::Connection;
 use memo::DigestMemo;
 use mirror::Mirror;
-use shared::Shared;
+use shared::{Shared, addr_key};
 
 use crate::store::Root;
 use crate::transport::Transport;
@@ -156,6 +156,8 @@ impl Server {
             connections_now: AtomicU64::new(0),
             connections_total: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
+            connections_refused_addr: AtomicU64::new(0),
+            per_addr: Mutex::new(HashMap::new()),
             requests: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
             digests_computed: AtomicU64::new(0),
@@ -256,11 +258,27 @@ impl Server {
             let _ = wire::write_err(&mut &stream, ErrorCode::Busy, &"too many connections; try again later");
             return;
         }
+        let key = addr_key(peer.ip());
+        let limited = shared.config.max_conns_per_addr > 0 && (shared.config.limit_loopback || !key.is_loopback());
+        if limited {
+            let mut per_addr = shared.per_addr.lock();
+            let open = per_addr.entry(key).or_insert(0);
+            if *open >= shared.config.max_conns_per_addr {
+                drop(per_addr);
+                shared.connections_refused_addr.fetch_add(1, Ordering::Relaxed);
+                debug!(%peer, "refused: too many connections from its address");
+                let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+                let message = "too many connections from your address; try again later";
+                let _ = wire::write_err(&mut &stream, ErrorCode::Busy, &message);
+                return;
+            }
+            *open += 1;
+        }
         shared.connections_now.fetch_add(1, Ordering::SeqCst);
         shared.connections_total.fetch_add(1, Ordering::Relaxed);
         let stream = Arc::new(stream);
         shared.live.lock().insert(id, stream.clone());
-        let guard = Live { shared: shared.clone(), id, _alive: alive };
+        let guard = Live { shared: shared.clone(), id, addr: limited.then_some(key), _alive: alive };
         let spawned = thread::Builder::new().name(format!("conn {peer}")).stack_size(128 << 10).spawn(move || {
             // The peer goes on each event, not in a span: tracing-subscriber's span registry
             // holds at most 4,096 threads, and connections may be many more.
@@ -292,11 +310,22 @@ impl Server {
 struct Live {
     shared: Arc<Shared>,
     id: u64,
+    /// The address it counts against, if the per-address limit applies to it.
+    addr: Option<IpAddr>,
     _alive: mpsc::Sender<()>,
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
+        if let Some(addr) = self.addr {
+            let mut per_addr = self.shared.per_addr.lock();
+            if let Some(open) = per_addr.get_mut(&addr) {
+                *open -= 1;
+                if *open == 0 {
+                    per_addr.remove(&addr);
+                }
+            }
+        }
         let mut live = self.shared.live.lock();
         live.remove(&self.id);
         self.shared.connections_now.fetch_sub(1, Ordering::SeqCst);

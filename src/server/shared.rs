@@ -2,7 +2,7 @@
 //! digest memo, the table of open connections (for shutdown) and the counters `stats` reports.
 
 use std::collections::HashMap;
-use std::net::TcpStream;
+use std::net::{IpAddr, Ipv6Addr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -32,6 +32,10 @@ pub(crate) struct Shared {
     pub(crate) connections_now: AtomicU64,
     pub(crate) connections_total: AtomicU64,
     pub(crate) connections_refused: AtomicU64,
+    /// Connections turned away because their address already had its share.
+    pub(crate) connections_refused_addr: AtomicU64,
+    /// Open connections per peer address (see [`addr_key`]), for the per-address limit.
+    pub(crate) per_addr: Mutex<HashMap<IpAddr, usize>>,
     pub(crate) requests: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
     pub(crate) digests_computed: AtomicU64,
@@ -46,6 +50,7 @@ impl Shared {
             ("connections_now", get(&self.connections_now)),
             ("connections_total", get(&self.connections_total)),
             ("connections_refused", get(&self.connections_refused)),
+            ("connections_refused_per_addr", get(&self.connections_refused_addr)),
             ("requests", get(&self.requests)),
             ("bytes_sent", get(&self.bytes_sent)),
             ("digests_computed", get(&self.digests_computed)),
@@ -59,5 +64,33 @@ impl Shared {
             ("cache_expired", c.expired),
             ("cache_invalidated", c.invalidated),
         ]
+    }
+}
+
+/// What a peer is counted as for the per-address limit: its IPv4 address, or the /64 prefix of
+/// its IPv6 address (one host commonly holds a whole /64; an IPv4-mapped address counts as IPv4).
+pub(crate) fn addr_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(bits))
+        }
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_peers_count_by_their_64_and_mapped_ones_as_ipv4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(addr_key(a), addr_key(b));
+        assert_ne!(addr_key(a), addr_key(c));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(addr_key(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
     }
 }
