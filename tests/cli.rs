@@ -1,7 +1,7 @@
 //! Real-binary tests: `ftserver` and `ftclient` as a user runs them, in temporary folders.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::process::Command;
 use std::thread;
@@ -746,4 +746,49 @@ fn a_plain_get_resumes_a_part_and_no_resume_starts_over() {
         assert!(fs::read(saved.join("big.bin")).unwrap() == data);
         fs::remove_file(saved.join("big.bin")).unwrap();
     }
+}
+
+/// Slow (17,000 sockets and 15,000 threads): `cargo test --release --test integration
+/// thousands_of_connections -- --ignored --nocapture` prints where the server starts refusing.
+#[test]
+#[ignore = "17,000 connections; run by hand, see README"]
+fn thousands_of_connections_past_what_the_system_allows_get_busy_not_an_abort() {
+    const SOCKETS: usize = 17_000;
+    let work = workdir();
+    let server = RealServer::start(work.path(), &["--max-conns", "30000"]);
+    let allowed: usize =
+        server.listening.split("max_conns=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(allowed < SOCKETS, "this machine allows {allowed}: raise SOCKETS to pass it");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", server.port).parse().unwrap();
+    let sockets: Vec<std::net::TcpStream> = (0..SOCKETS).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+    // Admitted ones hear nothing; refused ones get ERR busy at once. Wait (bounded) for the last
+    // to be answered, then count.
+    sockets[SOCKETS - 1].set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 64];
+    let n = (&sockets[SOCKETS - 1]).read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"ERR busy"), "{:?}", String::from_utf8_lossy(&buf[..n]));
+    let mut busy = 1; // the last one, read above
+    for s in &sockets[..SOCKETS - 1] {
+        s.set_nonblocking(true).unwrap();
+        if s.peek(&mut buf).is_ok_and(|n| n > 0) {
+            busy += 1;
+        }
+    }
+    let admitted = SOCKETS - busy;
+    eprintln!(
+        "max-conns 30000 lowered to {allowed}; {admitted} of {SOCKETS} connections admitted, {busy} refused ERR busy"
+    );
+    assert!(admitted <= allowed && admitted + 64 >= allowed, "admitted {admitted}, allowed {allowed}");
+    drop(sockets);
+    // Still alive and serving.
+    let deadline = std::time::Instant::now() + WAIT;
+    let (code, _, err) = loop {
+        let (code, out, err) = ftclient(work.path(), server.port, &["get", "file1.txt", "-o", "-"], b"");
+        if code == 0 || std::time::Instant::now() > deadline {
+            assert!(code != 0 || out == b"hello from file1\n");
+            break (code, out, err);
+        }
+        thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(code, 0, "{err}");
 }

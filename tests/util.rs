@@ -228,6 +228,8 @@ pub fn bin(name: &str) -> PathBuf {
 /// The real `ftserver` binary on a free port; killed on drop.
 pub struct RealServer {
     pub port: u16,
+    /// Its `listening on` log line.
+    pub listening: String,
     child: Child,
     /// Every line the server logs, as it logs it.
     log: mpsc::Receiver<String>,
@@ -268,8 +270,9 @@ impl RealServer {
                 }
             }
         });
-        let mut server = RealServer { port: 0, child, log };
+        let mut server = RealServer { port: 0, listening: String::new(), child, log };
         let line = server.wait_log("listening on ");
+        server.listening = line.clone();
         let after = line.split("listening on ").nth(1).unwrap();
         let addr: String = after.chars().take_while(|c| c.is_ascii_hexdigit() || ".:[]".contains(*c)).collect();
         let addr: SocketAddr = addr.parse().unwrap();

@@ -141,6 +141,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         files = server.file_count(),
         cache_size = %ft::human::size(config.cache_size),
         warm_entries = server.warmed(),
+        max_conns = server.max_conns(),
         "listening on {addr}"
     );
     server.run(listener, &shutdown)?;

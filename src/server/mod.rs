@@ -31,6 +31,7 @@ pub mod cache;
 mod config;
 mod conn;
 mod get;
+mod limits;
 mod memo;
 pub mod mirror;
 mod shared;
@@ -131,7 +132,15 @@ pub struct Server {
 
 impl Server {
     /// Opens the root and the cache folder and warms the cache from it.
-    pub fn new(config: Config) -> Result<Server, ServerError> {
+    pub fn new(mut config: Config) -> Result<Server, ServerError> {
+        // Never more connections than the system can give threads and descriptors to: past
+        // that, std's thread start-up would abort the process (see limits.rs).
+        if let Some((cap, why)) = limits::connection_capacity()
+            && config.max_conns > cap
+        {
+            warn!(requested = config.max_conns, allowed = cap, "max-conns lowered to what the system allows ({why})");
+            config.max_conns = cap;
+        }
         let root =
             Root::open(&config.root).map_err(|source| ServerError::Root { path: config.root.clone(), source })?;
         if let Some(dir) = &config.cache_dir
@@ -169,6 +178,11 @@ impl Server {
     /// How many cache entries were restored from the mirror folder at start-up.
     pub fn warmed(&self) -> usize {
         self.warmed
+    }
+
+    /// Most connections served at once: `--max-conns`, or less if the system allows fewer.
+    pub fn max_conns(&self) -> usize {
+        self.shared.config.max_conns
     }
 
     /// How many files the root holds (what `list` would show).
@@ -278,6 +292,8 @@ impl Server {
         shared.connections_total.fetch_add(1, Ordering::Relaxed);
         let stream = Arc::new(stream);
         shared.live.lock().insert(id, stream.clone());
+        // To turn the peer away if no thread can be started for it.
+        let refuse = stream.clone();
         let guard = Live { shared: shared.clone(), id, addr: limited.then_some(key), _alive: alive };
         let spawned = thread::Builder::new().name(format!("conn {peer}")).stack_size(128 << 10).spawn(move || {
             // The peer goes on each event, not in a span: tracing-subscriber's span registry
@@ -302,6 +318,7 @@ impl Server {
         });
         if let Err(e) = spawned {
             warn!(%peer, "cannot start a thread for the connection: {e}");
+            let _ = wire::write_err(&mut &*refuse, ErrorCode::Busy, &"the server cannot take more connections now");
         }
     }
 }

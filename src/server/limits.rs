@@ -1,0 +1,71 @@
+//! How many connections this machine lets the server hold, so it refuses the excess with
+//! `ERR busy` instead of dying for lack of a resource.
+//!
+//! Each connection is a thread and a descriptor. A thread takes about four memory mappings (its
+//! stack, the stack's guard page, and the alternate signal stack std sets up for stack-overflow
+//! reports, with its guard), and when `vm.max_map_count` (65,530 by default) runs out, std's
+//! thread start-up aborts the whole process: at about 16,400 connections every connection was
+//! lost. Threads also count against `kernel.threads-max`, `kernel.pid_max` and `RLIMIT_NPROC`.
+//! [`connection_capacity`] reads them all at start-up and keeps a margin for everything else the
+//! process maps and runs. (Descriptors are not counted here: running out of them fails an
+//! `accept`, which the accept loop survives by backing off; see `Server::run`.)
+
+use std::fs;
+
+/// Mappings each connection thread takes (measured: 4).
+const MAPS_PER_THREAD: u64 = 4;
+/// Mappings kept for everything else: the binary and libraries, malloc arenas, cached files of
+/// 128 KiB or more (each its own mapping), the hashing buffers.
+const MAPS_RESERVE: u64 = 4096;
+/// Threads and processes kept for everything else.
+const OTHER_RESERVE: u64 = 256;
+
+/// The most connections the system allows, and the limit that decides it (for the log line);
+/// `None` if nothing could be read (then only `--max-conns` applies).
+pub fn connection_capacity() -> Option<(usize, String)> {
+    let mut best: Option<(u64, String)> = None;
+    let mut consider = |cap: u64, why: String| {
+        if best.as_ref().is_none_or(|(b, _)| cap < *b) {
+            best = Some((cap, why));
+        }
+    };
+    if let (Some(max), Some(used)) = (read_number("/proc/sys/vm/max_map_count"), maps_in_use()) {
+        let cap = max.saturating_sub(used + MAPS_RESERVE) / MAPS_PER_THREAD;
+        consider(cap, format!("vm.max_map_count {max}, {MAPS_PER_THREAD} mappings per connection thread"));
+    }
+    for (file, what) in
+        [("/proc/sys/kernel/threads-max", "kernel.threads-max"), ("/proc/sys/kernel/pid_max", "kernel.pid_max")]
+    {
+        if let Some(max) = read_number(file) {
+            consider(max.saturating_sub(OTHER_RESERVE), format!("{what} {max}"));
+        }
+    }
+    use rustix::process::{Resource, getrlimit};
+    if let Some(max) = getrlimit(Resource::Nproc).current {
+        consider(max.saturating_sub(OTHER_RESERVE), format!("the process limit (ulimit -u) {max}"));
+    }
+    best.map(|(cap, why)| (usize::try_from(cap).unwrap_or(usize::MAX), why))
+}
+
+fn read_number(path: &str) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// How many mappings this process has now.
+fn maps_in_use() -> Option<u64> {
+    let maps = fs::read("/proc/self/maps").ok()?;
+    Some(maps.iter().filter(|&&b| b == b'\n').count() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_capacity_is_read_and_below_each_limit() {
+        let (cap, why) = connection_capacity().expect("Linux has /proc");
+        assert!(cap > 0 && !why.is_empty());
+        let max_maps = read_number("/proc/sys/vm/max_map_count").unwrap();
+        assert!((cap as u64) < max_maps / MAPS_PER_THREAD, "{cap} ({why})");
+    }
+}
