@@ -81,6 +81,36 @@ pub fn feed_file(file: &File, from: u64, to: u64, hasher: &mut Hasher) -> io::Re
     Ok(())
 }
 
+/// Hashes the first `len` bytes of `file`, keeping a copy of the running state at every multiple
+/// of `every` strictly between 0 and `len`: a digest of any prefix can later start from the
+/// nearest such mark ([`prefix_from`]) instead of from byte 0.
+pub fn hash_file_marked(file: &File, len: u64, every: u64) -> io::Result<(Digest, Vec<(u64, Hasher)>)> {
+    let every = every.max(1);
+    let mut hasher = Hasher::default();
+    let mut marks = Vec::new();
+    let mut at = 0;
+    while at < len {
+        let next = len.min((at / every + 1).saturating_mul(every));
+        feed_file(file, at, next, &mut hasher)?;
+        if next < len {
+            marks.push((next, hasher.clone()));
+        }
+        at = next;
+    }
+    Ok((hasher.digest(), marks))
+}
+
+/// The digest of the first `len` bytes of `file`, starting from the last of `marks` (from
+/// [`hash_file_marked`]) at or before `len`; also how many bytes that read.
+pub fn prefix_from(file: &File, marks: &[(u64, Hasher)], len: u64) -> io::Result<(Digest, u64)> {
+    let (from, mut hasher) = match marks.partition_point(|(at, _)| *at <= len) {
+        0 => (0, Hasher::default()),
+        i => (marks[i - 1].0, marks[i - 1].1.clone()),
+    };
+    feed_file(file, from, len, &mut hasher)?;
+    Ok((hasher.digest(), len - from))
+}
+
 /// Hashes the first `len` bytes of `file`; also, if asked and not past `len`, its first `prefix`
 /// bytes, in the same pass.
 pub fn hash_file(file: &File, len: u64, prefix: Option<u64>) -> io::Result<(Digest, Option<Digest>)> {
@@ -128,5 +158,17 @@ mod tests {
         }
         assert_eq!(hash_file(&f, 0, None).unwrap().0, Digest::of(b""));
         assert!(hash_file(&f, len + 1, None).is_err());
+
+        let (whole, marks) = hash_file_marked(&f, len, 100_000).unwrap();
+        assert_eq!(whole, Digest::of(&data));
+        assert_eq!(
+            marks.iter().map(|(at, _)| *at).collect::<Vec<_>>(),
+            (1..=6).map(|i| i * 100_000).collect::<Vec<_>>()
+        );
+        for prefix in [0, 1, 99_999, 100_000, 100_001, 654_321, len] {
+            let (digest, read) = prefix_from(&f, &marks, prefix).unwrap();
+            assert_eq!(digest, Digest::of(&data[..prefix as usize]), "prefix {prefix}");
+            assert!(read <= 100_000, "prefix {prefix} read {read} bytes");
+        }
     }
 }

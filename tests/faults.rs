@@ -292,3 +292,27 @@ fn an_idle_connection_is_closed_after_the_idle_timeout() {
     assert!(waited >= Duration::from_millis(250) && waited < Duration::from_secs(5), "closed after {waited:?}");
     server.wait_connections(0);
 }
+
+#[test]
+fn repeated_resume_checks_cost_the_server_little() {
+    let dirs = Dirs::new();
+    let data = pattern(40 << 20);
+    dirs.put("big.bin", &data);
+    let server = streaming(&dirs, |c| c);
+    let mut w = server.connect();
+    // The cheapest request there is: claim to hold the whole file already, so nothing is sent.
+    let claim = format!("resume {} {} big.bin\n", data.len(), Digest::of(&data));
+    w.send(claim.repeat(40));
+    for _ in 0..40 {
+        assert!(w.line().starts_with(&format!("OK 0 offset={}", data.len())));
+    }
+    // Hashed once for its digest, plus one stretch between marks for the prefix; not 40 times.
+    let hashed = server.stat("bytes_hashed");
+    assert!(hashed <= data.len() as u64 + (16 << 20), "{hashed} bytes hashed for 40 checks");
+    // Any other offset reads at most one stretch between marks.
+    let prefix = 25 << 20;
+    w.send(format!("resume {prefix} {} big.bin\n", Digest::of(&data[..prefix])));
+    assert!(w.line().starts_with(&format!("OK {} offset={prefix}", data.len() - prefix)));
+    w.bytes(data.len() - prefix);
+    assert!(server.stat("bytes_hashed") - hashed <= 16 << 20);
+}

@@ -9,14 +9,16 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use tracing::debug;
 
 use super::cache::{Body, Reservation};
+use super::memo::{Hashed, mark_every};
 use super::shared::Shared;
-use crate::digest::{Digest, hash_file};
+use crate::digest::{Digest, hash_file, hash_file_marked, prefix_from};
 use crate::name::Name;
 use crate::store::{FileVersion, OpenError};
 use crate::wire::{ErrorCode, GetHeader};
@@ -161,20 +163,35 @@ fn file_digest(
     prefix: Option<u64>,
 ) -> io::Result<(Digest, Option<Digest>)> {
     let memo = &shared.digests;
-    if let Some(digest) = memo.get(name, version) {
-        let prefix = match prefix {
-            Some(p) if p <= version.size => Some(hash_file(file, p, None)?.0),
-            _ => None,
-        };
-        return Ok((digest, prefix));
-    }
-    let digests = hash_file(file, version.size, prefix)?;
-    if !unchanged(file, version) {
-        return Err(io::Error::other("it changed while being hashed; try again"));
-    }
-    shared.digests_computed.fetch_add(1, Ordering::Relaxed);
-    memo.put(name, *version, digests.0);
-    Ok(digests)
+    let hashed = match memo.get(name, version) {
+        Some(hashed) => hashed,
+        None => {
+            let (digest, marks) = hash_file_marked(file, version.size, mark_every(version.size))?;
+            shared.bytes_hashed.fetch_add(version.size, Ordering::Relaxed);
+            if !unchanged(file, version) {
+                return Err(io::Error::other("it changed while being hashed; try again"));
+            }
+            shared.digests_computed.fetch_add(1, Ordering::Relaxed);
+            let hashed = Arc::new(Hashed::new(digest, marks));
+            memo.put(name, *version, hashed.clone());
+            hashed
+        }
+    };
+    // A resume's prefix starts from the nearest mark: a check of any offset, repeated as often
+    // as a peer likes, reads at most one mark's spacing of the file.
+    let prefix = match prefix {
+        Some(p) if p <= version.size => match hashed.prefix(p) {
+            Some(digest) => Some(digest),
+            None => {
+                let (digest, read) = prefix_from(file, &hashed.marks, p)?;
+                shared.bytes_hashed.fetch_add(read, Ordering::Relaxed);
+                hashed.remember_prefix(p, digest);
+                Some(digest)
+            }
+        },
+        _ => None,
+    };
+    Ok((hashed.digest, prefix))
 }
 
 /// The reply code for a file the store could not open or list.

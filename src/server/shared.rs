@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     pub(crate) requests: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
     pub(crate) digests_computed: AtomicU64,
+    /// File bytes read from disk to compute digests (whole files, resume prefixes).
+    pub(crate) bytes_hashed: AtomicU64,
 }
 
 impl Shared {
@@ -54,6 +56,7 @@ impl Shared {
             ("requests", get(&self.requests)),
             ("bytes_sent", get(&self.bytes_sent)),
             ("digests_computed", get(&self.digests_computed)),
+            ("bytes_hashed", get(&self.bytes_hashed)),
             ("cache_entries", c.entries),
             ("cache_bytes", c.bytes),
             ("cache_cap", c.cap),
