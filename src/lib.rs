@@ -25,7 +25,7 @@
 //! ```text
 //! hello VERSION [FEATURE...]\n  ->  OK <version> features=<f>,...\n   (optional, first request only)
 //! list [FOLDER]\n               ->  OK <count>\n  then <count> × "<size> <mtime> <name>\n"
-//! get NAME\n                    ->  OK <size> xxh3=<digest>\n  then <size> raw bytes
+//! get NAME\n                    ->  OK <size> xxh3=<digest> mode=<octal>\n  then <size> raw bytes
 //! resume OFFSET PREFIX NAME\n   ->  OK <n> offset=<o> size=<size> xxh3=<digest>\n  then <n> bytes from <o>
 //!                                   (or the whole file, as for get, if PREFIX does not match)
 //! stats\n                       ->  OK <count>\n  then <count> × "<key> <value>\n"

@@ -9,6 +9,12 @@ use ft::server::Config;
 
 use crate::util::{Dirs, TestServer, Wire, pattern};
 
+/// A file's permission bits, as the server reports them in `mode=`.
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
 fn started(dirs: &Dirs) -> TestServer {
     TestServer::start(dirs.config())
 }
@@ -111,7 +117,9 @@ fn pipelined_requests_in_one_write_are_answered_in_order() {
     for round in 0..50 {
         for i in 0..10 {
             let body = format!("content {i}\n");
-            assert_eq!(w.line(), format!("OK {} xxh3={}", body.len(), ft::digest::Digest::of(body.as_bytes())));
+            let mode = mode_of(&dirs.root.path().join(format!("f{i}")));
+            let digest = ft::digest::Digest::of(body.as_bytes());
+            assert_eq!(w.line(), format!("OK {} xxh3={digest} mode={mode:o}", body.len()));
             assert_eq!(w.bytes(body.len()), body.as_bytes());
         }
         let err = w.line();
@@ -125,14 +133,15 @@ fn pipelined_requests_in_one_write_are_answered_in_order() {
 #[test]
 fn a_request_written_one_byte_at_a_time_is_served() {
     let dirs = Dirs::new();
-    dirs.put("slow.txt", b"patience");
+    let slow = dirs.put("slow.txt", b"patience");
     let server = started(&dirs);
     let mut w = server.connect();
     w.stream.set_nodelay(true).unwrap();
     for b in b"get slow.txt\r\n" {
         w.stream.write_all(&[*b]).unwrap();
     }
-    assert_eq!(w.line(), format!("OK 8 xxh3={}", ft::digest::Digest::of(b"patience")));
+    let header = format!("OK 8 xxh3={} mode={:o}", ft::digest::Digest::of(b"patience"), mode_of(&slow));
+    assert_eq!(w.line(), header);
     assert_eq!(w.bytes(8), b"patience");
 }
 
@@ -503,4 +512,29 @@ fn connect_from(ip: &str, to: std::net::SocketAddr) -> std::net::TcpStream {
     rustix::net::bind(&socket, &local).unwrap();
     rustix::net::connect(&socket, &to).unwrap();
     std::net::TcpStream::from(socket)
+}
+
+#[test]
+fn a_saved_file_is_never_more_permissive_than_the_servers_copy() {
+    use std::os::unix::fs::PermissionsExt;
+    let dirs = Dirs::new();
+    let cases = [("key", 0o600, 10), ("run.sh", 0o755, 10), ("setuid", 0o4755, 10), ("big-key", 0o640, 400_000)];
+    for (name, mode, len) in cases {
+        let path = dirs.put(name, &pattern(len));
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    crate::util::wait_settled();
+    let server = started(&dirs);
+    let out = tempfile::tempdir().unwrap();
+    let dir = ft::client::OutDir::create(out.path()).unwrap();
+    let names: Vec<ft::name::Name> = cases.iter().map(|(n, ..)| ft::name::Name::parse(n).unwrap()).collect();
+    let mut client = server.client();
+    client.download_all(&names, &dir, false, |n, r| assert!(r.is_ok(), "{n}: {r:?}"));
+    let umask = 0o777 & !dir.mode_for(Some(0o777));
+    for (name, mode, _) in cases {
+        let got = mode_of(&out.path().join(name));
+        // The server's bits less setuid/setgid/sticky, masked by the umask: never more.
+        assert_eq!(got, mode & 0o777 & !umask, "{name}: {got:o}");
+        assert_eq!(got & !mode, 0, "{name}: {got:o} is more permissive than {mode:o}");
+    }
 }

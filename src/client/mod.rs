@@ -415,7 +415,7 @@ impl Client {
             let mut bytes = Vec::with_capacity(header.len as usize);
             self.copy_body(header.len, &mut bytes, &mut hasher, true)?.map_err(local)?;
             verify(&header, &hasher)?;
-            return Ok(Received::Whole(Whole { name, bytes, done }));
+            return Ok(Received::Whole(Whole { name, bytes, done, mode: header.mode }));
         }
         let opened = match part {
             // Append after the prefix the server confirmed (where a reopened .part stands).
@@ -434,6 +434,7 @@ impl Client {
                 return Err(local(e));
             }
         };
+        partial.set_mode(dir.mode_for(header.mode));
         // A body the disk cannot hold is not read at all (an announced size may be anything up to
         // 2^64 - 1): the connection is left out of step and given up instead.
         if let Err(e) = partial.check_room(header.len) {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
-use cap_std::fs::{Dir, File, OpenOptions};
+use cap_std::fs::{Dir, File, OpenOptions, OpenOptionsExt as _};
 use parking_lot::Mutex;
 use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
@@ -34,6 +34,8 @@ pub struct OutDir {
     folders: Mutex<HashMap<String, Arc<Dir>>>,
     /// Never replace a file that is already there (`--no-clobber`).
     keep_existing: bool,
+    /// The process's umask, read once: saved files are masked by it as any new file is.
+    umask: u32,
 }
 
 impl OutDir {
@@ -41,7 +43,18 @@ impl OutDir {
     pub fn create(path: &Path) -> io::Result<OutDir> {
         std::fs::create_dir_all(path)?;
         let dir = Arc::new(Dir::open_ambient_dir(path, cap_std::ambient_authority())?);
-        Ok(OutDir { dir, path: path.to_path_buf(), folders: Mutex::default(), keep_existing: false })
+        // umask can only be read by setting it: set it straight back.
+        let umask = rustix::process::umask(Mode::empty());
+        rustix::process::umask(umask);
+        let umask = umask.bits() & 0o777;
+        Ok(OutDir { dir, path: path.to_path_buf(), folders: Mutex::default(), keep_existing: false, umask })
+    }
+
+    /// The permissions a saved file gets: the server's (`None` if it did not say: `0666`), less
+    /// setuid, setgid and sticky, masked by the umask. Never more permissive than the server's
+    /// copy, and an executable stays executable.
+    pub fn mode_for(&self, server: Option<u32>) -> u32 {
+        server.map_or(0o666, |m| m & 0o777) & !self.umask
     }
 
     /// Keeps files already in the folder: a download of an existing name is skipped, and one that
@@ -99,10 +112,12 @@ impl OutDir {
         let (dir, file) = self.parent(name, true)?;
         let part = format!("{file}{PART_SUFFIX}");
         // Not truncated on open: another download may own it; emptied once it is ours.
-        let options = OpenOptions::new().read(true).write(true).create(true).follow(FollowSymlinks::No).clone();
+        // Readable by its owner only while incomplete; its final mode is set on commit.
+        let options =
+            OpenOptions::new().read(true).write(true).create(true).mode(0o600).follow(FollowSymlinks::No).clone();
         let opened = take_part(&dir, &part, &options)?.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         opened.set_len(0)?;
-        Ok(Partial::new(dir, file, opened, 0, self.keep_existing))
+        Ok(Partial::new(dir, file, opened, 0, self.keep_existing, self.mode_for(None)))
     }
 
     /// Takes up an existing `<name>.part` (opened without following symlinks), to append to
@@ -118,7 +133,7 @@ impl OutDir {
         match take_part(&dir, &part, &options)? {
             Some(mut opened) => {
                 let len = opened.seek(SeekFrom::End(0))?;
-                Ok(Some(Partial::new(dir, file, opened, len, self.keep_existing)))
+                Ok(Some(Partial::new(dir, file, opened, len, self.keep_existing, self.mode_for(None))))
             }
             None => Ok(None),
         }
@@ -130,14 +145,21 @@ impl OutDir {
     /// one folder queue on its lock. If `<name>` already exists (link never replaces), or the file
     /// system has no unnamed files, it goes through `<name>.part` and a rename instead.
     pub fn save_whole(&self, name: &Name, bytes: &[u8]) -> io::Result<()> {
+        self.save_whole_with_mode(name, bytes, None)
+    }
+
+    /// [`OutDir::save_whole`], with the server's permission bits (see [`OutDir::mode_for`]).
+    pub fn save_whole_with_mode(&self, name: &Name, bytes: &[u8], server_mode: Option<u32>) -> io::Result<()> {
+        let mode = self.mode_for(server_mode);
         let (dir, file) = self.parent(name, true)?;
-        match link_unnamed(&dir, file, bytes) {
+        match link_unnamed(&dir, file, bytes, mode) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && self.keep_existing => return Err(e),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists || unnamed_unsupported(&e) => {}
             Err(e) => return Err(e),
         }
         let mut partial = self.begin(name)?;
+        partial.set_mode(mode);
         partial.append(bytes)?;
         partial.commit()
     }
@@ -200,15 +222,22 @@ pub struct Partial {
     len: u64,
     /// Commit must not replace an existing `<file>` (`--no-clobber`).
     keep_existing: bool,
+    /// The permissions the file gets when it is put in place.
+    mode: u32,
 }
 
 /// Write buffer for a file streamed to its `.part`.
 const PART_BUFFER: usize = 64 << 10;
 
 impl Partial {
-    fn new(dir: Arc<Dir>, file: &str, out: std::fs::File, len: u64, keep_existing: bool) -> Partial {
+    fn new(dir: Arc<Dir>, file: &str, out: std::fs::File, len: u64, keep_existing: bool, mode: u32) -> Partial {
         let out = BufWriter::with_capacity(PART_BUFFER, out);
-        Partial { dir, file: file.to_string(), out, len, keep_existing }
+        Partial { dir, file: file.to_string(), out, len, keep_existing, mode }
+    }
+
+    /// The permissions the file gets when committed (from [`OutDir::mode_for`]).
+    pub fn set_mode(&mut self, mode: u32) {
+        self.mode = mode & 0o777;
     }
 
     /// Bytes in the `.part` so far.
@@ -268,6 +297,7 @@ impl Partial {
         if !same_file(&self.dir, &part, file)? || file.metadata()?.len() != self.len {
             return Err(io::Error::other(format!("{part} was changed by someone else; not putting it in place")));
         }
+        rustix::fs::fchmod(file, Mode::from_raw_mode(self.mode))?;
         if !self.keep_existing {
             return self.dir.rename(part, &self.dir, &self.file);
         }
@@ -303,10 +333,11 @@ fn not_a_symlink(e: io::Error, what: &str) -> io::Error {
 
 /// Writes `bytes` to an unnamed file in `dir` and links it as `file` (which must not exist; a
 /// symlink there is not followed either: linkat fails with EEXIST).
-fn link_unnamed(dir: &Dir, file: &str, bytes: &[u8]) -> io::Result<()> {
+fn link_unnamed(dir: &Dir, file: &str, bytes: &[u8], mode: u32) -> io::Result<()> {
     let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
-    let tmp = std::fs::File::from(rustix::fs::openat(dir, ".", flags, Mode::from_raw_mode(0o666))?);
+    let tmp = std::fs::File::from(rustix::fs::openat(dir, ".", flags, Mode::from_raw_mode(0o600))?);
     (&tmp).write_all(bytes)?;
+    rustix::fs::fchmod(&tmp, Mode::from_raw_mode(mode))?;
     // Linking the fd itself (AT_EMPTY_PATH) is cheapest but needs CAP_DAC_READ_SEARCH; the
     // /proc/self/fd path works for anyone. Remember which one this process may use.
     if EMPTY_PATH_WORKS.load(Ordering::Relaxed) {

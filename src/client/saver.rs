@@ -106,12 +106,14 @@ pub(super) struct Whole {
     pub(super) name: Name,
     pub(super) bytes: Vec<u8>,
     pub(super) done: Downloaded,
+    /// The server's permission bits, if it sent them.
+    pub(super) mode: Option<u32>,
 }
 
 impl Whole {
     pub(super) fn save(self, dir: &OutDir) -> (Name, Result<Downloaded, ClientError>) {
         let path = dir.path().join(self.name.as_path());
-        let result = match dir.save_whole(&self.name, &self.bytes) {
+        let result = match dir.save_whole_with_mode(&self.name, &self.bytes, self.mode) {
             Ok(()) => Ok(self.done),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(ClientError::Kept { path }),
             Err(source) => Err(ClientError::Local { path, source }),

@@ -62,6 +62,8 @@ impl Drop for Held {
 pub struct Cached {
     pub body: Body,
     pub digest: Digest,
+    /// The file's permission bits, for the reply.
+    pub mode: u32,
 }
 
 /// How long after its last modification a file must stay unchanged before it is admitted.
@@ -152,7 +154,7 @@ impl Cache {
                     self.retire(gone);
                     None
                 }
-                Some(e) => Some((Cached { body: e.body.clone(), digest: e.digest }, e.version)),
+                Some(e) => Some((Cached { body: e.body.clone(), digest: e.digest, mode: e.version.mode }, e.version)),
             }
         };
         match found {
@@ -492,6 +494,7 @@ mod tests {
             ctime_nsec: fresh.subsec_nanos() as i64,
             ino: 1,
             dev: 1,
+            mode: 0o644,
         };
         assert!(!settled(&v, now));
         assert!(settled(&v, now + SETTLE_TIME));

@@ -88,7 +88,7 @@ pub(crate) fn answer<'a>(
     if let Some(hit) = shared.cache.lookup(name, now, fresh) {
         debug!(%peer, %name, size = hit.body.len(), "hit");
         let offset = matching_offset(resume, |off| hit.body.get(..off as usize).map(Digest::of));
-        return Ok(from_memory(hit.body, hit.digest, offset, None));
+        return Ok(from_memory(hit.body, hit.digest, hit.mode, offset, None));
     }
     let (mut file, version) = shared.root.open_file(name).map_err(|e| Refusal::new(open_error_code(&e), e))?;
     let Some(mut reservation) = shared.cache.reserve(name, &version, now) else {
@@ -101,7 +101,7 @@ pub(crate) fn answer<'a>(
     let offset = matching_offset(resume, |off| bytes.get(..off as usize).map(Digest::of));
     debug!(%peer, %name, size = version.size, "miss, admitted");
     let admission = Admission { reservation, bytes: bytes.clone(), digest, version, file, at: now };
-    Ok(from_memory(bytes, digest, offset, Some(admission)))
+    Ok(from_memory(bytes, digest, version.mode, offset, Some(admission)))
 }
 
 /// Most times a file is read whole before the server gives up on getting the same bytes twice.
@@ -131,9 +131,9 @@ fn read_whole(file: &mut File, version: &FileVersion) -> Result<(Vec<u8>, Digest
     Err(Refusal::new(ErrorCode::Internal, "the file is being written; try again"))
 }
 
-fn from_memory(bytes: Body, digest: Digest, offset: u64, admission: Option<Admission<'_>>) -> Answer<'_> {
+fn from_memory(bytes: Body, digest: Digest, mode: u32, offset: u64, admission: Option<Admission<'_>>) -> Answer<'_> {
     let size = bytes.len() as u64;
-    let header = GetHeader { len: size - offset, offset, size, digest };
+    let header = GetHeader { len: size - offset, offset, size, digest, mode: Some(mode) };
     Answer { header, body: Source::Memory { bytes, from: offset as usize }, admission }
 }
 
@@ -150,7 +150,7 @@ fn streamed<'a>(
         .map_err(|e| Refusal::new(ErrorCode::Internal, format_args!("cannot read the file: {e}")))?;
     let offset = matching_offset(resume, |_| prefix);
     let len = version.size - offset;
-    let header = GetHeader { len, offset, size: version.size, digest };
+    let header = GetHeader { len, offset, size: version.size, digest, mode: Some(version.mode) };
     Ok(Answer { header, body: Source::File { file, from: offset, len }, admission: None })
 }
 

@@ -3,7 +3,7 @@
 //! Each entry is a file `<id>.ftc` holding one header line and then the cached bytes:
 //!
 //! ```text
-//! ftcache3 <size:20> <mtime-sec:+20> <mtime-nsec:9> <ctime-sec:+20> <ctime-nsec:9> <inode:20> <device:20> <admitted-unix-ms:20> <xxh3:32> <name>\n
+//! ftcache3 <size:20> <mtime-sec:+20> <mtime-nsec:9> <ctime-sec:+20> <ctime-nsec:9> <inode:20> <device:20> <mode:o6> <admitted-unix-ms:20> <xxh3:32> <name>\n
 //! <size bytes of the file as it was when admitted>
 //! ```
 //!
@@ -33,7 +33,7 @@ use crate::wire::{parse_u64, read_line};
 
 const MAGIC: &str = "ftcache3";
 /// Header bytes besides the name and its line feed: the magic, six fixed-width numbers, the digest.
-const HEADER_FIXED: u64 = (MAGIC.len() + 1 + 21 + 21 + 10 + 21 + 10 + 21 + 21 + 21 + 33) as u64;
+const HEADER_FIXED: u64 = (MAGIC.len() + 1 + 21 + 21 + 10 + 21 + 10 + 21 + 21 + 7 + 21 + 33) as u64;
 
 /// Bytes an entry for `name` takes on disk besides the file's own bytes.
 pub fn overhead(name: &Name) -> u64 {
@@ -210,13 +210,13 @@ fn bad(what: &str) -> io::Error {
 fn header(name: &Name, v: &FileVersion, digest: Digest, admitted: SystemTime) -> String {
     let ms = admitted.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
     format!(
-        "{MAGIC} {:020} {:+020} {:09} {:+020} {:09} {:020} {:020} {ms:020} {digest} {name}\n",
-        v.size, v.mtime_sec, v.mtime_nsec, v.ctime_sec, v.ctime_nsec, v.ino, v.dev
+        "{MAGIC} {:020} {:+020} {:09} {:+020} {:09} {:020} {:020} {:06o} {ms:020} {digest} {name}\n",
+        v.size, v.mtime_sec, v.mtime_nsec, v.ctime_sec, v.ctime_nsec, v.ino, v.dev, v.mode
     )
 }
 
 fn parse_header(line: &str) -> Option<(Name, FileVersion, Digest, SystemTime)> {
-    let mut f = line.splitn(11, ' ');
+    let mut f = line.splitn(12, ' ');
     if f.next()? != MAGIC {
         return None;
     }
@@ -227,10 +227,11 @@ fn parse_header(line: &str) -> Option<(Name, FileVersion, Digest, SystemTime)> {
     let ctime_nsec: i64 = f.next()?.parse().ok()?;
     let ino = parse_u64(f.next()?)?;
     let dev = parse_u64(f.next()?)?;
+    let mode = u32::from_str_radix(f.next()?, 8).ok().filter(|m| *m <= 0o7777)?;
     let admitted = UNIX_EPOCH + Duration::from_millis(parse_u64(f.next()?)?);
     let digest = Digest::parse(f.next()?)?;
     let name = Name::parse(f.next()?).ok()?;
-    Some((name, FileVersion { size, mtime_sec, mtime_nsec, ctime_sec, ctime_nsec, ino, dev }, digest, admitted))
+    Some((name, FileVersion { size, mtime_sec, mtime_nsec, ctime_sec, ctime_nsec, ino, dev, mode }, digest, admitted))
 }
 
 #[cfg(test)]
@@ -246,6 +247,7 @@ mod tests {
             ctime_nsec: 1,
             ino: u64::MAX,
             dev: 7,
+            mode: 0o4750,
         }
     }
 

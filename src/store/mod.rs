@@ -33,6 +33,8 @@ pub struct FileVersion {
     pub ctime_nsec: i64,
     pub ino: u64,
     pub dev: u64,
+    /// Permission bits (`0o7777`): sent to clients so a saved copy is never more permissive.
+    pub mode: u32,
 }
 
 impl FileVersion {
@@ -45,6 +47,7 @@ impl FileVersion {
             ctime_nsec: m.ctime_nsec(),
             ino: m.ino(),
             dev: m.dev(),
+            mode: m.mode() & 0o7777,
         }
     }
 
@@ -57,6 +60,7 @@ impl FileVersion {
             ctime_nsec: m.ctime_nsec(),
             ino: m.ino(),
             dev: m.dev(),
+            mode: m.mode() & 0o7777,
         }
     }
 
@@ -165,6 +169,7 @@ impl Root {
             ctime_nsec: st.st_ctime_nsec as i64,
             ino: st.st_ino,
             dev: st.st_dev,
+            mode: st.st_mode & 0o7777,
         })
     }
 

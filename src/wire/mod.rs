@@ -16,8 +16,8 @@
 //!   stats
 //!   quit
 //! reply    = "OK" [SP fields] LF [payload]  |  "ERR" SP code SP message LF
-//!   get   -> OK <size> xxh3=<digest>                              then exactly <size> raw bytes
-//!   resume-> OK <n> offset=<o> size=<size> xxh3=<digest>         then the <n> = <size> - <o> bytes from <o>
+//!   get   -> OK <size> xxh3=<digest> mode=<octal>                 then exactly <size> raw bytes
+//!   resume-> OK <n> offset=<o> size=<size> xxh3=<digest> mode=<o> then the <n> = <size> - <o> bytes from <o>
 //!            (offset and size only when o > 0: a prefix that does not match gets get's reply)
 //!   hello -> OK <version> features=<f>,<f>
 //!   list  -> OK <count>            then <count> lines "<size> <mtime-unix-seconds> <name>"

@@ -169,22 +169,29 @@ pub struct GetHeader {
     pub offset: u64,
     pub size: u64,
     pub digest: Digest,
+    /// The file's permission bits on the server (`mode=` in octal), so the client never saves
+    /// it more permissive; `None` from a server that does not send them.
+    pub mode: Option<u32>,
 }
 
 impl GetHeader {
     /// The header for the whole file.
     pub fn whole(size: u64, digest: Digest) -> GetHeader {
-        GetHeader { len: size, offset: 0, size, digest }
+        GetHeader { len: size, offset: 0, size, digest, mode: None }
     }
 
-    /// Writes `OK <len> [offset=<o> size=<size>] xxh3=<digest>`; offset and size only for a
-    /// partial body, so a plain `get` reads `OK <size> xxh3=...`.
+    /// Writes `OK <len> [offset=<o> size=<size>] xxh3=<digest> [mode=<octal>]`; offset and size
+    /// only for a partial body, so a plain `get` reads `OK <size> xxh3=... mode=...`.
     pub fn write(&self, w: &mut impl Write) -> io::Result<()> {
-        if self.offset == 0 {
-            writeln!(w, "OK {} xxh3={}", self.len, self.digest)
-        } else {
-            writeln!(w, "OK {} offset={} size={} xxh3={}", self.len, self.offset, self.size, self.digest)
+        write!(w, "OK {}", self.len)?;
+        if self.offset != 0 {
+            write!(w, " offset={} size={}", self.offset, self.size)?;
         }
+        write!(w, " xxh3={}", self.digest)?;
+        if let Some(mode) = self.mode {
+            write!(w, " mode={mode:o}")?;
+        }
+        writeln!(w)
     }
 
     /// Parses the fields after `OK `. Unknown `key=value` fields are ignored; known ones must be
@@ -193,12 +200,16 @@ impl GetHeader {
         let bad = |what: &str| malformed(what, fields.as_bytes());
         let mut parts = fields.split(' ');
         let len = parts.next().and_then(parse_u64).ok_or_else(|| bad("expected a decimal size"))?;
-        let (mut offset, mut size, mut digest) = (0, None, None);
+        let (mut offset, mut size, mut digest, mut mode) = (0, None, None, None);
         for field in parts {
             match field.split_once('=') {
                 Some(("offset", v)) => offset = parse_u64(v).ok_or_else(|| bad("bad offset"))?,
                 Some(("size", v)) => size = Some(parse_u64(v).ok_or_else(|| bad("bad size"))?),
                 Some(("xxh3", v)) => digest = Some(Digest::parse(v).ok_or_else(|| bad("bad xxh3 digest"))?),
+                Some(("mode", v)) => {
+                    let parsed = u32::from_str_radix(v, 8).ok().filter(|m| *m <= 0o7777 && !v.starts_with('+'));
+                    mode = Some(parsed.ok_or_else(|| bad("bad mode"))?);
+                }
                 _ => {}
             }
         }
@@ -207,7 +218,7 @@ impl GetHeader {
             return Err(bad("offset + length disagrees with size"));
         }
         let digest = digest.ok_or_else(|| bad("no xxh3 digest"))?;
-        Ok(GetHeader { len, offset, size, digest })
+        Ok(GetHeader { len, offset, size, digest, mode })
     }
 }
 
@@ -290,8 +301,11 @@ mod tests {
     #[test]
     fn get_headers_round_trip_and_are_checked() {
         let d = Digest::of(b"x");
-        for h in [GetHeader::whole(10, d), GetHeader { len: 4, offset: 6, size: 10, digest: d }, GetHeader::whole(0, d)]
-        {
+        for h in [
+            GetHeader::whole(10, d),
+            GetHeader { len: 4, offset: 6, size: 10, digest: d, mode: None },
+            GetHeader { mode: Some(0o4755), ..GetHeader::whole(0, d) },
+        ] {
             let mut out = Vec::new();
             h.write(&mut out).unwrap();
             let fields = std::str::from_utf8(&out).unwrap().strip_prefix("OK ").unwrap().trim_end();
@@ -356,7 +370,7 @@ mod props {
         #[test]
         fn get_headers_round_trip(len in any::<u64>(), offset in any::<u64>(), d in any::<u128>()) {
             if let Some(size) = len.checked_add(offset) {
-                let h = GetHeader { len, offset, size, digest: Digest(d) };
+                let h = GetHeader { len, offset, size, digest: Digest(d), mode: None };
                 let mut out = Vec::new();
                 h.write(&mut out).unwrap();
                 let line = std::str::from_utf8(&out).unwrap();
