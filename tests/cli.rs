@@ -792,3 +792,85 @@ fn thousands_of_connections_past_what_the_system_allows_get_busy_not_an_abort() 
     };
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn the_shell_reconnects_after_the_server_closed_an_idle_connection() {
+    let work = workdir();
+    let mut server = RealServer::start(work.path(), &["--idle-timeout", "300ms"]);
+    let mut shell = Command::new(bin("ftclient"))
+        .args(["--port", &server.port.to_string(), "shell"])
+        .current_dir(work.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = shell.stdin.take().unwrap();
+    stdin.write_all(b"stats\n").unwrap();
+    // The server closes the shell's connection once it has sat idle (it logs that) ...
+    server.wait_log("closed");
+    // ... and the next command still works, on a new connection.
+    stdin.write_all(b"get file1.txt\nquit\n").unwrap();
+    drop(stdin);
+    let out = shell.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(fs::read(work.path().join("client_downloads/file1.txt")).unwrap(), b"hello from file1\n");
+}
+
+#[test]
+fn ctrl_c_in_the_shell_stops_the_download_and_returns_to_the_prompt() {
+    let work = workdir();
+    let data = pattern(3 << 20);
+    // First connection: half a body, then silence. Second: answers list and quit.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (sent_tx, sent) = std::sync::mpsc::channel();
+    let header = format!("OK {} xxh3={}\n", data.len(), ft::digest::Digest::of(&data));
+    let half = data[..data.len() / 2].to_vec();
+    let fake = thread::spawn(move || {
+        let (first, _) = listener.accept().unwrap();
+        BufReader::new(&first).read_line(&mut String::new()).unwrap();
+        (&first).write_all(header.as_bytes()).unwrap();
+        (&first).write_all(&half).unwrap();
+        sent_tx.send(()).unwrap();
+        let (second, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(&second);
+        let mut asked = Vec::new();
+        for reply in [&b"OK 0\n"[..], b"OK bye\n"] {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            asked.push(line);
+            (&second).write_all(reply).unwrap();
+        }
+        drop(first);
+        asked
+    });
+    let mut shell = Command::new(bin("ftclient"))
+        .args(["--port", &port.to_string(), "shell"])
+        .current_dir(work.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = shell.stdin.take().unwrap();
+    stdin.write_all(b"get big.bin\n").unwrap();
+    sent.recv_timeout(WAIT).unwrap();
+    // Wait (bounded) for the half to land in the .part, then Ctrl-C.
+    let part = work.path().join("client_downloads/big.bin.part");
+    let deadline = std::time::Instant::now() + WAIT;
+    while fs::metadata(&part).map_or(0, |m| m.len()) == 0 && std::time::Instant::now() < deadline {
+        thread::yield_now();
+    }
+    // SAFETY: kill only sends a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(shell.id() as i32, libc::SIGINT) }, 0);
+    stdin.write_all(b"list\nquit\n").unwrap();
+    drop(stdin);
+    let out = shell.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "the shell carried on: {err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert_eq!(fake.join().unwrap(), ["list\n", "quit\n"]);
+    assert!(data.starts_with(&fs::read(&part).unwrap()), "the .part keeps a prefix, for get to continue");
+}

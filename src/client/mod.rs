@@ -99,6 +99,16 @@ enum Received {
     Whole(Whole),
 }
 
+/// Cuts a [`Client`]'s connection from another thread; see [`Client::interrupter`].
+#[derive(Clone)]
+pub struct Interrupter(Arc<TcpStream>);
+
+impl Interrupter {
+    pub fn interrupt(&self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Both);
+    }
+}
+
 /// Told how downloads advance, to draw progress (see `ftclient`'s progress bar).
 pub trait Progress: Send + Sync {
     /// A reply for `name` arrived announcing `len` body bytes (only those still to come).
@@ -142,6 +152,18 @@ impl Client {
     /// Reports the progress of later downloads to `progress`.
     pub fn set_progress(&mut self, progress: Arc<dyn Progress>) {
         self.progress = Some(progress);
+    }
+
+    /// Stops reporting progress.
+    pub fn clear_progress(&mut self) {
+        self.progress = None;
+    }
+
+    /// A handle that can cut this connection from another thread (a Ctrl-C handler): whatever the
+    /// client is waiting for then fails at once, as if the connection had been lost, and a
+    /// partial download keeps its `.part`.
+    pub fn interrupter(&self) -> Interrupter {
+        Interrupter(self.stream.get_ref().tcp_handle())
     }
 
     /// Whether the connection can still carry requests.

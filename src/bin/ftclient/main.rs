@@ -152,6 +152,9 @@ fn say(bar: Option<&Arc<Bar>>, message: &str) {
     }
 }
 
+/// The shell's command in flight, if any: Ctrl-C cuts its connection instead of ending ftclient.
+static BUSY: parking_lot::Mutex<Option<ft::client::Interrupter>> = parking_lot::Mutex::new(None);
+
 /// Exit codes, as listed in `EXIT_CODES` and README.
 mod code {
     pub const FAILED: u8 = 1;
@@ -314,7 +317,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
             }
             Ok(code)
         }
-        Command::Shell { output } => shell::run(connect()?, &output, args.quiet),
+        Command::Shell { output } => shell::run(&connect, &output, args.quiet),
         Command::Bench { names, conns, duration, pipeline } => {
             let names = parse_names(&names)?;
             let config = BenchConfig { addr, names, conns: conns.max(1), duration, pipeline, timeout: args.timeout.0 };
@@ -462,7 +465,14 @@ fn exit_on_interrupt(saves_parts: bool) -> std::io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
     std::thread::Builder::new().name("signals".into()).spawn(move || {
-        if let Some(signal) = signals.forever().next() {
+        for signal in signals.forever() {
+            // In the shell, Ctrl-C stops the command in flight and returns to the prompt.
+            if signal == SIGINT
+                && let Some(busy) = BUSY.lock().take()
+            {
+                busy.interrupt();
+                continue;
+            }
             if saves_parts {
                 eprintln!(
                     "ftclient: interrupted; partial downloads are kept as .part files (the next get continues them)"

@@ -6,11 +6,11 @@ use std::io::{self, BufRead, IsTerminal};
 use std::path::Path;
 
 use anyhow::Context;
-use ft::client::{Client, OutDir};
+use ft::client::{Client, ClientError, OutDir};
 use ft::name::Name;
 use ft::wire::escape;
 
-use super::{Usage, code, code_of_error, print_entry};
+use super::{Usage, code_of_error, print_entry};
 
 /// Most names the shell remembers for Tab completion.
 const COMPLETION_NAMES: usize = 100_000;
@@ -23,37 +23,52 @@ const SHELL_HELP: &str = "commands:
   quit            leave (end of input does too)";
 
 /// The interactive loop. Carries on after a failed command; returns the first failure's code.
-pub(crate) fn run(mut client: Client, output: &Path, quiet: bool) -> anyhow::Result<u8> {
+///
+/// A connection the server closed (its idle timeout, a restart) is opened again and the command
+/// tried once more. Ctrl-C during a command cuts that command's connection (a download keeps its
+/// `.part`) and returns to the prompt; the next command connects afresh.
+pub(crate) fn run(connect: &dyn Fn() -> Result<Client, ClientError>, output: &Path, quiet: bool) -> anyhow::Result<u8> {
+    let mut client = connect()?;
     let mut lines = Lines::new(&mut client)?;
     let mut failed = 0;
     loop {
         let Some(line) = lines.next()? else { break };
         let line = line.trim_end_matches('\r');
         let (verb, arg) = line.trim_start().split_once(' ').unwrap_or((line.trim_start(), ""));
-        let result = match verb {
-            "" => Ok(()),
+        match verb {
+            "" => continue,
             "quit" | "exit" => break,
             "help" | "?" => {
                 println!("{SHELL_HELP}");
-                Ok(())
+                continue;
             }
-            "list" | "ls" => shell_list(&mut client, arg, &mut lines),
-            "get" => shell_get(&mut client, arg, output, quiet),
-            "stats" => client.stats().map_err(Into::into).map(|stats| {
-                for (key, value) in stats {
-                    println!("{key} {value}");
+            _ => {}
+        }
+        let mut result = attempt(connect, &mut client, verb, arg, output, quiet, &mut lines);
+        if let Err(Attempt::Failed(_)) = &result
+            && !client.is_usable()
+        {
+            // The server may have closed the connection while the shell sat idle: once more,
+            // on a new one.
+            result = match connect() {
+                Ok(fresh) => {
+                    client = fresh;
+                    attempt(connect, &mut client, verb, arg, output, quiet, &mut lines)
                 }
-            }),
-            other => Err(Usage(format!("unknown command '{}' (try help)", escape(other))).into()),
-        };
-        if let Err(e) = result {
-            if failed == 0 {
-                failed = code_of_error(&e);
+                Err(e) => Err(Attempt::Failed(e.into())),
+            };
+        }
+        match result {
+            Ok(()) => {}
+            Err(Attempt::Interrupted(e)) => {
+                eprintln!("ftclient: {}", escape(&ft::human::chain(e.chain())));
+                eprintln!("ftclient: interrupted; a partial download is kept as .part (get continues it)");
             }
-            eprintln!("ftclient: {}", escape(&ft::human::chain(e.chain())));
-            if !client.is_usable() {
-                eprintln!("ftclient: connection lost");
-                return Ok(code::CONNECTION);
+            Err(Attempt::Failed(e)) => {
+                if failed == 0 {
+                    failed = code_of_error(&e);
+                }
+                eprintln!("ftclient: {}", escape(&ft::human::chain(e.chain())));
             }
         }
     }
@@ -61,6 +76,46 @@ pub(crate) fn run(mut client: Client, output: &Path, quiet: bool) -> anyhow::Res
         client.quit().ok();
     }
     Ok(failed)
+}
+
+/// How a command ended, when it did not succeed.
+enum Attempt {
+    Failed(anyhow::Error),
+    /// Ctrl-C cut it short.
+    Interrupted(anyhow::Error),
+}
+
+/// Runs one command, on a fresh connection if the last one was lost, with Ctrl-C set to cut it.
+fn attempt(
+    connect: &dyn Fn() -> Result<Client, ClientError>,
+    client: &mut Client,
+    verb: &str,
+    arg: &str,
+    output: &Path,
+    quiet: bool,
+    lines: &mut Lines,
+) -> Result<(), Attempt> {
+    if !client.is_usable() {
+        *client = connect().map_err(|e| Attempt::Failed(e.into()))?;
+    }
+    *super::BUSY.lock() = Some(client.interrupter());
+    let result = match verb {
+        "list" | "ls" => shell_list(client, arg, lines),
+        "get" => shell_get(client, arg, output, quiet),
+        "stats" => client.stats().map_err(Into::into).map(|stats| {
+            for (key, value) in stats {
+                println!("{} {value}", escape(&key));
+            }
+        }),
+        other => Err(Usage(format!("unknown command '{}' (try help)", escape(other))).into()),
+    };
+    // The Ctrl-C handler takes the interrupter when it uses it.
+    let interrupted = super::BUSY.lock().take().is_none();
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if interrupted => Err(Attempt::Interrupted(e)),
+        Err(e) => Err(Attempt::Failed(e)),
+    }
 }
 
 fn shell_list(client: &mut Client, folder: &str, lines: &mut Lines) -> anyhow::Result<()> {
@@ -87,8 +142,18 @@ fn shell_list(client: &mut Client, folder: &str, lines: &mut Lines) -> anyhow::R
 fn shell_get(client: &mut Client, name: &str, output: &Path, quiet: bool) -> anyhow::Result<()> {
     let name = Name::parse(name).with_context(|| format!("{}: bad name", escape(name)))?;
     let dir = OutDir::create(output).with_context(|| format!("cannot create {}", output.display()))?;
-    // Resumes an existing .part, as `ftclient get` does (the server checks its prefix digest).
-    let done = client.download(&name, &dir, true).with_context(|| name.to_string())?;
+    // Resumes an existing .part, as `ftclient get` does (the server checks its prefix digest),
+    // with a progress bar on a terminal, as `ftclient get` draws.
+    let bar = super::Bar::new(quiet);
+    if let Some(bar) = &bar {
+        client.set_progress(bar.clone());
+    }
+    let done = client.download(&name, &dir, true);
+    client.clear_progress();
+    if let Some(bar) = &bar {
+        bar.bar.finish_and_clear();
+    }
+    let done = done.with_context(|| name.to_string())?;
     if !quiet {
         let saved = dir.path().join(name.as_path());
         eprintln!("saved {} ({} bytes)", escape(&saved.display().to_string()), done.size);
