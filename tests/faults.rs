@@ -316,3 +316,19 @@ fn repeated_resume_checks_cost_the_server_little() {
     w.bytes(data.len() - prefix);
     assert!(server.stat("bytes_hashed") - hashed <= 16 << 20);
 }
+
+#[test]
+fn the_digest_of_a_file_still_being_written_is_not_remembered() {
+    let dirs = Dirs::new();
+    dirs.put("settled.bin", &pattern(2 << 20));
+    let server = streaming(&dirs, |c| c);
+    // Written just now: its change time is within the settle time.
+    fs::write(dirs.root.path().join("fresh.bin"), pattern(2 << 20)).unwrap();
+    let mut w = server.connect();
+    for _ in 0..2 {
+        w.get("settled.bin");
+        w.get("fresh.bin");
+    }
+    // settled.bin hashed once and remembered; fresh.bin hashed for each request.
+    assert_eq!(server.stat("digests_computed"), 3);
+}

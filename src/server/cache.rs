@@ -369,8 +369,9 @@ impl Drop for Reservation<'_> {
     }
 }
 
-/// Whether a file's mtime is far enough in the past that a later write would change it.
-fn settled(v: &FileVersion, now: SystemTime) -> bool {
+/// Whether a file's last change (the later of mtime and ctime) is far enough in the past that a
+/// later write would change its version (and that a write in progress is unlikely).
+pub(crate) fn settled(v: &FileVersion, now: SystemTime) -> bool {
     let (secs, nanos) = v.changed();
     let changed = match u64::try_from(secs) {
         Ok(secs) => UNIX_EPOCH + Duration::new(secs, nanos.clamp(0, 999_999_999) as u32),

@@ -11,11 +11,11 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use tracing::debug;
 
-use super::cache::{Body, Reservation};
+use super::cache::{Body, Reservation, settled};
 use super::memo::{Hashed, mark_every};
 use super::shared::Shared;
 use crate::digest::{Digest, hash_file, hash_file_marked, prefix_from};
@@ -166,6 +166,7 @@ fn file_digest(
     let hashed = match memo.get(name, version) {
         Some(hashed) => hashed,
         None => {
+            let hashed_since = SystemTime::now();
             let (digest, marks) = hash_file_marked(file, version.size, mark_every(version.size))?;
             shared.bytes_hashed.fetch_add(version.size, Ordering::Relaxed);
             if !unchanged(file, version) {
@@ -173,7 +174,11 @@ fn file_digest(
             }
             shared.digests_computed.fetch_add(1, Ordering::Relaxed);
             let hashed = Arc::new(Hashed::new(digest, marks));
-            memo.put(name, *version, hashed.clone());
+            // Remembered only for a file that had settled before it was hashed, as the cache
+            // admits only such files: one being written is hashed afresh each time instead.
+            if settled(version, hashed_since) {
+                memo.put(name, *version, hashed.clone());
+            }
             hashed
         }
     };
