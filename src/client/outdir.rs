@@ -335,9 +335,11 @@ fn not_a_symlink(e: io::Error, what: &str) -> io::Error {
 /// symlink there is not followed either: linkat fails with EEXIST).
 fn link_unnamed(dir: &Dir, file: &str, bytes: &[u8], mode: u32) -> io::Result<()> {
     let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
-    let tmp = std::fs::File::from(rustix::fs::openat(dir, ".", flags, Mode::from_raw_mode(0o600))?);
+    // Created with its final mode at once (the umask is already applied to `mode`, so applying
+    // it again changes nothing): an unnamed file cannot be opened by anyone else before it is
+    // linked, so no narrower mode is needed meanwhile, and no chmod call per small file.
+    let tmp = std::fs::File::from(rustix::fs::openat(dir, ".", flags, Mode::from_raw_mode(mode))?);
     (&tmp).write_all(bytes)?;
-    rustix::fs::fchmod(&tmp, Mode::from_raw_mode(mode))?;
     // Linking the fd itself (AT_EMPTY_PATH) is cheapest but needs CAP_DAC_READ_SEARCH; the
     // /proc/self/fd path works for anyone. Remember which one this process may use.
     if EMPTY_PATH_WORKS.load(Ordering::Relaxed) {
