@@ -7,7 +7,7 @@
 //! a rename on commit); small files already verified in memory are written unnamed and linked in
 //! ([`OutDir::save_whole`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,6 +36,11 @@ pub struct OutDir {
     keep_existing: bool,
     /// The process's umask, read once: saved files are masked by it as any new file is.
     umask: u32,
+    /// The `.part` files each folder held when it was first asked about (by its path beneath
+    /// `dir`; `None` if it could not be read): resuming is the default, and one read of a folder
+    /// beats one failed open per file when a thousand small files land in it and none has a
+    /// `.part`.
+    parts_seen: Mutex<HashMap<String, Option<Arc<HashSet<String>>>>>,
 }
 
 impl OutDir {
@@ -47,7 +52,14 @@ impl OutDir {
         let umask = rustix::process::umask(Mode::empty());
         rustix::process::umask(umask);
         let umask = umask.bits() & 0o777;
-        Ok(OutDir { dir, path: path.to_path_buf(), folders: Mutex::default(), keep_existing: false, umask })
+        Ok(OutDir {
+            dir,
+            path: path.to_path_buf(),
+            folders: Mutex::default(),
+            keep_existing: false,
+            umask,
+            parts_seen: Mutex::default(),
+        })
     }
 
     /// The permissions a saved file gets: the server's (`None` if it did not say: `0666`), less
@@ -117,6 +129,9 @@ impl OutDir {
             OpenOptions::new().read(true).write(true).create(true).mode(0o600).follow(FollowSymlinks::No).clone();
         let opened = take_part(&dir, &part, &options)?.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         opened.set_len(0)?;
+        // The folder now holds a .part it may not have held when it was read: read it again.
+        let folder = name.as_str().rsplit_once('/').map_or("", |(folder, _)| folder);
+        self.parts_seen.lock().remove(folder);
         Ok(Partial::new(dir, file, opened, 0, self.keep_existing, self.mode_for(None)))
     }
 
@@ -129,6 +144,10 @@ impl OutDir {
             Err(e) => return Err(e),
         };
         let part = format!("{file}{PART_SUFFIX}");
+        let folder = name.as_str().rsplit_once('/').map_or("", |(folder, _)| folder);
+        if !self.may_hold(folder, &dir, &part) {
+            return Ok(None);
+        }
         let options = OpenOptions::new().read(true).write(true).follow(FollowSymlinks::No).clone();
         match take_part(&dir, &part, &options)? {
             Some(mut opened) => {
@@ -137,6 +156,24 @@ impl OutDir {
             }
             None => Ok(None),
         }
+    }
+
+    /// Whether `folder` (opened as `dir`) may hold `part`: it did when first read, or it could
+    /// not be read.
+    fn may_hold(&self, folder: &str, dir: &Dir, part: &str) -> bool {
+        let seen = self.parts_seen.lock().get(folder).cloned();
+        let seen = match seen {
+            Some(seen) => seen,
+            None => {
+                let scanned = dir.entries().ok().map(|entries| {
+                    let names = entries.flatten().filter_map(|e| e.file_name().into_string().ok());
+                    Arc::new(names.filter(|n| n.ends_with(PART_SUFFIX)).collect::<HashSet<String>>())
+                });
+                self.parts_seen.lock().insert(folder.to_string(), scanned.clone());
+                scanned
+            }
+        };
+        seen.is_none_or(|parts| parts.contains(part))
     }
 
     /// Saves a whole, already verified file as `<name>` in one step. The bytes go to an unnamed
@@ -377,6 +414,7 @@ mod tests {
         let mut partial = dir.begin(&name).unwrap();
         partial.append(b"hello ").unwrap();
         drop(partial);
+        assert!(dir.reopen(&Name::parse("a/other").unwrap()).unwrap().is_none(), "folder read, no such .part");
         assert!(!root.path().join("a/b").exists(), "not committed: kept as .part only");
 
         let mut partial = dir.reopen(&name).unwrap().unwrap();
