@@ -2,7 +2,7 @@
 //! folder: `config.rs` (what it is told, and every default), `shared.rs` (the state connections
 //! share), `conn.rs` (one connection's command loop), `get.rs` (answering a `get` apart from any
 //! transport), `cache.rs` and `mirror.rs` (the byte-capped cache and its files), `memo.rs` (digests
-//! of files streamed from disk).
+//! of files streamed from disk), `limits.rs` (how many connections the system allows).
 //!
 //! [`Server::run`] takes an already-bound listener (the binary binds; tests bind `127.0.0.1:0`)
 //! and spawns one named `std::thread` with a small stack per accepted connection, which it wraps
