@@ -219,5 +219,5 @@ fn matching_offset(resume: Option<(u64, Digest)>, prefix_digest: impl FnOnce(u64
 
 /// Whether an open file still has the version it had when opened.
 fn unchanged(file: &File, version: &FileVersion) -> bool {
-    file.metadata().is_ok_and(|m| FileVersion::of_std(&m) == *version)
+    FileVersion::of_file(file).is_ok_and(|v| v == *version)
 }

@@ -269,8 +269,7 @@ impl Server {
         if shared.connections_now.load(Ordering::SeqCst) >= shared.config.max_conns as u64 {
             shared.connections_refused.fetch_add(1, Ordering::Relaxed);
             debug!(%peer, "refused: too many connections");
-            let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-            let _ = wire::write_err(&mut &stream, ErrorCode::Busy, &"too many connections; try again later");
+            turn_away(&stream, "too many connections; try again later");
             return;
         }
         let key = addr_key(peer.ip());
@@ -282,9 +281,7 @@ impl Server {
                 drop(per_addr);
                 shared.connections_refused_addr.fetch_add(1, Ordering::Relaxed);
                 debug!(%peer, "refused: too many connections from its address");
-                let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-                let message = "too many connections from your address; try again later";
-                let _ = wire::write_err(&mut &stream, ErrorCode::Busy, &message);
+                turn_away(&stream, "too many connections from your address; try again later");
                 return;
             }
             *open += 1;
@@ -319,9 +316,16 @@ impl Server {
         });
         if let Err(e) = spawned {
             warn!(%peer, "cannot start a thread for the connection: {e}");
-            let _ = wire::write_err(&mut &*refuse, ErrorCode::Busy, &"the server cannot take more connections now");
+            turn_away(&refuse, "the server cannot take more connections now");
         }
     }
+}
+
+/// Answers a connection the server will not serve with `ERR busy` (best effort, never waiting more
+/// than a moment on the peer); it closes when the caller drops it.
+fn turn_away(stream: &TcpStream, message: &str) {
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+    let _ = wire::write_err(&mut &*stream, ErrorCode::Busy, &message);
 }
 
 /// Counts a connection as open until dropped (also when its thread could not start).

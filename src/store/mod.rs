@@ -9,7 +9,6 @@
 //! regular, so a fifo or device in the tree cannot stall a connection's thread.
 
 use std::io;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -38,16 +37,21 @@ pub struct FileVersion {
 }
 
 impl FileVersion {
-    pub(crate) fn of_std(m: &std::fs::Metadata) -> FileVersion {
+    /// The version of an open file (one `fstat`).
+    pub(crate) fn of_file(file: &std::fs::File) -> io::Result<FileVersion> {
+        Ok(FileVersion::of_stat(&rustix::fs::fstat(file)?))
+    }
+
+    fn of_stat(st: &rustix::fs::Stat) -> FileVersion {
         FileVersion {
-            size: m.len(),
-            mtime_sec: m.mtime(),
-            mtime_nsec: m.mtime_nsec(),
-            ctime_sec: m.ctime(),
-            ctime_nsec: m.ctime_nsec(),
-            ino: m.ino(),
-            dev: m.dev(),
-            mode: m.mode() & 0o7777,
+            size: st.st_size as u64,
+            mtime_sec: st.st_mtime,
+            mtime_nsec: st.st_mtime_nsec as i64,
+            ctime_sec: st.st_ctime,
+            ctime_nsec: st.st_ctime_nsec as i64,
+            ino: st.st_ino,
+            dev: st.st_dev,
+            mode: st.st_mode & 0o7777,
         }
     }
 
@@ -161,16 +165,7 @@ impl Root {
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             return None;
         }
-        Some(FileVersion {
-            size: st.st_size as u64,
-            mtime_sec: st.st_mtime as i64,
-            mtime_nsec: st.st_mtime_nsec as i64,
-            ctime_sec: st.st_ctime as i64,
-            ctime_nsec: st.st_ctime_nsec as i64,
-            ino: st.st_ino,
-            dev: st.st_dev,
-            mode: st.st_mode & 0o7777,
-        })
+        Some(FileVersion::of_stat(&st))
     }
 
     /// Opens a regular file for reading and returns it with the version it had when opened.
@@ -179,11 +174,11 @@ impl Root {
         // Non-blocking so a fifo cannot stall the open; it changes nothing for regular files.
         options.read(true).custom_flags((OFlags::NONBLOCK | OFlags::NOCTTY).bits() as i32);
         let file = self.dir.open_with(name.as_path(), &options)?.into_std();
-        let meta = file.metadata()?;
-        if !meta.is_file() {
+        let st = rustix::fs::fstat(&file).map_err(io::Error::from)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             return Err(OpenError::NotFile);
         }
-        Ok((file, FileVersion::of_std(&meta)))
+        Ok((file, FileVersion::of_stat(&st)))
     }
 
     /// Every file `get` would serve, under `folder` or the whole root, sorted by name.
