@@ -148,39 +148,68 @@ fn server_flags_are_checked() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("does-not-exist"));
 }
 
+/// A one-connection fake server that reads one request, sends `reply` (a header and part of a
+/// body), then holds the connection open until [`Stalling::finish`].
+struct Stalling {
+    port: u16,
+    sent: std::sync::mpsc::Receiver<()>,
+    release: std::sync::mpsc::Sender<()>,
+    handle: thread::JoinHandle<()>,
+}
+
+impl Stalling {
+    fn start(reply: Vec<u8>) -> Stalling {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (sent_tx, sent) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let handle = thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            BufReader::new(&stream).read_line(&mut String::new()).unwrap();
+            (&stream).write_all(&reply).unwrap();
+            sent_tx.send(()).unwrap();
+            let _ = released.recv_timeout(WAIT);
+        });
+        Stalling { port, sent, release, handle }
+    }
+
+    /// Waits (bounded) until the reply has been sent.
+    fn wait_sent(&self) {
+        self.sent.recv_timeout(WAIT).unwrap();
+    }
+
+    /// Lets the connection go and waits for the server's thread.
+    fn finish(self) {
+        let _ = self.release.send(());
+        self.handle.join().unwrap();
+    }
+}
+
+/// Sends Ctrl-C's signal to a child process.
+fn sigint(child: &std::process::Child) {
+    // SAFETY: kill only sends a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+}
+
 #[test]
 fn ctrl_c_keeps_the_part_and_exits_130_and_resume_then_completes_it() {
     let work = workdir();
     let data = pattern(3 << 20);
     put(&work.path().join("server_downloads"), "big.bin", &data);
     // A fake server that sends a third of the file and then holds the connection open.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (sent_tx, sent) = std::sync::mpsc::channel();
-    let (release, released) = std::sync::mpsc::channel::<()>();
-    let header = format!("OK {} xxh3={}\n", data.len(), ft::digest::Digest::of(&data));
-    let third = data[..data.len() / 3].to_vec();
-    let fake = thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let mut line = String::new();
-        BufReader::new(&stream).read_line(&mut line).unwrap();
-        (&stream).write_all(header.as_bytes()).unwrap();
-        (&stream).write_all(&third).unwrap();
-        sent_tx.send(()).unwrap();
-        let _ = released.recv_timeout(WAIT);
-    });
+    let mut reply = format!("OK {} xxh3={}\n", data.len(), ft::digest::Digest::of(&data)).into_bytes();
+    reply.extend_from_slice(&data[..data.len() / 3]);
+    let stalling = Stalling::start(reply);
     let child = Command::new(bin("ftclient"))
-        .args(["--port", &port.to_string(), "get", "big.bin"])
+        .args(["--port", &stalling.port.to_string(), "get", "big.bin"])
         .current_dir(work.path())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    sent.recv_timeout(WAIT).unwrap();
-    // SAFETY: kill only sends a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    stalling.wait_sent();
+    sigint(&child);
     let out = child.wait_with_output().unwrap();
-    release.send(()).unwrap();
-    fake.join().unwrap();
+    stalling.finish();
     assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
     let saved = work.path().join("client_downloads");
     assert!(!saved.join("big.bin").exists());
@@ -636,30 +665,18 @@ fn bench_says_what_its_errors_were_and_ctrl_c_on_stdout_mentions_no_part_files()
     assert!(out.contains("(the first: nope: no such file (not-found))"), "{out}");
 
     // -o - writes no .part: Ctrl-C must not say it kept any.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (sent_tx, sent) = std::sync::mpsc::channel();
-    let (release, released) = std::sync::mpsc::channel::<()>();
-    let fake = thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        BufReader::new(&stream).read_line(&mut String::new()).unwrap();
-        (&stream).write_all(format!("OK 100 xxh3={}\npart", ft::digest::Digest(0)).as_bytes()).unwrap();
-        sent_tx.send(()).unwrap();
-        let _ = released.recv_timeout(WAIT);
-    });
+    let stalling = Stalling::start(format!("OK 100 xxh3={}\npart", ft::digest::Digest(0)).into_bytes());
     let child = Command::new(bin("ftclient"))
-        .args(["--port", &port.to_string(), "get", "big.bin", "-o", "-"])
+        .args(["--port", &stalling.port.to_string(), "get", "big.bin", "-o", "-"])
         .current_dir(work.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    sent.recv_timeout(WAIT).unwrap();
-    // SAFETY: kill only sends a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    stalling.wait_sent();
+    sigint(&child);
     let out = child.wait_with_output().unwrap();
-    release.send(()).unwrap();
-    fake.join().unwrap();
+    stalling.finish();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{err}");
     assert!(err.contains("interrupted") && !err.contains(".part"), "{err}");
@@ -863,8 +880,7 @@ fn ctrl_c_in_the_shell_stops_the_download_and_returns_to_the_prompt() {
     while fs::metadata(&part).map_or(0, |m| m.len()) == 0 && std::time::Instant::now() < deadline {
         thread::yield_now();
     }
-    // SAFETY: kill only sends a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(shell.id() as i32, libc::SIGINT) }, 0);
+    sigint(&shell);
     stdin.write_all(b"list\nquit\n").unwrap();
     drop(stdin);
     let out = shell.wait_with_output().unwrap();
