@@ -21,6 +21,22 @@ use rustix::io::Errno;
 
 use crate::name::Name;
 
+/// The process's umask. Read from `/proc/self/status` where the kernel shows it: the only other
+/// way is to set it and set it back, and in between another thread's new file (or folder) would
+/// be created with no mask at all.
+fn current_umask() -> u32 {
+    let shown = std::fs::read_to_string("/proc/self/status").ok().and_then(|status| {
+        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
+    });
+    let umask = shown.unwrap_or_else(|| {
+        let umask = rustix::process::umask(Mode::empty());
+        rustix::process::umask(umask);
+        umask.bits()
+    });
+    umask & 0o777
+}
+
 /// What an incomplete download's file name ends with: `<name>.part`.
 pub const PART_SUFFIX: &str = ".part";
 
@@ -48,10 +64,7 @@ impl OutDir {
     pub fn create(path: &Path) -> io::Result<OutDir> {
         std::fs::create_dir_all(path)?;
         let dir = Arc::new(Dir::open_ambient_dir(path, cap_std::ambient_authority())?);
-        // umask can only be read by setting it: set it straight back.
-        let umask = rustix::process::umask(Mode::empty());
-        rustix::process::umask(umask);
-        let umask = umask.bits() & 0o777;
+        let umask = current_umask();
         Ok(OutDir {
             dir,
             path: path.to_path_buf(),
