@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::thread;
 
-use crate::util::{RealServer, WAIT, bin, fake_server, ftclient, pattern, put};
+use crate::util::{RealServer, WAIT, bin, fake_server, ftclient, next_request, pattern, put};
 
 /// A work folder laid out like the repository: server_downloads/ with a few files.
 fn workdir() -> tempfile::TempDir {
@@ -165,7 +165,7 @@ impl Stalling {
         let (release, released) = std::sync::mpsc::channel::<()>();
         let handle = thread::spawn(move || {
             let (stream, _) = listener.accept().unwrap();
-            BufReader::new(&stream).read_line(&mut String::new()).unwrap();
+            next_request(&mut BufReader::new(&stream));
             (&stream).write_all(&reply).unwrap();
             sent_tx.send(()).unwrap();
             let _ = released.recv_timeout(WAIT);
@@ -714,7 +714,7 @@ fn a_server_that_announces_endless_replies_cannot_exhaust_the_client() {
     let port = listener.local_addr().unwrap().port();
     let fake = thread::spawn(move || {
         let (stream, _) = listener.accept().unwrap();
-        BufReader::new(&stream).read_line(&mut String::new()).unwrap();
+        next_request(&mut BufReader::new(&stream));
         let mut out = std::io::BufWriter::with_capacity(1 << 20, &stream);
         out.write_all(b"OK 18446744073709551615\n").unwrap();
         for i in 0..LINES {
@@ -847,7 +847,7 @@ fn ctrl_c_in_the_shell_stops_the_download_and_returns_to_the_prompt() {
     let half = data[..data.len() / 2].to_vec();
     let fake = thread::spawn(move || {
         let (first, _) = listener.accept().unwrap();
-        BufReader::new(&first).read_line(&mut String::new()).unwrap();
+        next_request(&mut BufReader::new(&first));
         (&first).write_all(header.as_bytes()).unwrap();
         (&first).write_all(&half).unwrap();
         sent_tx.send(()).unwrap();
@@ -855,9 +855,7 @@ fn ctrl_c_in_the_shell_stops_the_download_and_returns_to_the_prompt() {
         let mut reader = BufReader::new(&second);
         let mut asked = Vec::new();
         for reply in [&b"OK 0\n"[..], b"OK bye\n"] {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            asked.push(line);
+            asked.push(next_request(&mut reader));
             (&second).write_all(reply).unwrap();
         }
         drop(first);

@@ -1,7 +1,7 @@
 //! Library-client tests: `Client` and `OutDir` against the in-process server and fake servers.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::thread;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use ft::client::{Client, ClientError, OutDir};
 use ft::digest::Digest;
 use ft::name::Name;
 
-use crate::util::{Dirs, TestServer, WAIT, fake_server, pattern};
+use crate::util::{Dirs, TestServer, WAIT, fake_server, next_request, pattern};
 
 fn name(s: &str) -> Name {
     Name::parse(s).unwrap()
@@ -207,8 +207,7 @@ fn requests_go_out_before_replies_come_back() {
         let mut reader = BufReader::new(&stream);
         let mut asked = Vec::new();
         for _ in 0..10 {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
+            let line = next_request(&mut reader);
             asked.push(line.trim_end().strip_prefix("get ").unwrap().to_string());
         }
         for n in &asked {
@@ -298,24 +297,46 @@ fn hello_agrees_with_a_server_and_falls_back_with_one_that_predates_it() {
     dirs.put("a.txt", b"a");
     let server = TestServer::start(dirs.config());
     let mut client = server.client();
-    let agreed = client.hello(&["tls"]).unwrap();
-    assert_eq!((agreed.version, agreed.features.len()), (1, 0));
+    let agreed = client.agreed().unwrap().clone();
+    assert_eq!(agreed.version, 1);
+    assert_eq!(agreed.features, ft::wire::SERVER_FEATURES);
     let out = tempfile::tempdir().unwrap();
     let dir = OutDir::create(out.path()).unwrap();
     client.download(&Name::parse("a.txt").unwrap(), &dir, false).unwrap();
+    assert_eq!(server.stat("requests"), 1, "hello is not counted as a request");
 
-    // A server from before hello answers it as an unknown command; the client carries on at v1.
-    let (addr, fake) = fake_server(b"ERR unknown-command unknown command 'hello'\n".to_vec());
+    // A server from before hello answers it as an unknown command; the client carries on at v1,
+    // with the next reply on the connection in step.
+    let reply = format!("ERR unknown-command unknown command 'hello'\nOK 1 xxh3={}\na", Digest::of(b"a"));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fake = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut reader = BufReader::new(&stream);
+        let mut asked = [String::new(), String::new()];
+        reader.read_line(&mut asked[0]).unwrap();
+        reader.read_line(&mut asked[1]).unwrap();
+        (&stream).write_all(reply.as_bytes()).unwrap();
+        asked
+    });
     let mut client = Client::connect(&addr.to_string(), WAIT).unwrap();
-    let agreed = client.hello(&["tls"]).unwrap();
-    assert_eq!((agreed.version, agreed.features.len()), (1, 0));
+    client.download(&Name::parse("a.txt").unwrap(), &dir, false).unwrap();
+    assert_eq!(client.agreed().unwrap(), &ft::wire::Agreed::baseline());
     assert!(client.is_usable());
-    assert_eq!(fake.join().unwrap(), "hello 1 tls\n");
+    let features = ft::client::CLIENT_FEATURES.join(" ");
+    assert_eq!(fake.join().unwrap(), [format!("hello 1 {features}\n"), "get a.txt\n".to_string()]);
 
     // One that claims a version this client never offered is refused.
-    let (addr, _fake) = fake_server(b"OK 2 features=\n".to_vec());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _fake = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.write_all(b"OK 2 features=\n").unwrap();
+        let _ = stream.read(&mut [0u8; 1]);
+    });
     let mut client = Client::connect(&addr.to_string(), WAIT).unwrap();
-    assert!(matches!(client.hello(&[]), Err(ClientError::Protocol(_))));
+    assert!(matches!(client.agreed(), Err(ClientError::Protocol(_))));
 }
 
 #[test]
@@ -329,7 +350,7 @@ fn two_downloads_of_one_file_into_one_folder_never_mix_their_bytes() {
     let body = data.clone();
     let slow = thread::spawn(move || {
         let (stream, _) = listener.accept().unwrap();
-        BufReader::new(&stream).read_line(&mut String::new()).unwrap();
+        next_request(&mut BufReader::new(&stream));
         let header = format!("OK {} xxh3={}\n", body.len(), Digest::of(&body));
         (&stream).write_all(header.as_bytes()).unwrap();
         (&stream).write_all(&body[..body.len() / 2]).unwrap();

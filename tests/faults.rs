@@ -2,7 +2,7 @@
 //! from good and bad `.part` files; and a fake server that lies.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpListener;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use ft::digest::Digest;
 use ft::name::Name;
 use ft::server::Config;
 
-use crate::util::{Dirs, TestServer, WAIT, Wire, pattern, reset};
+use crate::util::{Dirs, TestServer, WAIT, Wire, next_request, pattern, reset};
 
 fn name(s: &str) -> Name {
     Name::parse(s).unwrap()
@@ -207,8 +207,7 @@ fn liar(replies: Vec<Vec<u8>>) -> (String, thread::JoinHandle<()>) {
         stream.set_read_timeout(Some(WAIT)).unwrap();
         let mut reader = BufReader::new(&stream);
         for reply in replies {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            if next_request(&mut reader).is_empty() {
                 return;
             }
             if (&stream).write_all(&reply).is_err() {

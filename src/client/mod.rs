@@ -38,7 +38,7 @@ use crate::name::Name;
 use crate::transport::{BufStream, Transport};
 use crate::wire::{
     self as protocol, Agreed, ErrorCode, GetHeader, Hello, ListEntry, MAX_REPLY_LINE, PROTOCOL_VERSION, ProtocolError,
-    Request,
+    Request, Status,
 };
 
 /// The server `ftclient` talks to when given no `--host`.
@@ -126,7 +126,14 @@ pub struct Client {
     broken: bool,
     /// Where download progress is reported, if anywhere.
     progress: Option<Arc<dyn Progress>>,
+    /// What the server agreed to in reply to the `hello` sent on connecting; `None` until that
+    /// reply has been read (it is read before the first reply that needs it).
+    agreed: Option<Agreed>,
 }
+
+/// The features this client asks for in its `hello`: a digest after the body (`trailer`), and
+/// listings that end with a status line instead of starting with a count (`list-end`).
+pub const CLIENT_FEATURES: &[&str] = &[protocol::FEATURE_TRAILER, protocol::FEATURE_LIST_END];
 
 impl Client {
     /// Connects to `addr` (`host:port`), trying each resolved address within `timeout`; reads
@@ -141,12 +148,18 @@ impl Client {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
-        Ok(Client {
+        let mut client = Client {
             stream: BufStream::new(Transport::plain(stream), 64 << 10, 8 << 10),
             line: Vec::new(),
             broken: false,
             progress: None,
-        })
+            agreed: None,
+        };
+        // Pipelined: it leaves with the first request, and its reply is read before that
+        // request's, so agreeing costs no round trip of its own.
+        let features = CLIENT_FEATURES.iter().map(|f| f.to_string()).collect();
+        writeln!(client.stream, "{}", Request::Hello(Hello { version: PROTOCOL_VERSION, features }))?;
+        Ok(client)
     }
 
     /// Reports the progress of later downloads to `progress`.
@@ -171,22 +184,45 @@ impl Client {
         !self.broken
     }
 
-    /// Agrees with the server on a protocol version and the `features` to use; only as the first
-    /// request on the connection. A server that predates `hello` gives the baseline (version 1,
-    /// no features), as does not calling this at all.
-    pub fn hello(&mut self, features: &[&str]) -> Result<Agreed, ClientError> {
-        let features = features.iter().map(|f| f.to_string()).collect();
-        match self.call(&Request::Hello(Hello { version: PROTOCOL_VERSION, features })) {
-            Ok(fields) => match Agreed::parse(&fields) {
-                Ok(agreed) if agreed.version <= PROTOCOL_VERSION => Ok(agreed),
-                Ok(agreed) => Err(ProtocolError::Malformed(format!("agreed to version {}", agreed.version)).into()),
-                Err(e) => Err(e.into()),
-            },
-            Err(ClientError::Server(reply)) if reply.kind() == Some(ErrorCode::UnknownCommand) => {
-                Ok(Agreed::baseline())
-            }
-            Err(e) => Err(e),
+    /// What the server agreed to (protocol version, features) in reply to the `hello` this
+    /// client sends on connecting. A server that predates `hello` gives the baseline (version 1,
+    /// no features).
+    pub fn agreed(&mut self) -> Result<&Agreed, ClientError> {
+        if self.agreed.is_none() {
+            self.flush()?;
+            self.read_agreement()?;
         }
+        Ok(self.agreed.get_or_insert_with(Agreed::baseline))
+    }
+
+    /// Reads the reply to the `hello` sent on connecting, if not read yet. An `ERR` other than
+    /// `unknown-command` (a server turning the connection away: `busy`) is that connection's
+    /// answer to everything, so it is returned as the error of the request waiting for a reply.
+    fn read_agreement(&mut self) -> Result<(), ClientError> {
+        if self.agreed.is_some() {
+            return Ok(());
+        }
+        self.broken = true;
+        let status = protocol::read_status(&mut self.stream, &mut self.line)?;
+        let agreed = match status {
+            Status::Ok(fields) => match Agreed::parse(&fields)? {
+                agreed if agreed.version <= PROTOCOL_VERSION => agreed,
+                agreed => {
+                    return Err(ProtocolError::Malformed(format!("agreed to version {}", agreed.version)).into());
+                }
+            },
+            Status::Err(reply) if reply.kind() == Some(ErrorCode::UnknownCommand) => Agreed::baseline(),
+            Status::Err(reply) => return Err(ClientError::Server(reply)),
+        };
+        self.agreed = Some(agreed);
+        self.broken = false;
+        Ok(())
+    }
+
+    /// Reads one reply's status line, after the reply to `hello` if that is still to come.
+    fn read_status(&mut self) -> Result<Status, ClientError> {
+        self.read_agreement()?;
+        Ok(protocol::read_status(&mut self.stream, &mut self.line)?)
     }
 
     /// The files the server offers, under `folder` or all of them.
@@ -292,7 +328,7 @@ impl Client {
             return Err(ClientError::Broken);
         }
         self.broken = true;
-        let status = protocol::read_status(&mut self.stream, &mut self.line)?;
+        let status = self.read_status()?;
         self.broken = false;
         let fields = status.into_result().map_err(ClientError::Server)?;
         GetHeader::parse(&fields).inspect_err(|_| self.broken = true).map_err(Into::into)
@@ -492,7 +528,7 @@ impl Client {
         self.broken = true;
         writeln!(self.stream, "{request}")?;
         self.stream.flush()?;
-        let status = protocol::read_status(&mut self.stream, &mut self.line)?;
+        let status = self.read_status()?;
         self.broken = false;
         status.into_result().map_err(ClientError::Server)
     }

@@ -25,7 +25,7 @@ use crate::digest::Digest;
 use crate::name::Name;
 use crate::store::{FileEntry, OpenError};
 use crate::transport::{BufStream, Transport};
-use crate::wire::{self as protocol, ErrorCode, ListEntry, ProtocolError, Request};
+use crate::wire::{self as protocol, Agreed, ErrorCode, ListEntry, ProtocolError, Request};
 
 /// Why a connection ended early.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +83,10 @@ pub(crate) struct Connection<'a> {
     pub(crate) requests: u64,
     /// File bytes sent on this connection.
     pub(crate) bytes: u64,
+    /// The protocol version and features agreed by `hello` (the baseline without one).
+    agreed: Agreed,
+    /// Request lines read, `hello` included: only the first may be a `hello`.
+    lines: u64,
 }
 
 impl<'a> Connection<'a> {
@@ -101,7 +105,17 @@ impl<'a> Connection<'a> {
         tcp.set_write_timeout(Some(shared.config.send_timeout))?;
         let stream = BufStream::new(transport, 8 << 10, 64 << 10);
         let read_timeout = Some(idle);
-        Ok(Some(Connection { shared, peer, tcp, stream, read_timeout, requests: 0, bytes: 0 }))
+        Ok(Some(Connection {
+            shared,
+            peer,
+            tcp,
+            stream,
+            read_timeout,
+            requests: 0,
+            bytes: 0,
+            agreed: Agreed::baseline(),
+            lines: 0,
+        }))
     }
 
     /// Answers requests until the peer quits or closes, or a limit is hit.
@@ -139,10 +153,15 @@ impl<'a> Connection<'a> {
                 }
                 Err(e) => return Err(e.into()),
             }
-            self.shared.requests.fetch_add(1, Ordering::Relaxed);
-            self.requests += 1;
             let (started, bytes_before) = (Instant::now(), self.bytes);
             let request = Request::parse(&line);
+            // `hello` is the connection's set-up, not a request for anything: not counted.
+            self.lines += 1;
+            let first = self.lines == 1;
+            if !matches!(request, Ok(Request::Hello(_))) || !first {
+                self.shared.requests.fetch_add(1, Ordering::Relaxed);
+                self.requests += 1;
+            }
             match &request {
                 Ok(request) => debug!(peer = %self.peer, %request, "request"),
                 Err(e) => debug!(peer = %self.peer, "bad request: {e}"),
@@ -152,10 +171,11 @@ impl<'a> Connection<'a> {
                     protocol::write_bye(&mut self.stream)?;
                     break;
                 }
-                Ok(Request::Hello(hello)) if self.requests == 1 => {
+                Ok(Request::Hello(hello)) if first => {
                     let agreed = hello.agree(protocol::PROTOCOL_VERSION, protocol::SERVER_FEATURES);
                     debug!(peer = %self.peer, version = agreed.version, features = ?agreed.features, "hello");
                     agreed.write(&mut self.stream)?;
+                    self.agreed = agreed;
                 }
                 Ok(Request::Hello(_)) => self.err(ErrorCode::BadRequest, &"hello must be the first request")?,
                 Ok(Request::Get(name)) => self.get(&name, None)?,

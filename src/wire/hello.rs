@@ -25,8 +25,14 @@ use super::text::{malformed, parse_u64};
 /// The highest protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// The features this server grants when asked. None yet: TLS, tokens and richer listings will
-/// add theirs.
+/// A `get` or `resume` reply may leave the digest out of its header and send it after the body
+/// (see `reply.rs`), so the first byte never waits for a whole file to be hashed.
+pub const FEATURE_TRAILER: &str = "trailer";
+/// A `list` reply is `OK`, the entries, then a final status line (`OK <count>`, or `ERR` if the
+/// listing could not be finished), so neither side holds a whole listing.
+pub const FEATURE_LIST_END: &str = "list-end";
+
+/// The features this server grants when asked.
 pub const SERVER_FEATURES: &[&str] = &[];
 
 /// Most features one `hello` may name.
