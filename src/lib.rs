@@ -24,7 +24,8 @@
 //! # Wire format in brief
 //! ```text
 //! hello VERSION [FEATURE...]\n  ->  OK <version> features=<f>,...\n   (optional, first request only)
-//! list [FOLDER]\n               ->  OK <count>\n  then <count> × "<size> <mtime> <name>\n"
+//! list [FOLDER]\n               ->  OK\n  then "<size> <mtime> <name>\n" per file, then OK <count>\n
+//!                                   (feature list-end; without it: OK <count>\n first, then the entries)
 //! get NAME\n                    ->  OK <size> xxh3=<digest> mode=<octal>\n  then <size> raw bytes
 //! resume OFFSET PREFIX NAME\n   ->  OK <n> offset=<o> size=<size> xxh3=<digest>\n  then <n> bytes from <o>
 //!                                   (or the whole file, as for get, if PREFIX does not match)

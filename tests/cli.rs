@@ -768,6 +768,47 @@ fn a_plain_get_resumes_a_part_and_no_resume_starts_over() {
 /// Slow (17,000 sockets and 15,000 threads): `cargo test --release --test integration
 /// thousands_of_connections -- --ignored --nocapture` prints where the server starts refusing.
 #[test]
+#[ignore = "200,000 files; run by hand, see README"]
+fn listings_nobody_reads_cost_the_server_bounded_memory() {
+    const FILES: usize = 200_000;
+    const PEERS: usize = 96;
+    // In the build folder: creating 200,000 files is much faster there than in some /tmp.
+    let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let root = work.path().join("server_downloads");
+    fs::create_dir(&root).unwrap();
+    for i in 0..FILES {
+        fs::write(root.join(format!("a-rather-long-name-for-a-listed-file-{i:07}.txt")), b"x").unwrap();
+    }
+    let server = RealServer::start(work.path(), &[]);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", server.port).parse().unwrap();
+    // Half ask as a client without list-end does (the count first), half with it.
+    let peers: Vec<std::net::TcpStream> = (0..PEERS)
+        .map(|i| {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(if i % 2 == 0 { b"list\n" } else { b"hello 1 list-end\nlist\n" }).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    // Once every peer has bytes waiting, every listing has started to go out: a server that built
+    // its listings before sending them has built them all by then.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !peers.iter().all(|s| s.peek(&mut [0u8; 1]).is_ok_and(|n| n > 0)) {
+        assert!(std::time::Instant::now() < deadline, "not every listing started");
+        thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let status = fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let kib = |key: &str| -> u64 {
+        let line = status.lines().find(|l| l.starts_with(key)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let (peak, now) = (kib("VmHWM:") / 1024, kib("VmRSS:") / 1024);
+    eprintln!("{PEERS} unread listings of {FILES} files: server peak RSS {peak} MiB, now {now} MiB");
+    assert!(peak < 160, "server peak RSS {peak} MiB");
+    drop(peers);
+}
+
+#[test]
 #[ignore = "17,000 connections; run by hand, see README"]
 fn thousands_of_connections_past_what_the_system_allows_get_busy_not_an_abort() {
     const SOCKETS: usize = 17_000;

@@ -339,6 +339,52 @@ fn hello_agrees_with_a_server_and_falls_back_with_one_that_predates_it() {
     assert!(matches!(client.agreed(), Err(ClientError::Protocol(_))));
 }
 
+/// A one-connection fake server that grants `features` to the client's hello, then answers its
+/// next request with `reply`, and closes.
+fn fake_with_features(features: &'static str, reply: &'static [u8]) -> (SocketAddr, thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fake = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut reader = BufReader::new(&stream);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.starts_with("hello "), "{line:?}");
+        (&stream).write_all(format!("OK 1 features={features}\n").as_bytes()).unwrap();
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        (&stream).write_all(reply).unwrap();
+    });
+    (addr, fake)
+}
+
+#[test]
+fn a_streamed_listing_is_complete_only_when_its_end_says_so() {
+    let list = |reply: &'static [u8]| {
+        let (addr, _fake) = fake_with_features("list-end", reply);
+        let mut client = Client::connect(&addr.to_string(), WAIT).unwrap();
+        let mut seen = Vec::new();
+        let result = client.list_each(None, |e| {
+            seen.push(e.name.to_string());
+            Ok(())
+        });
+        (result, seen, client.is_usable())
+    };
+    let (result, seen, usable) = list(b"OK\n5 0 b\n3 0 a\nOK 2\n");
+    assert_eq!((result.unwrap(), seen, usable), (2, vec!["b".to_string(), "a".to_string()], true));
+    // The server could not read everything: the entries so far, then the error, in step.
+    let (result, seen, usable) = list(b"OK\n5 0 a\nERR internal listing incomplete: cannot read x\n");
+    assert!(matches!(result, Err(ClientError::Server(ref r)) if r.code == "internal"), "{result:?}");
+    assert_eq!((seen.len(), usable), (1, true));
+    // An end that miscounts, or a connection that closes before the end, is not a listing.
+    for reply in [&b"OK\n5 0 a\nOK 2\n"[..], b"OK\n5 0 a\n"] {
+        let (result, _, usable) = list(reply);
+        assert!(matches!(result, Err(ClientError::Protocol(_))), "{result:?}");
+        assert!(!usable);
+    }
+}
+
 #[test]
 fn two_downloads_of_one_file_into_one_folder_never_mix_their_bytes() {
     // The first download's server sends half the body, then waits until told to go on.

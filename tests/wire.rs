@@ -335,13 +335,60 @@ fn a_restart_starts_warm_from_the_cache_folder_and_skips_changed_sources() {
 }
 
 #[test]
+fn a_long_listing_is_streamed_with_list_end_and_still_counted_first_without_it() {
+    // More files than the server holds to sort, so both forms walk the folder as they send.
+    let dirs = Dirs::new();
+    let files = ft::server::LIST_SORTED_UP_TO + 300;
+    for i in 0..files {
+        let sub = if i % 3 == 0 { "sub/" } else { "" };
+        fs::create_dir_all(dirs.root.path().join("sub")).unwrap();
+        fs::write(dirs.root.path().join(format!("{sub}f{i:05}")), i.to_string()).unwrap();
+    }
+    fs::create_dir(dirs.root.path().join("empty")).unwrap();
+    let want: std::collections::BTreeSet<String> = (0..files)
+        .map(|i| format!("{} {}f{i:05}", i.to_string().len(), if i % 3 == 0 { "sub/" } else { "" }))
+        .collect();
+    let entry = |line: String| {
+        let mut p = line.splitn(3, ' ');
+        let size = p.next().unwrap().to_string();
+        p.next().unwrap().parse::<i64>().unwrap();
+        format!("{size} {}", p.next().unwrap())
+    };
+    let server = started(&dirs);
+
+    // Without the feature: the count first, then exactly that many entries.
+    let mut w = server.connect();
+    w.send("list\n");
+    assert_eq!(w.line(), format!("OK {files}"));
+    let got: std::collections::BTreeSet<String> = (0..files).map(|_| entry(w.line())).collect();
+    assert_eq!(got, want);
+    assert_eq!(w.get("sub/f00000"), b"0", "in step after the listing");
+
+    // With it: OK, the entries, then OK and the count.
+    let mut w = server.connect();
+    w.send("hello 1 list-end\n");
+    assert_eq!(w.line(), "OK 1 features=list-end");
+    w.send("list\n");
+    assert_eq!(w.line(), "OK");
+    let got: std::collections::BTreeSet<String> = (0..files).map(|_| entry(w.line())).collect();
+    assert_eq!(got, want);
+    assert_eq!(w.line(), format!("OK {files}"));
+    w.send("list empty\nlist nothere\nlist sub/f00000\n");
+    assert_eq!([w.line(), w.line()], ["OK", "OK 0"]);
+    assert!(w.line().starts_with("ERR not-found "));
+    assert!(w.line().starts_with("ERR not-file "));
+    assert_eq!(w.get("sub/f00000"), b"0", "in step after the listings");
+    assert_eq!(server.stat("requests"), 2 + 5, "hello is not a request");
+}
+
+#[test]
 fn hello_agrees_on_a_version_only_as_the_first_request() {
     let dirs = Dirs::new();
     dirs.put("a.txt", b"a");
     let server = started(&dirs);
     let mut w = server.connect();
-    w.send("hello 9 tls list-meta\n");
-    assert_eq!(w.line(), "OK 1 features=", "the lower version, and no features granted yet");
+    w.send("hello 9 tls list-meta list-end\n");
+    assert_eq!(w.line(), "OK 1 features=list-end", "the lower version, and only the features it has");
     w.send("hello 1\n");
     assert!(w.line().starts_with("ERR bad-request hello must be the first request"));
     assert_eq!(w.get("a.txt"), b"a", "the connection goes on");

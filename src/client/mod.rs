@@ -36,6 +36,7 @@ use saver::{Saved, Saver, Whole};
 use crate::digest::{Hasher, feed_file};
 use crate::name::Name;
 use crate::transport::{BufStream, Transport};
+use crate::wire::escape;
 use crate::wire::{
     self as protocol, Agreed, ErrorCode, GetHeader, Hello, ListEntry, MAX_REPLY_LINE, PROTOCOL_VERSION, ProtocolError,
     Request, Status,
@@ -225,7 +226,7 @@ impl Client {
         Ok(protocol::read_status(&mut self.stream, &mut self.line)?)
     }
 
-    /// The files the server offers, under `folder` or all of them.
+    /// The files the server offers, under `folder` or all of them, sorted by name.
     /// At most [`MAX_LIST_KEPT`] of them: a listing longer than that is an error here (see
     /// [`Client::list_each`] to go through one of any length).
     pub fn list(&mut self, folder: Option<&Name>) -> Result<Vec<ListEntry>, ClientError> {
@@ -237,27 +238,62 @@ impl Client {
             entries.push(entry);
             Ok(())
         })?;
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(entries)
     }
 
     /// The files the server offers, handed to `each` one by one as they arrive, so a listing of
     /// any length takes the memory of one entry. Returns how many there were. An error from
-    /// `each` stops the listing (the connection is then out of step).
+    /// `each` stops the listing (the connection is then out of step). The order is the server's
+    /// (a server that streams its listing sends it unsorted).
     pub fn list_each(
         &mut self,
         folder: Option<&Name>,
         mut each: impl FnMut(ListEntry) -> io::Result<()>,
     ) -> Result<u64, ClientError> {
-        let count = self.call_count(&Request::List(folder.cloned()))?;
-        for done in 0..count {
-            let entry = match self.read_line() {
-                Ok(line) => ListEntry::parse(line)?,
+        let fields = self.call(&Request::List(folder.cloned()))?;
+        let ended = self.agreed.as_ref().is_some_and(|a| a.has(protocol::FEATURE_LIST_END));
+        // With list-end the count comes last; without, first.
+        let count = if ended {
+            if !fields.is_empty() {
+                self.broken = true;
+                return Err(ProtocolError::Malformed(format!("unexpected list header 'OK {}'", escape(&fields))).into());
+            }
+            u64::MAX
+        } else {
+            protocol::parse_count(&fields).inspect_err(|_| self.broken = true)?
+        };
+        let mut done = 0u64;
+        while done < count {
+            let line = match self.read_line() {
+                Ok(line) => line,
                 Err(ClientError::Protocol(ProtocolError::Closed)) => {
-                    let what = format!("connection closed after {done} of {count} listed entries");
+                    let of = if ended { String::new() } else { format!(" of {count}") };
+                    let what = format!("connection closed after {done}{of} listed entries");
                     return Err(ProtocolError::Malformed(what).into());
                 }
                 Err(e) => return Err(e),
             };
+            // An entry starts with its size (a digit); the end, with OK or ERR.
+            if ended && !line.first().is_some_and(u8::is_ascii_digit) {
+                return match protocol::parse_status(line) {
+                    Ok(Status::Ok(fields)) => match protocol::parse_count(&fields) {
+                        Ok(sent) if sent == done => Ok(done),
+                        _ => {
+                            self.broken = true;
+                            let what = format!("listing ended with 'OK {}' after {done} entries", escape(&fields));
+                            Err(ProtocolError::Malformed(what).into())
+                        }
+                    },
+                    Ok(Status::Err(reply)) => Err(ClientError::Server(reply)),
+                    Err(e) => {
+                        self.broken = true;
+                        Err(e.into())
+                    }
+                };
+            }
+            let entry = ListEntry::parse(line).inspect_err(|_| self.broken = true)?;
+            done += 1;
             if let Err(e) = each(entry) {
                 self.broken = true;
                 return Err(ClientError::Local { path: "-".into(), source: e });

@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 use tracing::debug;
 
 use super::get::{self, Source};
+use super::list;
 use super::shared::Shared;
 use crate::digest::Digest;
 use crate::name::Name;
-use crate::store::{FileEntry, OpenError};
 use crate::transport::{BufStream, Transport};
-use crate::wire::{self as protocol, Agreed, ErrorCode, ListEntry, ProtocolError, Request};
+use crate::wire::{self as protocol, Agreed, ErrorCode, ProtocolError, Request};
 
 /// Why a connection ended early.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +40,8 @@ pub(crate) enum ConnError {
     Truncated,
     #[error("{name} shrank while being sent: {sent} of {len} bytes")]
     Shrank { name: Name, sent: u64, len: u64 },
+    #[error("the folder changed while it was listed: {sent} of {announced} entries found")]
+    ListChanged { announced: u64, sent: u64 },
 }
 
 impl ConnError {
@@ -54,7 +56,7 @@ impl ConnError {
                 )
             }
             ConnError::LineTooLong(_) | ConnError::RequestTimeout(_) | ConnError::Truncated => true,
-            ConnError::Shrank { .. } => false,
+            ConnError::Shrank { .. } | ConnError::ListChanged { .. } => false,
         }
     }
 }
@@ -234,18 +236,10 @@ impl<'a> Connection<'a> {
     }
 
     fn list(&mut self, folder: Option<&Name>) -> Result<(), ConnError> {
-        match self.shared.root.list(folder) {
-            Ok(entries) => {
-                protocol::write_ok_count(&mut self.stream, entries.len() as u64)?;
-                for FileEntry { name, size, mtime } in entries {
-                    ListEntry { size, mtime, name }.write(&mut self.stream)?;
-                }
-                Ok(())
-            }
-            // A folder was asked for: say what is wrong with it as a folder.
-            Err(OpenError::NotFound) => self.err(ErrorCode::NotFound, &"no such folder"),
-            Err(OpenError::NotFile) => self.err(ErrorCode::NotFile, &"not a folder"),
-            Err(e) => self.err(get::open_error_code(&e), &e),
+        if self.agreed.has(protocol::FEATURE_LIST_END) {
+            list::write_ended(&self.shared.root, folder, &mut self.stream)
+        } else {
+            list::write_counted(&self.shared.root, folder, &mut self.stream)
         }
     }
 

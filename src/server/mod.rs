@@ -1,7 +1,7 @@
 //! The server: the accept loop, connection limits and graceful shutdown, over the pieces in this
 //! folder: `config.rs` (what it is told, and every default), `shared.rs` (the state connections
 //! share), `conn.rs` (one connection's command loop), `get.rs` (answering a `get` apart from any
-//! transport), `cache.rs` and `mirror.rs` (the byte-capped cache and its files), `memo.rs` (digests
+//! transport), `list.rs` (answering `list` as the folder is walked), `cache.rs` and `mirror.rs` (the byte-capped cache and its files), `memo.rs` (digests
 //! of files streamed from disk), `limits.rs` (how many connections the system allows).
 //!
 //! [`Server::run`] takes an already-bound listener (the binary binds; tests bind `127.0.0.1:0`)
@@ -32,11 +32,13 @@ mod config;
 mod conn;
 mod get;
 mod limits;
+mod list;
 mod memo;
 pub mod mirror;
 mod shared;
 
 pub use config::{Config, DEFAULT_BIND, DEFAULT_CACHE_DIR, DEFAULT_ROOT};
+pub use list::SORTED_UP_TO as LIST_SORTED_UP_TO;
 pub use shared::Stat;
 
 use cache::{Cache, CacheStats};
@@ -188,7 +190,7 @@ impl Server {
 
     /// How many files the root holds (what `list` would show).
     pub fn file_count(&self) -> usize {
-        self.shared.root.list(None).map_or(0, |entries| entries.len())
+        self.shared.root.count(None).map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     pub fn cache_stats(&self) -> CacheStats {

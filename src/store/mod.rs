@@ -10,7 +10,6 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
 use cap_std::fs::{Dir, MetadataExt as _, OpenOptions, OpenOptionsExt as _};
 use rustix::fs::{AtFlags, FileType, OFlags};
@@ -109,25 +108,23 @@ pub struct FileEntry {
     pub mtime: i64,
 }
 
-/// A folder being listed and the folders above it, as (device, inode): a linked list shared
-/// between siblings.
-struct Ancestors {
-    id: (u64, u64),
-    up: Option<Rc<Ancestors>>,
+/// Why [`Root::walk`] stopped before the end.
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError<E> {
+    /// The folder asked for cannot be listed (missing, not a folder, refused).
+    #[error(transparent)]
+    Open(OpenError),
+    /// A folder beneath it could not be read to its end: the listing is incomplete.
+    #[error("cannot read {folder}: {source}")]
+    Read { folder: String, source: io::Error },
+    /// The caller's `each` returned an error.
+    #[error("listing stopped")]
+    Stopped(E),
 }
 
-impl Ancestors {
-    fn contains(&self, id: (u64, u64)) -> bool {
-        let mut at = Some(self);
-        while let Some(folder) = at {
-            if folder.id == id {
-                return true;
-            }
-            at = folder.up.as_deref();
-        }
-        false
-    }
-}
+/// Deepest folder nesting a walk follows: a [`Name`] of at most `MAX_NAME_LEN` bytes has at most
+/// half as many components, so nothing servable lies deeper. Each level holds one open folder.
+const MAX_DEPTH: usize = crate::name::MAX_NAME_LEN / 2;
 
 /// The folder whose files are served.
 pub struct Root {
@@ -181,61 +178,115 @@ impl Root {
         Ok((file, FileVersion::of_stat(&st)))
     }
 
-    /// Every file `get` would serve, under `folder` or the whole root, sorted by name.
+    /// Every file `get` would serve, under `folder` or the whole root, sorted by name: [`Root::walk`]
+    /// collected (for tests and small folders; a server streams instead).
+    pub fn list(&self, folder: Option<&Name>) -> Result<Vec<FileEntry>, WalkError<std::convert::Infallible>> {
+        let mut entries = Vec::new();
+        self.walk(folder, |entry| {
+            entries.push(entry);
+            Ok(())
+        })?;
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+
+    /// Hands every file `get` would serve, under `folder` or the whole root, to `each` as it is
+    /// found, in the order the file system yields them (not sorted), and returns how many there
+    /// were. Memory stays bounded whatever the folder holds: one open folder per level of nesting
+    /// being walked, nothing per file.
     ///
     /// Sub-folders are walked, symlinked ones inside the root too, as `get` serves files through
     /// them (a symlink back to a folder above it is a loop and is not followed); anything `get`
-    /// would refuse (a symlink leading outside the root, a fifo) is left out.
-    pub fn list(&self, folder: Option<&Name>) -> Result<Vec<FileEntry>, OpenError> {
-        let mut entries = Vec::new();
+    /// would refuse (a symlink leading outside the root, a fifo) is left out, as is a sub-folder
+    /// this process may not read. Any other error reading a folder stops the walk: the caller
+    /// learns that the listing is incomplete rather than getting a shorter one.
+    pub fn walk<E>(
+        &self,
+        folder: Option<&Name>,
+        mut each: impl FnMut(FileEntry) -> Result<(), E>,
+    ) -> Result<u64, WalkError<E>> {
+        self.walk_with(folder, true, |name, meta| {
+            let (size, mtime) = meta.map_or((0, 0), |m| (m.len(), m.mtime()));
+            each(FileEntry { name, size, mtime })
+        })
+    }
+
+    /// How many files [`Root::walk`] would find, found more cheaply: a plain file's entry in its
+    /// folder says it is one, so only symlinks are looked up.
+    pub fn count(&self, folder: Option<&Name>) -> Result<u64, WalkError<std::convert::Infallible>> {
+        self.walk_with(folder, false, |_, _| Ok(()))
+    }
+
+    /// [`Root::walk`], handing each file's name and, if `stat_files`, its metadata.
+    fn walk_with<E>(
+        &self,
+        folder: Option<&Name>,
+        stat_files: bool,
+        mut each: impl FnMut(Name, Option<cap_std::fs::Metadata>) -> Result<(), E>,
+    ) -> Result<u64, WalkError<E>> {
         let top = match folder {
-            Some(folder) => self.dir.metadata(folder.as_path())?,
-            None => self.dir.dir_metadata()?,
+            Some(folder) => self.dir.metadata(folder.as_path()),
+            None => self.dir.dir_metadata(),
         };
+        let top = top.map_err(|e| WalkError::Open(e.into()))?;
         if !top.is_dir() {
-            return Err(OpenError::NotFile);
+            return Err(WalkError::Open(OpenError::NotFile));
         }
-        // Each folder to walk, with the folders above it (device and inode): a symlink leading
-        // back to one of them is a loop and is not followed.
-        let mut pending: Vec<(Option<Name>, Rc<Ancestors>)> =
-            vec![(folder.cloned(), Rc::new(Ancestors { id: (top.dev(), top.ino()), up: None }))];
-        while let Some((prefix, above)) = pending.pop() {
-            let read = match &prefix {
-                None => self.dir.entries(),
-                Some(p) => self.dir.read_dir(p.as_path()),
+        let read = match folder {
+            None => self.dir.entries(),
+            Some(p) => self.dir.read_dir(p.as_path()),
+        };
+        // The folders being read, outermost first: each with its name, its (device, inode) so a
+        // symlink back to one of them is seen as a loop, and where its reading stands.
+        let mut open = vec![(folder.cloned(), (top.dev(), top.ino()), read.map_err(|e| WalkError::Open(e.into()))?)];
+        let mut count = 0u64;
+        while let Some((prefix, _, read)) = open.last_mut() {
+            let Some(entry) = read.next() else {
+                open.pop();
+                continue;
             };
-            let read = match read {
-                Ok(read) => read,
-                // The folder asked for must be readable; a sub-folder that is not is skipped.
-                Err(e) if prefix.as_ref() == folder => return Err(e.into()),
-                Err(_) => continue,
+            let failed =
+                |source| WalkError::Read { folder: prefix.as_ref().map_or(".".into(), Name::to_string), source };
+            let entry = entry.map_err(failed)?;
+            let file_name = entry.file_name();
+            let Some(file_name) = file_name.to_str() else { continue };
+            let name = match prefix {
+                None => Name::parse(file_name),
+                Some(p) => p.join(file_name),
             };
-            for entry in read.flatten() {
-                let file_name = entry.file_name();
-                let Some(file_name) = file_name.to_str() else { continue };
-                let name = match &prefix {
-                    None => Name::parse(file_name),
-                    Some(p) => p.join(file_name),
-                };
-                let (Ok(name), Ok(kind)) = (name, entry.file_type()) else { continue };
-                if !(kind.is_dir() || kind.is_file() || kind.is_symlink()) {
-                    continue;
-                }
+            let (Ok(name), Ok(kind)) = (name, entry.file_type()) else { continue };
+            let meta = if kind.is_symlink() {
                 // stat through the root: follows symlinks only while they stay inside, so a
                 // symlinked folder inside the root is listed as `get` serves it.
-                let Ok(meta) = self.dir.metadata(name.as_path()) else { continue };
-                if meta.is_dir() {
-                    let id = (meta.dev(), meta.ino());
-                    if !above.contains(id) {
-                        pending.push((Some(name), Rc::new(Ancestors { id, up: Some(above.clone()) })));
-                    }
-                } else if meta.is_file() {
-                    entries.push(FileEntry { name, size: meta.len(), mtime: meta.mtime() });
+                self.dir.metadata(name.as_path())
+            } else if kind.is_file() && !stat_files {
+                count += 1;
+                each(name, None).map_err(WalkError::Stopped)?;
+                continue;
+            } else if kind.is_file() || kind.is_dir() {
+                // Not a symlink: looked up in its folder, without resolving the path again.
+                entry.metadata()
+            } else {
+                continue;
+            };
+            let Ok(meta) = meta else { continue };
+            if meta.is_file() {
+                count += 1;
+                each(name, Some(meta)).map_err(WalkError::Stopped)?;
+            } else if meta.is_dir() {
+                let id = (meta.dev(), meta.ino());
+                if open.len() >= MAX_DEPTH || open.iter().any(|(_, above, _)| *above == id) {
+                    continue;
+                }
+                match self.dir.read_dir(name.as_path()) {
+                    Ok(read) => open.push((Some(name), id, read)),
+                    // Gone meanwhile, or not ours to read: skipped, as a file that vanished is.
+                    Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied) => {}
+                    Err(source) => return Err(WalkError::Read { folder: name.to_string(), source }),
                 }
             }
         }
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(entries)
+        Ok(count)
     }
 }
 

@@ -11,8 +11,8 @@
 //! `ERR unknown-command`, which the client reads the same way (version 1, no features) and the
 //! connection stays in step. `hello` is only valid as the first request, so what was agreed holds
 //! for the whole connection (TLS and tokens will need that). This version of ft speaks version 1
-//! and grants no features yet; coming ones (a `list` line with more fields, tokens) are named
-//! here when they land. A `list` line will gain fields only through a feature: with it, fields
+//! and grants the features in [`SERVER_FEATURES`]; coming ones (a `list` line with more fields,
+//! tokens) are named here when they land. A `list` line will gain fields only through a feature: with it, fields
 //! come as `key=value` pairs, then a TAB, then the name (a name holds no control character, so
 //! no TAB); without it the line stays `<size> <mtime> <name>`.
 
@@ -33,7 +33,7 @@ pub const FEATURE_TRAILER: &str = "trailer";
 pub const FEATURE_LIST_END: &str = "list-end";
 
 /// The features this server grants when asked.
-pub const SERVER_FEATURES: &[&str] = &[];
+pub const SERVER_FEATURES: &[&str] = &[FEATURE_LIST_END];
 
 /// Most features one `hello` may name.
 pub const MAX_FEATURES: usize = 32;

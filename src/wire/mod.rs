@@ -20,7 +20,9 @@
 //!   resume-> OK <n> offset=<o> size=<size> xxh3=<digest> mode=<o> then the <n> = <size> - <o> bytes from <o>
 //!            (offset and size only when o > 0: a prefix that does not match gets get's reply)
 //!   hello -> OK <version> features=<f>,<f>
-//!   list  -> OK <count>            then <count> lines "<size> <mtime-unix-seconds> <name>"
+//!   list  -> OK                    then lines "<size> <mtime-unix-seconds> <name>", then OK <count>
+//!            (feature list-end; the end may be an ERR: the listing is incomplete)
+//!         -> OK <count>            then <count> lines "<size> <mtime-unix-seconds> <name>" (without it)
 //!   stats -> OK <count>            then <count> lines "<key> <value>"
 //!   quit  -> OK bye                then the server closes the connection
 //! ```

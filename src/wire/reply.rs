@@ -150,6 +150,11 @@ pub fn write_bye(w: &mut impl Write) -> io::Result<()> {
     writeln!(w, "OK bye")
 }
 
+/// Writes a bare `OK`: the start of a `list` reply that ends with its status (`list-end`).
+pub fn write_ok(w: &mut impl Write) -> io::Result<()> {
+    w.write_all(b"OK\n")
+}
+
 /// Writes `OK <n>`: the header of a `get` (n = size) or of a `list` or `stats` (n = lines).
 pub fn write_ok_count(w: &mut impl Write, n: u64) -> io::Result<()> {
     writeln!(w, "OK {n}")

@@ -15,6 +15,7 @@ use ft::human::Span;
 use ft::name::Name;
 use ft::wire::{ErrorCode, ListEntry, escape};
 
+mod listing;
 mod shell;
 
 /// Download files from an ftserver.
@@ -257,23 +258,25 @@ fn run(args: Args) -> anyhow::Result<u8> {
             let folder =
                 folder.map(|f| Name::parse(&f).with_context(|| format!("bad folder name {f:?}"))).transpose()?;
             let what = folder.as_ref().map_or("list".to_string(), |f| format!("list {}", escape(f.as_str())));
-            // Printed as it arrives (the server sends it sorted): a listing of any length takes
-            // the memory of one entry.
+            // Sorted by name; past listing::SORT_UP_TO entries, printed as they arrive instead,
+            // so a listing of any length takes bounded memory.
             let mut out = io::BufWriter::new(io::stdout().lock());
             let mut first = true;
             if json {
                 out.write_all(b"[")?;
             }
-            let listed = connect()?.list_each(folder.as_ref(), |entry| {
+            let mut sorting = listing::Sorting::new(|entry: &ListEntry| {
                 if json {
                     out.write_all(if first { b"\n  " } else { b",\n  " })?;
-                    serde_json::to_writer(&mut out, &entry_json(&entry))?;
+                    serde_json::to_writer(&mut out, &entry_json(entry))?;
                 } else {
-                    print_entry(&mut out, &entry)?;
+                    print_entry(&mut out, entry)?;
                 }
                 first = false;
                 Ok(())
             });
+            let listed = connect()?.list_each(folder.as_ref(), |entry| sorting.push(entry));
+            sorting.finish()?;
             if json && listed.is_ok() {
                 out.write_all(b"\n]\n")?;
             }

@@ -120,15 +120,18 @@ fn attempt(
 
 fn shell_list(client: &mut Client, folder: &str, lines: &mut Lines) -> anyhow::Result<()> {
     let folder = if folder.is_empty() { None } else { Some(Name::parse(folder).context("bad folder name")?) };
-    // Printed as it arrives; a full listing also feeds Tab completion, up to COMPLETION_NAMES.
+    // Sorted as `ftclient list` sorts it; a full listing also feeds Tab completion, up to
+    // COMPLETION_NAMES.
     let mut out = io::stdout().lock();
     let mut names = Vec::new();
+    let mut sorting = crate::listing::Sorting::new(|entry: &ft::wire::ListEntry| print_entry(&mut out, entry));
     let listed = client.list_each(folder.as_ref(), |entry| {
         if folder.is_none() && names.len() < COMPLETION_NAMES {
             names.push(entry.name.to_string());
         }
-        print_entry(&mut out, &entry)
+        sorting.push(entry)
     });
+    sorting.finish()?;
     match &folder {
         Some(f) => listed.with_context(|| format!("list {}", escape(f.as_str())))?,
         None => listed?,

@@ -1,0 +1,108 @@
+//! Answering `list`: the served folder's files, written as the store walks them, so a listing
+//! of any size costs a connection the same bounded memory (one open folder per level of nesting,
+//! the connection's write buffer, the socket's), and a peer that asks and never reads holds no
+//! more than that.
+//!
+//! With the `list-end` feature the reply is `OK`, the entries, then `OK <count>` (or an `ERR` if a
+//! folder beneath could not be read, so the client knows the listing is incomplete). Without it
+//! the reply must start with its count: a listing of up to [`SORTED_UP_TO`] entries is held,
+//! sorted and sent as before; a longer one is walked twice, once to count and once to send. If the
+//! folder changed between the two walks so that fewer entries are found than were announced, the
+//! connection is closed rather than sent a wrong count.
+
+use std::io::Write;
+
+use super::conn::ConnError;
+use super::get::open_error_code;
+use crate::name::Name;
+use crate::store::{FileEntry, OpenError, Root, WalkError};
+use crate::wire::{self as protocol, ErrorCode, ListEntry};
+
+/// Most entries a listing for a client without `list-end` is held in memory (and sorted) for.
+pub const SORTED_UP_TO: usize = 4096;
+
+/// Writes the reply to `list [folder]`, ending with a status line (`list-end`).
+pub(crate) fn write_ended(root: &Root, folder: Option<&Name>, w: &mut impl Write) -> Result<(), ConnError> {
+    let mut started = false;
+    let walked = root.walk(folder, |FileEntry { name, size, mtime }| {
+        if !started {
+            started = true;
+            protocol::write_ok(w)?;
+        }
+        ListEntry { size, mtime, name }.write(w)
+    });
+    match walked {
+        Ok(count) => {
+            if !started {
+                protocol::write_ok(w)?;
+            }
+            Ok(protocol::write_ok_count(w, count)?)
+        }
+        Err(WalkError::Stopped(e)) => Err(e.into()),
+        Err(WalkError::Open(e)) => Ok(refuse(w, &e)?),
+        Err(e @ WalkError::Read { .. }) => {
+            if !started {
+                protocol::write_ok(w)?;
+            }
+            Ok(protocol::write_err(w, ErrorCode::Internal, &format_args!("listing incomplete: {e}"))?)
+        }
+    }
+}
+
+/// Writes the reply to `list [folder]` for a client without `list-end`: `OK <count>`, then the
+/// entries.
+pub(crate) fn write_counted(root: &Root, folder: Option<&Name>, w: &mut impl Write) -> Result<(), ConnError> {
+    let mut held = Vec::new();
+    let walked = root.walk(folder, |entry| {
+        if held.len() >= SORTED_UP_TO {
+            return Err(());
+        }
+        held.push(entry);
+        Ok(())
+    });
+    match walked {
+        Ok(_) => {
+            held.sort_by(|a, b| a.name.cmp(&b.name));
+            protocol::write_ok_count(w, held.len() as u64)?;
+            for FileEntry { name, size, mtime } in held {
+                ListEntry { size, mtime, name }.write(w)?;
+            }
+            return Ok(());
+        }
+        Err(WalkError::Open(e)) => return Ok(refuse(w, &e)?),
+        Err(e @ WalkError::Read { .. }) => return Ok(failed(w, &e)?),
+        Err(WalkError::Stopped(())) => drop(held),
+    }
+    let count = match root.count(folder) {
+        Ok(count) => count,
+        Err(WalkError::Open(e)) => return Ok(refuse(w, &e)?),
+        Err(e) => return Ok(failed(w, &e)?),
+    };
+    protocol::write_ok_count(w, count)?;
+    let mut left = count;
+    let walked = root.walk(folder, |FileEntry { name, size, mtime }| {
+        if left == 0 {
+            return Err(None);
+        }
+        left -= 1;
+        ListEntry { size, mtime, name }.write(w).map_err(Some)
+    });
+    match walked {
+        Err(WalkError::Stopped(Some(e))) => Err(e.into()),
+        _ if left == 0 => Ok(()),
+        _ => Err(ConnError::ListChanged { announced: count, sent: count - left }),
+    }
+}
+
+/// The `ERR` for a folder that cannot be listed, said of it as a folder.
+fn refuse(w: &mut impl Write, e: &OpenError) -> std::io::Result<()> {
+    match e {
+        OpenError::NotFound => protocol::write_err(w, ErrorCode::NotFound, &"no such folder"),
+        OpenError::NotFile => protocol::write_err(w, ErrorCode::NotFile, &"not a folder"),
+        e => protocol::write_err(w, open_error_code(e), e),
+    }
+}
+
+fn failed<E>(w: &mut impl Write, e: &WalkError<E>) -> std::io::Result<()> {
+    protocol::write_err(w, ErrorCode::Internal, &format_args!("cannot list: {e}"))
+}
