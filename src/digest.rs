@@ -6,9 +6,11 @@
 //! development machine over 256 MiB in 64 KiB chunks: XXH3-128 25.3 GB/s, BLAKE3 4.7 GB/s, against
 //! about 4 GB/s for loopback TCP, so XXH3 keeps verification nearly free.
 //!
-//! The server sends a file's digest in the reply header, before the first byte. Cached files carry
-//! theirs; for a file streamed from disk it is computed once per file version and remembered by
-//! the server (`server/memo.rs`). This module imports nothing else of the crate.
+//! The server sends a file's digest in the reply header when it knows it (cached files carry
+//! theirs, and the server remembers the digest of each version of a file it streamed, in
+//! `server/memo.rs`); otherwise, to a client that agreed to trailers, after the body, computed
+//! while sending, so the first byte never waits for a whole file to be hashed. This module imports
+//! nothing else of the crate.
 
 use std::fs::File;
 use std::io;
@@ -103,12 +105,18 @@ pub fn hash_file_marked(file: &File, len: u64, every: u64) -> io::Result<(Digest
 /// The digest of the first `len` bytes of `file`, starting from the last of `marks` (from
 /// [`hash_file_marked`]) at or before `len`; also how many bytes that read.
 pub fn prefix_from(file: &File, marks: &[(u64, Hasher)], len: u64) -> io::Result<(Digest, u64)> {
+    state_at(file, marks, len).map(|(hasher, read)| (hasher.digest(), read))
+}
+
+/// The running state after the first `len` bytes of `file`, from the last of `marks` at or
+/// before `len` (so hashing can go on from there); also how many bytes that read.
+pub fn state_at(file: &File, marks: &[(u64, Hasher)], len: u64) -> io::Result<(Hasher, u64)> {
     let (from, mut hasher) = match marks.partition_point(|(at, _)| *at <= len) {
         0 => (0, Hasher::default()),
         i => (marks[i - 1].0, marks[i - 1].1.clone()),
     };
     feed_file(file, from, len, &mut hasher)?;
-    Ok((hasher.digest(), len - from))
+    Ok((hasher, len - from))
 }
 
 /// Hashes the first `len` bytes of `file`; also, if asked and not past `len`, its first `prefix`

@@ -28,6 +28,8 @@
 //!                                   (feature list-end; without it: OK <count>\n first, then the entries)
 //! get NAME\n                    ->  OK <size> xxh3=<digest> mode=<octal>\n  then <size> raw bytes
 //! resume OFFSET PREFIX NAME\n   ->  OK <n> offset=<o> size=<size> xxh3=<digest>\n  then <n> bytes from <o>
+//!                                   (feature trailer: the digest may come after the body instead,
+//!                                   as OK xxh3=<digest>\n, or ERR changed ...\n)
 //!                                   (or the whole file, as for get, if PREFIX does not match)
 //! stats\n                       ->  OK <count>\n  then <count> × "<key> <value>\n"
 //! quit\n                        ->  OK bye\n      and the connection closes

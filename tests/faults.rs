@@ -12,7 +12,7 @@ use ft::digest::Digest;
 use ft::name::Name;
 use ft::server::Config;
 
-use crate::util::{Dirs, TestServer, WAIT, Wire, next_request, pattern, reset};
+use crate::util::{Dirs, TestServer, WAIT, Wire, next_request, pattern, reset, settle};
 
 fn name(s: &str) -> Name {
     Name::parse(s).unwrap()
@@ -330,4 +330,113 @@ fn the_digest_of_a_file_still_being_written_is_not_remembered() {
     }
     // settled.bin hashed once and remembered; fresh.bin hashed for each request.
     assert_eq!(server.stat("digests_computed"), 3);
+}
+
+/// A raw connection that has agreed to trailers.
+fn with_trailers(server: &TestServer) -> Wire {
+    let mut w = server.connect();
+    w.send("hello 1 trailer\n");
+    assert_eq!(w.line(), "OK 1 features=trailer");
+    w
+}
+
+#[test]
+fn the_first_byte_of_an_uncached_file_does_not_wait_for_its_digest() {
+    let dirs = Dirs::new();
+    let data = pattern(48 << 20);
+    dirs.put("big.bin", &data);
+    let server = streaming(&dirs, |c| c);
+    let mut w = with_trailers(&server);
+    w.send("get big.bin\n");
+    // The header comes before any hashing: no digest in it, the bytes follow at once.
+    let header = w.line();
+    assert!(header.starts_with(&format!("OK {} ", data.len())) && !header.contains("xxh3="), "{header}");
+    assert_eq!(server.stat("bytes_hashed"), 0, "nothing hashed before the first byte");
+    assert!(w.bytes(data.len()) == data);
+    assert_eq!(w.line(), format!("OK xxh3={}", Digest::of(&data)), "the digest follows the body");
+    // Hashed once, behind the sending, and remembered: the next get names it up front and
+    // hashes nothing.
+    let hashed = server.stat("bytes_hashed");
+    assert_eq!(hashed, data.len() as u64);
+    w.send("get big.bin\n");
+    assert_eq!(w.line(), format!("OK {} xxh3={} mode=644", data.len(), Digest::of(&data)));
+    assert!(w.bytes(data.len()) == data);
+    assert_eq!(server.stat("bytes_hashed"), hashed);
+    // A client that did not agree to trailers is sent the digest in the header, as always.
+    assert!(server.connect().get("big.bin") == data);
+}
+
+#[test]
+fn a_file_changed_while_it_is_sent_never_arrives_verified() {
+    let dirs = Dirs::new();
+    let data = pattern(24 << 20);
+    let path = dirs.put("big.bin", &data);
+    let server = streaming(&dirs, |c| c);
+    let mut w = with_trailers(&server);
+    w.send("get big.bin\n");
+    assert!(w.line().starts_with(&format!("OK {} ", data.len())));
+    let first = w.bytes(1 << 20);
+    assert!(first == data[..1 << 20]);
+    // Rewritten in place, same size, while the rest is on its way.
+    let mut file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_all(&vec![b'B'; data.len()]).unwrap();
+    drop(file);
+    w.bytes(data.len() - (1 << 20));
+    let trailer = w.line();
+    assert!(trailer.starts_with("ERR changed big.bin changed while it was being sent"), "{trailer}");
+    // The connection goes on, and the new contents come whole.
+    settle(&path);
+    assert!(w.get("big.bin") == vec![b'B'; data.len()]);
+
+    // Through the client: an error that names the file, and nothing saved or left behind.
+    fs::write(&path, &data).unwrap();
+    settle(&path);
+    let out = tempfile::tempdir().unwrap();
+    let dir = OutDir::create(out.path()).unwrap();
+    /// Rewrites the file in place, once, when the first body bytes arrive.
+    struct Rewrite(std::path::PathBuf, std::sync::atomic::AtomicBool);
+    impl ft::client::Progress for Rewrite {
+        fn begin(&self, _: &Name, _: u64) {}
+        fn advance(&self, _: u64) {
+            if !self.1.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                let mut file = fs::OpenOptions::new().write(true).open(&self.0).unwrap();
+                file.write_all(&vec![b'C'; 24 << 20]).unwrap();
+            }
+        }
+    }
+    let mut client = server.client();
+    client.set_progress(std::sync::Arc::new(Rewrite(path.clone(), Default::default())));
+    match client.download(&name("big.bin"), &dir, false) {
+        Err(ClientError::Server(reply)) => assert_eq!(reply.code, "changed"),
+        other => panic!("{other:?}"),
+    }
+    assert!(client.is_usable());
+    assert!(!out.path().join("big.bin").exists() && !out.path().join("big.bin.part").exists());
+}
+
+#[test]
+fn resuming_a_cut_off_download_does_not_hash_the_file_from_the_start() {
+    let dirs = Dirs::new();
+    let data = pattern(128 << 20);
+    dirs.put("big.bin", &data);
+    let server = streaming(&dirs, |c| c);
+    let mut w = with_trailers(&server);
+    w.send("get big.bin\n");
+    w.line();
+    let kept = 100 << 20;
+    assert!(w.bytes(kept) == data[..kept]);
+    let stream = w.stream.try_clone().unwrap();
+    drop(w);
+    reset(stream);
+    server.wait_connections(0);
+    // The server hashes 16 MiB behind what it sends and keeps a mark every 16 MiB: the prefix
+    // check starts from the last mark it passed, not from the first byte.
+    let before = server.stat("bytes_hashed");
+    let mut w = with_trailers(&server);
+    w.send(format!("resume {kept} {} big.bin\n", Digest::of(&data[..kept])));
+    assert!(w.line().starts_with(&format!("OK {} offset={kept} size={}", data.len() - kept, data.len())));
+    let checked = server.stat("bytes_hashed") - before;
+    assert!(checked <= (32 << 20) + (256 << 10), "{checked} bytes hashed to check a {kept}-byte prefix");
+    assert!(w.bytes(data.len() - kept) == data[kept..]);
+    assert_eq!(w.line(), format!("OK xxh3={}", Digest::of(&data)));
 }

@@ -3,7 +3,8 @@
 //! A [`Client`] speaks the protocol over one connection (a [`Transport`], read and written by one
 //! owner, never split) and never trusts it: status lines and list entries are parsed strictly, a body is read to exactly its announced size through a
 //! fixed buffer (a body that ends early is an error, bytes beyond it are never written), and
-//! every body is hashed as it streams in and checked against the digest the server announced.
+//! every body is hashed as it streams in and checked against the digest the server announced
+//! (in the header, or in a trailer after the body when the server had not hashed the file yet).
 //!
 //! Downloads go through an [`OutDir`]. A large file streams into `<name>.part`, renamed to `<name>`
 //! only once complete and verified; a failed transfer leaves no file under the final name and never
@@ -33,7 +34,7 @@ use std::time::Duration;
 
 use saver::{Saved, Saver, Whole};
 
-use crate::digest::{Hasher, feed_file};
+use crate::digest::{Digest, Hasher, feed_file};
 use crate::name::Name;
 use crate::transport::{BufStream, Transport};
 use crate::wire::escape;
@@ -354,8 +355,27 @@ impl Client {
         if let Err(source) = self.copy_body(header.len, out, &mut hasher, false)? {
             return Err(ClientError::Local { path: "-".into(), source });
         }
-        verify(&header, &hasher)?;
-        Ok(header)
+        let digest = self.digest_after(&header)?;
+        verify(digest, &hasher)?;
+        Ok(GetHeader { digest: Some(digest), ..header })
+    }
+
+    /// The digest a body is checked against: the header's, or else the one in the trailer that
+    /// follows the body (read here, so the connection stays in step). A trailer that says `ERR`
+    /// (`changed`: the file changed while it was sent) means the body is not to be kept.
+    fn digest_after(&mut self, header: &GetHeader) -> Result<Digest, ClientError> {
+        if let Some(digest) = header.digest {
+            return Ok(digest);
+        }
+        self.broken = true;
+        let status = protocol::read_status(&mut self.stream, &mut self.line)?;
+        self.broken = false;
+        match status {
+            Status::Ok(fields) => {
+                protocol::parse_trailer(&fields).inspect_err(|_| self.broken = true).map_err(Into::into)
+            }
+            Status::Err(reply) => Err(ClientError::Server(reply)),
+        }
     }
 
     /// Reads the status line of a `get` or `resume` reply.
@@ -367,7 +387,13 @@ impl Client {
         let status = self.read_status()?;
         self.broken = false;
         let fields = status.into_result().map_err(ClientError::Server)?;
-        GetHeader::parse(&fields).inspect_err(|_| self.broken = true).map_err(Into::into)
+        let header = GetHeader::parse(&fields).inspect_err(|_| self.broken = true)?;
+        // Only a client that asked for trailers may be sent a header without a digest.
+        if header.digest.is_none() && !self.agreed.as_ref().is_some_and(|a| a.has(protocol::FEATURE_TRAILER)) {
+            self.broken = true;
+            return Err(ProtocolError::Malformed(format!("no xxh3 digest in 'OK {}'", escape(&fields))).into());
+        }
+        Ok(header)
     }
 
     /// Downloads `name` to `<dir>/<name>` by way of `<dir>/<name>.part` and verifies it. With
@@ -499,16 +525,18 @@ impl Client {
         if let Some(progress) = &self.progress {
             progress.begin(&name, header.len);
         }
-        let done = Downloaded {
+        let mut done = Downloaded {
             size: header.size,
             resumed_from: header.offset,
             started_over: found > 0 && header.offset == 0,
-            digest: header.digest,
+            digest: header.digest.unwrap_or(Digest(0)),
         };
         if part.is_none() && header.len <= SMALL_FILE {
             let mut bytes = Vec::with_capacity(header.len as usize);
-            self.copy_body(header.len, &mut bytes, &mut hasher, true)?.map_err(local)?;
-            verify(&header, &hasher)?;
+            let written = self.copy_body(header.len, &mut bytes, &mut hasher, true)?;
+            done.digest = self.digest_after(&header)?;
+            written.map_err(local)?;
+            verify(done.digest, &hasher)?;
             return Ok(Received::Whole(Whole { name, bytes, done, mode: header.mode }));
         }
         let opened = match part {
@@ -525,6 +553,7 @@ impl Client {
             Ok(partial) => partial,
             Err(e) => {
                 self.copy_body(header.len, &mut io::sink(), &mut hasher, true)?.ok();
+                self.digest_after(&header)?;
                 return Err(local(e));
             }
         };
@@ -537,8 +566,19 @@ impl Client {
             }
             return Err(local(e));
         }
-        self.copy_body(header.len, &mut partial, &mut hasher, true)?.map_err(local)?;
-        if let Err(e) = verify(&header, &hasher) {
+        let written = self.copy_body(header.len, &mut partial, &mut hasher, true)?;
+        done.digest = match self.digest_after(&header) {
+            Ok(digest) => digest,
+            // The server could not vouch for what it sent: nothing of it is kept.
+            Err(e @ ClientError::Server(_)) => {
+                partial.abort();
+                return Err(e);
+            }
+            // Lost before the trailer: the .part stays, unverified; resuming checks its prefix.
+            Err(e) => return Err(e),
+        };
+        written.map_err(local)?;
+        if let Err(e) = verify(done.digest, &hasher) {
             partial.abort();
             return Err(e);
         }
@@ -634,10 +674,10 @@ fn connect_any(candidates: impl IntoIterator<Item = SocketAddr>, timeout: Durati
     Err(last)
 }
 
-fn verify(header: &GetHeader, hasher: &Hasher) -> Result<(), ClientError> {
+fn verify(expected: Digest, hasher: &Hasher) -> Result<(), ClientError> {
     let actual = hasher.digest();
-    if actual != header.digest {
-        return Err(ClientError::Integrity { expected: header.digest, actual });
+    if actual != expected {
+        return Err(ClientError::Integrity { expected, actual });
     }
     Ok(())
 }

@@ -206,13 +206,28 @@ impl<'a> Connection<'a> {
     /// Serves `get` (no `resume`) or `resume` (the offset and the digest of the client's prefix):
     /// the answer comes from [`get::answer`]; this writes it through the transport.
     fn get(&mut self, name: &Name, resume: Option<(u64, Digest)>) -> Result<(), ConnError> {
-        let answer = match get::answer(self.shared, name, resume, &self.peer) {
+        let trailer = self.agreed.has(protocol::FEATURE_TRAILER);
+        let mut answer = match get::answer(self.shared, name, resume, trailer, &self.peer) {
             Ok(answer) => answer,
             Err(refusal) => return self.err(refusal.code, &refusal.message),
         };
         answer.header.write(&mut self.stream)?;
         let len = answer.header.len;
-        let sent = match &answer.body {
+        let sent = match &mut answer.body {
+            Source::Hashing(hashing) => {
+                self.stream.flush()?;
+                match self.stream.get_ref().sendfile_fd() {
+                    Some(socket) => hashing.send(|file, at, most, _| send_file_once(socket, file, at, most)),
+                    None => {
+                        let out = self.stream.get_mut();
+                        hashing.send(|file, at, most, buf| {
+                            let n = file.read_at(&mut buf[..most], at)?;
+                            out.write_all(&buf[..n])?;
+                            Ok(n)
+                        })
+                    }
+                }
+            }
             Source::Memory { bytes, from } => self.stream.write_all(&bytes[*from..]).map(|()| len),
             Source::File { file, from, len } => {
                 self.stream.flush()?;
@@ -226,10 +241,16 @@ impl<'a> Connection<'a> {
         self.shared.bytes_sent.fetch_add(counted, Ordering::Relaxed);
         self.bytes += counted;
         match sent? {
-            sent if sent == len => {
-                answer.admit();
-                Ok(())
-            }
+            sent if sent == len => match answer.body {
+                Source::Hashing(hashing) => match hashing.finish() {
+                    Ok(digest) => Ok(protocol::write_trailer(&mut self.stream, digest)?),
+                    Err(refusal) => self.err(refusal.code, &refusal.message),
+                },
+                _ => {
+                    answer.admit();
+                    Ok(())
+                }
+            },
             // The peer was promised `len` bytes: the connection cannot go on.
             sent => Err(ConnError::Shrank { name: name.clone(), sent, len }),
         }
@@ -269,6 +290,13 @@ fn send_file(socket: BorrowedFd<'_>, file: &File, offset: u64, len: u64) -> io::
         }
     }
     Ok(sent)
+}
+
+/// One `sendfile` of up to `most` bytes of `file` from `offset`: how many went (0 at the file's
+/// end).
+fn send_file_once(socket: BorrowedFd<'_>, file: &File, offset: u64, most: usize) -> io::Result<usize> {
+    let mut at = offset;
+    Ok(rustix::fs::sendfile(socket, file, Some(&mut at), most)?)
 }
 
 /// [`send_file`] for a transport the kernel cannot write file bytes into (one that encrypts):

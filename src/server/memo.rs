@@ -14,9 +14,11 @@ use crate::store::FileVersion;
 const MEMO_ENTRIES: usize = 16 << 10;
 
 /// What hashing one version of a file found: its digest, and running states at marks through
-/// it, from which the digest of any prefix (a `resume` check) is computed cheaply.
+/// it, from which the digest of any prefix (a `resume` check) is computed cheaply. A download
+/// cut off part-way leaves the marks it passed and no digest, so resuming it is as cheap.
 pub(crate) struct Hashed {
-    pub(crate) digest: Digest,
+    /// The whole file's digest; `None` if only the marks up to some point are known.
+    pub(crate) digest: Option<Digest>,
     pub(crate) marks: Vec<(u64, Hasher)>,
     /// The last few prefix digests asked for, by length: the same check again costs nothing.
     pub(crate) prefixes: Mutex<Vec<(u64, Digest)>>,
@@ -26,7 +28,7 @@ pub(crate) struct Hashed {
 const PREFIXES: usize = 16;
 
 impl Hashed {
-    pub(crate) fn new(digest: Digest, marks: Vec<(u64, Hasher)>) -> Hashed {
+    pub(crate) fn new(digest: Option<Digest>, marks: Vec<(u64, Hasher)>) -> Hashed {
         Hashed { digest, marks, prefixes: Mutex::new(Vec::new()) }
     }
 
@@ -60,6 +62,14 @@ impl DigestMemo {
 
     pub(crate) fn put(&self, name: &Name, version: FileVersion, hashed: Arc<Hashed>) {
         let mut map = self.map.lock();
+        // What a cut-off download learnt never replaces more of the same version.
+        if let Some((v, known)) = map.get(name)
+            && *v == version
+            && (known.digest.is_some() || known.marks.len() > hashed.marks.len())
+            && hashed.digest.is_none()
+        {
+            return;
+        }
         if map.len() >= MEMO_ENTRIES && !map.contains_key(name) {
             map.clear();
         }
@@ -82,8 +92,10 @@ mod tests {
         let memo = DigestMemo::default();
         let name = Name::parse("a").unwrap();
         let v1 = FileVersion { size: 1, mtime_sec: 1, ctime_sec: 1, ino: 1, dev: 1, ..FileVersion::default() };
-        memo.put(&name, v1, Arc::new(Hashed::new(Digest(7), Vec::new())));
-        assert_eq!(memo.get(&name, &v1).map(|h| h.digest), Some(Digest(7)));
+        memo.put(&name, v1, Arc::new(Hashed::new(Some(Digest(7)), Vec::new())));
+        assert_eq!(memo.get(&name, &v1).map(|h| h.digest), Some(Some(Digest(7))));
+        memo.put(&name, v1, Arc::new(Hashed::new(None, Vec::new())));
+        assert_eq!(memo.get(&name, &v1).map(|h| h.digest), Some(Some(Digest(7))), "a partial never replaces it");
         assert!(memo.get(&name, &FileVersion { ino: 2, ..v1 }).is_none());
         assert!(memo.get(&name, &FileVersion { ctime_nsec: 1, ..v1 }).is_none(), "rewritten, mtime restored");
         assert_eq!(mark_every(1 << 30), 16 << 20);

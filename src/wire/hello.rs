@@ -33,7 +33,7 @@ pub const FEATURE_TRAILER: &str = "trailer";
 pub const FEATURE_LIST_END: &str = "list-end";
 
 /// The features this server grants when asked.
-pub const SERVER_FEATURES: &[&str] = &[FEATURE_LIST_END];
+pub const SERVER_FEATURES: &[&str] = &[FEATURE_TRAILER, FEATURE_LIST_END];
 
 /// Most features one `hello` may name.
 pub const MAX_FEATURES: usize = 32;

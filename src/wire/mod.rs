@@ -19,6 +19,8 @@
 //!   get   -> OK <size> xxh3=<digest> mode=<octal>                 then exactly <size> raw bytes
 //!   resume-> OK <n> offset=<o> size=<size> xxh3=<digest> mode=<o> then the <n> = <size> - <o> bytes from <o>
 //!            (offset and size only when o > 0: a prefix that does not match gets get's reply)
+//!            with feature trailer, the xxh3 field may be missing: then the body is followed by
+//!            OK xxh3=<digest>, or ERR changed if the file changed while it was sent
 //!   hello -> OK <version> features=<f>,<f>
 //!   list  -> OK                    then lines "<size> <mtime-unix-seconds> <name>", then OK <count>
 //!            (feature list-end; the end may be an ERR: the listing is incomplete)

@@ -23,11 +23,12 @@ pub enum ErrorCode {
     Timeout,
     Busy,
     Internal,
+    Changed,
 }
 
 impl ErrorCode {
     /// Every code, in the order README lists them.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownCommand,
         ErrorCode::BadName,
@@ -38,6 +39,7 @@ impl ErrorCode {
         ErrorCode::Timeout,
         ErrorCode::Busy,
         ErrorCode::Internal,
+        ErrorCode::Changed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +54,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::Busy => "busy",
             ErrorCode::Internal => "internal",
+            ErrorCode::Changed => "changed",
         }
     }
 }
@@ -173,7 +176,9 @@ pub struct GetHeader {
     pub len: u64,
     pub offset: u64,
     pub size: u64,
-    pub digest: Digest,
+    /// The whole file's digest; `None` when it follows the body in a trailer (see
+    /// [`write_trailer`]), which only a client that agreed to the `trailer` feature is sent.
+    pub digest: Option<Digest>,
     /// The file's permission bits on the server (`mode=` in octal), so the client never saves
     /// it more permissive; `None` from a server that does not send them.
     pub mode: Option<u32>,
@@ -182,17 +187,20 @@ pub struct GetHeader {
 impl GetHeader {
     /// The header for the whole file.
     pub fn whole(size: u64, digest: Digest) -> GetHeader {
-        GetHeader { len: size, offset: 0, size, digest, mode: None }
+        GetHeader { len: size, offset: 0, size, digest: Some(digest), mode: None }
     }
 
-    /// Writes `OK <len> [offset=<o> size=<size>] xxh3=<digest> [mode=<octal>]`; offset and size
-    /// only for a partial body, so a plain `get` reads `OK <size> xxh3=... mode=...`.
+    /// Writes `OK <len> [offset=<o> size=<size>] [xxh3=<digest>] [mode=<octal>]`; offset and size
+    /// only for a partial body, so a plain `get` reads `OK <size> xxh3=... mode=...`; no digest
+    /// when a trailer will carry it.
     pub fn write(&self, w: &mut impl Write) -> io::Result<()> {
         write!(w, "OK {}", self.len)?;
         if self.offset != 0 {
             write!(w, " offset={} size={}", self.offset, self.size)?;
         }
-        write!(w, " xxh3={}", self.digest)?;
+        if let Some(digest) = self.digest {
+            write!(w, " xxh3={digest}")?;
+        }
         if let Some(mode) = self.mode {
             write!(w, " mode={mode:o}")?;
         }
@@ -200,7 +208,8 @@ impl GetHeader {
     }
 
     /// Parses the fields after `OK `. Unknown `key=value` fields are ignored; known ones must be
-    /// well-formed, the digest must be present, and `offset + len` must equal `size`.
+    /// well-formed, and `offset + len` must equal `size`. A missing digest means a trailer follows
+    /// the body: the caller decides whether it agreed to that.
     pub fn parse(fields: &str) -> Result<GetHeader, ProtocolError> {
         let bad = |what: &str| malformed(what, fields.as_bytes());
         let mut parts = fields.split(' ');
@@ -222,9 +231,22 @@ impl GetHeader {
         if offset.checked_add(len) != Some(size) {
             return Err(bad("offset + length disagrees with size"));
         }
-        let digest = digest.ok_or_else(|| bad("no xxh3 digest"))?;
         Ok(GetHeader { len, offset, size, digest, mode })
     }
+}
+
+/// Writes the trailer that follows a body whose header had no digest: `OK xxh3=<digest>`, the
+/// whole file's digest, sent only if the server read the same bytes twice and the file's version
+/// did not change meanwhile (else it sends `ERR changed` instead, and the body must be thrown
+/// away).
+pub fn write_trailer(w: &mut impl Write, digest: Digest) -> io::Result<()> {
+    writeln!(w, "OK xxh3={digest}")
+}
+
+/// Parses the fields of a trailer's `OK` line down to its digest (unknown fields are ignored).
+pub fn parse_trailer(fields: &str) -> Result<Digest, ProtocolError> {
+    let digest = fields.split(' ').find_map(|f| f.strip_prefix("xxh3="));
+    digest.and_then(Digest::parse).ok_or_else(|| malformed("expected a trailer 'OK xxh3=<digest>'", fields.as_bytes()))
 }
 
 /// One line of a `list` reply.
@@ -308,8 +330,9 @@ mod tests {
         let d = Digest::of(b"x");
         for h in [
             GetHeader::whole(10, d),
-            GetHeader { len: 4, offset: 6, size: 10, digest: d, mode: None },
+            GetHeader { len: 4, offset: 6, size: 10, digest: Some(d), mode: None },
             GetHeader { mode: Some(0o4755), ..GetHeader::whole(0, d) },
+            GetHeader { digest: None, mode: Some(0o644), ..GetHeader::whole(3, d) },
         ] {
             let mut out = Vec::new();
             h.write(&mut out).unwrap();
@@ -317,8 +340,13 @@ mod tests {
             assert_eq!(GetHeader::parse(fields).unwrap(), h);
         }
         assert_eq!(GetHeader::parse(&format!("5 future=1 xxh3={d}")).unwrap(), GetHeader::whole(5, d));
+        assert_eq!(GetHeader::parse("5").unwrap().digest, None, "a trailer follows");
+        let mut out = Vec::new();
+        write_trailer(&mut out, d).unwrap();
+        assert_eq!(out, format!("OK xxh3={d}\n").as_bytes());
+        assert_eq!(parse_trailer(&format!("later=1 xxh3={d}")).unwrap(), d);
+        assert!(parse_trailer("xxh3=00").is_err() && parse_trailer("").is_err());
         for bad in [
-            "5".to_string(),
             format!("5 xxh3={d}0"),
             format!("5 offset=1 xxh3={d}"),
             format!("5 offset=1 size=7 xxh3={d}"),
@@ -375,7 +403,7 @@ mod props {
         #[test]
         fn get_headers_round_trip(len in any::<u64>(), offset in any::<u64>(), d in any::<u128>()) {
             if let Some(size) = len.checked_add(offset) {
-                let h = GetHeader { len, offset, size, digest: Digest(d), mode: None };
+                let h = GetHeader { len, offset, size, digest: Some(Digest(d)), mode: None };
                 let mut out = Vec::new();
                 h.write(&mut out).unwrap();
                 let line = std::str::from_utf8(&out).unwrap();

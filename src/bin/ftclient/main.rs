@@ -102,7 +102,7 @@ const EXIT_CODES: &str = "Exit codes:
   2    usage: bad command, flag or name
   3    not found: no such file (or not a regular file) on the server
   4    connection: cannot connect, timed out, connection lost, malformed reply
-  5    integrity: a file's bytes did not match the server's digest
+  5    integrity: a file's bytes did not match the server's digest, or it changed while sent
   6    local I/O: cannot write a file or folder here
   130  interrupted (Ctrl-C); partial downloads are kept as .part files";
 
@@ -177,6 +177,8 @@ fn code_of(e: &ClientError) -> u8 {
         ClientError::Server(reply) if matches!(reply.kind(), Some(ErrorCode::NotFound | ErrorCode::NotFile)) => {
             code::NOT_FOUND
         }
+        // Changed while it was sent: what arrived could not be verified.
+        ClientError::Server(reply) if reply.kind() == Some(ErrorCode::Changed) => code::INTEGRITY,
         ClientError::Server(_) => code::FAILED,
         ClientError::Integrity { .. } => code::INTEGRITY,
         ClientError::Local { .. } => code::LOCAL_IO,
