@@ -213,6 +213,9 @@ pub(crate) const SEND_CHUNK: usize = 256 << 10;
 /// Bodies from this long on are hashed on a helper thread while they are sent.
 const HELPER_FROM: u64 = 64 << 20;
 
+/// Most helper threads hashing at once; past this, bodies are hashed on their connection's thread.
+pub(crate) const MAX_HELPERS: u64 = 8;
+
 /// Furthest the sending may run ahead of a helper's hashing: the trailer then follows the last
 /// byte within the time it takes to hash this much (a few tenths of a second at worst).
 const MAX_AHEAD: u64 = 256 << 20;
@@ -287,8 +290,19 @@ impl Hashing<'_> {
         &mut self,
         mut send_at: impl FnMut(&File, u64, usize, &mut [u8]) -> io::Result<usize>,
     ) -> io::Result<u64> {
-        let sent = match self.len >= HELPER_FROM {
-            true => self.send_with_helper(&mut send_at),
+        // Only a few helpers at a time: hashing is CPU work, and each is a thread beyond the one
+        // per connection that the connection limit was sized for (limits.rs keeps room for them).
+        let helpers = &self.shared.hash_helpers;
+        let helper = self.len >= HELPER_FROM
+            && helpers
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_HELPERS).then_some(n + 1))
+                .is_ok();
+        let sent = match helper {
+            true => {
+                let sent = self.send_with_helper(&mut send_at);
+                helpers.fetch_sub(1, Ordering::AcqRel);
+                sent
+            }
             false => None,
         };
         let sent = match sent {

@@ -17,7 +17,8 @@ const MAPS_PER_THREAD: u64 = 4;
 /// Mappings kept for everything else: the binary and libraries, malloc arenas, cached files of
 /// 128 KiB or more (each its own mapping), the hashing buffers.
 const MAPS_RESERVE: u64 = 4096;
-/// Threads and processes kept for everything else.
+/// Threads and processes kept for everything else (the cache janitor, the hashing helpers of
+/// `get.rs`, at most `MAX_HELPERS` of them, ...).
 const OTHER_RESERVE: u64 = 256;
 
 /// The most connections the system allows, and the limit that decides it (for the log line);

@@ -173,6 +173,7 @@ impl Server {
             bytes_sent: AtomicU64::new(0),
             digests_computed: AtomicU64::new(0),
             bytes_hashed: AtomicU64::new(0),
+            hash_helpers: AtomicU64::new(0),
         });
         let _janitor = spawn_janitor(&shared).map_err(|source| ServerError::Thread { source })?;
         Ok(Server { shared, warmed, _janitor })
