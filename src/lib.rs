@@ -7,18 +7,20 @@
 //!
 //! # Layout
 //! Each folder is one side of the system; imports run one way: binaries -> [`server`] /
-//! [`client`] -> [`wire`], [`store`] -> [`name`], [`digest`], [`transport`].
+//! [`client`] -> [`wire`], [`store`] -> [`name`], [`digest`], [`fingerprint`], [`transport`].
 //! - [`name`]: [`name::Name`], the checked relative file name both sides resolve paths with.
 //! - [`digest`]: XXH3-128 digests of bytes and files, and their hex form on the wire.
 //! - [`wire`]: requests and typed replies, each parser beside its formatter; the bounded line
 //!   reader; numbers; escaping of peer text.
-//! - [`transport`]: the byte stream a connection runs over (plain TCP today, TLS next), and
-//!   whether it can take `sendfile`; buffered both ways over one owner, never split.
+//! - [`fingerprint`]: a public key's SHA-256 fingerprint, as OpenSSH writes host-key ones.
+//! - [`transport`]: the byte stream a connection runs over (plain TCP, or TLS as a server or a
+//!   client), and whether it can take `sendfile`; buffered both ways over one owner, never split.
 //! - [`store`]: the served folder: file versions, open and list strictly beneath the root.
 //! - [`server`]: configuration and defaults, the listener and its limits, the connection loop,
-//!   answering a `get`, the byte-capped cache and its mirror in `server_cache/`, the digest memo.
-//! - [`client`]: a connection, pipelined and verified downloads, the output folder's safe writes,
-//!   the load generator behind `ftclient bench`.
+//!   answering a `get`, the byte-capped cache and its mirror in `server_cache/`, the digest memo,
+//!   the TLS identity.
+//! - [`client`]: a connection (TLS and whom to trust), pipelined and verified downloads, the
+//!   output folder's safe writes, the load generator behind `ftclient bench`.
 //! - [`human`]: sizes and times for people.
 //!
 //! # Wire format in brief
@@ -41,12 +43,25 @@
 
 pub mod client;
 pub mod digest;
+pub mod fingerprint;
 pub mod human;
 pub mod name;
 pub mod server;
 pub mod store;
 pub mod transport;
 pub mod wire;
+
+/// ft's folder in the user's configuration, for the server's identity and the client's known
+/// hosts: `$XDG_CONFIG_HOME/ft`, else `$HOME/.config/ft`, else `.ft` in the working folder.
+pub fn config_folder() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    let from = |var: &str| std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from);
+    match (from("XDG_CONFIG_HOME"), from("HOME")) {
+        (Some(config), _) => config.join("ft"),
+        (None, Some(home)) => home.join(".config").join("ft"),
+        (None, None) => PathBuf::from(".ft"),
+    }
+}
 
 /// The port both binaries use when none is given.
 pub const DEFAULT_PORT: u16 = 9000;

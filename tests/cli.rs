@@ -142,6 +142,7 @@ fn server_flags_are_checked() {
     let out = Command::new(bin("ftserver"))
         .args(["--port", "0", "--root", "does-not-exist"])
         .current_dir(work.path())
+        .env("XDG_CONFIG_HOME", work.path())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -581,8 +582,13 @@ fn messages_say_each_cause_once() {
 
     fs::write(work.path().join("a-file"), b"not a folder").unwrap();
     for args in [&["--root", "missing"][..], &["--cache-dir", "a-file"][..]] {
-        let out =
-            Command::new(bin("ftserver")).args(["--port", "0"]).args(args).current_dir(work.path()).output().unwrap();
+        let out = Command::new(bin("ftserver"))
+            .args(["--port", "0"])
+            .args(args)
+            .current_dir(work.path())
+            .env("XDG_CONFIG_HOME", work.path())
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         let cause = if args[0] == "--root" { "No such file or directory" } else { "File exists" };
@@ -928,4 +934,56 @@ fn ctrl_c_in_the_shell_stops_the_download_and_returns_to_the_prompt() {
     assert!(err.contains("interrupted"), "{err}");
     assert_eq!(fake.join().unwrap(), ["list\n", "quit\n"]);
     assert!(data.starts_with(&fs::read(&part).unwrap()), "the .part keeps a prefix, for get to continue");
+}
+
+#[test]
+fn tls_with_a_new_server_then_a_changed_key_as_a_user_meets_them() {
+    let work = workdir();
+    let server = RealServer::start(work.path(), &[]);
+    let fingerprint = server.listening.split("fingerprint=").nth(1).unwrap().trim().to_string();
+    assert!(fingerprint.starts_with("SHA256:"), "{}", server.listening);
+    let known_hosts = work.path().join("known_hosts");
+    let client = |args: &[&str]| {
+        let out = Command::new(bin("ftclient"))
+            .args(["--port", &server.port.to_string(), "--tls"])
+            .args(args)
+            .current_dir(work.path())
+            .env("FT_KNOWN_HOSTS", &known_hosts)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (out.status.code(), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // Unknown, off a terminal: refused, with the fingerprint and what to do.
+    let (code, _, err) = client(&["list"]);
+    assert_eq!(code, Some(9), "{err}");
+    assert!(err.contains(&fingerprint) && err.contains("--accept-new"), "{err}");
+    // Accepted, recorded, then known.
+    let (code, out, err) = client(&["--accept-new", "get", "file1.txt", "-o", "-"]);
+    assert_eq!((code, out), (Some(0), b"hello from file1\n".to_vec()), "{err}");
+    let recorded = fs::read_to_string(&known_hosts).unwrap();
+    assert_eq!(recorded, format!("127.0.0.1:{} {fingerprint}\n", server.port));
+    assert_eq!(client(&["list"]).0, Some(0));
+    // `ftserver fingerprint` prints the same key.
+    let out = Command::new(bin("ftserver"))
+        .arg("fingerprint")
+        .current_dir(work.path())
+        .env("XDG_CONFIG_HOME", work.path().join(".config"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), fingerprint);
+    // Another key on record: OpenSSH's warning, exit 7, nothing saved.
+    let other = ft::fingerprint::Fingerprint::of_spki(b"another key");
+    fs::write(&known_hosts, format!("127.0.0.1:{} {other}\n", server.port)).unwrap();
+    let (code, _, err) = client(&["get", "file1.txt"]);
+    assert_eq!(code, Some(7), "{err}");
+    assert!(err.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") && err.contains("line 1"), "{err}");
+    assert!(!work.path().join("client_downloads/file1.txt").exists());
+    // A pinned fingerprint is trusted for the run, whatever the file says.
+    let (code, _, err) = client(&["--fingerprint", &fingerprint, "list"]);
+    assert_eq!(code, Some(7), "the file's line still disagrees: {err}");
+    fs::remove_file(&known_hosts).unwrap();
+    let (code, _, err) = client(&["--fingerprint", &fingerprint, "list"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!known_hosts.exists(), "a pinned key is not recorded");
 }

@@ -11,7 +11,9 @@ use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
+use ft::client::trust::{TlsMode, TlsOptions, Trust};
 use ft::digest::Digest;
+use ft::server::tls::Identity;
 use ft::server::{Config, Server, Shutdown};
 use ft::wire::GetHeader;
 use tempfile::TempDir;
@@ -64,19 +66,25 @@ pub fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i as u64).wrapping_mul(2654435761).rotate_right(7) as u8 ^ i as u8).collect()
 }
 
-/// A temporary served folder and cache folder.
+/// A temporary served folder, cache folder, and folder for the server's TLS identity.
 pub struct Dirs {
     pub root: TempDir,
     pub cache: TempDir,
+    pub keys: TempDir,
 }
 
 impl Dirs {
     pub fn new() -> Dirs {
-        Dirs { root: tempfile::tempdir().unwrap(), cache: tempfile::tempdir().unwrap() }
+        let dir = || tempfile::tempdir().unwrap();
+        Dirs { root: dir(), cache: dir(), keys: dir() }
     }
 
     pub fn config(&self) -> Config {
-        Config { cache_dir: Some(self.cache.path().to_path_buf()), ..Config::new(self.root.path()) }
+        Config {
+            cache_dir: Some(self.cache.path().to_path_buf()),
+            identity: Identity::File(self.keys.path().join("identity.pem")),
+            ..Config::new(self.root.path())
+        }
     }
 
     pub fn put(&self, name: &str, bytes: &[u8]) -> PathBuf {
@@ -101,9 +109,14 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(config: Config) -> TestServer {
+        TestServer::start_on(config, "127.0.0.1:0")
+    }
+
+    /// [`TestServer::start`] listening on `bind` (`address:port`).
+    pub fn start_on(config: Config, bind: &str) -> TestServer {
         wait_settled();
         let server = Arc::new(Server::new(config).unwrap());
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = TcpListener::bind(bind).unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = Shutdown::new();
         let (s, stop) = (server.clone(), shutdown.clone());
@@ -123,6 +136,17 @@ impl TestServer {
 
     pub fn client(&self) -> ft::client::Client {
         ft::client::Client::connect(&self.addr.to_string(), WAIT).unwrap()
+    }
+
+    /// A client speaking TLS to this server, trusting it by its fingerprint.
+    pub fn tls_client(&self) -> ft::client::Client {
+        ft::client::Client::connect_with(&self.addr.to_string(), WAIT, &self.pinned()).unwrap()
+    }
+
+    /// TLS options that trust this server by its fingerprint, for this run only.
+    pub fn pinned(&self) -> TlsOptions {
+        let trust = Trust { pinned: Some(self.server.fingerprint()), ..Trust::default() };
+        TlsOptions { mode: TlsMode::Always, trust }
     }
 
     /// Asserts the server gets down to at most `n` open connections within [`WAIT`].
@@ -251,7 +275,9 @@ impl RealServer {
     pub fn start_limited(cwd: &Path, args: &[&str], fd_limit: Option<u64>) -> RealServer {
         wait_settled();
         let mut command = Command::new(bin("ftserver"));
+        // Its TLS identity goes in the test's folder, not the user's configuration.
         command.args(["--port", "0"]).args(args).current_dir(cwd).env("RUST_LOG", "info");
+        command.env("XDG_CONFIG_HOME", cwd.join(".config"));
         if let Some(limit) = fd_limit {
             use std::os::unix::process::CommandExt;
             // SAFETY: setrlimit is async-signal-safe, so it may run between fork and exec.
@@ -386,6 +412,29 @@ pub fn fake_server(reply: Vec<u8>) -> (SocketAddr, JoinHandle<String>) {
         request
     });
     (addr, handle)
+}
+
+/// Runs `f` on a thread in a network namespace of its own (root only), whose loopback interface
+/// also has the addresses 10.77.0.1 and 10.77.0.2: a server there bound to 10.77.0.1 sees its
+/// peers come from an address that is not loopback. Everything `f` creates (sockets, threads)
+/// lives in that namespace, which is gone once they are.
+pub fn in_private_net<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    thread::spawn(move || {
+        // SAFETY: unshare only changes this thread's network namespace.
+        let unshared = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(unshared, 0, "unshare(CLONE_NEWNET) failed (needs root): {}", std::io::Error::last_os_error());
+        for args in [
+            &["link", "set", "lo", "up"][..],
+            &["addr", "add", "10.77.0.1/32", "dev", "lo"],
+            &["addr", "add", "10.77.0.2/32", "dev", "lo"],
+        ] {
+            let status = Command::new("ip").args(args).status().expect("the ip command (iproute2)");
+            assert!(status.success(), "ip {args:?}");
+        }
+        f()
+    })
+    .join()
+    .unwrap()
 }
 
 /// A fake server's read of the next request line ("" once the client has closed). A `hello`

@@ -9,6 +9,7 @@ use std::thread;
 use anyhow::Context;
 use clap::Parser;
 use ft::human::{Size, Span};
+use ft::server::tls::{Identity, ServerTls};
 use ft::server::{Config, Server, Shutdown};
 
 /// Serve the files beneath a folder to ftclient over TCP.
@@ -57,6 +58,18 @@ struct Args {
     /// On SIGINT/SIGTERM, how long transfers in flight may take to finish (a second signal exits at once)
     #[arg(long, default_value_t = Span(defaults().grace))]
     grace: Span,
+    /// TLS identity file (private key and self-signed certificate), generated on first start
+    #[arg(long, global = true, value_name = "FILE", default_value_os_t = ft::server::tls::default_identity_path())]
+    identity: PathBuf,
+    /// TLS certificate chain (PEM) to use instead of the identity file, e.g. one a CA issued
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain text to peers on other machines too (by default only TLS is served to them)
+    #[arg(long)]
+    allow_plaintext: bool,
     /// Log lines on stderr: text for people, or json (one object per line) for log shippers
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -74,6 +87,8 @@ enum LogFormat {
 enum Extra {
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout and exit
     Completions { shell: clap_complete::Shell },
+    /// Print the fingerprint of the server's TLS identity (making the identity if there is none) and exit
+    Fingerprint,
 }
 
 /// The library's defaults, which the help shows.
@@ -102,7 +117,11 @@ fn main() -> ExitCode {
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => logs.json().init(),
     }
-    match run(args) {
+    let result = match args.command {
+        Some(Extra::Fingerprint) => fingerprint(&args),
+        _ => run(args),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{}", ft::human::chain(e.chain()));
@@ -111,8 +130,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// The TLS identity the flags name.
+fn identity(args: &Args) -> Identity {
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Identity::Pem { cert: cert.clone(), key: key.clone() },
+        _ => Identity::File(args.identity.clone()),
+    }
+}
+
+/// `ftserver fingerprint`: the identity's fingerprint on stdout.
+fn fingerprint(args: &Args) -> anyhow::Result<()> {
+    let tls = ServerTls::load(&identity(args))?;
+    if tls.created {
+        tracing::info!("generated a new TLS identity in {}", args.identity.display());
+    }
+    println!("{}", tls.fingerprint);
+    Ok(())
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
     let config = Config {
+        identity: identity(&args),
+        allow_plaintext: args.allow_plaintext,
         cache_dir: Some(args.cache_dir),
         cache_size: args.cache_size.0,
         cache_ttl: args.cache_ttl.0,
@@ -136,12 +175,16 @@ fn run(args: Args) -> anyhow::Result<()> {
     let addr = SocketAddr::new(args.bind, args.port);
     let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
+    if server.identity_created() {
+        tracing::info!("generated a new TLS identity in {}", args.identity.display());
+    }
     tracing::info!(
         root = %config.root.display(),
         files = server.file_count(),
         cache_size = %ft::human::size(config.cache_size),
         warm_entries = server.warmed(),
         max_conns = server.max_conns(),
+        fingerprint = %server.fingerprint(),
         "listening on {addr}"
     );
     server.run(listener, &shutdown)?;

@@ -20,19 +20,23 @@ pub mod bench;
 mod outdir;
 mod result;
 mod saver;
+pub mod trust;
 
 pub use outdir::{OutDir, PART_SUFFIX, Partial};
-pub use result::{ClientError, Downloaded};
+pub use result::{ClientError, Downloaded, KeyMismatch};
 pub use saver::WRITERS;
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use rustls::pki_types::ServerName;
 use saver::{Saved, Saver, Whole};
+use trust::{Decision, TlsMode, TlsOptions, Trust, Verifier};
 
 use crate::digest::{Digest, Hasher, feed_file};
 use crate::name::Name;
@@ -138,20 +142,34 @@ pub struct Client {
 pub const CLIENT_FEATURES: &[&str] = &[protocol::FEATURE_TRAILER, protocol::FEATURE_LIST_END];
 
 impl Client {
-    /// Connects to `addr` (`host:port`), trying each resolved address within `timeout`; reads
-    /// and writes then time out after `timeout` without progress.
+    /// Connects to `addr` (`host:port`) with the default [`TlsOptions`]: TLS to a server that is
+    /// not on this machine, trusted through the default known-hosts file.
     pub fn connect(addr: &str, timeout: Duration) -> Result<Client, ClientError> {
-        let fail = |source| ClientError::Connect { addr: addr.to_string(), source };
-        let stream = connect_any(addr.to_socket_addrs().map_err(fail)?, timeout).map_err(fail)?;
-        Client::from_stream(stream, timeout).map_err(fail)
+        Client::connect_with(addr, timeout, &TlsOptions::default())
     }
 
-    fn from_stream(stream: TcpStream, timeout: Duration) -> io::Result<Client> {
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
+    /// Connects to `addr` (`host:port`), trying each resolved address within `timeout`, and speaks
+    /// TLS as `tls` says (the handshake too must finish within `timeout`); reads and writes then
+    /// time out after `timeout` without progress. A TLS failure never falls back to plain text.
+    pub fn connect_with(addr: &str, timeout: Duration, tls: &TlsOptions) -> Result<Client, ClientError> {
+        let fail = |source| ClientError::Connect { addr: addr.to_string(), source };
+        let stream = connect_any(addr.to_socket_addrs().map_err(fail)?, timeout).map_err(fail)?;
+        stream.set_nodelay(true).map_err(fail)?;
+        stream.set_write_timeout(Some(timeout)).map_err(fail)?;
+        let use_tls = match tls.mode {
+            TlsMode::Always => true,
+            TlsMode::Never => false,
+            TlsMode::Auto => !stream.peer_addr().map_err(fail)?.ip().to_canonical().is_loopback(),
+        };
+        let transport =
+            if use_tls { tls_handshake(addr, stream, timeout, &tls.trust)? } else { Transport::plain(stream) };
+        transport.tcp().set_read_timeout(Some(timeout)).map_err(fail)?;
+        Client::over(transport).map_err(fail)
+    }
+
+    fn over(transport: Transport) -> io::Result<Client> {
         let mut client = Client {
-            stream: BufStream::new(Transport::plain(stream), 64 << 10, 8 << 10),
+            stream: BufStream::new(transport, 64 << 10, 8 << 10),
             line: Vec::new(),
             broken: false,
             progress: None,
@@ -658,6 +676,65 @@ impl Client {
         }
         self.broken = false;
         Ok(local.and_then(|()| out.flush()))
+    }
+}
+
+/// Sets TLS up over `stream` to the server `addr` names, as `trust` says, and records a newly
+/// trusted server once the handshake (which proves it holds the key) has completed.
+fn tls_handshake(addr: &str, stream: TcpStream, timeout: Duration, trust: &Trust) -> Result<Transport, ClientError> {
+    let host_port = addr.to_ascii_lowercase();
+    let host = match host_port.rsplit_once(':') {
+        Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
+        None => host_port.as_str(),
+    };
+    let tls_failed = |e: io::Error| ClientError::Tls { addr: addr.to_string(), source: e };
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|_| tls_failed(io::Error::new(io::ErrorKind::InvalidInput, "not a host name or address")))?;
+    let provider = crate::transport::tls_provider();
+    let known_hosts = trust.known_hosts_path();
+    let local = |source| ClientError::Local { path: known_hosts.clone(), source };
+    let verifier = Arc::new(Verifier::new(&host_port, trust, provider.clone()).map_err(local)?);
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls_failed(io::Error::other(e)))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_no_client_auth();
+    let session = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| tls_failed(io::Error::other(e)))?;
+    let mut transport = Transport::tls_client(stream, session);
+    let handshake = transport.handshake(std::time::Instant::now() + timeout);
+    match (handshake, verifier.decision()) {
+        (Ok(()), Some(Decision::Record(fingerprint))) => {
+            trust::record(&known_hosts, &host_port, &fingerprint).map_err(local)?;
+            Ok(transport)
+        }
+        (Ok(()), _) => Ok(transport),
+        (Err(_), Some(Decision::Changed { expected, actual, line })) => {
+            Err(ClientError::HostKeyChanged(Box::new(KeyMismatch {
+                host: host_port,
+                expected,
+                actual,
+                known_hosts,
+                line,
+            })))
+        }
+        (Err(_), Some(Decision::NotPinned { expected, actual })) => {
+            let known_hosts = PathBuf::new();
+            Err(ClientError::NotPinned(Box::new(KeyMismatch {
+                host: host_port,
+                expected,
+                actual,
+                known_hosts,
+                line: 0,
+            })))
+        }
+        (Err(_), Some(Decision::Unknown(fingerprint))) => {
+            Err(ClientError::UnknownHost { host: host_port, fingerprint: Box::new(fingerprint), known_hosts })
+        }
+        (Err(e), _) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(ClientError::Timeout)
+        }
+        (Err(e), _) => Err(tls_failed(e)),
     }
 }
 

@@ -5,6 +5,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::digest::Digest;
+use crate::fingerprint::Fingerprint;
 use crate::wire::{ErrorReply, ProtocolError};
 
 /// Why a client operation failed.
@@ -30,6 +31,36 @@ pub enum ClientError {
     Broken,
     #[error("{} already exists; kept (no-clobber)", path.display())]
     Kept { path: PathBuf },
+    #[error("TLS with {addr} failed: {source}")]
+    Tls { addr: String, source: io::Error },
+    #[error(
+        "the key of {} has changed: it is now {}, where {} (line {}) expects {}; someone may be \
+         intercepting this connection, or the server's key was replaced; if that is expected, \
+         delete line {} of {}",
+        .0.host, .0.actual, .0.known_hosts.display(), .0.line, .0.expected, .0.line, .0.known_hosts.display()
+    )]
+    HostKeyChanged(Box<KeyMismatch>),
+    #[error("the key of {} is {}, not {} as --fingerprint says; refused", .0.host, .0.actual, .0.expected)]
+    NotPinned(Box<KeyMismatch>),
+    #[error(
+        "{host} is not a known server: its key fingerprint is {fingerprint}; check it against \
+         `ftserver fingerprint` on the server, then connect again with --accept-new (to add it to {}) \
+         or with --fingerprint {fingerprint}",
+        known_hosts.display()
+    )]
+    UnknownHost { host: String, fingerprint: Box<Fingerprint>, known_hosts: PathBuf },
+}
+
+/// A server whose key is not the one expected.
+#[derive(Debug)]
+pub struct KeyMismatch {
+    /// `host:port` as the client named it.
+    pub host: String,
+    pub expected: Fingerprint,
+    pub actual: Fingerprint,
+    /// Where the expected key was found (the known-hosts file and line), if there.
+    pub known_hosts: PathBuf,
+    pub line: usize,
 }
 
 impl From<io::Error> for ClientError {

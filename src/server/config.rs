@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::tls::{Identity, default_identity_path};
 use crate::wire::MAX_REQUEST_LINE;
 
 /// The folder served when none is given.
@@ -43,6 +44,11 @@ pub struct Config {
     pub send_timeout: Duration,
     /// How long shutdown waits for connections in flight.
     pub grace: Duration,
+    /// The TLS identity: an identity file (made on first start) or a certificate and key.
+    pub identity: Identity,
+    /// Whether plain text is served to peers that are not on loopback. Off by default: off the
+    /// machine, only TLS is spoken.
+    pub allow_plaintext: bool,
 }
 
 impl Config {
@@ -60,6 +66,8 @@ impl Config {
             request_timeout: Duration::from_secs(30),
             send_timeout: Duration::from_secs(60),
             grace: Duration::from_secs(10),
+            identity: Identity::File(default_identity_path()),
+            allow_plaintext: false,
         }
     }
 }

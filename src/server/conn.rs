@@ -1,6 +1,10 @@
 //! One client connection: the command loop, its timeouts, and writing the replies through its
 //! [`Transport`] (what a `get` answers is decided in `get.rs`; the reply text in the wire module).
 //!
+//! The first byte says what the peer speaks: a TLS handshake (0x16), completed within the request
+//! timeout, or plain text, which only a peer on this machine is served unless the server allows
+//! it from anywhere.
+//!
 //! The loop waits up to the idle timeout for a request to begin; once its first byte is in, the
 //! whole line must arrive within the request timeout (a peer trickling bytes is cut off) and fit
 //! the line cap. Replies are buffered and flushed only when no further pipelined request is
@@ -27,6 +31,9 @@ use crate::name::Name;
 use crate::transport::{BufStream, Transport};
 use crate::wire::{self as protocol, Agreed, ErrorCode, ProtocolError, Request};
 
+/// The first byte of a TLS record carrying a handshake: what a TLS client sends first.
+const TLS_HANDSHAKE: u8 = 0x16;
+
 /// Why a connection ended early.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConnError {
@@ -42,6 +49,10 @@ pub(crate) enum ConnError {
     Shrank { name: Name, sent: u64, len: u64 },
     #[error("the folder changed while it was listed: {sent} of {announced} entries found")]
     ListChanged { announced: u64, sent: u64 },
+    #[error("TLS handshake failed: {0}")]
+    Handshake(io::Error),
+    #[error("plain text refused from a peer that is not on this machine")]
+    PlainRefused,
 }
 
 impl ConnError {
@@ -55,7 +66,11 @@ impl ConnError {
                     BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof | WouldBlock | TimedOut
                 )
             }
-            ConnError::LineTooLong(_) | ConnError::RequestTimeout(_) | ConnError::Truncated => true,
+            ConnError::LineTooLong(_)
+            | ConnError::RequestTimeout(_)
+            | ConnError::Truncated
+            | ConnError::Handshake(_)
+            | ConnError::PlainRefused => true,
             ConnError::Shrank { .. } | ConnError::ListChanged { .. } => false,
         }
     }
@@ -96,15 +111,33 @@ impl<'a> Connection<'a> {
     /// if the peer closed without sending anything. The read and write buffers (72 KiB) are only
     /// allocated once there is something to read, so an idle connection costs little more than
     /// its thread's stack: 10,000 of them fit in about 100 MiB.
+    ///
+    /// The first byte also says what the peer speaks: 0x16 begins a TLS handshake (which must
+    /// complete within the request timeout); anything else is plain text, served only to a peer
+    /// on this machine unless the server allows plain text from anywhere.
     pub(crate) fn open(shared: &'a Shared, transport: Transport, peer: SocketAddr) -> Result<Option<Self>, ConnError> {
         let idle = shared.config.idle_timeout;
         let tcp = transport.tcp_handle();
         tcp.set_read_timeout(Some(idle))?;
-        if tcp.peek(&mut [0u8; 1])? == 0 {
+        let mut first = [0u8; 1];
+        if tcp.peek(&mut first)? == 0 {
             return Ok(None);
         }
         tcp.set_nodelay(true)?;
         tcp.set_write_timeout(Some(shared.config.send_timeout))?;
+        let transport = if first[0] == TLS_HANDSHAKE {
+            let session = rustls::ServerConnection::new(shared.tls.config.clone()).map_err(io::Error::other)?;
+            let mut tls = Transport::tls_server(tcp.clone(), session);
+            tls.handshake(Instant::now() + shared.config.request_timeout).map_err(ConnError::Handshake)?;
+            tcp.set_read_timeout(Some(idle))?;
+            tls
+        } else if peer.ip().to_canonical().is_loopback() || shared.config.allow_plaintext {
+            transport
+        } else {
+            let why = "plain text is served only to this machine: connect with TLS (ftclient does, to any other host)";
+            let _ = protocol::write_err(&mut &*tcp, ErrorCode::Denied, &why);
+            return Err(ConnError::PlainRefused);
+        };
         let stream = BufStream::new(transport, 8 << 10, 64 << 10);
         let read_timeout = Some(idle);
         Ok(Some(Connection {
@@ -190,6 +223,7 @@ impl<'a> Connection<'a> {
             debug!(peer = %self.peer, bytes = self.bytes - bytes_before, micros, "answered");
         }
         self.stream.flush()?;
+        self.stream.get_mut().close_notify()?;
         Ok(())
     }
 

@@ -2,7 +2,8 @@
 //! folder: `config.rs` (what it is told, and every default), `shared.rs` (the state connections
 //! share), `conn.rs` (one connection's command loop), `get.rs` (answering a `get` apart from any
 //! transport), `list.rs` (answering `list` as the folder is walked), `cache.rs` and `mirror.rs` (the byte-capped cache and its files), `memo.rs` (digests
-//! of files streamed from disk), `limits.rs` (how many connections the system allows).
+//! of files streamed from disk), `limits.rs` (how many connections the system allows), `tls.rs`
+//! (the TLS identity).
 //!
 //! [`Server::run`] takes an already-bound listener (the binary binds; tests bind `127.0.0.1:0`)
 //! and spawns one named `std::thread` with a small stack per accepted connection, which it wraps
@@ -36,6 +37,7 @@ mod list;
 mod memo;
 pub mod mirror;
 mod shared;
+pub mod tls;
 
 pub use config::{Config, DEFAULT_BIND, DEFAULT_CACHE_DIR, DEFAULT_ROOT};
 pub use list::SORTED_UP_TO as LIST_SORTED_UP_TO;
@@ -69,6 +71,14 @@ pub enum ServerError {
     CacheInRoot { cache: PathBuf, root: PathBuf },
     #[error("cannot start the cache janitor thread: {source}")]
     Thread { source: io::Error },
+    #[error("TLS identity: {0}")]
+    Identity(#[from] tls::IdentityError),
+    #[error(
+        "the TLS identity {} is inside the served folder {}: its private key would be served; \
+         choose a file outside it",
+        identity.display(), root.display()
+    )]
+    IdentityInRoot { identity: PathBuf, root: PathBuf },
 }
 
 /// Whether `path` (which may not exist yet) is `folder` or lies beneath it, once both are resolved:
@@ -150,14 +160,24 @@ impl Server {
         {
             return Err(ServerError::CacheInRoot { cache: dir.clone(), root: config.root.clone() });
         }
+        let identity_files = match &config.identity {
+            tls::Identity::File(path) => vec![path],
+            tls::Identity::Pem { cert, key } => vec![cert, key],
+        };
+        if let Some(file) = identity_files.into_iter().find(|file| inside(file, &config.root)) {
+            return Err(ServerError::IdentityInRoot { identity: file.clone(), root: config.root.clone() });
+        }
         let mirror = match &config.cache_dir {
             None => None,
             Some(dir) => Some(Mirror::open(dir).map_err(|source| ServerError::CacheDir { path: dir.clone(), source })?),
         };
+        // Last of the checks, so a start that fails for another reason writes no identity file.
+        let tls = tls::ServerTls::load(&config.identity)?;
         let cache = Cache::new(config.cache_size, config.cache_ttl, mirror);
         let warmed = cache.warm(&root, Instant::now());
         let shared = Arc::new(Shared {
             config,
+            tls,
             root,
             cache,
             digests: DigestMemo::default(),
@@ -182,6 +202,16 @@ impl Server {
     /// How many cache entries were restored from the mirror folder at start-up.
     pub fn warmed(&self) -> usize {
         self.warmed
+    }
+
+    /// The fingerprint clients know this server's TLS identity by.
+    pub fn fingerprint(&self) -> crate::fingerprint::Fingerprint {
+        self.shared.tls.fingerprint
+    }
+
+    /// Whether the TLS identity file was generated at this start.
+    pub fn identity_created(&self) -> bool {
+        self.shared.tls.created
     }
 
     /// Most connections served at once: `--max-conns`, or less if the system allows fewer.

@@ -20,6 +20,8 @@ pub type Stat = (&'static str, u64);
 /// State shared by every connection thread.
 pub(crate) struct Shared {
     pub(crate) config: Config,
+    /// The TLS identity and configuration every TLS connection is served with.
+    pub(crate) tls: super::tls::ServerTls,
     pub(crate) root: Root,
     pub(crate) cache: Cache,
     /// Digests of files streamed from disk, per file version.

@@ -10,7 +10,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ft::client::bench::{BenchConfig, BenchReport};
+use ft::client::trust::{TlsMode, TlsOptions, Trust};
 use ft::client::{Client, ClientError, OutDir, Progress};
+use ft::fingerprint::Fingerprint;
 use ft::human::Span;
 use ft::name::Name;
 use ft::wire::{ErrorCode, ListEntry, escape};
@@ -34,8 +36,25 @@ struct Args {
     /// Print nothing but errors (no progress bar, no notes)
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Speak TLS on loopback too (it is always spoken to other hosts)
+    #[arg(long, global = true, conflicts_with = "plaintext")]
+    tls: bool,
+    /// Speak plain text even to another host: nothing is encrypted or authenticated
+    #[arg(long, global = true)]
+    plaintext: bool,
+    /// Trust a server not seen before and add it to the known-hosts file (as ssh's StrictHostKeyChecking=accept-new)
+    #[arg(long, global = true)]
+    accept_new: bool,
+    /// Trust only a server whose key has this fingerprint (as `ftserver fingerprint` prints it), for this run
+    #[arg(long, global = true, value_name = "SHA256:...", value_parser = parse_fingerprint)]
+    fingerprint: Option<Fingerprint>,
     #[command(subcommand)]
     command: Command,
+}
+
+fn parse_fingerprint(s: &str) -> Result<Fingerprint, String> {
+    Fingerprint::parse(s)
+        .ok_or_else(|| "expected SHA256: and 43 characters of base64, as `ftserver fingerprint` prints".into())
 }
 
 #[derive(Subcommand, Debug)]
@@ -104,7 +123,11 @@ const EXIT_CODES: &str = "Exit codes:
   4    connection: cannot connect, timed out, connection lost, malformed reply
   5    integrity: a file's bytes did not match the server's digest, or it changed while sent
   6    local I/O: cannot write a file or folder here
-  130  interrupted (Ctrl-C); partial downloads are kept as .part files";
+  7    the server's key is not the one expected (known-hosts file or --fingerprint): possible interception
+  9    unknown server: not in the known-hosts file, and not accepted (--accept-new, or yes at the prompt)
+  130  interrupted (Ctrl-C); partial downloads are kept as .part files
+
+Known servers are kept in $FT_KNOWN_HOSTS, else known_hosts in $XDG_CONFIG_HOME/ft (~/.config/ft).";
 
 /// The progress bar on stderr: one for the whole command, bytes of this run only (bytes kept from
 /// a resumed `.part` are not counted), its total growing as each file's size becomes known.
@@ -164,6 +187,8 @@ mod code {
     pub const CONNECTION: u8 = 4;
     pub const INTEGRITY: u8 = 5;
     pub const LOCAL_IO: u8 = 6;
+    pub const KEY_MISMATCH: u8 = 7;
+    pub const UNKNOWN_HOST: u8 = 9;
 }
 
 /// A mistake in how ftclient was called, found after clap's own checks.
@@ -187,7 +212,10 @@ fn code_of(e: &ClientError) -> u8 {
         | ClientError::Timeout
         | ClientError::ShortBody { .. }
         | ClientError::Protocol(_)
+        | ClientError::Tls { .. }
         | ClientError::Broken => code::CONNECTION,
+        ClientError::HostKeyChanged(_) | ClientError::NotPinned(_) => code::KEY_MISMATCH,
+        ClientError::UnknownHost { .. } => code::UNKNOWN_HOST,
         ClientError::Kept { .. } => 0,
     }
 }
@@ -227,8 +255,53 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
+            if e.chain().any(|c| matches!(c.downcast_ref(), Some(ClientError::HostKeyChanged(_)))) {
+                eprint!("{KEY_CHANGED}");
+            }
             eprintln!("ftclient: {}", escape(&ft::human::chain(e.chain())));
             ExitCode::from(code_of_error(&e))
+        }
+    }
+}
+
+/// Printed above the error when a server's key is not the one on record, as OpenSSH does.
+const KEY_CHANGED: &str = "\
+@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@
+@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @
+@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@
+IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!
+Someone could be eavesdropping on you right now (man-in-the-middle attack)!
+It is also possible that the server's key has just been changed.
+";
+
+/// How to speak TLS, from the flags: a person at a terminal is asked about an unknown server.
+fn tls_options(args: &Args) -> TlsOptions {
+    let mode = match (args.tls, args.plaintext) {
+        (true, _) => TlsMode::Always,
+        (_, true) => TlsMode::Never,
+        _ => TlsMode::Auto,
+    };
+    let ask: Option<ft::client::trust::Ask> = (io::stdin().is_terminal() && io::stderr().is_terminal())
+        .then(|| Arc::new(ask_about) as ft::client::trust::Ask);
+    TlsOptions { mode, trust: Trust { known_hosts: None, accept_new: args.accept_new, pinned: args.fingerprint, ask } }
+}
+
+/// Asks on the terminal whether to trust an unknown server, as ssh does.
+fn ask_about(host: &str, fingerprint: &Fingerprint) -> bool {
+    eprint!(
+        "The authenticity of server '{}' can't be established.\nIts key fingerprint is {fingerprint}.\n\
+         (`ftserver fingerprint` on the server prints it.)\nAre you sure you want to continue connecting (yes/no)? ",
+        escape(host)
+    );
+    loop {
+        let mut answer = String::new();
+        if io::stdin().read_line(&mut answer).unwrap_or(0) == 0 {
+            return false;
+        }
+        match answer.trim().to_ascii_lowercase().as_str() {
+            "yes" => return true,
+            "no" => return false,
+            _ => eprint!("Please type 'yes' or 'no': "),
         }
     }
 }
@@ -238,8 +311,9 @@ fn run(args: Args) -> anyhow::Result<u8> {
     let addr = format!("{}:{}", args.host, args.port);
     // One bar per command; the shell keeps its own notes instead (a bar would linger between prompts).
     let bar = Bar::new(args.quiet || matches!(args.command, Command::Shell { .. }));
+    let tls = tls_options(&args);
     let connect = || {
-        Client::connect(&addr, args.timeout.0).map(|mut client| {
+        Client::connect_with(&addr, args.timeout.0, &tls).map(|mut client| {
             if let Some(bar) = &bar {
                 client.set_progress(bar.clone());
             }

@@ -1,0 +1,184 @@
+//! TLS: the server's identity, the client's trust in it (known hosts, pinning, a changed key),
+//! plain text refused off loopback, and hostile handshakes.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use ft::client::trust::{TlsMode, TlsOptions, Trust};
+use ft::client::{Client, ClientError, OutDir};
+use ft::digest::Digest;
+use ft::name::Name;
+use ft::server::Config;
+
+use crate::util::{Dirs, TestServer, WAIT, Wire, in_private_net, pattern};
+
+fn name(s: &str) -> Name {
+    Name::parse(s).unwrap()
+}
+
+fn started(dirs: &Dirs) -> TestServer {
+    TestServer::start(Config { cache_size: 1 << 20, ..dirs.config() })
+}
+
+#[test]
+fn list_and_get_go_over_tls_from_memory_and_from_disk() {
+    let dirs = Dirs::new();
+    let small = pattern(100_000);
+    let big = pattern(6 << 20);
+    dirs.put("small.bin", &small);
+    dirs.put("docs/big.bin", &big);
+    let server = started(&dirs);
+    let mut client = server.tls_client();
+    let listed: Vec<String> = client.list(None).unwrap().into_iter().map(|e| e.name.to_string()).collect();
+    assert_eq!(listed, ["docs/big.bin", "small.bin"]);
+    let out = tempfile::tempdir().unwrap();
+    let dir = OutDir::create(out.path()).unwrap();
+    // Twice each: the first big one streamed with a trailer, then with the digest remembered;
+    // the small one read from disk, then a cache hit.
+    for _ in 0..2 {
+        for (n, data) in [("small.bin", &small), ("docs/big.bin", &big)] {
+            let done = client.download(&name(n), &dir, false).unwrap();
+            assert_eq!(done.digest, Digest::of(data));
+            assert!(fs::read(out.path().join(n)).unwrap() == *data, "{n}");
+            fs::remove_file(out.path().join(n)).unwrap();
+        }
+    }
+    let mut buf = Vec::new();
+    assert_eq!(client.get(&name("docs/big.bin"), &mut buf).unwrap(), big.len() as u64);
+    assert!(buf == big);
+    client.quit().unwrap();
+    assert_eq!(server.stat("cache_hits"), 1);
+}
+
+#[test]
+fn an_unknown_server_is_refused_unless_accepted_and_then_remembered() {
+    let dirs = Dirs::new();
+    dirs.put("a.txt", b"a");
+    let server = started(&dirs);
+    let keys = tempfile::tempdir().unwrap();
+    let known_hosts = keys.path().join("known_hosts");
+    let options = |accept_new| TlsOptions {
+        mode: TlsMode::Always,
+        trust: Trust { known_hosts: Some(known_hosts.clone()), accept_new, ..Trust::default() },
+    };
+    let addr = server.addr.to_string();
+    match Client::connect_with(&addr, WAIT, &options(false)) {
+        Err(ClientError::UnknownHost { fingerprint, .. }) => assert_eq!(*fingerprint, server.server.fingerprint()),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    assert!(!known_hosts.exists(), "nothing recorded for a refused server");
+    let mut client = Client::connect_with(&addr, WAIT, &options(true)).unwrap();
+    assert_eq!(client.list(None).unwrap().len(), 1);
+    let recorded = fs::read_to_string(&known_hosts).unwrap();
+    assert_eq!(recorded, format!("{addr} {}\n", server.server.fingerprint()));
+    // Known now: trusted without --accept-new, and recorded once.
+    let mut client = Client::connect_with(&addr, WAIT, &options(false)).unwrap();
+    assert_eq!(client.list(None).unwrap().len(), 1);
+    Client::connect_with(&addr, WAIT, &options(true)).unwrap();
+    assert_eq!(fs::read_to_string(&known_hosts).unwrap(), recorded);
+}
+
+#[test]
+fn a_server_with_another_key_is_refused_loudly_and_nothing_is_saved() {
+    // The real server, whose key the client knows, and an impostor with a key of its own.
+    let dirs = Dirs::new();
+    dirs.put("a.txt", b"real");
+    let real = started(&dirs);
+    let other = Dirs::new();
+    other.put("a.txt", b"fake");
+    let impostor = started(&other);
+    assert_ne!(real.server.fingerprint(), impostor.server.fingerprint());
+    let keys = tempfile::tempdir().unwrap();
+    let known_hosts = keys.path().join("known_hosts");
+    // The impostor answers at the address recorded for the real server.
+    let addr = impostor.addr.to_string();
+    fs::write(&known_hosts, format!("# ft\n{addr} {}\n", real.server.fingerprint())).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let options = |pinned, accept_new| TlsOptions {
+        mode: TlsMode::Always,
+        trust: Trust { known_hosts: Some(known_hosts.clone()), accept_new, pinned, ..Trust::default() },
+    };
+    // --accept-new never accepts a changed key.
+    match Client::connect_with(&addr, WAIT, &options(None, true)) {
+        Err(ClientError::HostKeyChanged(m)) => {
+            assert_eq!((m.expected, m.actual, m.line), (real.server.fingerprint(), impostor.server.fingerprint(), 2));
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    // Nor does pinning the impostor's own key get past the line on record.
+    match Client::connect_with(&addr, WAIT, &options(Some(impostor.server.fingerprint()), false)) {
+        Err(ClientError::HostKeyChanged(_)) => {}
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    // With no line on record, a pinned fingerprint lets no other key through.
+    fs::write(&known_hosts, "").unwrap();
+    match Client::connect_with(&addr, WAIT, &options(Some(real.server.fingerprint()), false)) {
+        Err(ClientError::NotPinned(m)) => assert_eq!(m.actual, impostor.server.fingerprint()),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    assert_eq!(fs::read_dir(out.path()).unwrap().count(), 0, "nothing saved");
+    assert_eq!(fs::read_to_string(&known_hosts).unwrap(), "", "nothing recorded");
+    assert_eq!(impostor.stat("requests"), 0, "not a request reached the impostor");
+}
+
+#[test]
+fn garbage_or_a_stalled_handshake_ends_that_connection_only() {
+    let dirs = Dirs::new();
+    dirs.put("a.txt", b"a");
+    let server = TestServer::start(Config { request_timeout: Duration::from_millis(500), ..dirs.config() });
+    // A record header that says handshake, then nonsense.
+    let mut garbage = TcpStream::connect(server.addr).unwrap();
+    garbage.set_read_timeout(Some(WAIT)).unwrap();
+    garbage.write_all(b"\x16\x03\x01\x00\x05hello, not TLS at all\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = garbage.read_to_end(&mut answer);
+    assert!(!answer.windows(2).any(|w| w == b"OK"), "no reply in plain text: {answer:?}");
+    // A handshake begun and never finished is cut off at the request timeout.
+    let started = Instant::now();
+    let mut stalled = TcpStream::connect(server.addr).unwrap();
+    stalled.set_read_timeout(Some(WAIT)).unwrap();
+    stalled.write_all(b"\x16\x03\x01").unwrap();
+    let _ = stalled.read_to_end(&mut Vec::new());
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(400) && took < Duration::from_secs(5), "cut after {took:?}");
+    // Everyone else is served, in plain text and in TLS.
+    assert_eq!(server.connect().get("a.txt"), b"a");
+    let mut buf = Vec::new();
+    server.tls_client().get(&name("a.txt"), &mut buf).unwrap();
+    assert_eq!(buf, b"a");
+}
+
+#[test]
+fn off_loopback_only_tls_is_spoken_unless_plain_text_is_asked_for_on_both_sides() {
+    in_private_net(|| {
+        let dirs = Dirs::new();
+        dirs.put("a.txt", b"secret");
+        let server = TestServer::start_on(dirs.config(), "10.77.0.1:0");
+        let addr = server.addr.to_string();
+        // A plain-text client is told why it is refused.
+        let mut plain = Wire::connect(server.addr);
+        plain.send("get a.txt\n");
+        let refusal = plain.line();
+        assert!(refusal.starts_with("ERR denied plain text is served only to this machine"), "{refusal}");
+        assert!(plain.closed());
+        // ftclient's default speaks TLS to a host that is not loopback; asked for plain text, it
+        // is refused, and it never falls back.
+        let mut client =
+            Client::connect_with(&addr, WAIT, &TlsOptions { trust: server.pinned().trust, ..TlsOptions::default() })
+                .unwrap();
+        let mut buf = Vec::new();
+        client.get(&name("a.txt"), &mut buf).unwrap();
+        assert_eq!(buf, b"secret");
+        let plaintext = TlsOptions { mode: TlsMode::Never, ..TlsOptions::default() };
+        let mut client = Client::connect_with(&addr, WAIT, &plaintext).unwrap();
+        match client.get(&name("a.txt"), &mut Vec::new()) {
+            Err(ClientError::Server(reply)) => assert_eq!(reply.code, "denied"),
+            other => panic!("{other:?}"),
+        }
+        // A server that allows plain text from anywhere serves it.
+        let open = TestServer::start_on(Config { allow_plaintext: true, ..dirs.config() }, "10.77.0.1:0");
+        assert_eq!(Wire::connect(open.addr).get("a.txt"), b"secret");
+    });
+}
