@@ -34,6 +34,7 @@
 //!                                   as OK xxh3=<digest>\n, or ERR changed ...\n)
 //!                                   (or the whole file, as for get, if PREFIX does not match)
 //! stats\n                       ->  OK <count>\n  then <count> × "<key> <value>\n"
+//! auth TOKEN\n                  ->  OK rights=read\n   (or ERR unauthorized; required first with an auth file)
 //! quit\n                        ->  OK bye\n      and the connection closes
 //! any error                     ->  ERR <code> <message>\n   (the connection stays usable)
 //! ```

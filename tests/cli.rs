@@ -987,3 +987,82 @@ fn tls_with_a_new_server_then_a_changed_key_as_a_user_meets_them() {
     assert_eq!(code, Some(0), "{err}");
     assert!(!known_hosts.exists(), "a pinned key is not recorded");
 }
+
+#[test]
+fn tokens_as_an_operator_and_a_user_meet_them() {
+    let work = workdir();
+    let config_home = work.path().join(".config");
+    let ftserver = |args: &[&str]| {
+        let out = Command::new(bin("ftserver"))
+            .args(args)
+            .current_dir(work.path())
+            .env("XDG_CONFIG_HOME", &config_home)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Where other machines could connect, no tokens means no start (before anything is bound).
+    let (code, _, err) = ftserver(&["--port", "0", "--bind", "0.0.0.0"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--allow-anonymous") && err.contains("ftserver token add"), "{err}");
+    // A token, printed once; the file keeps its hash; list shows names and rights only.
+    let (code, token, err) = ftserver(&["token", "add", "alice"]);
+    assert_eq!(code, Some(0), "{err}");
+    let token = token.trim().to_string();
+    assert!(token.starts_with("ft_") && err.contains("not shown again"), "{token} {err}");
+    let secret = &token[12..];
+    let (_, listed, _) = ftserver(&["token", "list"]);
+    assert!(listed.starts_with("alice\tread\t") && !listed.contains(secret), "{listed}");
+    let stored = fs::read_to_string(config_home.join("ft/server_tokens")).unwrap();
+    assert!(!stored.contains(secret));
+
+    // The default auth file exists now, so the server requires a token.
+    let mut server = RealServer::start_logging(work.path(), &[], "debug");
+    assert!(server.listening.contains("tokens=1"), "{}", server.listening);
+    let client = |env_token: Option<&str>, args: &[&str]| {
+        let mut command = Command::new(bin("ftclient"));
+        command.args(["--port", &server.port.to_string()]).args(args).current_dir(work.path()).env_remove("FT_TOKEN");
+        if let Some(t) = env_token {
+            command.env("FT_TOKEN", t);
+        }
+        let out = command.output().unwrap();
+        (out.status.code(), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, _, err) = client(None, &["list"]);
+    assert_eq!(code, Some(8), "{err}");
+    assert!(err.contains("unauthorized"), "{err}");
+    let (code, out, err) = client(Some(&token), &["get", "file1.txt", "-o", "-"]);
+    assert_eq!((code, out), (Some(0), b"hello from file1\n".to_vec()), "{err}");
+    // The same token from a file, which must be private.
+    let token_file = work.path().join("token");
+    fs::write(&token_file, format!("{token}\n")).unwrap();
+    let (code, _, err) = client(None, &["--token-file", token_file.to_str().unwrap(), "list"]);
+    assert_eq!(code, Some(2), "a file others can read is refused: {err}");
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&token_file, fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, _, err) = client(None, &["--token-file", token_file.to_str().unwrap(), "list"]);
+    assert_eq!(code, Some(0), "{err}");
+    let wrong = format!("{}{}", &token[..12], "A".repeat(43));
+    let (code, _, err) = client(Some(&wrong), &["list"]);
+    assert_eq!(code, Some(8), "{err}");
+    assert!(err.contains("wrong secret for token") && err.contains("alice"), "{err}");
+    // Revoked: refused by the running server.
+    ftserver(&["token", "revoke", "alice"]);
+    let (code, _, err) = client(Some(&token), &["list"]);
+    assert_eq!(code, Some(8), "{err}");
+
+    // Not a trace of a secret in the server's log, even at debug level (read up to the last
+    // refusal's line, which is logged before its reply is sent).
+    let mut logs = Vec::new();
+    while logs.iter().filter(|l: &&String| l.contains("auth failed")).count() < 2 {
+        logs.push(server.next_log().expect("the server's log ended early"));
+    }
+    logs.extend(server.logs_so_far());
+    let logs = logs.join("\n");
+    assert!(logs.contains("authenticated") && logs.contains("token=alice") && logs.contains("auth <secret>"), "{logs}");
+    assert!(!logs.contains(secret) && !logs.contains(&wrong[12..]), "a secret in the log:\n{logs}");
+}

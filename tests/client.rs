@@ -239,6 +239,8 @@ fn bench_counts_verified_replies_and_errors() {
         duration: Duration::from_millis(300),
         pipeline: 4,
         timeout: WAIT,
+        tls: Default::default(),
+        token: None,
     };
     let report = ft::client::bench::run(&config).unwrap();
     assert!(report.requests >= 30, "{report:?}");

@@ -11,6 +11,8 @@ use ft::client::{Client, ClientError, OutDir};
 use ft::digest::Digest;
 use ft::name::Name;
 use ft::server::Config;
+use ft::server::auth::{self, Rights};
+use ft::wire::Secret;
 
 use crate::util::{Dirs, TestServer, WAIT, Wire, in_private_net, pattern};
 
@@ -155,7 +157,8 @@ fn off_loopback_only_tls_is_spoken_unless_plain_text_is_asked_for_on_both_sides(
     in_private_net(|| {
         let dirs = Dirs::new();
         dirs.put("a.txt", b"secret");
-        let server = TestServer::start_on(dirs.config(), "10.77.0.1:0");
+        let config = Config { allow_anonymous: true, ..dirs.config() };
+        let server = TestServer::start_on(config.clone(), "10.77.0.1:0");
         let addr = server.addr.to_string();
         // A plain-text client is told why it is refused.
         let mut plain = Wire::connect(server.addr);
@@ -178,7 +181,119 @@ fn off_loopback_only_tls_is_spoken_unless_plain_text_is_asked_for_on_both_sides(
             other => panic!("{other:?}"),
         }
         // A server that allows plain text from anywhere serves it.
-        let open = TestServer::start_on(Config { allow_plaintext: true, ..dirs.config() }, "10.77.0.1:0");
+        let open = TestServer::start_on(Config { allow_plaintext: true, ..config }, "10.77.0.1:0");
         assert_eq!(Wire::connect(open.addr).get("a.txt"), b"secret");
+    });
+}
+
+/// A server requiring tokens from an auth file in `dirs.keys`, with `tokens` added to it
+/// (name, write right); returns it with the tokens' secrets.
+fn with_tokens(
+    dirs: &Dirs,
+    tokens: &[(&str, bool)],
+    tweak: impl FnOnce(Config) -> Config,
+) -> (TestServer, Vec<Secret>) {
+    let path = dirs.keys.path().join("tokens");
+    let secrets = tokens
+        .iter()
+        .map(|(name, write)| auth::add(&path, name, Rights { read: true, write: *write }).unwrap())
+        .collect();
+    let server = TestServer::start(tweak(Config { auth_file: Some(path), ..dirs.config() }));
+    (server, secrets)
+}
+
+#[test]
+fn with_an_auth_file_nothing_is_answered_before_a_valid_token() {
+    let dirs = Dirs::new();
+    dirs.put("a.txt", b"a");
+    let (server, secrets) = with_tokens(&dirs, &[("alice", false), ("bob", true)], |c| c);
+    let mut w = server.connect();
+    w.send("hello 1\nlist\nget a.txt\nstats\n");
+    assert_eq!(w.line(), "OK 1 features=");
+    for _ in 0..3 {
+        assert_eq!(w.line(), "ERR unauthorized this server needs a token first: auth TOKEN");
+    }
+    // A wrong secret for a real token is named; garbage is not a token.
+    let wrong = format!("{}{}", &secrets[0].expose()[..12], "A".repeat(43));
+    w.send(format!("auth {wrong}\nauth hunter2\n"));
+    assert_eq!(w.line(), "ERR unauthorized wrong secret for token \"alice\"");
+    assert_eq!(w.line(), "ERR unauthorized that is not an ft token");
+    w.send(format!("auth {}\n", secrets[0].expose()));
+    assert_eq!(w.line(), "OK rights=read");
+    assert_eq!(w.get("a.txt"), b"a");
+    w.send("quit\n");
+    assert_eq!(w.line(), "OK bye");
+    // The client presents its token the same way, over TLS too; rights as granted.
+    let mut client = server.tls_client();
+    assert_eq!(client.authenticate(&secrets[1]).unwrap(), "read,write");
+    assert_eq!(client.list(None).unwrap().len(), 1);
+    let mut client = server.client();
+    match client.list(None) {
+        Err(ClientError::Server(reply)) => assert_eq!(reply.code, "unauthorized"),
+        other => panic!("{other:?}"),
+    }
+    // Revoked while the server runs: refused from then on.
+    auth::revoke(&dirs.keys.path().join("tokens"), "alice").unwrap();
+    let mut client = server.client();
+    assert!(matches!(client.authenticate(&secrets[0]), Err(ClientError::Server(r)) if r.code == "unauthorized"));
+    assert_eq!(server.stat("auth_failed"), 3);
+}
+
+#[test]
+fn guessing_tokens_from_one_address_is_slowed_then_cut_off() {
+    let dirs = Dirs::new();
+    dirs.put("a.txt", b"a");
+    let base = Duration::from_millis(20);
+    let (server, secrets) = with_tokens(&dirs, &[("alice", false)], |c| Config { auth_delay: base, ..c });
+    let guess = format!("auth ft_00000000_{}\n", "A".repeat(43));
+    let mut w = server.connect();
+    let mut took = Vec::new();
+    for _ in 0..auth::CUT_AFTER - 1 {
+        let started = Instant::now();
+        w.send(&guess);
+        assert_eq!(w.line(), "ERR unauthorized unknown token");
+        took.push(started.elapsed());
+    }
+    let first_three: Duration = took[..3].iter().sum();
+    assert!(first_three < base * 8, "the first few are not slowed: {took:?}");
+    assert!(took[3] >= base && took[4] >= base * 2 && took[8] >= base * 32, "then slower each time: {took:?}");
+    // The next failure cuts the address off: this connection, and the next ones, even with a
+    // good token.
+    w.send(&guess);
+    assert_eq!(w.line(), "ERR unauthorized too many failed attempts from your address; try again later");
+    assert!(w.closed());
+    let mut again = server.connect();
+    assert_eq!(again.line(), "ERR unauthorized too many failed attempts from your address; try again later");
+    assert!(again.closed());
+    drop(secrets);
+    assert_eq!(server.stat("auth_failed"), u64::from(auth::CUT_AFTER));
+}
+
+#[test]
+fn a_token_is_never_sent_in_plain_text_off_the_machine() {
+    in_private_net(|| {
+        let dirs = Dirs::new();
+        dirs.put("a.txt", b"a");
+        let (server, secrets) = with_tokens(&dirs, &[("alice", false)], |c| Config { allow_plaintext: true, ..c });
+        let server = {
+            // The same files and tokens, listening where peers are not loopback.
+            let config =
+                Config { allow_plaintext: true, auth_file: Some(dirs.keys.path().join("tokens")), ..dirs.config() };
+            drop(server);
+            TestServer::start_on(config, "10.77.0.1:0")
+        };
+        let addr = server.addr.to_string();
+        let plaintext = TlsOptions { mode: TlsMode::Never, ..TlsOptions::default() };
+        let mut client = Client::connect_with(&addr, WAIT, &plaintext).unwrap();
+        assert!(matches!(client.authenticate(&secrets[0]), Err(ClientError::TokenInPlainText { .. })));
+        drop(client);
+        // Over TLS it goes, and works.
+        let mut client = Client::connect_with(&addr, WAIT, &server.pinned()).unwrap();
+        assert_eq!(client.authenticate(&secrets[0]).unwrap(), "read");
+        let mut buf = Vec::new();
+        client.get(&name("a.txt"), &mut buf).unwrap();
+        assert_eq!(buf, b"a");
+        assert_eq!(server.stat("auth_failed"), 0);
+        assert_eq!(server.stat("requests"), 2, "one auth and one get: the refused token never left");
     });
 }

@@ -271,12 +271,21 @@ impl RealServer {
         RealServer::start_limited(cwd, args, None)
     }
 
+    /// [`RealServer::start`] logging at `log_level` (`RUST_LOG`; `info` otherwise).
+    pub fn start_logging(cwd: &Path, args: &[&str], log_level: &str) -> RealServer {
+        RealServer::start_with(cwd, args, None, log_level)
+    }
+
     /// [`RealServer::start`] with the open-file limit (soft and hard) set to `fd_limit`.
     pub fn start_limited(cwd: &Path, args: &[&str], fd_limit: Option<u64>) -> RealServer {
+        RealServer::start_with(cwd, args, fd_limit, "info")
+    }
+
+    fn start_with(cwd: &Path, args: &[&str], fd_limit: Option<u64>, log_level: &str) -> RealServer {
         wait_settled();
         let mut command = Command::new(bin("ftserver"));
         // Its TLS identity goes in the test's folder, not the user's configuration.
-        command.args(["--port", "0"]).args(args).current_dir(cwd).env("RUST_LOG", "info");
+        command.args(["--port", "0"]).args(args).current_dir(cwd).env("RUST_LOG", log_level);
         command.env("XDG_CONFIG_HOME", cwd.join(".config"));
         if let Some(limit) = fd_limit {
             use std::os::unix::process::CommandExt;
@@ -315,6 +324,11 @@ impl RealServer {
     /// The next log line, if one comes within [`WAIT`].
     pub fn next_log(&mut self) -> Option<String> {
         self.log.recv_timeout(WAIT).ok()
+    }
+
+    /// Every log line the server has written so far and not yet read.
+    pub fn logs_so_far(&mut self) -> Vec<String> {
+        self.log.try_iter().collect()
     }
 
     /// Waits for a log line containing `needle` and returns it.

@@ -9,6 +9,7 @@ use std::thread;
 use anyhow::Context;
 use clap::Parser;
 use ft::human::{Size, Span};
+use ft::server::auth;
 use ft::server::tls::{Identity, ServerTls};
 use ft::server::{Config, Server, Shutdown};
 
@@ -70,6 +71,12 @@ struct Args {
     /// Serve plain text to peers on other machines too (by default only TLS is served to them)
     #[arg(long)]
     allow_plaintext: bool,
+    /// Tokens the server requires (see `ftserver token`); default ~/.config/ft/server_tokens, used if it exists
+    #[arg(long, global = true, value_name = "FILE")]
+    auth_file: Option<PathBuf>,
+    /// Listen where other machines can connect without an auth file: every file served to anyone
+    #[arg(long)]
+    allow_anonymous: bool,
     /// Log lines on stderr: text for people, or json (one object per line) for log shippers
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -89,6 +96,25 @@ enum Extra {
     Completions { shell: clap_complete::Shell },
     /// Print the fingerprint of the server's TLS identity (making the identity if there is none) and exit
     Fingerprint,
+    /// Manage the tokens clients authenticate with (in --auth-file)
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum TokenCommand {
+    /// Make a token: printed once on stdout, only its hash is kept
+    Add {
+        /// A name for whoever holds it (shown in logs and `token list`)
+        name: String,
+        /// Also allow uploads (reserved: there are none yet)
+        #[arg(long)]
+        write: bool,
+    },
+    /// Show the tokens' names and rights (never the tokens)
+    List,
+    /// Remove a token; a running server refuses it from then on
+    Revoke { name: String },
 }
 
 /// The library's defaults, which the help shows.
@@ -117,8 +143,9 @@ fn main() -> ExitCode {
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => logs.json().init(),
     }
-    let result = match args.command {
+    let result = match &args.command {
         Some(Extra::Fingerprint) => fingerprint(&args),
+        Some(Extra::Token(command)) => token(&args, command),
         _ => run(args),
     };
     match result {
@@ -138,6 +165,38 @@ fn identity(args: &Args) -> Identity {
     }
 }
 
+/// The auth file: `--auth-file`, or the default one if it exists.
+fn auth_file(args: &Args) -> Option<PathBuf> {
+    args.auth_file.clone().or_else(|| Some(auth::default_auth_path()).filter(|p| p.exists()))
+}
+
+/// `ftserver token ...`.
+fn token(args: &Args, command: &TokenCommand) -> anyhow::Result<()> {
+    let path = args.auth_file.clone().unwrap_or_else(auth::default_auth_path);
+    match command {
+        TokenCommand::Add { name, write } => {
+            let rights = auth::Rights { read: true, write: *write };
+            let secret = auth::add(&path, name, rights)?;
+            println!("{}", secret.expose());
+            eprintln!(
+                "token {name:?} ({rights}) added to {}; give it to its holder now (as FT_TOKEN, or in a file for \
+                 --token-file): it is not shown again",
+                path.display()
+            );
+        }
+        TokenCommand::List => {
+            for entry in auth::list(&path)? {
+                println!("{}\t{}\t{}", entry.name, entry.rights, entry.id);
+            }
+        }
+        TokenCommand::Revoke { name } => {
+            auth::revoke(&path, name)?;
+            eprintln!("token {name:?} revoked in {}", path.display());
+        }
+    }
+    Ok(())
+}
+
 /// `ftserver fingerprint`: the identity's fingerprint on stdout.
 fn fingerprint(args: &Args) -> anyhow::Result<()> {
     let tls = ServerTls::load(&identity(args))?;
@@ -152,6 +211,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     let config = Config {
         identity: identity(&args),
         allow_plaintext: args.allow_plaintext,
+        auth_file: auth_file(&args),
+        allow_anonymous: args.allow_anonymous,
         cache_dir: Some(args.cache_dir),
         cache_size: args.cache_size.0,
         cache_ttl: args.cache_ttl.0,
@@ -173,6 +234,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     watch_signals(shutdown.clone())?;
     let addr = SocketAddr::new(args.bind, args.port);
+    server.may_listen_on(addr)?;
     let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
     if server.identity_created() {
@@ -184,6 +246,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         cache_size = %ft::human::size(config.cache_size),
         warm_entries = server.warmed(),
         max_conns = server.max_conns(),
+        auth = %server.auth().map_or("none".to_string(), |(file, _)| file.display().to_string()),
+        tokens = server.auth().map_or(0, |(_, n)| n),
         fingerprint = %server.fingerprint(),
         "listening on {addr}"
     );

@@ -12,9 +12,10 @@ use std::io;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::trust::TlsOptions;
 use super::{Client, ClientError};
 use crate::name::Name;
-use crate::wire::{ProtocolError, Request};
+use crate::wire::{ProtocolError, Request, Secret};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -28,6 +29,10 @@ pub struct BenchConfig {
     pub pipeline: usize,
     /// Connect and read timeout.
     pub timeout: Duration,
+    /// When to speak TLS and whom to trust.
+    pub tls: TlsOptions,
+    /// A token to present on each connection.
+    pub token: Option<Secret>,
 }
 
 /// What it measured.
@@ -79,7 +84,10 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, ClientError> {
 }
 
 fn one_connection(config: &BenchConfig, index: usize, deadline: Instant) -> Result<BenchReport, ClientError> {
-    let mut client = Client::connect(&config.addr, config.timeout)?;
+    let mut client = Client::connect_with(&config.addr, config.timeout, &config.tls)?;
+    if let Some(token) = &config.token {
+        client.authenticate(token)?;
+    }
     let mut report = BenchReport::default();
     let mut in_flight = VecDeque::new();
     let mut next = index;

@@ -44,7 +44,7 @@ use crate::transport::{BufStream, Transport};
 use crate::wire::escape;
 use crate::wire::{
     self as protocol, Agreed, ErrorCode, GetHeader, Hello, ListEntry, MAX_REPLY_LINE, PROTOCOL_VERSION, ProtocolError,
-    Request, Status,
+    Request, Secret, Status,
 };
 
 /// The server `ftclient` talks to when given no `--host`.
@@ -202,6 +202,20 @@ impl Client {
     /// Whether the connection can still carry requests.
     pub fn is_usable(&self) -> bool {
         !self.broken
+    }
+
+    /// Presents a token (`auth`), returning the rights the server grants (`read`, `read,write`).
+    /// Never sends it in plain text to a server that is not on this machine: that is refused here,
+    /// before a byte of it leaves.
+    pub fn authenticate(&mut self, token: &Secret) -> Result<String, ClientError> {
+        let transport = self.stream.get_ref();
+        let peer = transport.tcp().peer_addr()?;
+        if !transport.is_tls() && !peer.ip().to_canonical().is_loopback() {
+            return Err(ClientError::TokenInPlainText { addr: peer.to_string() });
+        }
+        let fields = self.call(&Request::Auth(token.clone()))?;
+        let rights = fields.split(' ').find_map(|f| f.strip_prefix("rights=")).unwrap_or("read");
+        Ok(escape(rights))
     }
 
     /// What the server agreed to (protocol version, features) in reply to the `hello` this

@@ -49,6 +49,8 @@ pub enum ClientError {
         known_hosts.display()
     )]
     UnknownHost { host: String, fingerprint: Box<Fingerprint>, known_hosts: PathBuf },
+    #[error("not sending the token to {addr} in plain text: it is not on this machine (drop --plaintext)")]
+    TokenInPlainText { addr: String },
 }
 
 /// A server whose key is not the one expected.

@@ -49,6 +49,14 @@ pub struct Config {
     /// Whether plain text is served to peers that are not on loopback. Off by default: off the
     /// machine, only TLS is spoken.
     pub allow_plaintext: bool,
+    /// The auth file: with one, nothing but `hello`, `auth` and `quit` is answered before a valid
+    /// token. `None`: anyone who can connect may read.
+    pub auth_file: Option<PathBuf>,
+    /// Whether listening where other machines can connect without an auth file is intended.
+    pub allow_anonymous: bool,
+    /// The first delay added to failed `auth` attempts once an address has failed a few times
+    /// (it doubles with each further failure, up to a few seconds).
+    pub auth_delay: Duration,
 }
 
 impl Config {
@@ -68,6 +76,9 @@ impl Config {
             grace: Duration::from_secs(10),
             identity: Identity::File(default_identity_path()),
             allow_plaintext: false,
+            auth_file: None,
+            allow_anonymous: false,
+            auth_delay: Duration::from_millis(250),
         }
     }
 }

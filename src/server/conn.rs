@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 use super::get::{self, Source};
 use super::list;
@@ -53,6 +53,8 @@ pub(crate) enum ConnError {
     Handshake(io::Error),
     #[error("plain text refused from a peer that is not on this machine")]
     PlainRefused,
+    #[error("cut off after too many failed auth attempts")]
+    CutOff,
 }
 
 impl ConnError {
@@ -70,7 +72,8 @@ impl ConnError {
             | ConnError::RequestTimeout(_)
             | ConnError::Truncated
             | ConnError::Handshake(_)
-            | ConnError::PlainRefused => true,
+            | ConnError::PlainRefused
+            | ConnError::CutOff => true,
             ConnError::Shrank { .. } | ConnError::ListChanged { .. } => false,
         }
     }
@@ -104,6 +107,8 @@ pub(crate) struct Connection<'a> {
     agreed: Agreed,
     /// Request lines read, `hello` included: only the first may be a `hello`.
     lines: u64,
+    /// The name of the token this connection authenticated with, if any.
+    token: Option<String>,
 }
 
 impl<'a> Connection<'a> {
@@ -150,6 +155,7 @@ impl<'a> Connection<'a> {
             bytes: 0,
             agreed: Agreed::baseline(),
             lines: 0,
+            token: None,
         }))
     }
 
@@ -198,8 +204,14 @@ impl<'a> Connection<'a> {
                 self.requests += 1;
             }
             match &request {
-                Ok(request) => debug!(peer = %self.peer, %request, "request"),
+                Ok(request) => debug!(peer = %self.peer, request = %request.for_log(), "request"),
                 Err(e) => debug!(peer = %self.peer, "bad request: {e}"),
+            }
+            // With an auth file, only setting up and leaving are answered before a valid token.
+            let open = matches!(request, Ok(Request::Hello(_) | Request::Auth(_) | Request::Quit) | Err(_));
+            if self.shared.auth.is_some() && self.token.is_none() && !open {
+                self.err(ErrorCode::Unauthorized, &"this server needs a token first: auth TOKEN")?;
+                continue;
             }
             match request {
                 Ok(Request::Quit) => {
@@ -217,6 +229,11 @@ impl<'a> Connection<'a> {
                 Ok(Request::Resume { offset, prefix, name }) => self.get(&name, Some((offset, prefix)))?,
                 Ok(Request::List(folder)) => self.list(folder.as_ref())?,
                 Ok(Request::Stats) => self.stats()?,
+                Ok(Request::Auth(token)) => {
+                    if !self.auth(&token)? {
+                        return Err(ConnError::CutOff);
+                    }
+                }
                 Err(e) => protocol::write_err(&mut self.stream, e.code(), &e)?,
             }
             let micros = started.elapsed().as_micros() as u64;
@@ -231,6 +248,40 @@ impl<'a> Connection<'a> {
     fn last_word(&mut self, code: ErrorCode, why: ConnError) -> ConnError {
         let _ = protocol::write_err(&mut self.stream, code, &why).and_then(|()| self.stream.flush());
         why
+    }
+
+    /// Answers `auth TOKEN`: `OK rights=...` for a valid token (or for any, on a server without
+    /// an auth file), else `ERR unauthorized`, delayed once the address has failed a few times.
+    /// Returns false once the address is cut off: the connection is to close.
+    fn auth(&mut self, token: &protocol::Secret) -> Result<bool, ConnError> {
+        let Some(file) = &self.shared.auth else {
+            protocol::write_ok_fields(&mut self.stream, "rights=read")?;
+            return Ok(true);
+        };
+        let key = super::shared::addr_key(self.peer.ip());
+        match file.check(token) {
+            Ok(entry) => {
+                info!(peer = %self.peer, token = %entry.name, "authenticated");
+                self.shared.auth_failures.succeeded(key);
+                protocol::write_ok_fields(&mut self.stream, &format!("rights={}", entry.rights))?;
+                self.token = Some(entry.name);
+                Ok(true)
+            }
+            Err(why) => {
+                self.shared.auth_failed.fetch_add(1, Ordering::Relaxed);
+                let (delay, cut) = self.shared.auth_failures.failed(key, Instant::now(), self.shared.config.auth_delay);
+                warn!(peer = %self.peer, "auth failed: {why}");
+                self.stream.flush()?;
+                std::thread::sleep(delay);
+                if cut {
+                    self.err(ErrorCode::Unauthorized, &super::auth::Refused::CutOff)?;
+                    self.stream.flush()?;
+                    return Ok(false);
+                }
+                self.err(ErrorCode::Unauthorized, &why)?;
+                Ok(true)
+            }
+        }
     }
 
     fn err(&mut self, code: ErrorCode, message: &dyn std::fmt::Display) -> Result<(), ConnError> {

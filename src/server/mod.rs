@@ -3,7 +3,7 @@
 //! share), `conn.rs` (one connection's command loop), `get.rs` (answering a `get` apart from any
 //! transport), `list.rs` (answering `list` as the folder is walked), `cache.rs` and `mirror.rs` (the byte-capped cache and its files), `memo.rs` (digests
 //! of files streamed from disk), `limits.rs` (how many connections the system allows), `tls.rs`
-//! (the TLS identity).
+//! (the TLS identity), `auth.rs` (tokens).
 //!
 //! [`Server::run`] takes an already-bound listener (the binary binds; tests bind `127.0.0.1:0`)
 //! and spawns one named `std::thread` with a small stack per accepted connection, which it wraps
@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use tracing::{debug, info, warn};
 
+pub mod auth;
 pub mod cache;
 mod config;
 mod conn;
@@ -73,6 +74,14 @@ pub enum ServerError {
     Thread { source: io::Error },
     #[error("TLS identity: {0}")]
     Identity(#[from] tls::IdentityError),
+    #[error("auth file: {0}")]
+    AuthFile(#[from] auth::AuthFileError),
+    #[error(
+        "{addr} can be reached from other machines and there is no auth file, so every file would be \
+         served to anyone who connects: add a token (ftserver token add NAME) and start with \
+         --auth-file, or pass --allow-anonymous if that is intended"
+    )]
+    Anonymous { addr: SocketAddr },
     #[error(
         "the TLS identity {} is inside the served folder {}: its private key would be served; \
          choose a file outside it",
@@ -171,6 +180,7 @@ impl Server {
             None => None,
             Some(dir) => Some(Mirror::open(dir).map_err(|source| ServerError::CacheDir { path: dir.clone(), source })?),
         };
+        let auth = config.auth_file.as_deref().map(auth::AuthFile::open).transpose()?;
         // Last of the checks, so a start that fails for another reason writes no identity file.
         let tls = tls::ServerTls::load(&config.identity)?;
         let cache = Cache::new(config.cache_size, config.cache_ttl, mirror);
@@ -178,6 +188,9 @@ impl Server {
         let shared = Arc::new(Shared {
             config,
             tls,
+            auth,
+            auth_failures: auth::Limiter::default(),
+            auth_failed: AtomicU64::new(0),
             root,
             cache,
             digests: DigestMemo::default(),
@@ -207,6 +220,21 @@ impl Server {
     /// The fingerprint clients know this server's TLS identity by.
     pub fn fingerprint(&self) -> crate::fingerprint::Fingerprint {
         self.shared.tls.fingerprint
+    }
+
+    /// Refuses to listen on `addr` if other machines can reach it and the server serves anyone
+    /// (no auth file), unless that was said to be intended (`allow_anonymous`).
+    pub fn may_listen_on(&self, addr: SocketAddr) -> Result<(), ServerError> {
+        let exposed = !addr.ip().to_canonical().is_loopback();
+        if exposed && self.shared.auth.is_none() && !self.shared.config.allow_anonymous {
+            return Err(ServerError::Anonymous { addr });
+        }
+        Ok(())
+    }
+
+    /// The auth file in use and how many tokens it holds, if the server requires a token.
+    pub fn auth(&self) -> Option<(&Path, usize)> {
+        self.shared.auth.as_ref().map(|a| (a.path(), a.len()))
     }
 
     /// Whether the TLS identity file was generated at this start.
@@ -248,7 +276,9 @@ impl Server {
     /// Accepts connections until `shutdown` is triggered, then drains them (see the module doc).
     /// Returns `Ok(true)` if every connection finished within the grace period.
     pub fn run(&self, listener: TcpListener, shutdown: &Shutdown) -> io::Result<bool> {
-        shutdown.arm(listener.local_addr()?);
+        let local = listener.local_addr()?;
+        self.may_listen_on(local).map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()))?;
+        shutdown.arm(local);
         // std listens with a backlog of 128; a burst of connections beyond what the accept loop
         // has taken yet would have its SYNs dropped and retried a second later. Ask for more
         // (the kernel caps it at net.core.somaxconn).
@@ -306,6 +336,15 @@ impl Server {
             return;
         }
         let key = addr_key(peer.ip());
+        if shared.auth.is_some() && shared.auth_failures.is_cut_off(key, Instant::now()) {
+            debug!(%peer, "refused: too many failed auth attempts from its address");
+            turn_away_with(
+                &stream,
+                ErrorCode::Unauthorized,
+                "too many failed attempts from your address; try again later",
+            );
+            return;
+        }
         let limited = shared.config.max_conns_per_addr > 0 && (shared.config.limit_loopback || !key.is_loopback());
         if limited {
             let mut per_addr = shared.per_addr.lock();
@@ -357,8 +396,13 @@ impl Server {
 /// Answers a connection the server will not serve with `ERR busy` (best effort, never waiting more
 /// than a moment on the peer); it closes when the caller drops it.
 fn turn_away(stream: &TcpStream, message: &str) {
+    turn_away_with(stream, ErrorCode::Busy, message);
+}
+
+/// [`turn_away`] with another code.
+fn turn_away_with(stream: &TcpStream, code: ErrorCode, message: &str) {
     let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-    let _ = wire::write_err(&mut &*stream, ErrorCode::Busy, &message);
+    let _ = wire::write_err(&mut &*stream, code, &message);
 }
 
 /// Counts a connection as open until dropped (also when its thread could not start).

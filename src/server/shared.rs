@@ -22,6 +22,12 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     /// The TLS identity and configuration every TLS connection is served with.
     pub(crate) tls: super::tls::ServerTls,
+    /// The tokens accepted, if the server requires one.
+    pub(crate) auth: Option<super::auth::AuthFile>,
+    /// Failed `auth` attempts per address.
+    pub(crate) auth_failures: super::auth::Limiter,
+    /// Failed `auth` attempts, for `stats`.
+    pub(crate) auth_failed: AtomicU64,
     pub(crate) root: Root,
     pub(crate) cache: Cache,
     /// Digests of files streamed from disk, per file version.
@@ -57,6 +63,7 @@ impl Shared {
             ("connections_total", get(&self.connections_total)),
             ("connections_refused", get(&self.connections_refused)),
             ("connections_refused_per_addr", get(&self.connections_refused_addr)),
+            ("auth_failed", get(&self.auth_failed)),
             ("requests", get(&self.requests)),
             ("bytes_sent", get(&self.bytes_sent)),
             ("digests_computed", get(&self.digests_computed)),

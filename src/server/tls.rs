@@ -91,7 +91,8 @@ fn load_or_create(path: &Path) -> Result<(Vec<CertificateDer<'static>>, PrivateK
         Ok(pem) => Ok((read_certs(path, &pem)?, read_key(path, &pem)?, false)),
         Err(IdentityError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             let pem = generate()?;
-            write_private(path, pem.as_bytes())?;
+            write_private(path, pem.as_bytes(), false)
+                .map_err(|source| IdentityError::Write { path: path.to_path_buf(), source })?;
             let pem = pem.into_bytes();
             Ok((read_certs(path, &pem)?, read_key(path, &pem)?, true))
         }
@@ -133,12 +134,12 @@ fn read_key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, IdentityE
 }
 
 /// Writes `bytes` to `path` with mode 0600, in one step: a temporary file beside it (created
-/// with that mode, never wider), synced, then renamed over the name. Creates the folder (0700)
-/// if missing.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
-    let failed = |source| IdentityError::Write { path: path.to_path_buf(), source };
+/// with that mode, never wider), synced, then moved to the name: linked, so an existing file is
+/// never replaced (`replace` false: an identity another server wrote meanwhile stays), or renamed
+/// over it. Creates the folder (0700) if missing. Also used for the auth file.
+pub(crate) fn write_private(path: &Path, bytes: &[u8], replace: bool) -> io::Result<()> {
     if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(folder).map_err(failed)?;
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(folder)?;
     }
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp{}", std::process::id()));
@@ -147,11 +148,10 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
         let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
-        // Never replaces an identity another server wrote meanwhile.
-        fs::hard_link(&tmp, path)
+        if replace { fs::rename(&tmp, path) } else { fs::hard_link(&tmp, path) }
     })();
     let _ = fs::remove_file(&tmp);
-    written.map_err(failed)
+    written
 }
 
 /// The identity file used when none is given: `server_identity.pem` in ft's folder of the

@@ -14,6 +14,7 @@
 //!   get NAME
 //!   resume OFFSET PREFIX-XXH3 NAME          ; continue a download (see README)
 //!   stats
+//!   auth TOKEN                              ; present a token (a server with an auth file needs one)
 //!   quit
 //! reply    = "OK" [SP fields] LF [payload]  |  "ERR" SP code SP message LF
 //!   get   -> OK <size> xxh3=<digest> mode=<octal>                 then exactly <size> raw bytes
@@ -26,6 +27,7 @@
 //!            (feature list-end; the end may be an ERR: the listing is incomplete)
 //!         -> OK <count>            then <count> lines "<size> <mtime-unix-seconds> <name>" (without it)
 //!   stats -> OK <count>            then <count> lines "<key> <value>"
+//!   auth  -> OK rights=<read|read,write>, or ERR unauthorized
 //!   quit  -> OK bye                then the server closes the connection
 //! ```
 //!
@@ -42,5 +44,5 @@ mod text;
 pub use hello::{Agreed, FEATURE_LIST_END, FEATURE_TRAILER, Hello, PROTOCOL_VERSION, SERVER_FEATURES};
 pub use line::{MAX_REPLY_LINE, MAX_REQUEST_LINE, ProtocolError, read_line, read_line_with};
 pub use reply::*;
-pub use request::{Request, RequestError};
+pub use request::{Request, RequestError, Secret};
 pub use text::{escape, parse_u64};

@@ -24,11 +24,12 @@ pub enum ErrorCode {
     Busy,
     Internal,
     Changed,
+    Unauthorized,
 }
 
 impl ErrorCode {
     /// Every code, in the order README lists them.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownCommand,
         ErrorCode::BadName,
@@ -40,6 +41,7 @@ impl ErrorCode {
         ErrorCode::Busy,
         ErrorCode::Internal,
         ErrorCode::Changed,
+        ErrorCode::Unauthorized,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +57,7 @@ impl ErrorCode {
             ErrorCode::Busy => "busy",
             ErrorCode::Internal => "internal",
             ErrorCode::Changed => "changed",
+            ErrorCode::Unauthorized => "unauthorized",
         }
     }
 }
@@ -146,6 +149,11 @@ pub fn parse_status(line: &[u8]) -> Result<Status, ProtocolError> {
 pub fn write_err(w: &mut impl Write, code: ErrorCode, message: &dyn fmt::Display) -> io::Result<()> {
     let message = escape(&message.to_string());
     w.write_all(format!("ERR {code} {message}\n").as_bytes())
+}
+
+/// Writes `OK <fields>`.
+pub fn write_ok_fields(w: &mut impl Write, fields: &str) -> io::Result<()> {
+    writeln!(w, "OK {fields}")
 }
 
 /// Writes `OK bye`, the reply to `quit`.

@@ -10,6 +10,33 @@ use super::hello::Hello;
 use super::reply::ErrorCode;
 use super::text::{escape, parse_u64};
 
+/// A secret as it travels: shown nowhere (its `Debug` and `Display` say `<secret>`); only
+/// [`Secret::expose`] gives the text, to write it on the wire.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
 /// A parsed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -26,6 +53,8 @@ pub enum Request {
     },
     Stats,
     Quit,
+    /// Present a token (`auth TOKEN`); the token is never shown (see [`Request::for_log`]).
+    Auth(Secret),
 }
 
 /// Why a request line was refused. The connection stays usable after each of these.
@@ -35,7 +64,7 @@ pub enum RequestError {
     NotUtf8,
     #[error("empty request")]
     Empty,
-    #[error("unknown command '{0}' (try list, get NAME, resume, stats, quit)")]
+    #[error("unknown command '{0}' (try list, get NAME, resume, stats, auth, quit)")]
     UnknownCommand(String),
     #[error("'{0}' needs a file name")]
     MissingName(&'static str),
@@ -45,6 +74,8 @@ pub enum RequestError {
     BadResume,
     #[error("usage: hello VERSION [FEATURE...] (VERSION from 1, FEATURE of a-z, 0-9, -)")]
     BadHello,
+    #[error("usage: auth TOKEN")]
+    BadAuth,
     #[error("bad name: {0}")]
     BadName(#[from] NameError),
 }
@@ -82,6 +113,11 @@ impl Request {
             let prefix = parts.next().and_then(Digest::parse).ok_or(RequestError::BadResume)?;
             let name = parts.next().filter(|n| !n.is_empty()).ok_or(RequestError::BadResume)?;
             Ok(Request::Resume { offset, prefix, name: Name::parse(name)? })
+        } else if verb.eq_ignore_ascii_case("auth") {
+            match arg {
+                Some(token) if !token.is_empty() && !token.contains(' ') => Ok(Request::Auth(Secret::new(token))),
+                _ => Err(RequestError::BadAuth),
+            }
         } else if verb.eq_ignore_ascii_case("hello") {
             Hello::parse_args(arg.unwrap_or("")).map(Request::Hello).ok_or(RequestError::BadHello)
         } else if verb.eq_ignore_ascii_case("list") {
@@ -107,7 +143,17 @@ fn no_argument(arg: Option<&str>, verb: &'static str) -> Result<(), RequestError
     }
 }
 
-/// The canonical request line, without its line feed.
+impl Request {
+    /// The request as a log shows it: as on the wire, but a token is `<secret>`.
+    pub fn for_log(&self) -> String {
+        match self {
+            Request::Auth(_) => "auth <secret>".to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The canonical request line, without its line feed (a token included: this is what is sent).
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -118,6 +164,7 @@ impl fmt::Display for Request {
             Request::Resume { offset, prefix, name } => write!(f, "resume {offset} {prefix} {name}"),
             Request::Stats => f.write_str("stats"),
             Request::Quit => f.write_str("quit"),
+            Request::Auth(token) => write!(f, "auth {}", token.expose()),
         }
     }
 }

@@ -48,6 +48,9 @@ struct Args {
     /// Trust only a server whose key has this fingerprint (as `ftserver fingerprint` prints it), for this run
     #[arg(long, global = true, value_name = "SHA256:...", value_parser = parse_fingerprint)]
     fingerprint: Option<Fingerprint>,
+    /// Read the token to present from this file (else from $FT_TOKEN); never given on the command line, which ps shows
+    #[arg(long, global = true, value_name = "FILE")]
+    token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -124,6 +127,7 @@ const EXIT_CODES: &str = "Exit codes:
   5    integrity: a file's bytes did not match the server's digest, or it changed while sent
   6    local I/O: cannot write a file or folder here
   7    the server's key is not the one expected (known-hosts file or --fingerprint): possible interception
+  8    unauthorized: the server needs a token ($FT_TOKEN or --token-file), or refused the one given
   9    unknown server: not in the known-hosts file, and not accepted (--accept-new, or yes at the prompt)
   130  interrupted (Ctrl-C); partial downloads are kept as .part files
 
@@ -188,6 +192,7 @@ mod code {
     pub const INTEGRITY: u8 = 5;
     pub const LOCAL_IO: u8 = 6;
     pub const KEY_MISMATCH: u8 = 7;
+    pub const UNAUTHORIZED: u8 = 8;
     pub const UNKNOWN_HOST: u8 = 9;
 }
 
@@ -204,6 +209,7 @@ fn code_of(e: &ClientError) -> u8 {
         }
         // Changed while it was sent: what arrived could not be verified.
         ClientError::Server(reply) if reply.kind() == Some(ErrorCode::Changed) => code::INTEGRITY,
+        ClientError::Server(reply) if reply.kind() == Some(ErrorCode::Unauthorized) => code::UNAUTHORIZED,
         ClientError::Server(_) => code::FAILED,
         ClientError::Integrity { .. } => code::INTEGRITY,
         ClientError::Local { .. } => code::LOCAL_IO,
@@ -215,6 +221,7 @@ fn code_of(e: &ClientError) -> u8 {
         | ClientError::Tls { .. }
         | ClientError::Broken => code::CONNECTION,
         ClientError::HostKeyChanged(_) | ClientError::NotPinned(_) => code::KEY_MISMATCH,
+        ClientError::TokenInPlainText { .. } => code::USAGE,
         ClientError::UnknownHost { .. } => code::UNKNOWN_HOST,
         ClientError::Kept { .. } => 0,
     }
@@ -286,6 +293,31 @@ fn tls_options(args: &Args) -> TlsOptions {
     TlsOptions { mode, trust: Trust { known_hosts: None, accept_new: args.accept_new, pinned: args.fingerprint, ask } }
 }
 
+/// The token to present: the first line of `--token-file` (which no one else may read), else
+/// `$FT_TOKEN`, else none.
+fn read_token(file: Option<&Path>) -> anyhow::Result<Option<ft::wire::Secret>> {
+    let token = match file {
+        Some(path) => {
+            use std::os::unix::fs::PermissionsExt;
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(Usage(format!(
+                    "permissions {mode:04o} for {} are too open: it holds a token; run chmod 600 on it",
+                    path.display()
+                ))
+                .into());
+            }
+            text.lines().next().unwrap_or("").trim().to_string()
+        }
+        None => std::env::var("FT_TOKEN").unwrap_or_default().trim().to_string(),
+    };
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Usage("a token is one word, with no spaces or control characters".into()).into());
+    }
+    Ok((!token.is_empty()).then(|| ft::wire::Secret::new(token)))
+}
+
 /// Asks on the terminal whether to trust an unknown server, as ssh does.
 fn ask_about(host: &str, fingerprint: &Fingerprint) -> bool {
     eprint!(
@@ -312,13 +344,16 @@ fn run(args: Args) -> anyhow::Result<u8> {
     // One bar per command; the shell keeps its own notes instead (a bar would linger between prompts).
     let bar = Bar::new(args.quiet || matches!(args.command, Command::Shell { .. }));
     let tls = tls_options(&args);
+    let token = read_token(args.token_file.as_deref())?;
     let connect = || {
-        Client::connect_with(&addr, args.timeout.0, &tls).map(|mut client| {
-            if let Some(bar) = &bar {
-                client.set_progress(bar.clone());
-            }
-            client
-        })
+        let mut client = Client::connect_with(&addr, args.timeout.0, &tls)?;
+        if let Some(token) = &token {
+            client.authenticate(token)?;
+        }
+        if let Some(bar) = &bar {
+            client.set_progress(bar.clone());
+        }
+        Ok::<_, ClientError>(client)
     };
     match args.command {
         Command::Completions { shell } => {
@@ -399,7 +434,16 @@ fn run(args: Args) -> anyhow::Result<u8> {
         Command::Shell { output } => shell::run(&connect, &output, args.quiet),
         Command::Bench { names, conns, duration, pipeline } => {
             let names = parse_names(&names)?;
-            let config = BenchConfig { addr, names, conns: conns.max(1), duration, pipeline, timeout: args.timeout.0 };
+            let config = BenchConfig {
+                addr,
+                names,
+                conns: conns.max(1),
+                duration,
+                pipeline,
+                timeout: args.timeout.0,
+                tls: tls.clone(),
+                token: token.clone(),
+            };
             let report = ft::client::bench::run(&config).context("bench")?;
             print_bench(&config, &report)?;
             Ok(if report.errors == 0 { 0 } else { code::FAILED })
