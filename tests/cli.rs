@@ -1066,3 +1066,48 @@ fn tokens_as_an_operator_and_a_user_meet_them() {
     assert!(logs.contains("authenticated") && logs.contains("token=alice") && logs.contains("auth <secret>"), "{logs}");
     assert!(!logs.contains(secret) && !logs.contains(&wrong[12..]), "a secret in the log:\n{logs}");
 }
+
+#[test]
+fn a_server_for_other_machines_with_tokens_and_tls_as_readme_shows() {
+    crate::util::in_private_net(|| {
+        let work = workdir();
+        let config_home = work.path().join(".config");
+        let out = Command::new(bin("ftserver"))
+            .args(["token", "add", "alice"])
+            .current_dir(work.path())
+            .env("XDG_CONFIG_HOME", &config_home)
+            .output()
+            .unwrap();
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let server = RealServer::start(work.path(), &["--bind", "10.77.0.1"]);
+        assert!(server.listening.contains("tokens=1"), "{}", server.listening);
+        let client = |token: Option<&str>, args: &[&str]| {
+            let mut command = Command::new(bin("ftclient"));
+            command
+                .args(["--host", "10.77.0.1", "--port", &server.port.to_string()])
+                .args(args)
+                .current_dir(work.path())
+                .env("FT_KNOWN_HOSTS", work.path().join("known_hosts"))
+                .env_remove("FT_TOKEN")
+                .stdin(std::process::Stdio::null());
+            if let Some(token) = token {
+                command.env("FT_TOKEN", token);
+            }
+            let out = command.output().unwrap();
+            (out.status.code(), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+        };
+        // TLS by default to this address, an unknown key refused off a terminal, then accepted.
+        assert_eq!(client(Some(&token), &["list"]).0, Some(9));
+        let (code, out, err) = client(Some(&token), &["--accept-new", "list"]);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(String::from_utf8_lossy(&out).contains("file1.txt"));
+        let (code, out, err) = client(Some(&token), &["get", "big.bin", "-o", "-"]);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(out == pattern(3 << 20));
+        // No token: unauthorized. Plain text: the client will not send the token.
+        assert_eq!(client(None, &["list"]).0, Some(8));
+        let (code, _, err) = client(Some(&token), &["--plaintext", "list"]);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("not sending the token"), "{err}");
+    });
+}

@@ -134,7 +134,13 @@ impl TestServer {
         self.thread.take().unwrap()
     }
 
+    /// A client of this server, over the transport the run asks for: plain text on loopback, or
+    /// TLS (trusting this server by its fingerprint) when `FT_TEST_TLS=1`, so the client tests run
+    /// over both (`.ci/run` runs them again that way).
     pub fn client(&self) -> ft::client::Client {
+        if std::env::var_os("FT_TEST_TLS").is_some_and(|v| v == "1") {
+            return self.tls_client();
+        }
         ft::client::Client::connect(&self.addr.to_string(), WAIT).unwrap()
     }
 
@@ -428,11 +434,17 @@ pub fn fake_server(reply: Vec<u8>) -> (SocketAddr, JoinHandle<String>) {
     (addr, handle)
 }
 
-/// Runs `f` on a thread in a network namespace of its own (root only), whose loopback interface
-/// also has the addresses 10.77.0.1 and 10.77.0.2: a server there bound to 10.77.0.1 sees its
-/// peers come from an address that is not loopback. Everything `f` creates (sockets, threads)
-/// lives in that namespace, which is gone once they are.
-pub fn in_private_net<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+/// Runs `f` on a thread in a network namespace of its own, whose loopback interface also has the
+/// addresses 10.77.0.1 and 10.77.0.2: a server there bound to 10.77.0.1 sees its peers come from
+/// an address that is not loopback. Everything `f` creates (sockets, threads) lives in that
+/// namespace, which is gone once they are. Making one needs root (CI runs as root): for another
+/// user this says so on stderr and returns `None` without running `f`.
+pub fn in_private_net<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    // SAFETY: geteuid only reads the process's effective user id.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: a private network namespace needs root");
+        return None;
+    }
     thread::spawn(move || {
         // SAFETY: unshare only changes this thread's network namespace.
         let unshared = unsafe { libc::unshare(libc::CLONE_NEWNET) };
@@ -448,6 +460,7 @@ pub fn in_private_net<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
         f()
     })
     .join()
+    .map(Some)
     .unwrap()
 }
 
