@@ -1111,3 +1111,85 @@ fn a_server_for_other_machines_with_tokens_and_tls_as_readme_shows() {
         assert!(err.contains("not sending the token"), "{err}");
     });
 }
+
+#[test]
+fn a_certificate_from_an_authority_is_trusted_by_host_name_without_a_known_hosts_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let work = workdir();
+    // A small certificate authority, and a certificate it issues for "localhost".
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "ft test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &ca).unwrap();
+    let keys = work.path().join("keys");
+    fs::create_dir(&keys).unwrap();
+    fs::write(keys.join("ca.pem"), ca.pem()).unwrap();
+    fs::write(keys.join("cert.pem"), cert.pem()).unwrap();
+    fs::write(keys.join("key.pem"), key.serialize_pem()).unwrap();
+    fs::set_permissions(keys.join("key.pem"), fs::Permissions::from_mode(0o600)).unwrap();
+    let (cert_arg, key_arg) = (keys.join("cert.pem"), keys.join("key.pem"));
+    let server = RealServer::start(
+        work.path(),
+        &["--tls-cert", cert_arg.to_str().unwrap(), "--tls-key", key_arg.to_str().unwrap()],
+    );
+    let known_hosts = work.path().join("known_hosts");
+    let client = |host: &str, roots: Option<&std::path::Path>| {
+        let mut command = Command::new(bin("ftclient"));
+        command
+            .args(["--host", host, "--port", &server.port.to_string(), "--tls", "list"])
+            .current_dir(work.path())
+            .env("FT_KNOWN_HOSTS", &known_hosts)
+            .stdin(std::process::Stdio::null());
+        match roots {
+            // The system's authorities, as far as the client can tell, are this one.
+            Some(file) => command.env("SSL_CERT_FILE", file).env("SSL_CERT_DIR", work.path().join("none")),
+            None => {
+                command.env("SSL_CERT_FILE", work.path().join("none")).env("SSL_CERT_DIR", work.path().join("none"))
+            }
+        };
+        let out = command.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let ca_file = keys.join("ca.pem");
+    let (code, err) = client("localhost", Some(&ca_file));
+    assert_eq!(code, Some(0), "vouched for by the authority: {err}");
+    assert!(!known_hosts.exists(), "nothing to record");
+    // The same certificate, but no authority vouches for it: an unknown server.
+    assert_eq!(client("localhost", None).0, Some(9));
+    // By address, the name in the certificate does not match: unknown too.
+    assert_eq!(client("127.0.0.1", Some(&ca_file)).0, Some(9));
+}
+
+#[test]
+fn on_a_terminal_an_unknown_server_is_shown_and_asked_about() {
+    let work = workdir();
+    let server = RealServer::start(work.path(), &[]);
+    let fingerprint = server.listening.split("fingerprint=").nth(1).unwrap().trim().to_string();
+    let known_hosts = work.path().join("known_hosts");
+    let ask = |answer: &[u8]| {
+        let command = format!("{} --port {} --tls list", bin("ftclient").display(), server.port);
+        // Under script(1) the client has a terminal to ask on.
+        let mut child = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .current_dir(work.path())
+            .env("FT_KNOWN_HOSTS", &known_hosts)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(answer).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, screen) = ask(b"no\n");
+    assert!(screen.contains("can't be established") && screen.contains(&fingerprint), "{screen}");
+    assert_ne!(code, Some(0), "{screen}");
+    assert!(!known_hosts.exists());
+    let (code, screen) = ask(b"yes\n");
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(screen.contains("file1.txt"), "{screen}");
+    assert_eq!(fs::read_to_string(&known_hosts).unwrap(), format!("127.0.0.1:{} {fingerprint}\n", server.port));
+}
