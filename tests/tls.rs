@@ -4,6 +4,7 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ft::client::trust::{TlsMode, TlsOptions, Trust};
@@ -295,5 +296,110 @@ fn a_token_is_never_sent_in_plain_text_off_the_machine() {
         assert_eq!(buf, b"a");
         assert_eq!(server.stat("auth_failed"), 0);
         assert_eq!(server.stat("requests"), 2, "one auth and one get: the refused token never left");
+    });
+}
+
+#[test]
+fn the_raw_protocol_reads_the_same_over_tls() {
+    let dirs = Dirs::new();
+    dirs.put("a.txt", b"hello");
+    dirs.put("sub/b.bin", &[0u8, 1, 2, 255]);
+    let server = started(&dirs);
+    let tcp = TcpStream::connect(server.addr).unwrap();
+    let transport = ft::client::tls_handshake(&server.addr.to_string(), tcp, WAIT, &server.pinned().trust).unwrap();
+    transport.tcp().set_read_timeout(Some(WAIT)).unwrap();
+    let mut s = ft::transport::BufStream::new(transport, 4096, 4096);
+    // Pipelined, in one write: every reply exactly as in plain text, in order.
+    let digest = Digest::of(b"hello");
+    s.write_all(format!("hello 1\nlist sub\nget a.txt\nresume 2 {} a.txt\nnope\nquit\n", Digest::of(b"he")).as_bytes())
+        .unwrap();
+    s.flush().unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let text = String::from_utf8_lossy(&all);
+    let mtime = fs::metadata(dirs.root.path().join("sub/b.bin")).unwrap().modified().unwrap();
+    let mtime = mtime.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let want = format!(
+        "OK 1 features=\nOK 1\n4 {mtime} sub/b.bin\nOK 5 xxh3={digest} mode=644\nhello\
+         OK 3 offset=2 size=5 xxh3={digest} mode=644\nllo\
+         ERR unknown-command unknown command 'nope' (try list, get NAME, resume, stats, auth, quit)\nOK bye\n"
+    );
+    assert_eq!(text, want);
+}
+
+#[test]
+fn a_key_is_proven_by_the_handshake_not_just_shown() {
+    // A server that shows the real server's certificate but holds another key: it cannot sign
+    // the handshake with the real key, so a client that trusts that certificate still refuses.
+    let dirs = Dirs::new();
+    dirs.put("a.txt", b"a");
+    let real = started(&dirs);
+    let identity = fs::read(dirs.keys.path().join("identity.pem")).unwrap();
+    use rustls::pki_types::pem::PemObject;
+    let real_cert: Vec<_> =
+        rustls::pki_types::CertificateDer::pem_slice_iter(&identity).map(|c| c.unwrap().into_owned()).collect();
+    let other_key = rcgen::KeyPair::generate().unwrap();
+    let other_key = rustls::pki_types::PrivateKeyDer::from_pem_slice(other_key.serialize_pem().as_bytes()).unwrap();
+    let provider = ft::transport::tls_provider();
+    let signer = provider.key_provider.load_private_key(other_key).unwrap();
+    #[derive(Debug)]
+    struct Impostor(Arc<rustls::sign::CertifiedKey>);
+    impl rustls::server::ResolvesServerCert for Impostor {
+        fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            Some(self.0.clone())
+        }
+    }
+    let resolver = Impostor(Arc::new(rustls::sign::CertifiedKey::new(real_cert, signer)));
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let impostor = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(WAIT)).unwrap();
+        let mut conn = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+        let mut tcp = &tcp;
+        while conn.is_handshaking() {
+            if conn.complete_io(&mut tcp).is_err() {
+                return false;
+            }
+        }
+        true
+    });
+    // Pinned to the real server's key, whose certificate the impostor shows.
+    let pinned = TlsOptions {
+        mode: TlsMode::Always,
+        trust: Trust { pinned: Some(real.server.fingerprint()), ..Trust::default() },
+    };
+    match Client::connect_with(&addr.to_string(), WAIT, &pinned) {
+        Err(ClientError::Tls { source, .. }) => assert!(source.to_string().contains("ignature"), "{source}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    assert!(!impostor.join().unwrap(), "the handshake never completed");
+}
+
+#[test]
+fn a_server_off_loopback_that_answers_in_plain_text_is_never_spoken_to_in_plain_text() {
+    in_private_net(|| {
+        // Something at 10.77.0.1 that speaks only plain text (an old ft server, or an attacker
+        // hoping for a downgrade): it records what it is sent.
+        let listener = std::net::TcpListener::bind("10.77.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let fake = std::thread::spawn(move || {
+            let (mut tcp, _) = listener.accept().unwrap();
+            tcp.set_read_timeout(Some(WAIT)).unwrap();
+            tcp.write_all(b"OK 1 features=\n").unwrap();
+            let mut got = Vec::new();
+            let _ = tcp.read_to_end(&mut got);
+            got
+        });
+        let err = Client::connect_with(&addr.to_string(), WAIT, &TlsOptions::default()).map(|_| ()).unwrap_err();
+        assert!(matches!(err, ClientError::Tls { .. }), "{err:?}");
+        let got = fake.join().unwrap();
+        assert_eq!(got.first(), Some(&0x16), "only a TLS handshake was sent: {got:?}");
+        assert!(!String::from_utf8_lossy(&got).contains("hello 1"), "no plain-text request");
     });
 }

@@ -694,8 +694,14 @@ impl Client {
 }
 
 /// Sets TLS up over `stream` to the server `addr` names, as `trust` says, and records a newly
-/// trusted server once the handshake (which proves it holds the key) has completed.
-fn tls_handshake(addr: &str, stream: TcpStream, timeout: Duration, trust: &Trust) -> Result<Transport, ClientError> {
+/// trusted server once the handshake (which proves it holds the key) has completed. What
+/// [`Client::connect_with`] does for TLS; public for speaking the protocol by hand over it.
+pub fn tls_handshake(
+    addr: &str,
+    stream: TcpStream,
+    timeout: Duration,
+    trust: &Trust,
+) -> Result<Transport, ClientError> {
     let host_port = addr.to_ascii_lowercase();
     let host = match host_port.rsplit_once(':') {
         Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
