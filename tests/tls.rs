@@ -266,6 +266,11 @@ fn guessing_tokens_from_one_address_is_slowed_then_cut_off() {
     let mut again = server.connect();
     assert_eq!(again.line(), "ERR unauthorized too many failed attempts from your address; try again later");
     assert!(again.closed());
+    // A TLS client turned away so is told what happened, not just that TLS failed.
+    match Client::connect_with(&server.addr.to_string(), WAIT, &server.pinned()) {
+        Err(e @ ClientError::Tls { .. }) => assert!(e.to_string().contains("turning connections away"), "{e}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
     drop(secrets);
     assert_eq!(server.stat("auth_failed"), u64::from(auth::CUT_AFTER));
 }
@@ -398,6 +403,7 @@ fn a_server_off_loopback_that_answers_in_plain_text_is_never_spoken_to_in_plain_
         });
         let err = Client::connect_with(&addr.to_string(), WAIT, &TlsOptions::default()).map(|_| ()).unwrap_err();
         assert!(matches!(err, ClientError::Tls { .. }), "{err:?}");
+        assert!(err.to_string().contains("answered in plain text"), "{err}");
         let got = fake.join().unwrap();
         assert_eq!(got.first(), Some(&0x16), "only a TLS handshake was sent: {got:?}");
         assert!(!String::from_utf8_lossy(&got).contains("hello 1"), "no plain-text request");

@@ -754,8 +754,18 @@ pub fn tls_handshake(
         (Err(e), _) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
             Err(ClientError::Timeout)
         }
+        (Err(e), _) if answered_in_plain_text(&e) => Err(tls_failed(io::Error::other(
+            "the server answered in plain text, not TLS: it may be turning connections away (too busy, or too \
+             many failed attempts from this address), or it does not speak TLS",
+        ))),
         (Err(e), _) => Err(tls_failed(e)),
     }
+}
+
+/// Whether a handshake failed because what came back was not TLS at all (an `ERR` line, say).
+fn answered_in_plain_text(e: &io::Error) -> bool {
+    let tls = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    matches!(tls, Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)))
 }
 
 /// Connects to the first of `candidates` that accepts (a host name may resolve to an IPv6 address
