@@ -382,12 +382,56 @@ fn a_long_listing_is_streamed_with_list_end_and_still_counted_first_without_it()
 }
 
 #[test]
+fn with_list_meta_a_listing_names_folders_with_modes_and_exact_times() {
+    use std::os::unix::fs::PermissionsExt;
+    let dirs = Dirs::new();
+    let key = dirs.put("docs/key", b"secret");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    let run = dirs.put("run.sh", b"#!/bin/sh\n");
+    fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::create_dir_all(dirs.root.path().join("empty/deeper")).unwrap();
+    let meta = |p: &str| fs::metadata(dirs.root.path().join(p)).unwrap();
+    let time = |p: &str| {
+        use std::os::unix::fs::MetadataExt;
+        let m = meta(p);
+        format!("mtime={} mtime_ns={} mode={:o}", m.mtime(), m.mtime_nsec(), m.permissions().mode() & 0o7777)
+    };
+    let server = started(&dirs);
+    let mut w = server.connect();
+    w.send("hello 1 list-meta list-end\n");
+    assert_eq!(w.line(), "OK 1 features=list-meta,list-end");
+    w.send("list\n");
+    assert_eq!(w.line(), "OK");
+    let mut lines: Vec<String> = (0..5).map(|_| w.line()).collect();
+    assert_eq!(w.line(), "OK 5");
+    lines.sort();
+    let want = [
+        format!("type=d {}\tdocs", time("docs")),
+        format!("type=d {}\tempty", time("empty")),
+        format!("type=d {}\tempty/deeper", time("empty/deeper")),
+        format!("type=f size=10 {}\trun.sh", time("run.sh")),
+        format!("type=f size=6 {}\tdocs/key", time("docs/key")),
+    ];
+    let mut want = want.to_vec();
+    want.sort();
+    assert_eq!(lines, want);
+    // Without list-end the same entries come counted first, sorted.
+    let mut w = server.connect();
+    w.send("hello 1 list-meta\nlist empty\n");
+    assert_eq!(w.line(), "OK 1 features=list-meta");
+    assert_eq!([w.line(), w.line()], ["OK 1".to_string(), format!("type=d {}\tempty/deeper", time("empty/deeper"))]);
+    assert!(
+        want.iter().any(|l| l.contains("mode=600\tdocs/key")) && want.iter().any(|l| l.contains("mode=755\trun.sh"))
+    );
+}
+
+#[test]
 fn hello_agrees_on_a_version_only_as_the_first_request() {
     let dirs = Dirs::new();
     dirs.put("a.txt", b"a");
     let server = started(&dirs);
     let mut w = server.connect();
-    w.send("hello 9 tls list-meta list-end\n");
+    w.send("hello 9 tls list-end zstd\n");
     assert_eq!(w.line(), "OK 1 features=list-end", "the lower version, and only the features it has");
     w.send("hello 1\n");
     assert!(w.line().starts_with("ERR bad-request hello must be the first request"));

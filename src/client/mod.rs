@@ -43,8 +43,8 @@ use crate::name::Name;
 use crate::transport::{BufStream, Transport};
 use crate::wire::escape;
 use crate::wire::{
-    self as protocol, Agreed, ErrorCode, GetHeader, Hello, ListEntry, MAX_REPLY_LINE, PROTOCOL_VERSION, ProtocolError,
-    Request, Secret, Status,
+    self as protocol, Agreed, ErrorCode, GetHeader, Hello, ListEntry, MAX_REPLY_LINE, MetaEntry, PROTOCOL_VERSION,
+    ProtocolError, Request, Secret, Status,
 };
 
 /// The server `ftclient` talks to when given no `--host`.
@@ -137,9 +137,11 @@ pub struct Client {
     agreed: Option<Agreed>,
 }
 
-/// The features this client asks for in its `hello`: a digest after the body (`trailer`), and
-/// listings that end with a status line instead of starting with a count (`list-end`).
-pub const CLIENT_FEATURES: &[&str] = &[protocol::FEATURE_TRAILER, protocol::FEATURE_LIST_END];
+/// The features this client asks for in its `hello`: a digest after the body (`trailer`),
+/// listings that end with a status line instead of starting with a count (`list-end`), and
+/// listings with folders, modes and exact times (`list-meta`).
+pub const CLIENT_FEATURES: &[&str] =
+    &[protocol::FEATURE_TRAILER, protocol::FEATURE_LIST_END, protocol::FEATURE_LIST_META];
 
 impl Client {
     /// Connects to `addr` (`host:port`) with the default [`TlsOptions`]: TLS to a server that is
@@ -284,7 +286,32 @@ impl Client {
         folder: Option<&Name>,
         mut each: impl FnMut(ListEntry) -> io::Result<()>,
     ) -> Result<u64, ClientError> {
+        let mut files = 0;
+        self.list_all_each(folder, |entry| {
+            if entry.folder {
+                return Ok(());
+            }
+            files += 1;
+            each(ListEntry { size: entry.size, mtime: entry.mtime, name: entry.name })
+        })?;
+        Ok(files)
+    }
+
+    /// Whether the server sends folders, modes and exact times in its listings (`list-meta`).
+    pub fn lists_folders(&mut self) -> Result<bool, ClientError> {
+        Ok(self.agreed()?.has(protocol::FEATURE_LIST_META))
+    }
+
+    /// [`Client::list_each`] with folders too (each before what it holds) and every entry's mode
+    /// and exact modification time, from a server that agreed to `list-meta`; from one that did
+    /// not, files only, with mode 0 and whole seconds. Returns how many entries there were.
+    pub fn list_all_each(
+        &mut self,
+        folder: Option<&Name>,
+        mut each: impl FnMut(MetaEntry) -> io::Result<()>,
+    ) -> Result<u64, ClientError> {
         let fields = self.call(&Request::List(folder.cloned()))?;
+        let meta = self.agreed.as_ref().is_some_and(|a| a.has(protocol::FEATURE_LIST_META));
         let ended = self.agreed.as_ref().is_some_and(|a| a.has(protocol::FEATURE_LIST_END));
         // With list-end the count comes last; without, first.
         let count = if ended {
@@ -307,8 +334,9 @@ impl Client {
                 }
                 Err(e) => return Err(e),
             };
-            // An entry starts with its size (a digit); the end, with OK or ERR.
-            if ended && !line.first().is_some_and(u8::is_ascii_digit) {
+            // An entry starts with its size (a digit) or `type=`; the end, with OK or ERR.
+            let is_status = line == b"OK" || line.starts_with(b"OK ") || line.starts_with(b"ERR ");
+            if ended && is_status {
                 return match protocol::parse_status(line) {
                     Ok(Status::Ok(fields)) => match protocol::parse_count(&fields) {
                         Ok(sent) if sent == done => Ok(done),
@@ -325,7 +353,19 @@ impl Client {
                     }
                 };
             }
-            let entry = ListEntry::parse(line).inspect_err(|_| self.broken = true)?;
+            let entry = if meta {
+                MetaEntry::parse(line)
+            } else {
+                ListEntry::parse(line).map(|e| MetaEntry {
+                    folder: false,
+                    size: e.size,
+                    mtime: e.mtime,
+                    mtime_nsec: 0,
+                    mode: 0,
+                    name: e.name,
+                })
+            };
+            let entry = entry.inspect_err(|_| self.broken = true)?;
             done += 1;
             if let Err(e) = each(entry) {
                 self.broken = true;

@@ -342,10 +342,12 @@ impl<'a> Connection<'a> {
     }
 
     fn list(&mut self, folder: Option<&Name>) -> Result<(), ConnError> {
+        let format =
+            if self.agreed.has(protocol::FEATURE_LIST_META) { list::Format::Meta } else { list::Format::Plain };
         if self.agreed.has(protocol::FEATURE_LIST_END) {
-            list::write_ended(&self.shared.root, folder, &mut self.stream)
+            list::write_ended(&self.shared.root, folder, format, &mut self.stream)
         } else {
-            list::write_counted(&self.shared.root, folder, &mut self.stream)
+            list::write_counted(&self.shared.root, folder, format, &mut self.stream)
         }
     }
 

@@ -16,20 +16,55 @@ use super::conn::ConnError;
 use super::get::open_error_code;
 use crate::name::Name;
 use crate::store::{FileEntry, OpenError, Root, WalkError};
-use crate::wire::{self as protocol, ErrorCode, ListEntry};
+use crate::wire::{self as protocol, ErrorCode, ListEntry, MetaEntry};
 
 /// Most entries a listing for a client without `list-end` is held in memory (and sorted) for.
 pub const SORTED_UP_TO: usize = 4096;
 
+/// How entries are written: `<size> <mtime> <name>` for files only, or with `list-meta`, files
+/// and folders with their modes and exact times.
+#[derive(Clone, Copy)]
+pub(crate) enum Format {
+    Plain,
+    Meta,
+}
+
+impl Format {
+    fn walk<E>(
+        self,
+        root: &Root,
+        folder: Option<&Name>,
+        each: impl FnMut(FileEntry) -> Result<(), E>,
+    ) -> Result<u64, WalkError<E>> {
+        match self {
+            Format::Plain => root.walk(folder, each),
+            Format::Meta => root.walk_all(folder, each),
+        }
+    }
+
+    fn write(self, entry: FileEntry, w: &mut impl Write) -> std::io::Result<()> {
+        let FileEntry { name, size, mtime, mtime_nsec, mode, folder } = entry;
+        match self {
+            Format::Plain => ListEntry { size, mtime, name }.write(w),
+            Format::Meta => MetaEntry { folder, size, mtime, mtime_nsec, mode, name }.write(w),
+        }
+    }
+}
+
 /// Writes the reply to `list [folder]`, ending with a status line (`list-end`).
-pub(crate) fn write_ended(root: &Root, folder: Option<&Name>, w: &mut impl Write) -> Result<(), ConnError> {
+pub(crate) fn write_ended(
+    root: &Root,
+    folder: Option<&Name>,
+    format: Format,
+    w: &mut impl Write,
+) -> Result<(), ConnError> {
     let mut started = false;
-    let walked = root.walk(folder, |FileEntry { name, size, mtime }| {
+    let walked = format.walk(root, folder, |entry| {
         if !started {
             started = true;
             protocol::write_ok(w)?;
         }
-        ListEntry { size, mtime, name }.write(w)
+        format.write(entry, w)
     });
     match walked {
         Ok(count) => {
@@ -51,9 +86,14 @@ pub(crate) fn write_ended(root: &Root, folder: Option<&Name>, w: &mut impl Write
 
 /// Writes the reply to `list [folder]` for a client without `list-end`: `OK <count>`, then the
 /// entries.
-pub(crate) fn write_counted(root: &Root, folder: Option<&Name>, w: &mut impl Write) -> Result<(), ConnError> {
+pub(crate) fn write_counted(
+    root: &Root,
+    folder: Option<&Name>,
+    format: Format,
+    w: &mut impl Write,
+) -> Result<(), ConnError> {
     let mut held = Vec::new();
-    let walked = root.walk(folder, |entry| {
+    let walked = format.walk(root, folder, |entry| {
         if held.len() >= SORTED_UP_TO {
             return Err(());
         }
@@ -64,8 +104,8 @@ pub(crate) fn write_counted(root: &Root, folder: Option<&Name>, w: &mut impl Wri
         Ok(_) => {
             held.sort_by(|a, b| a.name.cmp(&b.name));
             protocol::write_ok_count(w, held.len() as u64)?;
-            for FileEntry { name, size, mtime } in held {
-                ListEntry { size, mtime, name }.write(w)?;
+            for entry in held {
+                format.write(entry, w)?;
             }
             return Ok(());
         }
@@ -73,19 +113,23 @@ pub(crate) fn write_counted(root: &Root, folder: Option<&Name>, w: &mut impl Wri
         Err(e @ WalkError::Read { .. }) => return Ok(failed(w, &e)?),
         Err(WalkError::Stopped(())) => drop(held),
     }
-    let count = match root.count(folder) {
+    let count = match format {
+        Format::Plain => root.count(folder),
+        Format::Meta => root.walk_all(folder, |_| Ok::<(), std::convert::Infallible>(())),
+    };
+    let count = match count {
         Ok(count) => count,
         Err(WalkError::Open(e)) => return Ok(refuse(w, &e)?),
         Err(e) => return Ok(failed(w, &e)?),
     };
     protocol::write_ok_count(w, count)?;
     let mut left = count;
-    let walked = root.walk(folder, |FileEntry { name, size, mtime }| {
+    let walked = format.walk(root, folder, |entry| {
         if left == 0 {
             return Err(None);
         }
         left -= 1;
-        ListEntry { size, mtime, name }.write(w).map_err(Some)
+        format.write(entry, w).map_err(Some)
     });
     match walked {
         Err(WalkError::Stopped(Some(e))) => Err(e.into()),

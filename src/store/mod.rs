@@ -99,13 +99,34 @@ impl From<io::Error> for OpenError {
     }
 }
 
-/// One file found by [`Root::list`].
+/// One file (or, from [`Root::walk_all`], folder) found beneath the root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {
     pub name: Name,
+    /// 0 for a folder.
     pub size: u64,
-    /// Modification time, seconds since the Unix epoch.
+    /// Modification time, seconds since the Unix epoch, and nanoseconds.
     pub mtime: i64,
+    pub mtime_nsec: u32,
+    /// Permission bits (`0o7777`).
+    pub mode: u32,
+    pub folder: bool,
+}
+
+impl FileEntry {
+    fn of(name: Name, meta: Option<&cap_std::fs::Metadata>, folder: bool) -> FileEntry {
+        match meta {
+            Some(m) => FileEntry {
+                name,
+                size: if folder { 0 } else { m.len() },
+                mtime: m.mtime(),
+                mtime_nsec: u32::try_from(m.mtime_nsec()).unwrap_or(0),
+                mode: m.mode() & 0o7777,
+                folder,
+            },
+            None => FileEntry { name, size: 0, mtime: 0, mtime_nsec: 0, mode: 0, folder },
+        }
+    }
 }
 
 /// Why [`Root::walk`] stopped before the end.
@@ -205,24 +226,33 @@ impl Root {
         folder: Option<&Name>,
         mut each: impl FnMut(FileEntry) -> Result<(), E>,
     ) -> Result<u64, WalkError<E>> {
-        self.walk_with(folder, true, |name, meta| {
-            let (size, mtime) = meta.map_or((0, 0), |m| (m.len(), m.mtime()));
-            each(FileEntry { name, size, mtime })
-        })
+        self.walk_with(folder, true, false, |name, meta, folder| each(FileEntry::of(name, meta, folder)))
+    }
+
+    /// [`Root::walk`], folders included: each folder beneath `folder` is handed on (before what
+    /// it holds) as well as each file, with their modes and exact modification times.
+    pub fn walk_all<E>(
+        &self,
+        folder: Option<&Name>,
+        mut each: impl FnMut(FileEntry) -> Result<(), E>,
+    ) -> Result<u64, WalkError<E>> {
+        self.walk_with(folder, true, true, |name, meta, folder| each(FileEntry::of(name, meta, folder)))
     }
 
     /// How many files [`Root::walk`] would find, found more cheaply: a plain file's entry in its
     /// folder says it is one, so only symlinks are looked up.
     pub fn count(&self, folder: Option<&Name>) -> Result<u64, WalkError<std::convert::Infallible>> {
-        self.walk_with(folder, false, |_, _| Ok(()))
+        self.walk_with(folder, false, false, |_, _, _| Ok(()))
     }
 
-    /// [`Root::walk`], handing each file's name and, if `stat_files`, its metadata.
+    /// [`Root::walk`], handing each file's name and, if `stat_files`, its metadata (and, with
+    /// `folders`, each folder's too), and whether it is a folder. Counts what it hands on.
     fn walk_with<E>(
         &self,
         folder: Option<&Name>,
         stat_files: bool,
-        mut each: impl FnMut(Name, Option<cap_std::fs::Metadata>) -> Result<(), E>,
+        folders: bool,
+        mut each: impl FnMut(Name, Option<&cap_std::fs::Metadata>, bool) -> Result<(), E>,
     ) -> Result<u64, WalkError<E>> {
         let top = match folder {
             Some(folder) => self.dir.metadata(folder.as_path()),
@@ -261,7 +291,7 @@ impl Root {
                 self.dir.metadata(name.as_path())
             } else if kind.is_file() && !stat_files {
                 count += 1;
-                each(name, None).map_err(WalkError::Stopped)?;
+                each(name, None, false).map_err(WalkError::Stopped)?;
                 continue;
             } else if kind.is_file() || kind.is_dir() {
                 // Not a symlink: looked up in its folder, without resolving the path again.
@@ -272,11 +302,15 @@ impl Root {
             let Ok(meta) = meta else { continue };
             if meta.is_file() {
                 count += 1;
-                each(name, Some(meta)).map_err(WalkError::Stopped)?;
+                each(name, Some(&meta), false).map_err(WalkError::Stopped)?;
             } else if meta.is_dir() {
                 let id = (meta.dev(), meta.ino());
                 if open.len() >= MAX_DEPTH || open.iter().any(|(_, above, _)| *above == id) {
                     continue;
+                }
+                if folders {
+                    count += 1;
+                    each(name.clone(), Some(&meta), true).map_err(WalkError::Stopped)?;
                 }
                 match self.dir.read_dir(name.as_path()) {
                     Ok(read) => open.push((Some(name), id, read)),

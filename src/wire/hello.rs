@@ -11,10 +11,9 @@
 //! `ERR unknown-command`, which the client reads the same way (version 1, no features) and the
 //! connection stays in step. `hello` is only valid as the first request, so what was agreed holds
 //! for the whole connection (TLS and tokens will need that). This version of ft speaks version 1
-//! and grants the features in [`SERVER_FEATURES`]; coming ones (a `list` line with more fields,
-//! tokens) are named here when they land. A `list` line will gain fields only through a feature: with it, fields
-//! come as `key=value` pairs, then a TAB, then the name (a name holds no control character, so
-//! no TAB); without it the line stays `<size> <mtime> <name>`.
+//! and grants the features in [`SERVER_FEATURES`]; coming ones are named here when they land. With `list-meta` a `list` line has `key=value` fields,
+//! then a TAB, then the name (a name holds no control character, so no TAB), and folders are
+//! listed too; without it the line stays `<size> <mtime> <name>`.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -32,8 +31,12 @@ pub const FEATURE_TRAILER: &str = "trailer";
 /// listing could not be finished), so neither side holds a whole listing.
 pub const FEATURE_LIST_END: &str = "list-end";
 
+/// A `list` reply names folders too and gives each entry its mode and exact modification time,
+/// as `key=value` fields, a TAB, then the name (see [`super::MetaEntry`]).
+pub const FEATURE_LIST_META: &str = "list-meta";
+
 /// The features this server grants when asked.
-pub const SERVER_FEATURES: &[&str] = &[FEATURE_TRAILER, FEATURE_LIST_END];
+pub const SERVER_FEATURES: &[&str] = &[FEATURE_TRAILER, FEATURE_LIST_END, FEATURE_LIST_META];
 
 /// Most features one `hello` may name.
 pub const MAX_FEATURES: usize = 32;

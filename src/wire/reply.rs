@@ -286,6 +286,72 @@ impl ListEntry {
     }
 }
 
+/// One line of a `list` reply with the `list-meta` feature: a file or a folder, with its mode and
+/// exact modification time. On the wire, `key=value` fields, a TAB, then the name (a name holds no
+/// control character, so no TAB):
+///
+/// ```text
+/// type=f size=<bytes> mtime=<unix seconds> mtime_ns=<0..999999999> mode=<octal>\t<name>
+/// type=d mtime=<unix seconds> mtime_ns=<ns> mode=<octal>\t<name>
+/// ```
+///
+/// Unknown fields are ignored, so later versions can add some.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaEntry {
+    pub folder: bool,
+    /// 0 for a folder.
+    pub size: u64,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    /// Permission bits (`0o7777`).
+    pub mode: u32,
+    pub name: Name,
+}
+
+impl MetaEntry {
+    pub fn write(&self, w: &mut impl Write) -> io::Result<()> {
+        if self.folder {
+            write!(w, "type=d")?;
+        } else {
+            write!(w, "type=f size={}", self.size)?;
+        }
+        writeln!(w, " mtime={} mtime_ns={} mode={:o}\t{}", self.mtime, self.mtime_nsec, self.mode, self.name)
+    }
+
+    pub fn parse(line: &[u8]) -> Result<MetaEntry, ProtocolError> {
+        let bad = |what: &str| malformed(what, line);
+        let text = std::str::from_utf8(line).map_err(|_| bad("list entry is not UTF-8"))?;
+        let (fields, name) = text.split_once('\t').ok_or_else(|| bad("expected fields, a TAB, then the name"))?;
+        let name = Name::parse(name).map_err(|e| bad(&format!("bad name in list entry: {e}")))?;
+        let (mut folder, mut size, mut mtime, mut mtime_nsec, mut mode) = (None, None, None, 0, None);
+        for field in fields.split(' ') {
+            match field.split_once('=') {
+                Some(("type", "f")) => folder = Some(false),
+                Some(("type", "d")) => folder = Some(true),
+                Some(("type", _)) => return Err(bad("bad type in list entry")),
+                Some(("size", v)) => size = Some(parse_u64(v).ok_or_else(|| bad("bad size in list entry"))?),
+                Some(("mtime", v)) => mtime = Some(parse_i64(v).ok_or_else(|| bad("bad mtime in list entry"))?),
+                Some(("mtime_ns", v)) => {
+                    mtime_nsec = parse_u64(v)
+                        .and_then(|n| u32::try_from(n).ok())
+                        .filter(|n| *n < 1_000_000_000)
+                        .ok_or_else(|| bad("bad mtime_ns in list entry"))?;
+                }
+                Some(("mode", v)) => {
+                    let parsed = u32::from_str_radix(v, 8).ok().filter(|m| *m <= 0o7777 && !v.starts_with('+'));
+                    mode = Some(parsed.ok_or_else(|| bad("bad mode in list entry"))?);
+                }
+                _ => {}
+            }
+        }
+        let folder = folder.ok_or_else(|| bad("no type in list entry"))?;
+        let size = if folder { 0 } else { size.ok_or_else(|| bad("no size in list entry"))? };
+        let mtime = mtime.ok_or_else(|| bad("no mtime in list entry"))?;
+        let mode = mode.ok_or_else(|| bad("no mode in list entry"))?;
+        Ok(MetaEntry { folder, size, mtime, mtime_nsec, mode, name })
+    }
+}
+
 /// Writes one line of a `stats` reply.
 pub fn write_stat(w: &mut impl Write, key: &str, value: u64) -> io::Result<()> {
     writeln!(w, "{key} {value}")
@@ -362,6 +428,37 @@ mod tests {
             format!("18446744073709551615 offset=1 size=0 xxh3={d}"),
         ] {
             assert!(GetHeader::parse(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn meta_entries_round_trip_and_are_checked() {
+        for e in [
+            MetaEntry {
+                folder: false,
+                size: 7,
+                mtime: -3,
+                mtime_nsec: 999_999_999,
+                mode: 0o755,
+                name: name("a dir/b c"),
+            },
+            MetaEntry { folder: true, size: 0, mtime: 1_700_000_000, mtime_nsec: 0, mode: 0o700, name: name("empty") },
+        ] {
+            let mut out = Vec::new();
+            e.write(&mut out).unwrap();
+            assert_eq!(MetaEntry::parse(&out[..out.len() - 1]).unwrap(), e);
+        }
+        let line = b"type=f size=5 mtime=1 mtime_ns=2 mode=644 later=x\tf";
+        assert_eq!(MetaEntry::parse(line).unwrap().size, 5, "unknown fields are ignored");
+        for bad in [
+            &b"type=f mtime=1 mode=644\tf"[..],
+            b"type=x size=1 mtime=1 mode=644\tf",
+            b"type=f size=1 mtime=1 mode=644 f",
+            b"type=d mtime=1 mtime_ns=1000000000 mode=755\td",
+            b"type=d mtime=1 mode=9\td",
+            b"type=d mtime=1 mode=755\t../up",
+        ] {
+            assert!(MetaEntry::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }
 
