@@ -445,3 +445,26 @@ fn two_downloads_of_one_file_into_one_folder_never_mix_their_bytes() {
     // Once the first is done, the name is free again.
     server.client().download(&name("f.bin"), &dir, false).unwrap();
 }
+
+#[test]
+fn a_saved_file_keeps_the_servers_modification_time() {
+    use std::os::unix::fs::MetadataExt;
+    let dirs = Dirs::new();
+    let when = std::time::UNIX_EPOCH + Duration::new(1_000_000_000, 123_456_789); // 2001
+    for (n, len) in [("small.txt", 10), ("big.bin", 3 * ft::client::SMALL_FILE as usize)] {
+        let path = dirs.put(n, &pattern(len));
+        fs::File::options().write(true).open(&path).unwrap().set_modified(when).unwrap();
+    }
+    crate::util::wait_settled();
+    let server = TestServer::start(dirs.config());
+    let out = tempfile::tempdir().unwrap();
+    let dir = OutDir::create(out.path()).unwrap();
+    let names = [name("small.txt"), name("big.bin")];
+    let mut failed = 0;
+    server.client().download_all(&names, &dir, false, |_, r| failed += usize::from(r.is_err()));
+    assert_eq!(failed, 0);
+    for n in ["small.txt", "big.bin"] {
+        let meta = fs::metadata(out.path().join(n)).unwrap();
+        assert_eq!((meta.mtime(), meta.mtime_nsec()), (1_000_000_000, 123_456_789), "{n}");
+    }
+}

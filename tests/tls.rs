@@ -324,9 +324,10 @@ fn the_raw_protocol_reads_the_same_over_tls() {
     let text = String::from_utf8_lossy(&all);
     let mtime = fs::metadata(dirs.root.path().join("sub/b.bin")).unwrap().modified().unwrap();
     let mtime = mtime.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let a = crate::util::mtime_fields(&dirs.root.path().join("a.txt"));
     let want = format!(
-        "OK 1 features=\nOK 1\n4 {mtime} sub/b.bin\nOK 5 xxh3={digest} mode=644\nhello\
-         OK 3 offset=2 size=5 xxh3={digest} mode=644\nllo\
+        "OK 1 features=\nOK 1\n4 {mtime} sub/b.bin\nOK 5 xxh3={digest} mode=644{a}\nhello\
+         OK 3 offset=2 size=5 xxh3={digest} mode=644{a}\nllo\
          ERR unknown-command unknown command 'nope' (try list, get NAME, resume, stats, auth, quit)\nOK bye\n"
     );
     assert_eq!(text, want);

@@ -464,6 +464,13 @@ pub fn in_private_net<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
     .unwrap()
 }
 
+/// A file's modification time as a `get` header gives it: ` mtime=<seconds> mtime_ns=<ns>`.
+pub fn mtime_fields(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(path).unwrap();
+    format!(" mtime={} mtime_ns={}", meta.mtime(), meta.mtime_nsec())
+}
+
 /// A fake server's read of the next request line ("" once the client has closed). A `hello`
 /// (which a client sends first, pipelined with its first request) is answered granting no
 /// features, so replies canned in the baseline format stay valid, and the line after it is

@@ -119,7 +119,8 @@ fn pipelined_requests_in_one_write_are_answered_in_order() {
             let body = format!("content {i}\n");
             let mode = mode_of(&dirs.root.path().join(format!("f{i}")));
             let digest = ft::digest::Digest::of(body.as_bytes());
-            assert_eq!(w.line(), format!("OK {} xxh3={digest} mode={mode:o}", body.len()));
+            let mtime = crate::util::mtime_fields(&dirs.root.path().join(format!("f{i}")));
+            assert_eq!(w.line(), format!("OK {} xxh3={digest} mode={mode:o}{mtime}", body.len()));
             assert_eq!(w.bytes(body.len()), body.as_bytes());
         }
         let err = w.line();
@@ -140,7 +141,12 @@ fn a_request_written_one_byte_at_a_time_is_served() {
     for b in b"get slow.txt\r\n" {
         w.stream.write_all(&[*b]).unwrap();
     }
-    let header = format!("OK 8 xxh3={} mode={:o}", ft::digest::Digest::of(b"patience"), mode_of(&slow));
+    let header = format!(
+        "OK 8 xxh3={} mode={:o}{}",
+        ft::digest::Digest::of(b"patience"),
+        mode_of(&slow),
+        crate::util::mtime_fields(&slow)
+    );
     assert_eq!(w.line(), header);
     assert_eq!(w.bytes(8), b"patience");
 }

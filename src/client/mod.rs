@@ -609,7 +609,7 @@ impl Client {
             done.digest = self.digest_after(&header)?;
             written.map_err(local)?;
             verify(done.digest, &hasher)?;
-            return Ok(Received::Whole(Whole { name, bytes, done, mode: header.mode }));
+            return Ok(Received::Whole(Whole { name, bytes, done, mode: header.mode, mtime: header.mtime }));
         }
         let opened = match part {
             // Append after the prefix the server confirmed (where a reopened .part stands).
@@ -630,6 +630,7 @@ impl Client {
             }
         };
         partial.set_mode(dir.mode_for(header.mode));
+        partial.set_mtime(header.mtime);
         // A body the disk cannot hold is not read at all (an announced size may be anything up to
         // 2^64 - 1): the connection is left out of step and given up instead.
         if let Err(e) = partial.check_room(header.len) {

@@ -195,14 +195,21 @@ impl OutDir {
     /// one folder queue on its lock. If `<name>` already exists (link never replaces), or the file
     /// system has no unnamed files, it goes through `<name>.part` and a rename instead.
     pub fn save_whole(&self, name: &Name, bytes: &[u8]) -> io::Result<()> {
-        self.save_whole_with_mode(name, bytes, None)
+        self.save_whole_with_mode(name, bytes, None, None)
     }
 
-    /// [`OutDir::save_whole`], with the server's permission bits (see [`OutDir::mode_for`]).
-    pub fn save_whole_with_mode(&self, name: &Name, bytes: &[u8], server_mode: Option<u32>) -> io::Result<()> {
+    /// [`OutDir::save_whole`], with the server's permission bits (see [`OutDir::mode_for`]) and
+    /// modification time.
+    pub fn save_whole_with_mode(
+        &self,
+        name: &Name,
+        bytes: &[u8],
+        server_mode: Option<u32>,
+        mtime: Option<(i64, u32)>,
+    ) -> io::Result<()> {
         let mode = self.mode_for(server_mode);
         let (dir, file) = self.parent(name, true)?;
-        match link_unnamed(&dir, file, bytes, mode) {
+        match link_unnamed(&dir, file, bytes, mode, mtime) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && self.keep_existing => return Err(e),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists || unnamed_unsupported(&e) => {}
@@ -210,6 +217,7 @@ impl OutDir {
         }
         let mut partial = self.begin(name)?;
         partial.set_mode(mode);
+        partial.set_mtime(mtime);
         partial.append(bytes)?;
         partial.commit()
     }
@@ -274,6 +282,8 @@ pub struct Partial {
     keep_existing: bool,
     /// The permissions the file gets when it is put in place.
     mode: u32,
+    /// The modification time it gets then (the server's), if known.
+    mtime: Option<(i64, u32)>,
 }
 
 /// Write buffer for a file streamed to its `.part`.
@@ -282,7 +292,12 @@ const PART_BUFFER: usize = 64 << 10;
 impl Partial {
     fn new(dir: Arc<Dir>, file: &str, out: std::fs::File, len: u64, keep_existing: bool, mode: u32) -> Partial {
         let out = BufWriter::with_capacity(PART_BUFFER, out);
-        Partial { dir, file: file.to_string(), out, len, keep_existing, mode }
+        Partial { dir, file: file.to_string(), out, len, keep_existing, mode, mtime: None }
+    }
+
+    /// The modification time the file gets when committed (the server's copy's).
+    pub fn set_mtime(&mut self, mtime: Option<(i64, u32)>) {
+        self.mtime = mtime;
     }
 
     /// The permissions the file gets when committed (from [`OutDir::mode_for`]).
@@ -348,6 +363,7 @@ impl Partial {
             return Err(io::Error::other(format!("{part} was changed by someone else; not putting it in place")));
         }
         rustix::fs::fchmod(file, Mode::from_raw_mode(self.mode))?;
+        set_mtime(file, self.mtime)?;
         if !self.keep_existing {
             return self.dir.rename(part, &self.dir, &self.file);
         }
@@ -383,13 +399,24 @@ fn not_a_symlink(e: io::Error, what: &str) -> io::Error {
 
 /// Writes `bytes` to an unnamed file in `dir` and links it as `file` (which must not exist; a
 /// symlink there is not followed either: linkat fails with EEXIST).
-fn link_unnamed(dir: &Dir, file: &str, bytes: &[u8], mode: u32) -> io::Result<()> {
+/// Gives an open file a modification time (its access time: now), if there is one to give.
+fn set_mtime(file: &impl std::os::fd::AsFd, mtime: Option<(i64, u32)>) -> io::Result<()> {
+    let Some((secs, nanos)) = mtime else { return Ok(()) };
+    let times = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW },
+        last_modification: rustix::fs::Timespec { tv_sec: secs, tv_nsec: nanos.into() },
+    };
+    Ok(rustix::fs::futimens(file, &times)?)
+}
+
+fn link_unnamed(dir: &Dir, file: &str, bytes: &[u8], mode: u32, mtime: Option<(i64, u32)>) -> io::Result<()> {
     let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
     // Created with its final mode at once (the umask is already applied to `mode`, so applying
     // it again changes nothing): an unnamed file cannot be opened by anyone else before it is
     // linked, so no narrower mode is needed meanwhile, and no chmod call per small file.
     let tmp = std::fs::File::from(rustix::fs::openat(dir, ".", flags, Mode::from_raw_mode(mode))?);
     (&tmp).write_all(bytes)?;
+    set_mtime(&tmp, mtime)?;
     // Linking the fd itself (AT_EMPTY_PATH) is cheapest but needs CAP_DAC_READ_SEARCH; the
     // /proc/self/fd path works for anyone. Remember which one this process may use.
     if EMPTY_PATH_WORKS.load(Ordering::Relaxed) {

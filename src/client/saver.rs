@@ -108,12 +108,14 @@ pub(super) struct Whole {
     pub(super) done: Downloaded,
     /// The server's permission bits, if it sent them.
     pub(super) mode: Option<u32>,
+    /// The server's modification time, if it sent it.
+    pub(super) mtime: Option<(i64, u32)>,
 }
 
 impl Whole {
     pub(super) fn save(self, dir: &OutDir) -> (Name, Result<Downloaded, ClientError>) {
         let path = dir.path().join(self.name.as_path());
-        let result = match dir.save_whole_with_mode(&self.name, &self.bytes, self.mode) {
+        let result = match dir.save_whole_with_mode(&self.name, &self.bytes, self.mode, self.mtime) {
             Ok(()) => Ok(self.done),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(ClientError::Kept { path }),
             Err(source) => Err(ClientError::Local { path, source }),

@@ -64,6 +64,8 @@ pub struct Cached {
     pub digest: Digest,
     /// The file's permission bits, for the reply.
     pub mode: u32,
+    /// The file's modification time (seconds, nanoseconds), for the reply.
+    pub mtime: (i64, u32),
 }
 
 /// How long after its last modification a file must stay unchanged before it is admitted.
@@ -154,7 +156,10 @@ impl Cache {
                     self.retire(gone);
                     None
                 }
-                Some(e) => Some((Cached { body: e.body.clone(), digest: e.digest, mode: e.version.mode }, e.version)),
+                Some(e) => Some((
+                    Cached { body: e.body.clone(), digest: e.digest, mode: e.version.mode, mtime: e.version.mtime() },
+                    e.version,
+                )),
             }
         };
         match found {

@@ -99,7 +99,7 @@ pub(crate) fn answer<'a>(
     if let Some(hit) = shared.cache.lookup(name, now, fresh) {
         debug!(%peer, %name, size = hit.body.len(), "hit");
         let offset = matching_offset(resume, |off| hit.body.get(..off as usize).map(Digest::of));
-        return Ok(from_memory(hit.body, hit.digest, hit.mode, offset, None));
+        return Ok(from_memory(hit.body, hit.digest, (hit.mode, hit.mtime), offset, None));
     }
     let (mut file, version) = shared.root.open_file(name).map_err(|e| Refusal::new(open_error_code(&e), e))?;
     let Some(mut reservation) = shared.cache.reserve(name, &version, now) else {
@@ -112,7 +112,7 @@ pub(crate) fn answer<'a>(
     let offset = matching_offset(resume, |off| bytes.get(..off as usize).map(Digest::of));
     debug!(%peer, %name, size = version.size, "miss, admitted");
     let admission = Admission { reservation, bytes: bytes.clone(), digest, version, file, at: now };
-    Ok(from_memory(bytes, digest, version.mode, offset, Some(admission)))
+    Ok(from_memory(bytes, digest, (version.mode, version.mtime()), offset, Some(admission)))
 }
 
 /// Most times a file is read whole before the server gives up on getting the same bytes twice.
@@ -142,9 +142,16 @@ fn read_whole(file: &mut File, version: &FileVersion) -> Result<(Vec<u8>, Digest
     Err(Refusal::new(ErrorCode::Internal, "the file is being written; try again"))
 }
 
-fn from_memory(bytes: Body, digest: Digest, mode: u32, offset: u64, admission: Option<Admission<'_>>) -> Answer<'_> {
+fn from_memory(
+    bytes: Body,
+    digest: Digest,
+    (mode, mtime): (u32, (i64, u32)),
+    offset: u64,
+    admission: Option<Admission<'_>>,
+) -> Answer<'_> {
     let size = bytes.len() as u64;
-    let header = GetHeader { len: size - offset, offset, size, digest: Some(digest), mode: Some(mode) };
+    let header =
+        GetHeader { len: size - offset, offset, size, digest: Some(digest), mode: Some(mode), mtime: Some(mtime) };
     Answer { header, body: Source::Memory { bytes, from: offset as usize }, admission }
 }
 
@@ -174,7 +181,14 @@ fn streamed<'a>(
         };
         marks.retain(|(at, _)| *at <= offset);
         let len = version.size - offset;
-        let header = GetHeader { len, offset, size: version.size, digest: None, mode: Some(version.mode) };
+        let header = GetHeader {
+            len,
+            offset,
+            size: version.size,
+            digest: None,
+            mode: Some(version.mode),
+            mtime: Some(version.mtime()),
+        };
         let hashing = Hashing {
             shared,
             name: name.clone(),
@@ -197,7 +211,14 @@ fn streamed<'a>(
         file_digest(shared, name, &file, version, resume.map(|(off, _)| off)).map_err(cannot_read)?;
     let offset = matching_offset(resume, |_| prefix);
     let len = version.size - offset;
-    let header = GetHeader { len, offset, size: version.size, digest: Some(digest), mode: Some(version.mode) };
+    let header = GetHeader {
+        len,
+        offset,
+        size: version.size,
+        digest: Some(digest),
+        mode: Some(version.mode),
+        mtime: Some(version.mtime()),
+    };
     Ok(Answer { header, body: Source::File { file, from: offset, len }, admission: None })
 }
 

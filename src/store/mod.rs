@@ -67,6 +67,11 @@ impl FileVersion {
         }
     }
 
+    /// The modification time: seconds and nanoseconds.
+    pub fn mtime(&self) -> (i64, u32) {
+        (self.mtime_sec, u32::try_from(self.mtime_nsec).unwrap_or(0))
+    }
+
     /// The later of the modification and change times: when the contents last changed, as far
     /// as anyone could make them seem otherwise.
     pub fn changed(&self) -> (i64, i64) {

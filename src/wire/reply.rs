@@ -190,12 +190,15 @@ pub struct GetHeader {
     /// The file's permission bits on the server (`mode=` in octal), so the client never saves
     /// it more permissive; `None` from a server that does not send them.
     pub mode: Option<u32>,
+    /// The file's modification time (seconds, nanoseconds), which the client gives its copy;
+    /// `None` from a server that does not send it.
+    pub mtime: Option<(i64, u32)>,
 }
 
 impl GetHeader {
     /// The header for the whole file.
     pub fn whole(size: u64, digest: Digest) -> GetHeader {
-        GetHeader { len: size, offset: 0, size, digest: Some(digest), mode: None }
+        GetHeader { len: size, offset: 0, size, digest: Some(digest), mode: None, mtime: None }
     }
 
     /// Writes `OK <len> [offset=<o> size=<size>] [xxh3=<digest>] [mode=<octal>]`; offset and size
@@ -212,6 +215,9 @@ impl GetHeader {
         if let Some(mode) = self.mode {
             write!(w, " mode={mode:o}")?;
         }
+        if let Some((secs, nanos)) = self.mtime {
+            write!(w, " mtime={secs} mtime_ns={nanos}")?;
+        }
         writeln!(w)
     }
 
@@ -222,7 +228,7 @@ impl GetHeader {
         let bad = |what: &str| malformed(what, fields.as_bytes());
         let mut parts = fields.split(' ');
         let len = parts.next().and_then(parse_u64).ok_or_else(|| bad("expected a decimal size"))?;
-        let (mut offset, mut size, mut digest, mut mode) = (0, None, None, None);
+        let (mut offset, mut size, mut digest, mut mode, mut mtime, mut mtime_ns) = (0, None, None, None, None, 0);
         for field in parts {
             match field.split_once('=') {
                 Some(("offset", v)) => offset = parse_u64(v).ok_or_else(|| bad("bad offset"))?,
@@ -232,14 +238,22 @@ impl GetHeader {
                     let parsed = u32::from_str_radix(v, 8).ok().filter(|m| *m <= 0o7777 && !v.starts_with('+'));
                     mode = Some(parsed.ok_or_else(|| bad("bad mode"))?);
                 }
+                Some(("mtime", v)) => mtime = Some(parse_i64(v).ok_or_else(|| bad("bad mtime"))?),
+                Some(("mtime_ns", v)) => {
+                    mtime_ns = parse_u64(v)
+                        .and_then(|n| u32::try_from(n).ok())
+                        .filter(|n| *n < 1_000_000_000)
+                        .ok_or_else(|| bad("bad mtime_ns"))?;
+                }
                 _ => {}
             }
         }
+        let mtime = mtime.map(|secs| (secs, mtime_ns));
         let size = size.unwrap_or(len);
         if offset.checked_add(len) != Some(size) {
             return Err(bad("offset + length disagrees with size"));
         }
-        Ok(GetHeader { len, offset, size, digest, mode })
+        Ok(GetHeader { len, offset, size, digest, mode, mtime })
     }
 }
 
@@ -404,7 +418,7 @@ mod tests {
         let d = Digest::of(b"x");
         for h in [
             GetHeader::whole(10, d),
-            GetHeader { len: 4, offset: 6, size: 10, digest: Some(d), mode: None },
+            GetHeader { len: 4, offset: 6, size: 10, digest: Some(d), mode: None, mtime: Some((-5, 999_999_999)) },
             GetHeader { mode: Some(0o4755), ..GetHeader::whole(0, d) },
             GetHeader { digest: None, mode: Some(0o644), ..GetHeader::whole(3, d) },
         ] {
@@ -508,7 +522,7 @@ mod props {
         #[test]
         fn get_headers_round_trip(len in any::<u64>(), offset in any::<u64>(), d in any::<u128>()) {
             if let Some(size) = len.checked_add(offset) {
-                let h = GetHeader { len, offset, size, digest: Some(Digest(d)), mode: None };
+                let h = GetHeader { len, offset, size, digest: Some(Digest(d)), mode: None, mtime: None };
                 let mut out = Vec::new();
                 h.write(&mut out).unwrap();
                 let line = std::str::from_utf8(&out).unwrap();
