@@ -1193,3 +1193,33 @@ fn on_a_terminal_an_unknown_server_is_shown_and_asked_about() {
     assert!(screen.contains("file1.txt"), "{screen}");
     assert_eq!(fs::read_to_string(&known_hosts).unwrap(), format!("127.0.0.1:{} {fingerprint}\n", server.port));
 }
+
+#[test]
+fn get_r_fetches_a_folder_then_keeps_it_in_sync_as_a_user_sees_it() {
+    let work = workdir();
+    fs::create_dir_all(work.path().join("server_downloads/docs/empty")).unwrap();
+    let server = RealServer::start(work.path(), &[]);
+    let (code, _, err) = ftclient(work.path(), server.port, &["get", "-r", "docs", "-o", "mirror"], b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("fetched 1 files") && err.contains("skipped 0 unchanged"), "{err}");
+    assert_eq!(fs::read(work.path().join("mirror/docs/a b.txt")).unwrap(), b"spaced");
+    assert!(work.path().join("mirror/docs/empty").is_dir());
+    // Again: nothing to do. The whole server with '.', as JSON.
+    let (code, out, err) = ftclient(work.path(), server.port, &["get", "-r", ".", "-o", "mirror", "--json"], b"");
+    assert_eq!(code, 0, "{err}");
+    let summary: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!((summary["fetched"].as_u64(), summary["skipped"].as_u64()), (Some(2), Some(1)), "{summary}");
+    // A local extra file, shown by --dry-run and removed by --delete.
+    fs::write(work.path().join("mirror/docs/extra"), b"x").unwrap();
+    let (code, out, _) = ftclient(work.path(), server.port, &["get", "-r", "docs", "-o", "mirror", "--delete", "--dry-run"], b"");
+    assert_eq!((code, String::from_utf8_lossy(&out).into_owned()), (0, "delete docs/extra\n".to_string()));
+    assert!(work.path().join("mirror/docs/extra").exists());
+    let (code, _, err) = ftclient(work.path(), server.port, &["get", "-r", "docs", "-o", "mirror", "--delete"], b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(!work.path().join("mirror/docs/extra").exists());
+    // --delete without -r is a usage error; a missing folder is not found.
+    let (code, _, _) = ftclient(work.path(), server.port, &["get", "--delete", "docs"], b"");
+    assert_eq!(code, 2);
+    let (code, _, err) = ftclient(work.path(), server.port, &["get", "-r", "nope"], b"");
+    assert_eq!(code, 3, "{err}");
+}

@@ -1,12 +1,13 @@
 //! ft's integration tests, built into one binary: raw-wire tests against an in-process server
 //! (`wire`), hostile input (`attack`), faults and resume (`faults`), the library client
-//! (`client`), TLS and trust (`tls`), and the real binaries (`cli`).
+//! (`client`), fetching folders (`sync`), TLS and trust (`tls`), and the real binaries (`cli`).
 
 mod attack;
 mod cli;
 mod client;
 mod faults;
 mod soak;
+mod sync;
 mod tls;
 mod util;
 mod wire;

@@ -20,6 +20,7 @@ pub mod bench;
 mod outdir;
 mod result;
 mod saver;
+pub mod tree;
 pub mod trust;
 
 pub use outdir::{OutDir, PART_SUFFIX, Partial};

@@ -223,6 +223,120 @@ impl OutDir {
     }
 }
 
+impl OutDir {
+    /// Makes sure `<dir>/<name>` is a folder, creating it and its parents without following any
+    /// symlink; a symlink or a file in the way is an error.
+    pub fn ensure_folder(&self, name: &Name) -> io::Result<()> {
+        let (dir, last) = self.parent(name, true)?;
+        match dir.create_dir(last) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+        dir.open_dir_nofollow(last).map(drop).map_err(|e| not_a_symlink(e, last))
+    }
+
+    /// The size and modification time (seconds, nanoseconds) of the regular file at
+    /// `<dir>/<name>`, without following symlinks; `None` if there is none (or something else).
+    pub fn local_file(&self, name: &Name) -> Option<(u64, i64, u32)> {
+        let (dir, last) = self.parent(name, false).ok()?;
+        let st = rustix::fs::statat(&*dir, last, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        (rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile)
+            .then(|| (st.st_size as u64, st.st_mtime, u32::try_from(st.st_mtime_nsec).unwrap_or(0)))
+    }
+
+    /// Gives the folder `<dir>/<name>` the server's permission bits (see [`OutDir::mode_for`])
+    /// and modification time, opening it without following symlinks.
+    pub fn set_folder(&self, name: &Name, server_mode: u32, mtime: (i64, u32)) -> io::Result<()> {
+        let (dir, last) = self.parent(name, false)?;
+        // A real descriptor (not O_PATH, which cannot take fchmod), never through a symlink.
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let folder =
+            rustix::fs::openat(&*dir, last, flags, Mode::empty()).map_err(|e| not_a_symlink(e.into(), last))?;
+        rustix::fs::fchmod(&folder, Mode::from_raw_mode(self.mode_for(Some(server_mode))))?;
+        set_mtime(&folder, Some(mtime))
+    }
+
+    /// Deletes what lies beneath the folder `top` (the whole output folder if `None`) and is not
+    /// in `keep` (names as the server lists them, relative to the output folder), never
+    /// following a symlink: a symlink is removed as itself, a folder not kept is removed with
+    /// all it holds, and a folder kept is gone through. A `<name>.part` of a kept `<name>` is kept
+    /// (a later `get` resumes it). With `dry_run` nothing is removed. `removed` hears each name
+    /// removed (or that would be); returns how many.
+    pub fn prune(
+        &self,
+        top: Option<&Name>,
+        keep: &std::collections::HashSet<String>,
+        dry_run: bool,
+        removed: &mut dyn FnMut(&str),
+    ) -> io::Result<u64> {
+        let start = match top {
+            None => self.dir.try_clone()?,
+            Some(top) => {
+                let (dir, last) = self.parent(top, false)?;
+                dir.open_dir_nofollow(last).map_err(|e| not_a_symlink(e, last))?
+            }
+        };
+        let prefix = top.map_or(String::new(), |t| format!("{t}/"));
+        let mut count = 0;
+        prune_folder(&start, &prefix, keep, dry_run, removed, &mut count)?;
+        Ok(count)
+    }
+}
+
+fn prune_folder(
+    dir: &Dir,
+    prefix: &str,
+    keep: &std::collections::HashSet<String>,
+    dry_run: bool,
+    removed: &mut dyn FnMut(&str),
+    count: &mut u64,
+) -> io::Result<()> {
+    for entry in dir.entries()? {
+        let entry = entry?;
+        let Ok(file_name) = entry.file_name().into_string() else { continue };
+        let name = format!("{prefix}{file_name}");
+        let kind = entry.file_type()?;
+        let kept = keep.contains(&name)
+            || name.strip_suffix(PART_SUFFIX).is_some_and(|base| keep.contains(base)) && kind.is_file();
+        if kind.is_dir() && kept {
+            let sub = dir.open_dir_nofollow(&file_name)?;
+            prune_folder(&sub, &format!("{name}/"), keep, dry_run, removed, count)?;
+            continue;
+        }
+        if kept {
+            continue;
+        }
+        removed(&name);
+        *count += 1;
+        if dry_run {
+            continue;
+        }
+        if kind.is_dir() {
+            remove_tree(dir, &file_name)?;
+        } else {
+            dir.remove_file(&file_name)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the folder `name` in `dir` and all it holds, opening each folder without following
+/// symlinks (a symlink inside is removed as itself, never followed).
+fn remove_tree(dir: &Dir, name: &str) -> io::Result<()> {
+    let sub = dir.open_dir_nofollow(name)?;
+    for entry in sub.entries()? {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        if entry.file_type()?.is_dir() {
+            let Some(file_name) = file_name.to_str() else { continue };
+            remove_tree(&sub, file_name)?;
+        } else {
+            sub.remove_file(&file_name)?;
+        }
+    }
+    dir.remove_dir(name)
+}
+
 /// Opens `part` in `dir` with `options` and takes an exclusive lock on it, so that one download at
 /// a time owns a `.part` (two downloads of one file into one folder would otherwise write into the
 /// same file, and one would rename the other's bytes into place). The lock is `flock`, held by the

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ft::client::bench::{BenchConfig, BenchReport};
+use ft::client::tree::{TreeEvent, TreeOptions};
 use ft::client::trust::{TlsMode, TlsOptions, Trust};
 use ft::client::{Client, ClientError, OutDir, Progress};
 use ft::fingerprint::Fingerprint;
@@ -87,7 +88,16 @@ enum Command {
         /// Print a JSON summary on stdout: each file's size, digest, resumed-from, or error; totals; elapsed
         #[arg(long)]
         json: bool,
-        /// Names as `list` shows them
+        /// Fetch folders with all they hold ('.' is the whole server), skipping files whose local copy has the same size and modification time
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        /// With -r: remove local files and folders beneath the fetched folders that the server does not have
+        #[arg(long, requires = "recursive")]
+        delete: bool,
+        /// With -r: print what would be fetched and removed ("fetch NAME", "delete NAME"), and change nothing
+        #[arg(long, requires = "recursive")]
+        dry_run: bool,
+        /// Names as `list` shows them (with -r, folders too)
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -402,9 +412,30 @@ fn run(args: Args) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        Command::Get { output, names, resume: _, no_resume, no_clobber, json } => {
+        Command::Get { output, names, resume: _, no_resume, no_clobber, json, recursive, delete, dry_run } => {
             // Resuming is checked by the prefix digest, so it is the safe default.
             let resume = !no_resume;
+            if recursive {
+                if output == Path::new("-") {
+                    return Err(Usage("-r saves into a folder; -o - writes one file".into()).into());
+                }
+                let tops = names
+                    .iter()
+                    .map(|n| match n.as_str() {
+                        "." => Ok(None),
+                        n => Name::parse(n).map(Some).with_context(|| format!("{}: bad name", escape(n))),
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let dir = OutDir::create(&output)
+                    .with_context(|| format!("cannot create {}", output.display()))?
+                    .keep_existing(no_clobber);
+                let options = TreeOptions { resume, delete, dry_run };
+                let code = get_tree(&mut connect()?, &tops, &dir, options, json, args.quiet)?;
+                if let Some(bar) = &bar {
+                    bar.bar.finish_and_clear();
+                }
+                return Ok(code);
+            }
             let names = parse_names(&names)?;
             if output == Path::new("-") {
                 if json {
@@ -549,6 +580,72 @@ fn positive_span(s: &str) -> Result<Span, String> {
         Span(d) if d.is_zero() => Err("must be more than 0 (e.g. 500ms, 30s)".into()),
         span => Ok(span),
     }
+}
+
+/// `get -r`: fetches the trees, reporting failures on stderr as they happen and, with
+/// `--dry-run`, what would be done on stdout; ends with a summary (stderr, or `--json` on stdout).
+fn get_tree(
+    client: &mut Client,
+    tops: &[Option<Name>],
+    dir: &OutDir,
+    options: TreeOptions,
+    json: bool,
+    quiet: bool,
+) -> anyhow::Result<u8> {
+    let started = std::time::Instant::now();
+    let mut first_failure = None;
+    let mut out = io::stdout().lock();
+    let mut printed = Ok(());
+    let summary = client.fetch_tree(tops, dir, options, |event| match event {
+        TreeEvent::Fetched(name, Err(e)) => {
+            first_failure.get_or_insert(code_of(e));
+            let chain = std::iter::successors(Some(e as &(dyn std::error::Error + 'static)), |e| e.source());
+            eprintln!("ftclient: {}: {}", escape(name.as_str()), escape(&ft::human::chain(chain)));
+        }
+        TreeEvent::Fetched(_, Ok(_)) => {}
+        TreeEvent::WouldFetch(name) => {
+            if printed.is_ok() {
+                printed = writeln!(out, "fetch {}", escape(name.as_str()));
+            }
+        }
+        TreeEvent::Deleted(name) if options.dry_run => {
+            if printed.is_ok() {
+                printed = writeln!(out, "delete {}", escape(name));
+            }
+        }
+        TreeEvent::Deleted(name) => {
+            if !quiet {
+                eprintln!("deleted {}", escape(name));
+            }
+        }
+    });
+    printed?;
+    let summary = summary.context("get -r")?;
+    let secs = started.elapsed().as_secs_f64();
+    let verb = if options.dry_run { "would fetch" } else { "fetched" };
+    if json {
+        let value = serde_json::json!({
+            "fetched": summary.fetched,
+            "skipped": summary.skipped,
+            "deleted": summary.deleted,
+            "failed": summary.failed,
+            "bytes_received": summary.bytes,
+            "dry_run": options.dry_run,
+            "elapsed_secs": secs,
+        });
+        writeln!(out, "{value}")?;
+    } else if !quiet {
+        eprintln!(
+            "{verb} {} files ({}), skipped {} unchanged, {} {}, {} failed, in {secs:.2} s",
+            summary.fetched,
+            ft::human::size(summary.bytes),
+            summary.skipped,
+            if options.dry_run { "would delete" } else { "deleted" },
+            summary.deleted,
+            summary.failed,
+        );
+    }
+    Ok(first_failure.unwrap_or(0))
 }
 
 fn parse_names(names: &[String]) -> anyhow::Result<Vec<Name>> {
