@@ -1211,7 +1211,8 @@ fn get_r_fetches_a_folder_then_keeps_it_in_sync_as_a_user_sees_it() {
     assert_eq!((summary["fetched"].as_u64(), summary["skipped"].as_u64()), (Some(2), Some(1)), "{summary}");
     // A local extra file, shown by --dry-run and removed by --delete.
     fs::write(work.path().join("mirror/docs/extra"), b"x").unwrap();
-    let (code, out, _) = ftclient(work.path(), server.port, &["get", "-r", "docs", "-o", "mirror", "--delete", "--dry-run"], b"");
+    let (code, out, _) =
+        ftclient(work.path(), server.port, &["get", "-r", "docs", "-o", "mirror", "--delete", "--dry-run"], b"");
     assert_eq!((code, String::from_utf8_lossy(&out).into_owned()), (0, "delete docs/extra\n".to_string()));
     assert!(work.path().join("mirror/docs/extra").exists());
     let (code, _, err) = ftclient(work.path(), server.port, &["get", "-r", "docs", "-o", "mirror", "--delete"], b"");

@@ -184,6 +184,19 @@ fn changes_are_fetched_and_delete_removes_only_what_the_server_lost() {
     }
     assert_eq!(fs::read(victim.path().join("precious")).unwrap(), b"keep me", "nothing outside is touched");
     assert!(out.path().join("proj/keys").is_dir());
+
+    // --checksum sees the rewrite that kept its size and time, and fetches nothing else.
+    let checksum = TreeOptions { checksum: true, ..TreeOptions::default() };
+    let (summary, events) = fetch(&mut server.client(), &top, &dir, checksum);
+    assert_eq!(events, ["fetched proj/README"]);
+    assert_eq!((summary.fetched, summary.skipped), (1, 5));
+    assert_eq!(fs::read(out.path().join("proj/README")).unwrap(), b"READ ME\n");
+    // sum on the wire: the size and digest, or why not.
+    let mut w = server.connect();
+    w.send("sum proj/new.txt\nsum proj/nope\nsum proj\n");
+    assert_eq!(w.line(), format!("OK 3 xxh3={}", ft::digest::Digest::of(b"new")));
+    assert!(w.line().starts_with("ERR not-found "));
+    assert!(w.line().starts_with("ERR not-file "));
 }
 
 /// A fake server that agrees to list-meta and list-end, answers the first `list` with

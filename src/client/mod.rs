@@ -376,6 +376,42 @@ impl Client {
         Ok(count)
     }
 
+    /// The digest of each of `names` as the server has it (`sum`), pipelined: handed to `each`
+    /// in order. Stops at an error that leaves the connection out of step.
+    pub fn sum_all(
+        &mut self,
+        names: &[Name],
+        mut each: impl FnMut(&Name, Result<(u64, Digest), ClientError>),
+    ) -> Result<(), ClientError> {
+        for batch in names.chunks(WINDOW) {
+            for name in batch {
+                self.send(&Request::Sum(name.clone()))?;
+            }
+            self.flush()?;
+            for name in batch {
+                self.broken = true;
+                let status = self.read_status()?;
+                self.broken = false;
+                let result = match status {
+                    Status::Ok(fields) => {
+                        let size = protocol::parse_count(&fields);
+                        let digest = protocol::parse_trailer(&fields);
+                        match (size, digest) {
+                            (Ok(size), Ok(digest)) => Ok((size, digest)),
+                            (Err(e), _) | (_, Err(e)) => {
+                                self.broken = true;
+                                return Err(e.into());
+                            }
+                        }
+                    }
+                    Status::Err(reply) => Err(ClientError::Server(reply)),
+                };
+                each(name, result);
+            }
+        }
+        Ok(())
+    }
+
     /// The server's counters, in the order it sent them (at most [`MAX_STATS`]).
     pub fn stats(&mut self) -> Result<Vec<(String, u64)>, ClientError> {
         let count = self.call_count(&Request::Stats)?;

@@ -244,6 +244,18 @@ impl OutDir {
             .then(|| (st.st_size as u64, st.st_mtime, u32::try_from(st.st_mtime_nsec).unwrap_or(0)))
     }
 
+    /// The size and digest of the regular file at `<dir>/<name>` (opened without following
+    /// symlinks); `None` if there is none or it cannot be read.
+    pub fn local_digest(&self, name: &Name) -> Option<(u64, crate::digest::Digest)> {
+        let (dir, last) = self.parent(name, false).ok()?;
+        let options = OpenOptions::new().read(true).follow(FollowSymlinks::No).clone();
+        let file = dir.open_with(last, &options).ok()?.into_std();
+        let len = file.metadata().ok().filter(|m| m.is_file())?.len();
+        let mut hasher = crate::digest::Hasher::default();
+        crate::digest::feed_file(&file, 0, len, &mut hasher).ok()?;
+        Some((len, hasher.digest()))
+    }
+
     /// Gives the folder `<dir>/<name>` the server's permission bits (see [`OutDir::mode_for`])
     /// and modification time, opening it without following symlinks.
     pub fn set_folder(&self, name: &Name, server_mode: u32, mtime: (i64, u32)) -> io::Result<()> {

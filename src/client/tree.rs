@@ -23,6 +23,9 @@ pub struct TreeOptions {
     pub delete: bool,
     /// Say what would be fetched and removed; change nothing.
     pub dry_run: bool,
+    /// Compare a local file with the server's by digest, not by size and modification time:
+    /// the server's digests come without the bytes (`sum`), a local one costs a read.
+    pub checksum: bool,
 }
 
 /// What fetching a tree did.
@@ -75,7 +78,10 @@ impl Client {
         // Every name the server listed, for `delete` (and to refuse a listing naming one twice).
         let mut listed: HashSet<String> = HashSet::new();
         for name in names {
-            let top = match self.list_tree(name.as_ref(), &mut listed, &mut folders, &mut fetch, dir, &mut summary) {
+            let quick_check = !options.checksum;
+            let listing =
+                self.list_tree(name.as_ref(), quick_check, &mut listed, &mut folders, &mut fetch, dir, &mut summary);
+            let top = match listing {
                 Ok(()) => Top::Folder(name.clone()),
                 Err(ClientError::Server(reply)) if reply.kind() == Some(ErrorCode::NotFile) && name.is_some() => {
                     let Some(file) = name.clone() else { continue };
@@ -86,6 +92,9 @@ impl Client {
                 Err(e) => return Err(e),
             };
             tops.push(top);
+        }
+        if options.checksum {
+            fetch = self.compare_digests(fetch, dir, &mut summary)?;
         }
         if options.dry_run {
             for name in &fetch {
@@ -143,11 +152,38 @@ impl Client {
         Ok(summary)
     }
 
+    /// `--checksum`: of the files to fetch, keeps those whose local copy is missing or differs from
+    /// the server's by size or digest; the others are skipped.
+    fn compare_digests(
+        &mut self,
+        candidates: Vec<Name>,
+        dir: &OutDir,
+        summary: &mut TreeSummary,
+    ) -> Result<Vec<Name>, ClientError> {
+        let (local, absent): (Vec<Name>, Vec<Name>) =
+            candidates.into_iter().partition(|name| dir.local_file(name).is_some());
+        let mut fetch = absent;
+        let mut same = Vec::new();
+        self.sum_all(&local, |name, theirs| {
+            let ours = dir.local_digest(name);
+            match (theirs, ours) {
+                (Ok((size, digest)), Some((our_size, our_digest))) if size == our_size && digest == our_digest => {
+                    same.push(name.clone())
+                }
+                _ => fetch.push(name.clone()),
+            }
+        })?;
+        summary.skipped += same.len() as u64;
+        Ok(fetch)
+    }
+
     /// Reads the listing of `folder` (all of it, or an error: a listing cut short is an error),
     /// noting its folders and the files to fetch (those whose local copy differs).
+    #[allow(clippy::too_many_arguments)]
     fn list_tree(
         &mut self,
         folder: Option<&Name>,
+        quick_check: bool,
         listed: &mut HashSet<String>,
         folders: &mut Vec<MetaEntry>,
         fetch: &mut Vec<Name>,
@@ -173,7 +209,7 @@ impl Client {
             }
             if entry.folder {
                 folders.push(entry);
-            } else if dir.local_file(&entry.name) == Some((entry.size, entry.mtime, entry.mtime_nsec)) {
+            } else if quick_check && dir.local_file(&entry.name) == Some((entry.size, entry.mtime, entry.mtime_nsec)) {
                 summary.skipped += 1;
             } else {
                 fetch.push(entry.name);

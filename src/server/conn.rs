@@ -229,6 +229,12 @@ impl<'a> Connection<'a> {
                 Ok(Request::Resume { offset, prefix, name }) => self.get(&name, Some((offset, prefix)))?,
                 Ok(Request::List(folder)) => self.list(folder.as_ref())?,
                 Ok(Request::Stats) => self.stats()?,
+                Ok(Request::Sum(name)) => match get::sum(self.shared, &name) {
+                    Ok((size, digest)) => {
+                        protocol::write_ok_fields(&mut self.stream, &format!("{size} xxh3={digest}"))?
+                    }
+                    Err(refusal) => self.err(refusal.code, &refusal.message)?,
+                },
                 Ok(Request::Auth(token)) => {
                     if !self.auth(&token)? {
                         return Err(ConnError::CutOff);

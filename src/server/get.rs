@@ -495,6 +495,15 @@ fn file_digest(
     Ok((digest, prefix))
 }
 
+/// Answers `sum NAME`: the file's size and digest, remembered per version (computed from disk
+/// once, if the file has settled) and sent without the bytes.
+pub(crate) fn sum(shared: &Shared, name: &Name) -> Result<(u64, Digest), Refusal> {
+    let (file, version) = shared.root.open_file(name).map_err(|e| Refusal::new(open_error_code(&e), e))?;
+    let (digest, _) = file_digest(shared, name, &file, &version, None)
+        .map_err(|e| Refusal::new(ErrorCode::Internal, format_args!("cannot read the file: {e}")))?;
+    Ok((version.size, digest))
+}
+
 /// The reply code for a file the store could not open or list.
 pub(crate) fn open_error_code(e: &OpenError) -> ErrorCode {
     match e {

@@ -14,6 +14,7 @@
 //!   get NAME
 //!   resume OFFSET PREFIX-XXH3 NAME          ; continue a download (see README)
 //!   stats
+//!   sum NAME                                ; a file's size and digest, without its bytes
 //!   auth TOKEN                              ; present a token (a server with an auth file needs one)
 //!   quit
 //! reply    = "OK" [SP fields] LF [payload]  |  "ERR" SP code SP message LF

@@ -55,6 +55,8 @@ pub enum Request {
     Quit,
     /// Present a token (`auth TOKEN`); the token is never shown (see [`Request::for_log`]).
     Auth(Secret),
+    /// A file's digest without its bytes (`sum NAME`), for comparing a local copy.
+    Sum(Name),
 }
 
 /// Why a request line was refused. The connection stays usable after each of these.
@@ -64,7 +66,7 @@ pub enum RequestError {
     NotUtf8,
     #[error("empty request")]
     Empty,
-    #[error("unknown command '{0}' (try list, get NAME, resume, stats, auth, quit)")]
+    #[error("unknown command '{0}' (try list, get NAME, resume, sum NAME, stats, auth, quit)")]
     UnknownCommand(String),
     #[error("'{0}' needs a file name")]
     MissingName(&'static str),
@@ -113,6 +115,11 @@ impl Request {
             let prefix = parts.next().and_then(Digest::parse).ok_or(RequestError::BadResume)?;
             let name = parts.next().filter(|n| !n.is_empty()).ok_or(RequestError::BadResume)?;
             Ok(Request::Resume { offset, prefix, name: Name::parse(name)? })
+        } else if verb.eq_ignore_ascii_case("sum") {
+            match arg {
+                Some(name) if !name.is_empty() => Ok(Request::Sum(Name::parse(name)?)),
+                _ => Err(RequestError::MissingName("sum")),
+            }
         } else if verb.eq_ignore_ascii_case("auth") {
             match arg {
                 Some(token) if !token.is_empty() && !token.contains(' ') => Ok(Request::Auth(Secret::new(token))),
@@ -165,6 +172,7 @@ impl fmt::Display for Request {
             Request::Stats => f.write_str("stats"),
             Request::Quit => f.write_str("quit"),
             Request::Auth(token) => write!(f, "auth {}", token.expose()),
+            Request::Sum(name) => write!(f, "sum {name}"),
         }
     }
 }

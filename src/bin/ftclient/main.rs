@@ -97,6 +97,9 @@ enum Command {
         /// With -r: print what would be fetched and removed ("fetch NAME", "delete NAME"), and change nothing
         #[arg(long, requires = "recursive")]
         dry_run: bool,
+        /// With -r: compare files by digest (the server's, and one read of the local copy) instead of size and time
+        #[arg(short = 'c', long, requires = "recursive")]
+        checksum: bool,
         /// Names as `list` shows them (with -r, folders too)
         #[arg(required = true)]
         names: Vec<String>,
@@ -412,7 +415,18 @@ fn run(args: Args) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        Command::Get { output, names, resume: _, no_resume, no_clobber, json, recursive, delete, dry_run } => {
+        Command::Get {
+            output,
+            names,
+            resume: _,
+            no_resume,
+            no_clobber,
+            json,
+            recursive,
+            delete,
+            dry_run,
+            checksum,
+        } => {
             // Resuming is checked by the prefix digest, so it is the safe default.
             let resume = !no_resume;
             if recursive {
@@ -429,7 +443,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
                 let dir = OutDir::create(&output)
                     .with_context(|| format!("cannot create {}", output.display()))?
                     .keep_existing(no_clobber);
-                let options = TreeOptions { resume, delete, dry_run };
+                let options = TreeOptions { resume, delete, dry_run, checksum };
                 let code = get_tree(&mut connect()?, &tops, &dir, options, json, args.quiet)?;
                 if let Some(bar) = &bar {
                     bar.bar.finish_and_clear();
