@@ -1223,4 +1223,10 @@ fn get_r_fetches_a_folder_then_keeps_it_in_sync_as_a_user_sees_it() {
     assert_eq!(code, 2);
     let (code, _, err) = ftclient(work.path(), server.port, &["get", "-r", "nope"], b"");
     assert_eq!(code, 3, "{err}");
+    // The shell too.
+    let (code, _, err) =
+        ftclient(work.path(), server.port, &["shell", "-o", "viashell"], b"get -r docs\nget -r docs\n");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(fs::read(work.path().join("viashell/docs/a b.txt")).unwrap(), b"spaced");
+    assert!(err.contains("fetched 1 files") && err.contains("skipped 1 unchanged"), "{err}");
 }

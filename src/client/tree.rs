@@ -75,12 +75,21 @@ impl Client {
         let mut folders: Vec<MetaEntry> = Vec::new();
         let mut fetch: Vec<Name> = Vec::new();
         let mut tops = Vec::new();
-        // Every name the server listed, for `delete` (and to refuse a listing naming one twice).
+        // With `delete`, every name the server listed (and a listing that names one twice is
+        // refused); without, none is kept: a listing of any length costs only the files to fetch.
         let mut listed: HashSet<String> = HashSet::new();
+        let remember = options.delete;
         for name in names {
             let quick_check = !options.checksum;
-            let listing =
-                self.list_tree(name.as_ref(), quick_check, &mut listed, &mut folders, &mut fetch, dir, &mut summary);
+            let listing = self.list_tree(
+                name.as_ref(),
+                quick_check,
+                remember.then_some(&mut listed),
+                &mut folders,
+                &mut fetch,
+                dir,
+                &mut summary,
+            );
             let top = match listing {
                 Ok(()) => Top::Folder(name.clone()),
                 Err(ClientError::Server(reply)) if reply.kind() == Some(ErrorCode::NotFile) && name.is_some() => {
@@ -184,7 +193,7 @@ impl Client {
         &mut self,
         folder: Option<&Name>,
         quick_check: bool,
-        listed: &mut HashSet<String>,
+        mut listed: Option<&mut HashSet<String>>,
         folders: &mut Vec<MetaEntry>,
         fetch: &mut Vec<Name>,
         dir: &OutDir,
@@ -196,14 +205,16 @@ impl Client {
             )
             .into());
         }
-        if let Some(folder) = folder {
+        if let (Some(folder), Some(listed)) = (folder, listed.as_deref_mut()) {
             listed.insert(folder.to_string());
         }
         let prefix = folder.map(|f| format!("{f}/"));
         let mut odd = None;
         self.list_all_each(folder, |entry| {
             let name = entry.name.to_string();
-            if prefix.as_deref().is_some_and(|p| !name.starts_with(p)) || !listed.insert(name.clone()) {
+            let outside = prefix.as_deref().is_some_and(|p| !name.starts_with(p));
+            let twice = listed.as_deref_mut().is_some_and(|listed| !listed.insert(name.clone()));
+            if outside || twice {
                 odd.get_or_insert(name);
                 return Ok(());
             }

@@ -18,6 +18,7 @@ const COMPLETION_NAMES: usize = 100_000;
 const SHELL_HELP: &str = "commands:
   list [FOLDER]   list the server's files
   get NAME        download NAME (the rest of the line, spaces included)
+  get -r FOLDER   fetch FOLDER with all it holds, skipping unchanged files (. for everything)
   stats           show the server's counters
   help            this text
   quit            leave (end of input does too)";
@@ -101,7 +102,10 @@ fn attempt(
     *super::BUSY.lock() = Some(client.interrupter());
     let result = match verb {
         "list" | "ls" => shell_list(client, arg, lines),
-        "get" => shell_get(client, arg, output, quiet),
+        "get" => match arg.strip_prefix("-r ") {
+            Some(folder) => shell_get_tree(client, folder.trim_start(), output, quiet),
+            None => shell_get(client, arg, output, quiet),
+        },
         "stats" => client.stats().map_err(Into::into).map(|stats| {
             for (key, value) in stats {
                 println!("{} {value}", escape(&key));
@@ -160,6 +164,21 @@ fn shell_get(client: &mut Client, name: &str, output: &Path, quiet: bool) -> any
     if !quiet {
         let saved = dir.path().join(name.as_path());
         eprintln!("saved {} ({} bytes)", escape(&saved.display().to_string()), done.size);
+    }
+    Ok(())
+}
+
+/// `get -r FOLDER` in the shell: as `ftclient get -r` does, its summary on stderr.
+fn shell_get_tree(client: &mut Client, folder: &str, output: &Path, quiet: bool) -> anyhow::Result<()> {
+    let top = match folder {
+        "." => None,
+        f => Some(Name::parse(f).with_context(|| format!("{}: bad name", escape(f)))?),
+    };
+    let dir = OutDir::create(output).with_context(|| format!("cannot create {}", output.display()))?;
+    let options = ft::client::tree::TreeOptions { resume: true, ..Default::default() };
+    let code = super::get_tree(client, &[top], &dir, options, false, quiet)?;
+    if code != 0 {
+        anyhow::bail!("get -r {}: some files failed", escape(folder));
     }
     Ok(())
 }
