@@ -52,14 +52,28 @@ fn fetch(
     dir: &OutDir,
     options: TreeOptions,
 ) -> (TreeSummary, Vec<String>) {
+    fetch_with(client, None, names, dir, options)
+}
+
+/// [`fetch`], listing on `lister` (a second connection) while `client` fetches, if given.
+fn fetch_with(
+    client: &mut Client,
+    lister: Option<Client>,
+    names: &[Option<Name>],
+    dir: &OutDir,
+    options: TreeOptions,
+) -> (TreeSummary, Vec<String>) {
     let mut events = Vec::new();
-    let summary = client
-        .fetch_tree(names, dir, options, |e| match e {
-            TreeEvent::Fetched(n, r) => events.push(format!("{} {n}", if r.is_ok() { "fetched" } else { "failed" })),
-            TreeEvent::WouldFetch(n) => events.push(format!("would fetch {n}")),
-            TreeEvent::Deleted(n) => events.push(format!("deleted {n}")),
-        })
-        .unwrap();
+    let report = |e: TreeEvent<'_>| match e {
+        TreeEvent::Fetched(n, r) => events.push(format!("{} {n}", if r.is_ok() { "fetched" } else { "failed" })),
+        TreeEvent::WouldFetch(n) => events.push(format!("would fetch {n}")),
+        TreeEvent::Deleted(n) => events.push(format!("deleted {n}")),
+    };
+    let summary = match lister {
+        Some(lister) => client.fetch_tree_with(lister, names, dir, options, report),
+        None => client.fetch_tree(names, dir, options, report),
+    };
+    let summary = summary.unwrap();
     events.sort();
     (summary, events)
 }
@@ -94,8 +108,10 @@ fn a_tree_arrives_whole_with_times_and_modes_and_a_second_fetch_moves_nothing() 
     let server = TestServer::start(dirs.config());
     let out = tempfile::tempdir().unwrap();
     let dir = OutDir::create(out.path()).unwrap();
+    // Listed on a second connection while the first fetches.
     let mut client = server.client();
-    let (summary, _) = fetch(&mut client, &[Some(name("proj"))], &dir, TreeOptions::default());
+    let (summary, _) =
+        fetch_with(&mut client, Some(server.client()), &[Some(name("proj"))], &dir, TreeOptions::default());
     assert_eq!((summary.fetched, summary.skipped, summary.failed), (6, 0, 0), "{summary:?}");
     let got = snapshot(&out.path().join("proj"));
     let mut want = snapshot(&dirs.root.path().join("proj"));
@@ -159,7 +175,7 @@ fn changes_are_fetched_and_delete_removes_only_what_the_server_lost() {
 
     let dry = TreeOptions { delete: true, dry_run: true, ..TreeOptions::default() };
     let before = snapshot(out.path());
-    let (summary, events) = fetch(&mut server.client(), &top, &dir, dry);
+    let (summary, events) = fetch_with(&mut server.client(), Some(server.client()), &top, &dir, dry);
     assert_eq!(snapshot(out.path()), before, "a dry run changes nothing");
     let want_events = [
         "deleted proj/empty/deeper/inside",
@@ -173,8 +189,8 @@ fn changes_are_fetched_and_delete_removes_only_what_the_server_lost() {
     assert_eq!(events, want_events);
     assert_eq!((summary.fetched, summary.deleted), (2, 5));
 
-    let (summary, events) =
-        fetch(&mut server.client(), &top, &dir, TreeOptions { delete: true, ..TreeOptions::default() });
+    let delete = TreeOptions { delete: true, ..TreeOptions::default() };
+    let (summary, events) = fetch_with(&mut server.client(), Some(server.client()), &top, &dir, delete);
     assert_eq!((summary.fetched, summary.deleted, summary.failed), (2, 5, 0), "{events:?}");
     assert_eq!(fs::read(out.path().join("proj/bin/run.sh")).unwrap(), b"#!/bin/sh\necho hello\n");
     assert_eq!(fs::read(out.path().join("proj/new.txt")).unwrap(), b"new");

@@ -98,6 +98,62 @@ impl InFlight {
     }
 }
 
+/// Where [`Client::pipeline`] takes the names to download from.
+trait NameSource {
+    /// The next name; with `wait`, blocks until there is one or there will be none.
+    fn next_name(&mut self, wait: bool) -> Next;
+    /// How many names are left (taking them).
+    fn rest(&mut self) -> usize;
+}
+
+enum Next {
+    Ready(Name),
+    /// None now; more may come.
+    Later,
+    End,
+}
+
+/// Names given all at once, and how many were taken.
+struct Slice<'a>(&'a [Name], usize);
+
+impl NameSource for Slice<'_> {
+    fn next_name(&mut self, _wait: bool) -> Next {
+        match self.0.get(self.1) {
+            Some(name) => {
+                self.1 += 1;
+                Next::Ready(name.clone())
+            }
+            None => Next::End,
+        }
+    }
+
+    fn rest(&mut self) -> usize {
+        let left = self.0.len() - self.1;
+        self.1 = self.0.len();
+        left
+    }
+}
+
+/// Names arriving on a channel.
+struct Stream(mpsc::Receiver<Name>);
+
+impl NameSource for Stream {
+    fn next_name(&mut self, wait: bool) -> Next {
+        if wait {
+            return self.0.recv().map_or(Next::End, Next::Ready);
+        }
+        match self.0.try_recv() {
+            Ok(name) => Next::Ready(name),
+            Err(mpsc::TryRecvError::Empty) => Next::Later,
+            Err(mpsc::TryRecvError::Disconnected) => Next::End,
+        }
+    }
+
+    fn rest(&mut self) -> usize {
+        self.0.iter().count()
+    }
+}
+
 /// What [`Client::receive`] made of a reply.
 enum Received {
     /// Streamed to disk and saved.
@@ -531,6 +587,33 @@ impl Client {
             return names.len();
         }
         let writers = if names.len() > 1 { WRITERS } else { 0 };
+        self.download_from(&mut Slice(names, 0), writers, dir, resume, &mut report)
+    }
+
+    /// [`Client::download_all`] for names that arrive on `names` while the downloads go on (from
+    /// a listing on another connection, say), until it closes. Returns how many names were never
+    /// answered.
+    pub fn download_stream(
+        &mut self,
+        names: mpsc::Receiver<Name>,
+        dir: &OutDir,
+        resume: bool,
+        mut report: impl FnMut(&Name, Result<Downloaded, ClientError>),
+    ) -> usize {
+        if self.broken {
+            return names.iter().count();
+        }
+        self.download_from(&mut Stream(names), WRITERS, dir, resume, &mut report)
+    }
+
+    fn download_from(
+        &mut self,
+        names: &mut impl NameSource,
+        writers: usize,
+        dir: &OutDir,
+        resume: bool,
+        mut report: &mut impl FnMut(&Name, Result<Downloaded, ClientError>),
+    ) -> usize {
         let (saved_tx, saved) = mpsc::channel();
         std::thread::scope(|scope| {
             let mut saver = Saver::start(scope, dir, writers, saved_tx);
@@ -549,7 +632,7 @@ impl Client {
     /// `saved` brings results back from the writers.
     fn pipeline(
         &mut self,
-        names: &[Name],
+        names: &mut impl NameSource,
         dir: &OutDir,
         resume: bool,
         report: &mut impl FnMut(&Name, Result<Downloaded, ClientError>),
@@ -557,35 +640,47 @@ impl Client {
         saved: &mpsc::Receiver<Vec<Saved>>,
     ) -> usize {
         let mut in_flight = VecDeque::new();
-        let mut next = 0;
+        let mut ended = false;
         loop {
             // Refill once half the window is free, so requests leave in batches, not one by one.
             if in_flight.len() <= WINDOW / 2 {
-                while next < names.len() && in_flight.len() < WINDOW {
-                    let name = &names[next];
-                    next += 1;
-                    match InFlight::prepare(name, dir, resume) {
+                while !ended && in_flight.len() < WINDOW {
+                    // Wait for a name only when nothing is in flight to read meanwhile.
+                    let name = match names.next_name(in_flight.is_empty()) {
+                        Next::Ready(name) => name,
+                        Next::Later => break,
+                        Next::End => {
+                            ended = true;
+                            break;
+                        }
+                    };
+                    match InFlight::prepare(&name, dir, resume) {
                         Ok((request, flight)) => {
                             if let Err(e) = writeln!(self.stream, "{request}") {
                                 self.broken = true;
-                                report(name, Err(e.into()));
-                                return names.len() - next + in_flight.len();
+                                report(&name, Err(e.into()));
+                                return names.rest() + in_flight.len();
                             }
                             in_flight.push_back(flight);
                         }
-                        Err(e) => report(name, Err(e)),
+                        Err(e) => report(&name, Err(e)),
                     }
                 }
                 if let Err(e) = self.stream.flush() {
                     self.broken = true;
-                    let left = names.len() - next + in_flight.len();
+                    let left = names.rest() + in_flight.len();
                     if let Some(flight) = in_flight.front() {
                         report(&flight.name, Err(e.into()));
                     }
                     return left;
                 }
             }
-            let Some(flight) = in_flight.pop_front() else { return 0 };
+            let Some(flight) = in_flight.pop_front() else {
+                if ended {
+                    return 0;
+                }
+                continue;
+            };
             let name = flight.name.clone();
             match self.receive(flight, dir) {
                 Ok(Received::Saved(done)) => report(&name, Ok(done)),
@@ -604,7 +699,7 @@ impl Client {
                     let out_of_step = self.broken;
                     report(&name, Err(e));
                     if out_of_step {
-                        return names.len() - next + in_flight.len();
+                        return names.rest() + in_flight.len();
                     }
                 }
             }

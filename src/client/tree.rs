@@ -59,11 +59,23 @@ enum Top {
     File,
 }
 
+/// What listing the trees found, besides the files to fetch (which go to the fetcher as found).
+struct Plan {
+    tops: Vec<Top>,
+    folders: Vec<MetaEntry>,
+    /// With `delete`: every name listed.
+    listed: HashSet<String>,
+    /// Files whose local copy matched.
+    skipped: u64,
+}
+
 impl Client {
     /// Fetches each of `names` into `dir`: a folder with all it holds (`None` for the whole
     /// root), a file as `get` would. See the module doc for what is skipped and removed. An
     /// error that stops the whole fetch (the connection lost, a listing that cannot be read) is
-    /// returned; a file that fails is reported and counted, and the others go on.
+    /// returned; a file that fails is reported and counted, and the others go on. The listing
+    /// and the fetching share this connection, so the files to fetch are held until the listings
+    /// have ended; [`Client::fetch_tree_with`] lists on a second connection instead.
     pub fn fetch_tree(
         &mut self,
         names: &[Option<Name>],
@@ -71,133 +83,139 @@ impl Client {
         options: TreeOptions,
         mut report: impl FnMut(TreeEvent<'_>),
     ) -> Result<TreeSummary, ClientError> {
-        let mut summary = TreeSummary::default();
-        let mut folders: Vec<MetaEntry> = Vec::new();
-        let mut fetch: Vec<Name> = Vec::new();
-        let mut tops = Vec::new();
-        // With `delete`, every name the server listed (and a listing that names one twice is
-        // refused); without, none is kept: a listing of any length costs only the files to fetch.
-        let mut listed: HashSet<String> = HashSet::new();
-        let remember = options.delete;
-        for name in names {
-            let quick_check = !options.checksum;
-            let listing = self.list_tree(
-                name.as_ref(),
-                quick_check,
-                remember.then_some(&mut listed),
-                &mut folders,
-                &mut fetch,
-                dir,
-                &mut summary,
-            );
-            let top = match listing {
-                Ok(()) => Top::Folder(name.clone()),
-                Err(ClientError::Server(reply)) if reply.kind() == Some(ErrorCode::NotFile) && name.is_some() => {
-                    let Some(file) = name.clone() else { continue };
-                    listed.insert(file.to_string());
-                    fetch.push(file);
-                    Top::File
-                }
-                Err(e) => return Err(e),
-            };
-            tops.push(top);
-        }
-        if options.checksum {
-            fetch = self.compare_digests(fetch, dir, &mut summary)?;
-        }
-        if options.dry_run {
+        let mut fetch = Vec::new();
+        let plan = self.plan(names, dir, options, &mut |name| fetch.push(name))?;
+        let mut summary = TreeSummary { skipped: plan.skipped, ..TreeSummary::default() };
+        let left = if options.dry_run {
             for name in &fetch {
                 report(TreeEvent::WouldFetch(name));
             }
             summary.fetched = fetch.len() as u64;
+            0
         } else {
-            // The folders named (their own mode and time would come from a listing of their
-            // parent, which was not asked for: they keep what they get here), then those beneath.
-            let named = tops.iter().filter_map(|t| match t {
-                Top::Folder(Some(name)) => Some(name),
-                _ => None,
-            });
-            for name in named.chain(folders.iter().map(|f| &f.name)) {
-                if let Err(source) = dir.ensure_folder(name) {
-                    return Err(ClientError::Local { path: dir.path().join(name.as_path()), source });
-                }
-            }
-            let left = self.download_all(&fetch, dir, options.resume, |name, result| {
-                match result {
-                    Ok(done) => {
-                        summary.fetched += 1;
-                        summary.bytes += done.size - done.resumed_from;
-                    }
-                    Err(ClientError::Kept { .. }) => summary.skipped += 1,
-                    Err(_) => summary.failed += 1,
-                }
+            self.download_all(&fetch, dir, options.resume, |name, result| {
+                count(&mut summary, &result);
                 report(TreeEvent::Fetched(name, &result));
-            });
-            summary.failed += left as u64;
-            // Deepest first: setting a folder's time after its children are in place.
-            folders.sort_by_key(|f| std::cmp::Reverse(f.name.as_str().matches('/').count()));
-            for folder in &folders {
-                if let Err(source) = dir.set_folder(&folder.name, folder.mode, (folder.mtime, folder.mtime_nsec)) {
-                    return Err(ClientError::Local { path: dir.path().join(folder.name.as_path()), source });
-                }
-            }
-            if left > 0 {
-                return Err(ClientError::Broken);
-            }
-        }
-        if options.delete {
-            for top in &tops {
-                let Top::Folder(top) = top else { continue };
-                let mut removed = |name: &str| report(TreeEvent::Deleted(name));
-                match dir.prune(top.as_ref(), &listed, options.dry_run, &mut removed) {
-                    Ok(n) => summary.deleted += n,
-                    Err(source) => {
-                        let path = top.as_ref().map_or(dir.path().to_path_buf(), |t| dir.path().join(t.as_path()));
-                        return Err(ClientError::Local { path, source });
-                    }
-                }
-            }
-        }
-        Ok(summary)
+            })
+        };
+        finish(plan, left, dir, options, summary, &mut report)
     }
 
-    /// `--checksum`: of the files to fetch, keeps those whose local copy is missing or differs from
-    /// the server's by size or digest; the others are skipped.
-    fn compare_digests(
+    /// [`Client::fetch_tree`] with the listings read on `lister`, a second connection to the same
+    /// server, while this one fetches: fetching starts with the first file listed, and neither
+    /// side holds a listing (the files to fetch wait in a bounded queue between the two).
+    pub fn fetch_tree_with(
         &mut self,
-        candidates: Vec<Name>,
+        mut lister: Client,
+        names: &[Option<Name>],
         dir: &OutDir,
-        summary: &mut TreeSummary,
-    ) -> Result<Vec<Name>, ClientError> {
+        options: TreeOptions,
+        mut report: impl FnMut(TreeEvent<'_>),
+    ) -> Result<TreeSummary, ClientError> {
+        let mut summary = TreeSummary::default();
+        let (plan, left) = std::thread::scope(|scope| {
+            let (to_fetch, names_found) = std::sync::mpsc::sync_channel::<Name>(QUEUE);
+            let listing = scope.spawn(move || {
+                let plan = lister.plan(names, dir, options, &mut |name| {
+                    let _ = to_fetch.send(name);
+                });
+                if lister.is_usable() {
+                    let _ = lister.quit();
+                }
+                plan
+            });
+            let left = if options.dry_run {
+                for name in names_found.iter() {
+                    summary.fetched += 1;
+                    report(TreeEvent::WouldFetch(&name));
+                }
+                0
+            } else {
+                self.download_stream(names_found, dir, options.resume, |name, result| {
+                    count(&mut summary, &result);
+                    report(TreeEvent::Fetched(name, &result));
+                })
+            };
+            let plan = listing.join().unwrap_or_else(|_| Err(ClientError::Broken));
+            (plan, left)
+        });
+        let plan = plan?;
+        summary.skipped += plan.skipped;
+        finish(plan, left, dir, options, summary, &mut report)
+    }
+
+    /// Lists each of `names`, makes their folders (unless `dry_run`), and hands each file to
+    /// fetch to `fetch` as it is found (with `checksum`, once the digests were compared).
+    fn plan(
+        &mut self,
+        names: &[Option<Name>],
+        dir: &OutDir,
+        options: TreeOptions,
+        fetch: &mut dyn FnMut(Name),
+    ) -> Result<Plan, ClientError> {
+        let mut plan = Plan { tops: Vec::new(), folders: Vec::new(), listed: HashSet::new(), skipped: 0 };
+        let mut candidates = Vec::new();
+        for name in names {
+            let mut sink = |n: Name| if options.checksum { candidates.push(n) } else { fetch(n) };
+            let listing = self.list_tree(name.as_ref(), options, &mut plan, dir, &mut sink);
+            let top = match listing {
+                Ok(()) => {
+                    // The folder named, also when empty (its own mode and time would come from
+                    // a listing of its parent, which was not asked for: it keeps what it gets).
+                    if let (Some(top), false) = (name, options.dry_run)
+                        && let Err(source) = dir.ensure_folder(top)
+                    {
+                        return Err(ClientError::Local { path: dir.path().join(top.as_path()), source });
+                    }
+                    Top::Folder(name.clone())
+                }
+                Err(ClientError::Server(reply)) if reply.kind() == Some(ErrorCode::NotFile) && name.is_some() => {
+                    let Some(file) = name.clone() else { continue };
+                    plan.listed.insert(file.to_string());
+                    fetch(file);
+                    Top::File
+                }
+                Err(e) => return Err(e),
+            };
+            plan.tops.push(top);
+        }
+        if options.checksum {
+            let (differ, same) = self.compare_digests(candidates, dir)?;
+            plan.skipped += same;
+            differ.into_iter().for_each(fetch);
+        }
+        Ok(plan)
+    }
+
+    /// `--checksum`: of the files listed, those whose local copy is missing or differs from the
+    /// server's by size or digest, and how many others matched.
+    fn compare_digests(&mut self, candidates: Vec<Name>, dir: &OutDir) -> Result<(Vec<Name>, u64), ClientError> {
         let (local, absent): (Vec<Name>, Vec<Name>) =
             candidates.into_iter().partition(|name| dir.local_file(name).is_some());
-        let mut fetch = absent;
-        let mut same = Vec::new();
+        let mut differ = absent;
+        let mut same = 0;
         self.sum_all(&local, |name, theirs| {
             let ours = dir.local_digest(name);
             match (theirs, ours) {
                 (Ok((size, digest)), Some((our_size, our_digest))) if size == our_size && digest == our_digest => {
-                    same.push(name.clone())
+                    same += 1
                 }
-                _ => fetch.push(name.clone()),
+                _ => differ.push(name.clone()),
             }
         })?;
-        summary.skipped += same.len() as u64;
-        Ok(fetch)
+        Ok((differ, same))
     }
 
     /// Reads the listing of `folder` (all of it, or an error: a listing cut short is an error),
-    /// noting its folders and the files to fetch (those whose local copy differs).
-    #[allow(clippy::too_many_arguments)]
+    /// making its folders as they come (unless `dry_run`) and handing on each file to fetch
+    /// (each whose local copy differs, unless `checksum`: then each).
     fn list_tree(
         &mut self,
         folder: Option<&Name>,
-        quick_check: bool,
-        mut listed: Option<&mut HashSet<String>>,
-        folders: &mut Vec<MetaEntry>,
-        fetch: &mut Vec<Name>,
+        options: TreeOptions,
+        plan: &mut Plan,
         dir: &OutDir,
-        summary: &mut TreeSummary,
+        fetch: &mut dyn FnMut(Name),
     ) -> Result<(), ClientError> {
         if !self.lists_folders()? {
             return Err(crate::wire::ProtocolError::Malformed(
@@ -205,25 +223,37 @@ impl Client {
             )
             .into());
         }
-        if let (Some(folder), Some(listed)) = (folder, listed.as_deref_mut()) {
-            listed.insert(folder.to_string());
+        // With `delete`, every name the server listed (and a listing that names one twice is
+        // refused); without, none is kept: a listing of any length costs only what is left to do.
+        let remember = options.delete;
+        if let (Some(folder), true) = (folder, remember) {
+            plan.listed.insert(folder.to_string());
         }
         let prefix = folder.map(|f| format!("{f}/"));
         let mut odd = None;
+        let mut local_error = None;
         self.list_all_each(folder, |entry| {
             let name = entry.name.to_string();
             let outside = prefix.as_deref().is_some_and(|p| !name.starts_with(p));
-            let twice = listed.as_deref_mut().is_some_and(|listed| !listed.insert(name.clone()));
+            let twice = remember && !plan.listed.insert(name.clone());
             if outside || twice {
                 odd.get_or_insert(name);
                 return Ok(());
             }
             if entry.folder {
-                folders.push(entry);
-            } else if quick_check && dir.local_file(&entry.name) == Some((entry.size, entry.mtime, entry.mtime_nsec)) {
-                summary.skipped += 1;
+                if !options.dry_run
+                    && let Err(source) = dir.ensure_folder(&entry.name)
+                {
+                    local_error
+                        .get_or_insert(ClientError::Local { path: dir.path().join(entry.name.as_path()), source });
+                }
+                plan.folders.push(entry);
+            } else if !options.checksum
+                && dir.local_file(&entry.name) == Some((entry.size, entry.mtime, entry.mtime_nsec))
+            {
+                plan.skipped += 1;
             } else {
-                fetch.push(entry.name);
+                fetch(entry.name);
             }
             Ok(())
         })?;
@@ -232,6 +262,59 @@ impl Client {
                 format!("the listing names {} twice or outside the folder asked for", crate::wire::escape(&name));
             return Err(crate::wire::ProtocolError::Malformed(what).into());
         }
-        Ok(())
+        local_error.map_or(Ok(()), Err)
     }
 }
+
+/// Counts one download's result.
+fn count(summary: &mut TreeSummary, result: &Result<Downloaded, ClientError>) {
+    match result {
+        Ok(done) => {
+            summary.fetched += 1;
+            summary.bytes += done.size - done.resumed_from;
+        }
+        Err(ClientError::Kept { .. }) => summary.skipped += 1,
+        Err(_) => summary.failed += 1,
+    }
+}
+
+/// After the fetching: the folders' modes and times (deepest first, so setting one does not move
+/// its parent's time), then, with `delete`, what the server no longer has.
+fn finish(
+    mut plan: Plan,
+    left: usize,
+    dir: &OutDir,
+    options: TreeOptions,
+    mut summary: TreeSummary,
+    report: &mut impl FnMut(TreeEvent<'_>),
+) -> Result<TreeSummary, ClientError> {
+    summary.failed += left as u64;
+    if !options.dry_run {
+        plan.folders.sort_by_key(|f| std::cmp::Reverse(f.name.as_str().matches('/').count()));
+        for folder in &plan.folders {
+            if let Err(source) = dir.set_folder(&folder.name, folder.mode, (folder.mtime, folder.mtime_nsec)) {
+                return Err(ClientError::Local { path: dir.path().join(folder.name.as_path()), source });
+            }
+        }
+        if left > 0 {
+            return Err(ClientError::Broken);
+        }
+    }
+    if options.delete {
+        for top in &plan.tops {
+            let Top::Folder(top) = top else { continue };
+            let mut removed = |name: &str| report(TreeEvent::Deleted(name));
+            match dir.prune(top.as_ref(), &plan.listed, options.dry_run, &mut removed) {
+                Ok(n) => summary.deleted += n,
+                Err(source) => {
+                    let path = top.as_ref().map_or(dir.path().to_path_buf(), |t| dir.path().join(t.as_path()));
+                    return Err(ClientError::Local { path, source });
+                }
+            }
+        }
+    }
+    Ok(summary)
+}
+
+/// Files found to fetch that may wait between the listing and the fetching connection.
+const QUEUE: usize = 4096;

@@ -444,7 +444,9 @@ fn run(args: Args) -> anyhow::Result<u8> {
                     .with_context(|| format!("cannot create {}", output.display()))?
                     .keep_existing(no_clobber);
                 let options = TreeOptions { resume, delete, dry_run, checksum };
-                let code = get_tree(&mut connect()?, &tops, &dir, options, json, args.quiet)?;
+                // Listed on a second connection while the first fetches.
+                let (mut fetcher, lister) = (connect()?, connect()?);
+                let code = get_tree(&mut fetcher, Some(lister), &tops, &dir, options, json, args.quiet)?;
                 if let Some(bar) = &bar {
                     bar.bar.finish_and_clear();
                 }
@@ -600,6 +602,7 @@ fn positive_span(s: &str) -> Result<Span, String> {
 /// `--dry-run`, what would be done on stdout; ends with a summary (stderr, or `--json` on stdout).
 fn get_tree(
     client: &mut Client,
+    lister: Option<Client>,
     tops: &[Option<Name>],
     dir: &OutDir,
     options: TreeOptions,
@@ -610,7 +613,7 @@ fn get_tree(
     let mut first_failure = None;
     let mut out = io::stdout().lock();
     let mut printed = Ok(());
-    let summary = client.fetch_tree(tops, dir, options, |event| match event {
+    let report = |event: TreeEvent<'_>| match event {
         TreeEvent::Fetched(name, Err(e)) => {
             first_failure.get_or_insert(code_of(e));
             let chain = std::iter::successors(Some(e as &(dyn std::error::Error + 'static)), |e| e.source());
@@ -632,7 +635,11 @@ fn get_tree(
                 eprintln!("deleted {}", escape(name));
             }
         }
-    });
+    };
+    let summary = match lister {
+        Some(lister) => client.fetch_tree_with(lister, tops, dir, options, report),
+        None => client.fetch_tree(tops, dir, options, report),
+    };
     printed?;
     let summary = summary.context("get -r")?;
     let secs = started.elapsed().as_secs_f64();
