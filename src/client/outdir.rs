@@ -225,14 +225,21 @@ impl OutDir {
 
 impl OutDir {
     /// Makes sure `<dir>/<name>` is a folder, creating it and its parents without following any
-    /// symlink; a symlink or a file in the way is an error.
-    pub fn ensure_folder(&self, name: &Name) -> io::Result<()> {
+    /// symlink; a symlink or a file in the way is an error. Returns whether it was made now.
+    pub fn ensure_folder(&self, name: &Name) -> io::Result<bool> {
         let (dir, last) = self.parent(name, true)?;
-        match dir.create_dir(last) {
-            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
-            _ => {}
-        }
-        dir.open_dir_nofollow(last).map(drop).map_err(|e| not_a_symlink(e, last))
+        let made = match dir.create_dir(last) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(e),
+        };
+        dir.open_dir_nofollow(last).map_err(|e| not_a_symlink(e, last))?;
+        Ok(made)
+    }
+
+    /// Whether anything is at `<dir>/<name>` (a symlink counts; it is not followed).
+    pub fn exists(&self, name: &Name) -> bool {
+        self.parent(name, false).is_ok_and(|(dir, last)| dir.symlink_metadata(last).is_ok())
     }
 
     /// The size and modification time (seconds, nanoseconds) of the regular file at

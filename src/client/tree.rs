@@ -232,6 +232,17 @@ impl Client {
         let prefix = folder.map(|f| format!("{f}/"));
         let mut odd = None;
         let mut local_error = None;
+        // Folders that had no local copy before this run: nothing beneath them needs comparing,
+        // which on a first fetch saves a lookup per file (and its wait on the folder's lock while
+        // files are being created in it).
+        let mut fresh: HashSet<String> = HashSet::new();
+        if let Some(folder) = folder
+            && !dir.exists(folder)
+        {
+            fresh.insert(folder.to_string());
+        }
+        let in_fresh =
+            |fresh: &HashSet<String>, name: &str| name.rsplit_once('/').is_some_and(|(up, _)| fresh.contains(up));
         self.list_all_each(folder, |entry| {
             let name = entry.name.to_string();
             let outside = prefix.as_deref().is_some_and(|p| !name.starts_with(p));
@@ -241,14 +252,21 @@ impl Client {
                 return Ok(());
             }
             if entry.folder {
-                if !options.dry_run
-                    && let Err(source) = dir.ensure_folder(&entry.name)
-                {
-                    local_error
-                        .get_or_insert(ClientError::Local { path: dir.path().join(entry.name.as_path()), source });
+                let made = if options.dry_run {
+                    !dir.exists(&entry.name)
+                } else {
+                    dir.ensure_folder(&entry.name).unwrap_or_else(|source| {
+                        let path = dir.path().join(entry.name.as_path());
+                        local_error.get_or_insert(ClientError::Local { path, source });
+                        false
+                    })
+                };
+                if made || in_fresh(&fresh, &name) {
+                    fresh.insert(name);
                 }
                 plan.folders.push(entry);
             } else if !options.checksum
+                && !in_fresh(&fresh, &name)
                 && dir.local_file(&entry.name) == Some((entry.size, entry.mtime, entry.mtime_nsec))
             {
                 plan.skipped += 1;
