@@ -108,10 +108,11 @@ fn a_tree_arrives_whole_with_times_and_modes_and_a_second_fetch_moves_nothing() 
     let server = TestServer::start(dirs.config());
     let out = tempfile::tempdir().unwrap();
     let dir = OutDir::create(out.path()).unwrap();
-    // Listed on a second connection while the first fetches.
+    // Listed on a second connection while the first fetches (a queue of two between them, so
+    // the fetching starts before the listing has ended).
     let mut client = server.client();
-    let (summary, _) =
-        fetch_with(&mut client, Some(server.client()), &[Some(name("proj"))], &dir, TreeOptions::default());
+    let small_queue = TreeOptions { queue: Some(2), ..TreeOptions::default() };
+    let (summary, _) = fetch_with(&mut client, Some(server.client()), &[Some(name("proj"))], &dir, small_queue);
     assert_eq!((summary.fetched, summary.skipped, summary.failed), (6, 0, 0), "{summary:?}");
     let got = snapshot(&out.path().join("proj"));
     let mut want = snapshot(&dirs.root.path().join("proj"));

@@ -645,8 +645,9 @@ impl Client {
             // Refill once half the window is free, so requests leave in batches, not one by one.
             if in_flight.len() <= WINDOW / 2 {
                 while !ended && in_flight.len() < WINDOW {
-                    // Wait for a name only when nothing is in flight to read meanwhile.
-                    let name = match names.next_name(in_flight.is_empty()) {
+                    // Wait for a name when few are in flight: sending them one or two at a time
+                    // would cost a round trip each (names may come from a listing still going).
+                    let name = match names.next_name(in_flight.len() < WINDOW / 8) {
                         Next::Ready(name) => name,
                         Next::Later => break,
                         Next::End => {

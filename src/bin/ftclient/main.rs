@@ -443,7 +443,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
                 let dir = OutDir::create(&output)
                     .with_context(|| format!("cannot create {}", output.display()))?
                     .keep_existing(no_clobber);
-                let options = TreeOptions { resume, delete, dry_run, checksum };
+                let options = TreeOptions { resume, delete, dry_run, checksum, queue: None };
                 // Listed on a second connection while the first fetches.
                 let (mut fetcher, lister) = (connect()?, connect()?);
                 let code = get_tree(&mut fetcher, Some(lister), &tops, &dir, options, json, args.quiet)?;
