@@ -202,11 +202,17 @@ fn changes_are_fetched_and_delete_removes_only_what_the_server_lost() {
     assert_eq!(fs::read(victim.path().join("precious")).unwrap(), b"keep me", "nothing outside is touched");
     assert!(out.path().join("proj/keys").is_dir());
 
-    // --checksum sees the rewrite that kept its size and time, and fetches nothing else.
+    // --checksum sees the rewrite that kept its size and time, and fetches nothing else; a local
+    // copy with the right bytes and another time is not fetched but given the server's time.
+    let local_big = out.path().join("proj/data/big.bin");
+    fs::File::options().write(true).open(&local_big).unwrap().set_modified(UNIX_EPOCH).unwrap();
     let checksum = TreeOptions { checksum: true, ..TreeOptions::default() };
     let (summary, events) = fetch(&mut server.client(), &top, &dir, checksum);
     assert_eq!(events, ["fetched proj/README"]);
     assert_eq!((summary.fetched, summary.skipped), (1, 5));
+    let server_big = fs::metadata(root.join("proj/data/big.bin")).unwrap();
+    let local_big = fs::metadata(&local_big).unwrap();
+    assert_eq!((local_big.mtime(), local_big.mtime_nsec()), (server_big.mtime(), server_big.mtime_nsec()));
     assert_eq!(fs::read(out.path().join("proj/README")).unwrap(), b"READ ME\n");
     // sum on the wire: the size and digest, or why not.
     let mut w = server.connect();

@@ -237,6 +237,15 @@ impl OutDir {
         Ok(made)
     }
 
+    /// Gives the regular file at `<dir>/<name>` a modification time, opening it without
+    /// following symlinks.
+    pub fn set_file_mtime(&self, name: &Name, mtime: (i64, u32)) -> io::Result<()> {
+        let (dir, last) = self.parent(name, false)?;
+        let options = OpenOptions::new().write(true).follow(FollowSymlinks::No).clone();
+        let file = dir.open_with(last, &options)?;
+        set_mtime(&file, Some(mtime))
+    }
+
     /// Whether anything is at `<dir>/<name>` (a symlink counts; it is not followed).
     pub fn exists(&self, name: &Name) -> bool {
         self.parent(name, false).is_ok_and(|(dir, last)| dir.symlink_metadata(last).is_ok())

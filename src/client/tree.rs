@@ -174,7 +174,9 @@ impl Client {
         let mut plan = Plan { tops: Vec::new(), folders: Vec::new(), listed: HashSet::new(), skipped: 0 };
         let mut candidates = Vec::new();
         for name in names {
-            let mut sink = |n: Name| if options.checksum { candidates.push(n) } else { fetch(n) };
+            let mut sink = |n: Name, mtime: (i64, u32)| {
+                if options.checksum { candidates.push((n, mtime)) } else { fetch(n) }
+            };
             let listing = self.list_tree(name.as_ref(), options, &mut plan, dir, &mut sink);
             let top = match listing {
                 Ok(()) => {
@@ -198,25 +200,39 @@ impl Client {
             plan.tops.push(top);
         }
         if options.checksum {
-            let (differ, same) = self.compare_digests(candidates, dir)?;
+            let (differ, same) = self.compare_digests(candidates, dir, options.dry_run)?;
             plan.skipped += same;
             differ.into_iter().for_each(fetch);
         }
         Ok(plan)
     }
 
-    /// `--checksum`: of the files listed, those whose local copy is missing or differs from the
-    /// server's by size or digest, and how many others matched.
-    fn compare_digests(&mut self, candidates: Vec<Name>, dir: &OutDir) -> Result<(Vec<Name>, u64), ClientError> {
-        let (local, absent): (Vec<Name>, Vec<Name>) =
-            candidates.into_iter().partition(|name| dir.local_file(name).is_some());
-        let mut differ = absent;
+    /// `--checksum`: of the files listed (with the server's modification times), those whose
+    /// local copy is missing or differs from the server's by size or digest, and how many others
+    /// matched; those get the server's time, as `rsync -a --checksum` gives them (unless `dry_run`).
+    fn compare_digests(
+        &mut self,
+        candidates: Vec<(Name, (i64, u32))>,
+        dir: &OutDir,
+        dry_run: bool,
+    ) -> Result<(Vec<Name>, u64), ClientError> {
+        let (local, absent): (Vec<_>, Vec<_>) =
+            candidates.into_iter().partition(|(name, _)| dir.local_file(name).is_some());
+        let mut differ: Vec<Name> = absent.into_iter().map(|(name, _)| name).collect();
+        let (names, times): (Vec<Name>, Vec<(i64, u32)>) = local.into_iter().unzip();
         let mut same = 0;
-        self.sum_all(&local, |name, theirs| {
+        let mut index = 0;
+        self.sum_all(&names, |name, theirs| {
+            let mtime = times[index];
+            index += 1;
             let ours = dir.local_digest(name);
             match (theirs, ours) {
                 (Ok((size, digest)), Some((our_size, our_digest))) if size == our_size && digest == our_digest => {
-                    same += 1
+                    same += 1;
+                    if !dry_run {
+                        // Best effort: the bytes are right either way.
+                        let _ = dir.set_file_mtime(name, mtime);
+                    }
                 }
                 _ => differ.push(name.clone()),
             }
@@ -233,7 +249,7 @@ impl Client {
         options: TreeOptions,
         plan: &mut Plan,
         dir: &OutDir,
-        fetch: &mut dyn FnMut(Name),
+        fetch: &mut dyn FnMut(Name, (i64, u32)),
     ) -> Result<(), ClientError> {
         if !self.lists_folders()? {
             return Err(crate::wire::ProtocolError::Malformed(
@@ -289,7 +305,7 @@ impl Client {
             {
                 plan.skipped += 1;
             } else {
-                fetch(entry.name);
+                fetch(entry.name, (entry.mtime, entry.mtime_nsec));
             }
             Ok(())
         })?;
