@@ -71,7 +71,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Download one or more files over one connection
+    /// Download one or more files over one connection; with -r, folders, kept in sync
     Get {
         /// Folder to save into, keeping sub-folders (created if missing); '-' writes one file to stdout
         #[arg(short = 'o', long = "output", default_value = ft::client::DEFAULT_OUTPUT)]
