@@ -18,7 +18,7 @@ use std::fmt;
 use std::fs;
 use std::io;
 use std::net::IpAddr;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use parking_lot::Mutex;
 
+use super::private::{ReadError, read_private, write_private};
 use crate::wire::Secret;
 
 /// What a token allows.
@@ -214,15 +215,14 @@ fn unhex(s: &str) -> Option<[u8; 32]> {
 
 /// Reads and parses an auth file, refusing one that others may read or write.
 fn read_file(path: &Path) -> Result<(Stamp, Vec<TokenEntry>), AuthFileError> {
-    let read = |source| AuthFileError::Read { path: path.to_path_buf(), source };
-    let file = fs::File::open(path).map_err(read)?;
-    let meta = file.metadata().map_err(read)?;
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(AuthFileError::TooOpen { path: path.to_path_buf(), mode });
-    }
-    let mut text = String::new();
-    io::Read::read_to_string(&mut io::Read::take(file, 16 << 20), &mut text).map_err(read)?;
+    let (meta, bytes) = read_private(path, true, 16 << 20).map_err(|e| match e {
+        ReadError::Io(source) => AuthFileError::Read { path: path.to_path_buf(), source },
+        ReadError::TooOpen(mode) => AuthFileError::TooOpen { path: path.to_path_buf(), mode },
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| AuthFileError::Read {
+        path: path.to_path_buf(),
+        source: io::Error::new(io::ErrorKind::InvalidData, e),
+    })?;
     let mut entries = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -297,7 +297,7 @@ fn write_file(path: &Path, entries: &[TokenEntry]) -> Result<(), AuthFileError> 
     for e in entries {
         text.push_str(&format!("{} {} {} {}\n", e.name, e.rights, e.id, hex(&e.hash)));
     }
-    super::tls::write_private(path, text.as_bytes(), true)
+    write_private(path, text.as_bytes(), true)
         .map_err(|source| AuthFileError::Write { path: path.to_path_buf(), source })
 }
 
@@ -358,6 +358,7 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn tokens_are_added_checked_listed_and_revoked_and_only_hashes_are_kept() {

@@ -3,7 +3,8 @@
 //! share), `conn.rs` (one connection's command loop), `get.rs` (answering a `get` apart from any
 //! transport), `list.rs` (answering `list` as the folder is walked), `cache.rs` and `mirror.rs` (the byte-capped cache and its files), `memo.rs` (digests
 //! of files streamed from disk), `limits.rs` (how many connections the system allows), `tls.rs`
-//! (the TLS identity), `auth.rs` (tokens).
+//! (the TLS identity), `auth.rs` (tokens), `private.rs`
+//! (reading and writing files that hold secrets).
 //!
 //! [`Server::run`] takes an already-bound listener (the binary binds; tests bind `127.0.0.1:0`)
 //! and spawns one named `std::thread` with a small stack per accepted connection, which it wraps
@@ -37,6 +38,7 @@ mod limits;
 mod list;
 mod memo;
 pub mod mirror;
+mod private;
 mod shared;
 pub mod tls;
 

@@ -7,15 +7,14 @@
 //! to a temporary name beside it, then renamed), and an existing one that anyone but its owner
 //! may read or write is refused, as OpenSSH refuses an unprotected private key.
 
-use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use super::private::{ReadError, read_private, write_private};
 use crate::fingerprint::Fingerprint;
 
 /// Where the server's TLS identity comes from.
@@ -70,8 +69,8 @@ impl ServerTls {
         let (certs, key, created) = match identity {
             Identity::File(path) => load_or_create(path)?,
             Identity::Pem { cert, key } => {
-                let certs = read_certs(cert, &read_private(cert, false)?)?;
-                let key = read_key(key, &read_private(key, true)?)?;
+                let certs = read_certs(cert, &read_pem(cert, false)?)?;
+                let key = read_key(key, &read_pem(key, true)?)?;
                 (certs, key, false)
             }
         };
@@ -87,7 +86,7 @@ impl ServerTls {
 
 /// Reads the identity file at `path`, or generates one there if there is none.
 fn load_or_create(path: &Path) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, bool), IdentityError> {
-    match read_private(path, true) {
+    match read_pem(path, true) {
         Ok(pem) => Ok((read_certs(path, &pem)?, read_key(path, &pem)?, false)),
         Err(IdentityError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             let pem = generate()?;
@@ -107,17 +106,13 @@ fn generate() -> Result<String, IdentityError> {
     Ok(format!("{}{}", generated.signing_key.serialize_pem(), generated.cert.pem()))
 }
 
-/// Reads a file; with `secret`, refuses it if anyone but its owner may read or write it.
-fn read_private(path: &Path, secret: bool) -> Result<Vec<u8>, IdentityError> {
-    let read = |source| IdentityError::Read { path: path.to_path_buf(), source };
-    let file = fs::File::open(path).map_err(read)?;
-    let mode = file.metadata().map_err(read)?.permissions().mode() & 0o7777;
-    if secret && mode & 0o077 != 0 {
-        return Err(IdentityError::TooOpen { path: path.to_path_buf(), mode });
+/// Reads a PEM file; with `secret`, refuses it if anyone but its owner may read or write it.
+fn read_pem(path: &Path, secret: bool) -> Result<Vec<u8>, IdentityError> {
+    match read_private(path, secret, 1 << 20) {
+        Ok((_, bytes)) => Ok(bytes),
+        Err(ReadError::Io(source)) => Err(IdentityError::Read { path: path.to_path_buf(), source }),
+        Err(ReadError::TooOpen(mode)) => Err(IdentityError::TooOpen { path: path.to_path_buf(), mode }),
     }
-    let mut bytes = Vec::new();
-    io::Read::read_to_end(&mut io::Read::take(file, 1 << 20), &mut bytes).map_err(read)?;
-    Ok(bytes)
 }
 
 fn read_certs(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
@@ -133,27 +128,6 @@ fn read_key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, IdentityE
         .map_err(|_| IdentityError::Missing { path: path.to_path_buf(), what: "private key" })
 }
 
-/// Writes `bytes` to `path` with mode 0600, in one step: a temporary file beside it (created
-/// with that mode, never wider), synced, then moved to the name: linked, so an existing file is
-/// never replaced (`replace` false: an identity another server wrote meanwhile stays), or renamed
-/// over it. Creates the folder (0700) if missing. Also used for the auth file.
-pub(crate) fn write_private(path: &Path, bytes: &[u8], replace: bool) -> io::Result<()> {
-    if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(folder)?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let written = (|| {
-        let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        if replace { fs::rename(&tmp, path) } else { fs::hard_link(&tmp, path) }
-    })();
-    let _ = fs::remove_file(&tmp);
-    written
-}
-
 /// The identity file used when none is given: `server_identity.pem` in ft's folder of the
 /// user's configuration ([`crate::config_folder`]), so it lives outside any folder that is served
 /// and survives a new working folder.
@@ -164,6 +138,8 @@ pub fn default_identity_path() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn an_identity_is_made_once_kept_private_and_known_by_its_fingerprint() {
