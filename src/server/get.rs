@@ -297,6 +297,33 @@ pub(crate) struct Hashing<'a> {
     settled: bool,
 }
 
+/// Sends bytes `from..end` of `file` a chunk at a time with `send_at` (see [`Hashing::send`]),
+/// calling `after(sent up to, buf)` after each chunk. Returns how far it got, and the first error
+/// (the sending's or `after`'s); a file that ends early ends it without one.
+fn send_chunks(
+    file: &File,
+    from: u64,
+    end: u64,
+    buf: &mut [u8],
+    send_at: &mut impl FnMut(&File, u64, usize, &mut [u8]) -> io::Result<usize>,
+    mut after: impl FnMut(u64, &mut [u8]) -> io::Result<()>,
+) -> (u64, io::Result<()>) {
+    let mut at = from;
+    while at < end {
+        let want = usize::try_from(end - at).unwrap_or(usize::MAX).min(buf.len());
+        match send_at(file, at, want, buf) {
+            Ok(0) => break,
+            Ok(n) => at += n as u64,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return (at, Err(e)),
+        }
+        if let Err(e) = after(at, buf) {
+            return (at, Err(e));
+        }
+    }
+    (at, Ok(()))
+}
+
 impl Hashing<'_> {
     /// Sends the range with `send_at(file, offset, at_most, scratch)`, which sends up to
     /// `at_most` bytes of `file` from `offset` (through `scratch` if it needs a buffer) and says
@@ -344,19 +371,14 @@ impl Hashing<'_> {
     ) -> io::Result<u64> {
         let end = self.from + self.len;
         let mut buf = vec![0u8; usize::try_from(self.len).unwrap_or(SEND_CHUNK).clamp(1, SEND_CHUNK)];
-        let mut at = self.from;
-        while at < end {
-            let want = usize::try_from(end - at).unwrap_or(usize::MAX).min(buf.len());
-            match send_at(&self.file, at, want, &mut buf) {
-                Ok(0) => break,
-                Ok(n) => at += n as u64,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+        let (file, progress) = (&self.file, &mut self.progress);
+        let (at, outcome) = send_chunks(file, self.from, end, &mut buf, send_at, |at, buf| {
+            if at.saturating_sub(progress.hashed) >= HASH_LAG + buf.len() as u64 {
+                progress.hash_to(file, at - HASH_LAG, buf)?;
             }
-            if at.saturating_sub(self.progress.hashed) >= HASH_LAG + buf.len() as u64 {
-                self.progress.hash_to(&self.file, at - HASH_LAG, &mut buf)?;
-            }
-        }
+            Ok(())
+        });
+        outcome?;
         self.progress.hash_to(&self.file, at, &mut buf)?;
         Ok(at - self.from)
     }
@@ -396,25 +418,14 @@ impl Hashing<'_> {
                 });
             let helper = helper.ok()?;
             let mut buf = vec![0u8; SEND_CHUNK];
-            let mut at = from;
-            let mut outcome = Ok(());
-            while at < end {
-                let want = usize::try_from(end - at).unwrap_or(usize::MAX).min(buf.len());
-                match send_at(file, at, want, &mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => at += n as u64,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        outcome = Err(e);
-                        break;
-                    }
-                }
+            let (at, outcome) = send_chunks(file, from, end, &mut buf, send_at, |at, _| {
                 sent.store(at, Ordering::Release);
                 helper.thread().unpark();
                 while at.saturating_sub(hashed.load(Ordering::Acquire)) > MAX_AHEAD && !helper.is_finished() {
                     std::thread::park_timeout(Duration::from_millis(20));
                 }
-            }
+                Ok(())
+            });
             sent.store(at, Ordering::Release);
             stopped.store(true, Ordering::Release);
             helper.thread().unpark();
