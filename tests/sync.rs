@@ -201,6 +201,10 @@ fn changes_are_fetched_and_delete_removes_only_what_the_server_lost() {
     }
     assert_eq!(fs::read(victim.path().join("precious")).unwrap(), b"keep me", "nothing outside is touched");
     assert!(out.path().join("proj/keys").is_dir());
+    // Two folders named, one within the other: listed twice, which is no lie; nothing more goes.
+    let nested = [Some(name("proj")), Some(name("proj/bin"))];
+    let (summary, events) = fetch(&mut server.client(), &nested, &dir, delete);
+    assert_eq!((summary.fetched, summary.skipped, summary.deleted), (0, 7, 0), "{events:?}");
 
     // --checksum sees the rewrite that kept its size and time, and fetches nothing else; a local
     // copy with the right bytes and another time is not fetched but given the server's time.

@@ -285,7 +285,7 @@ impl OutDir {
     }
 
     /// Deletes what lies beneath the folder `top` (the whole output folder if `None`) and is not
-    /// in `keep` (names as the server lists them, relative to the output folder), never
+    /// kept by `keep` (names as the server lists them, relative to the output folder), never
     /// following a symlink: a symlink is removed as itself, a folder not kept is removed with
     /// all it holds, and a folder kept is gone through. A `<name>.part` of a kept `<name>` is kept
     /// (a later `get` resumes it). With `dry_run` nothing is removed. `removed` hears each name
@@ -293,7 +293,7 @@ impl OutDir {
     pub fn prune(
         &self,
         top: Option<&Name>,
-        keep: &std::collections::HashSet<String>,
+        keep: &dyn Fn(&str) -> bool,
         dry_run: bool,
         removed: &mut dyn FnMut(&str),
     ) -> io::Result<u64> {
@@ -314,7 +314,7 @@ impl OutDir {
 fn prune_folder(
     dir: &Dir,
     prefix: &str,
-    keep: &std::collections::HashSet<String>,
+    keep: &dyn Fn(&str) -> bool,
     dry_run: bool,
     removed: &mut dyn FnMut(&str),
     count: &mut u64,
@@ -324,8 +324,7 @@ fn prune_folder(
         let Ok(file_name) = entry.file_name().into_string() else { continue };
         let name = format!("{prefix}{file_name}");
         let kind = entry.file_type()?;
-        let kept = keep.contains(&name)
-            || name.strip_suffix(PART_SUFFIX).is_some_and(|base| keep.contains(base)) && kind.is_file();
+        let kept = keep(&name) || name.strip_suffix(PART_SUFFIX).is_some_and(keep) && kind.is_file();
         if kind.is_dir() && kept {
             let sub = dir.open_dir_nofollow(&file_name)?;
             prune_folder(&sub, &format!("{name}/"), keep, dry_run, removed, count)?;

@@ -67,7 +67,7 @@ struct Plan {
     tops: Vec<Top>,
     folders: Vec<MetaEntry>,
     /// With `delete`: every name listed.
-    listed: HashSet<String>,
+    listed: Listed,
     /// Files whose local copy matched.
     skipped: u64,
 }
@@ -154,7 +154,7 @@ impl Client {
                     report(TreeEvent::Fetched(name, &result));
                 })
             };
-            let plan = listing.join().unwrap_or_else(|_| Err(ClientError::Broken));
+            let plan = listing.join().unwrap_or(Err(ClientError::Broken));
             (plan, left)
         });
         let plan = plan?;
@@ -171,7 +171,7 @@ impl Client {
         options: TreeOptions,
         fetch: &mut dyn FnMut(Name),
     ) -> Result<Plan, ClientError> {
-        let mut plan = Plan { tops: Vec::new(), folders: Vec::new(), listed: HashSet::new(), skipped: 0 };
+        let mut plan = Plan { tops: Vec::new(), folders: Vec::new(), listed: Listed::default(), skipped: 0 };
         let mut candidates = Vec::new();
         for name in names {
             let mut sink = |n: Name, mtime: (i64, u32)| {
@@ -191,7 +191,9 @@ impl Client {
                 }
                 Err(ClientError::Server(reply)) if reply.kind() == Some(ErrorCode::NotFile) && name.is_some() => {
                     let Some(file) = name.clone() else { continue };
-                    plan.listed.insert(file.to_string());
+                    if options.delete {
+                        plan.listed.add(file.as_str());
+                    }
                     fetch(file);
                     Top::File
                 }
@@ -199,6 +201,7 @@ impl Client {
             };
             plan.tops.push(top);
         }
+        plan.listed.seal();
         if options.checksum {
             let (differ, same) = self.compare_digests(candidates, dir, options.dry_run)?;
             plan.skipped += same;
@@ -261,8 +264,9 @@ impl Client {
         // refused); without, none is kept: a listing of any length costs only what is left to do.
         let remember = options.delete;
         if let (Some(folder), true) = (folder, remember) {
-            plan.listed.insert(folder.to_string());
+            plan.listed.add(folder.as_str());
         }
+        let first = plan.listed.len();
         let prefix = folder.map(|f| format!("{f}/"));
         let mut odd = None;
         let mut local_error = None;
@@ -280,10 +284,12 @@ impl Client {
         self.list_all_each(folder, |entry| {
             let name = entry.name.to_string();
             let outside = prefix.as_deref().is_some_and(|p| !name.starts_with(p));
-            let twice = remember && !plan.listed.insert(name.clone());
-            if outside || twice {
+            if outside {
                 odd.get_or_insert(name);
                 return Ok(());
+            }
+            if remember {
+                plan.listed.add(&name);
             }
             if entry.folder {
                 let made = if options.dry_run {
@@ -310,9 +316,12 @@ impl Client {
             Ok(())
         })?;
         if let Some(name) = odd {
-            let what =
-                format!("the listing names {} twice or outside the folder asked for", crate::wire::escape(&name));
+            let what = format!("the listing names {} outside the folder asked for", crate::wire::escape(&name));
             return Err(crate::wire::ProtocolError::Malformed(what).into());
+        }
+        if plan.listed.names_one_twice(first) {
+            let what = format!("the listing of {} names one entry twice", folder.map_or(".", |f| f.as_str()));
+            return Err(crate::wire::ProtocolError::Malformed(crate::wire::escape(&what)).into());
         }
         local_error.map_or(Ok(()), Err)
     }
@@ -356,7 +365,8 @@ fn finish(
         for top in &plan.tops {
             let Top::Folder(top) = top else { continue };
             let mut removed = |name: &str| report(TreeEvent::Deleted(name));
-            match dir.prune(top.as_ref(), &plan.listed, options.dry_run, &mut removed) {
+            let keep = |name: &str| plan.listed.contains(name);
+            match dir.prune(top.as_ref(), &keep, options.dry_run, &mut removed) {
                 Ok(n) => summary.deleted += n,
                 Err(source) => {
                     let path = top.as_ref().map_or(dir.path().to_path_buf(), |t| dir.path().join(t.as_path()));
@@ -368,5 +378,75 @@ fn finish(
     Ok(summary)
 }
 
+/// The names a listing held, for `delete`: each as a 128-bit hash of the name (16 bytes, however
+/// long the name is, where a set of names costs some 80 bytes each), in one vector that is sorted
+/// once the listings have ended; a million names hold 16 MiB. Two names with one hash (odds of
+/// about 10^-27 for a million names) could only keep a local file that might have been removed,
+/// never remove one that the server has.
+#[derive(Default)]
+struct Listed {
+    hashes: Vec<u128>,
+}
+
+impl Listed {
+    fn add(&mut self, name: &str) {
+        self.hashes.push(xxhash_rust::xxh3::xxh3_128(name.as_bytes()));
+    }
+
+    fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    /// Whether a name was added twice since the first `from` (sorting those).
+    fn names_one_twice(&mut self, from: usize) -> bool {
+        let since = &mut self.hashes[from..];
+        since.sort_unstable();
+        since.windows(2).any(|pair| pair[0] == pair[1])
+    }
+
+    /// Sorts all, dropping repeats (two folders named may overlap), for [`Listed::contains`].
+    fn seal(&mut self) {
+        self.hashes.sort_unstable();
+        self.hashes.dedup();
+        self.hashes.shrink_to_fit();
+    }
+
+    /// Whether `name` was added (once sealed).
+    fn contains(&self, name: &str) -> bool {
+        self.hashes.binary_search(&xxhash_rust::xxh3::xxh3_128(name.as_bytes())).is_ok()
+    }
+}
+
 /// Files found to fetch that may wait between the listing and the fetching connection.
 pub const QUEUE: usize = 50_000;
+
+#[cfg(test)]
+mod tests {
+    use super::Listed;
+
+    #[test]
+    fn listed_names_are_found_once_sealed_and_a_repeat_within_one_listing_is_seen() {
+        let mut listed = Listed::default();
+        listed.add("a");
+        let first = listed.len();
+        for name in ["a/x", "a/y", "a/ü z"] {
+            listed.add(name);
+        }
+        assert!(!listed.names_one_twice(first));
+        // A second listing may repeat the first (a folder within one named before)...
+        let second = listed.len();
+        listed.add("a/x");
+        assert!(!listed.names_one_twice(second));
+        // ...but not itself.
+        listed.add("a/x");
+        assert!(listed.names_one_twice(second));
+        listed.seal();
+        assert_eq!(listed.len(), 4);
+        for name in ["a", "a/x", "a/y", "a/ü z"] {
+            assert!(listed.contains(name), "{name}");
+        }
+        for name in ["", "b", "a/", "a/x.part", "A/X"] {
+            assert!(!listed.contains(name), "{name}");
+        }
+    }
+}
