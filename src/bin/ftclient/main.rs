@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IsTerminal, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -463,7 +464,10 @@ fn run(args: Args) -> anyhow::Result<u8> {
                     );
                 }
                 let mut client = connect()?;
-                client.get(&names[0], &mut io::stdout().lock()).with_context(|| names[0].to_string())?;
+                // Straight to the descriptor: `Stdout` is line-buffered, which splits every
+                // write of a binary body at its last newline (two system calls for one).
+                let mut out = std::fs::File::from(io::stdout().as_fd().try_clone_to_owned()?);
+                client.get(&names[0], &mut out).with_context(|| names[0].to_string())?;
                 if let Some(bar) = &bar {
                     bar.bar.finish_and_clear();
                 }
