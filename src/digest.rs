@@ -3,8 +3,10 @@
 //! XXH3-128 is what rsync uses for the same job. It is not cryptographic: it guards against
 //! corruption and bugs (a torn file, a bad resume, a short or spliced body), not against a server
 //! that lies on purpose, which could send a matching digest for any bytes. Measured on the 2-core
-//! development machine over 256 MiB in 64 KiB chunks: XXH3-128 25.3 GB/s, BLAKE3 4.7 GB/s, against
-//! about 4 GB/s for loopback TCP, so XXH3 keeps verification nearly free.
+//! development machine over 1 GiB in 64 KiB chunks: XXH3-128 32 GB/s with `twox-hash` (which
+//! picks AVX2 at run time), 12.7 GB/s with `xxhash-rust` (SSE2 unless built for the CPU), BLAKE3
+//! 4.7 GB/s, against about 2 GB/s for a 1 GiB download on loopback, so verification stays nearly
+//! free.
 //!
 //! The server sends a file's digest in the reply header when it knows it (cached files carry
 //! theirs, and the server remembers the digest of each version of a file it streamed, in
@@ -16,7 +18,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use xxhash_rust::xxh3::Xxh3;
+use twox_hash::XxHash3_128;
 
 /// An XXH3-128 digest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -24,7 +26,7 @@ pub struct Digest(pub u128);
 
 impl Digest {
     pub fn of(bytes: &[u8]) -> Digest {
-        Digest(xxhash_rust::xxh3::xxh3_128(bytes))
+        Digest(XxHash3_128::oneshot(bytes))
     }
 
     /// Exactly 32 lowercase hex digits.
@@ -44,22 +46,22 @@ impl std::fmt::Display for Digest {
 
 /// A running digest, fed as bytes stream past.
 #[derive(Clone)]
-pub struct Hasher(Box<Xxh3>);
+pub struct Hasher(Box<XxHash3_128>);
 
 impl Default for Hasher {
     fn default() -> Hasher {
-        Hasher(Box::new(Xxh3::new()))
+        Hasher(Box::new(XxHash3_128::new()))
     }
 }
 
 impl Hasher {
     pub fn update(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
+        self.0.write(bytes);
     }
 
     /// The digest of everything fed so far (feeding may continue).
     pub fn digest(&self) -> Digest {
-        Digest(self.0.digest128())
+        Digest(self.0.finish_128())
     }
 }
 
@@ -137,6 +139,16 @@ pub fn hash_file(file: &File, len: u64, prefix: Option<u64>) -> io::Result<(Dige
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// The reference XXH3-128 of the empty input (xxHash's own test vector), so digests on disk
+    /// and on the wire stay comparable whatever implementation computes them.
+    #[test]
+    fn the_digest_is_standard_xxh3_128() {
+        assert_eq!(Digest::of(b"").to_string(), "99aa06d3014798d86001c324468d497f");
+        let mut h = Hasher::default();
+        h.update(b"");
+        assert_eq!(h.digest(), Digest::of(b""));
+    }
 
     #[test]
     fn hex_round_trip_is_strict() {

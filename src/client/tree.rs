@@ -390,7 +390,7 @@ struct Listed {
 
 impl Listed {
     fn add(&mut self, name: &str) {
-        self.hashes.push(xxhash_rust::xxh3::xxh3_128(name.as_bytes()));
+        self.hashes.push(crate::digest::Digest::of(name.as_bytes()).0);
     }
 
     fn len(&self) -> usize {
@@ -413,7 +413,7 @@ impl Listed {
 
     /// Whether `name` was added (once sealed).
     fn contains(&self, name: &str) -> bool {
-        self.hashes.binary_search(&xxhash_rust::xxh3::xxh3_128(name.as_bytes())).is_ok()
+        self.hashes.binary_search(&crate::digest::Digest::of(name.as_bytes()).0).is_ok()
     }
 }
 
