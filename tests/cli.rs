@@ -273,7 +273,7 @@ fn kill_9_mid_cache_write_leaves_only_complete_cache_files() {
         let stored = mirror.scan().unwrap();
         assert_eq!(stored.len(), entries, "a cache file was incomplete");
         for s in &stored {
-            assert!(mirror.load(s).unwrap() == data);
+            assert!(mirror.load(s).unwrap().to_vec().unwrap() == data);
         }
         let server = RealServer::start(work.path(), &[]);
         for entry in fs::read_dir(work.path().join("server_cache")).unwrap() {

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
+use super::bytes::Bytes;
 use super::mirror::{self, Mirror};
 use crate::digest::Digest;
 use crate::name::Name;
@@ -39,17 +40,24 @@ pub type Body = Arc<Held>;
 
 /// Bytes that count against the cache's cap for as long as they live.
 pub struct Held {
-    /// The file's bytes (a `Vec`, so a file read into one is published without a second copy).
-    bytes: Vec<u8>,
+    /// The file's bytes (on the heap, or in a sealed memfd: see `bytes.rs`).
+    bytes: Bytes,
     charge: u64,
     /// The cache's byte count, given `charge` back on drop.
     account: Arc<AtomicU64>,
 }
 
-impl std::ops::Deref for Held {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
+impl Held {
+    pub fn bytes(&self) -> &Bytes {
         &self.bytes
+    }
+
+    pub fn len(&self) -> u64 {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
     }
 }
 
@@ -328,7 +336,7 @@ impl Cache {
     }
 
     /// Wraps bytes whose `charge` was already taken.
-    fn hold(&self, bytes: Vec<u8>, charge: u64) -> Body {
+    fn hold(&self, bytes: Bytes, charge: u64) -> Body {
         Arc::new(Held { bytes, charge, account: self.charged.clone() })
     }
 
@@ -382,7 +390,7 @@ pub struct Reservation<'a> {
 
 impl Reservation<'_> {
     /// The file's bytes, now carrying the reserved charge (at most once; later calls charge 0).
-    pub fn hold(&mut self, bytes: Vec<u8>) -> Body {
+    pub fn hold(&mut self, bytes: Bytes) -> Body {
         let charge = if std::mem::take(&mut self.owes) { self.charge } else { 0 };
         self.cache.hold(bytes, charge)
     }
@@ -390,12 +398,12 @@ impl Reservation<'_> {
     /// Admits the file's bytes: writes the mirror file, then publishes the entry.
     pub fn commit(self, body: Body, digest: Digest, version: FileVersion, now: Instant) {
         let cache = self.cache;
-        if body.len() as u64 != version.size || body.charge != self.charge {
+        if body.len() != version.size || body.charge != self.charge {
             return;
         }
         let file = match &cache.mirror {
             None => None,
-            Some(mirror) => match mirror.write(&self.name, &version, digest, SystemTime::now(), &body) {
+            Some(mirror) => match mirror.write(&self.name, &version, digest, SystemTime::now(), body.bytes()) {
                 Ok(file) => Some(file),
                 Err(e) => {
                     tracing::warn!(dir = %mirror.path().display(), name = %self.name, "not cached: cannot write cache file: {e}");
@@ -451,7 +459,7 @@ mod tests {
             Some(mut r) => {
                 let body = vec![b'x'; size as usize];
                 let digest = Digest::of(&body);
-                let body = r.hold(body);
+                let body = r.hold(Bytes::Heap(body));
                 r.commit(body, digest, v, now);
                 true
             }
@@ -466,7 +474,8 @@ mod tests {
         assert!(cache.lookup(&name("a"), t0, |_| true).is_none());
         assert!(admit(&cache, "a", 10, t0));
         let hit = cache.lookup(&name("a"), t0, |_| true).unwrap();
-        assert_eq!((&hit.body[..], hit.digest), (&[b'x'; 10][..], Digest::of(&[b'x'; 10])));
+        let Bytes::Heap(bytes) = hit.body.bytes() else { panic!("a small file is held on the heap") };
+        assert_eq!((&bytes[..], hit.digest), (&[b'x'; 10][..], Digest::of(&[b'x'; 10])));
         let s = cache.stats();
         assert_eq!((s.hits, s.misses, s.admitted, s.entries, s.bytes), (1, 1, 1, 1, 10 + E));
     }

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
+use super::bytes::Bytes;
 use super::get::{self, Source};
 use super::list;
 use super::shared::Shared;
@@ -319,7 +320,17 @@ impl<'a> Connection<'a> {
                     }
                 }
             }
-            Source::Memory { bytes, from } => self.stream.write_all(&bytes[*from..]).map(|()| len),
+            Source::Memory { bytes, from } => match bytes.bytes() {
+                // One write with the header (both fit the buffer, or go out together).
+                Bytes::Heap(heap) => self.stream.write_all(&heap[*from as usize..]).map(|()| len),
+                Bytes::Sealed { file, .. } => {
+                    self.stream.flush()?;
+                    match self.stream.get_ref().sendfile_fd() {
+                        Some(socket) => send_file(socket, file, *from, len),
+                        None => copy_file(file, *from, len, self.stream.get_mut()),
+                    }
+                }
+            },
             Source::File { file, from, len } => {
                 self.stream.flush()?;
                 match self.stream.get_ref().sendfile_fd() {

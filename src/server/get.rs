@@ -15,7 +15,7 @@
 //! version changed meanwhile.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tracing::debug;
 
+use super::bytes::Bytes;
 use super::cache::{Body, Reservation, settled};
 use super::memo::{Hashed, mark_every};
 use super::shared::Shared;
@@ -42,7 +43,7 @@ pub(crate) struct Answer<'a> {
 /// Where a body's bytes come from.
 pub(crate) enum Source<'a> {
     /// Bytes in memory (a cache hit, or a file just read for admission), from `from` on.
-    Memory { bytes: Body, from: usize },
+    Memory { bytes: Body, from: u64 },
     /// `len` bytes of an open file from offset `from`: streamed, `sendfile` where the transport
     /// can take it. The file may turn out shorter than announced (truncated meanwhile).
     File { file: File, from: u64, len: u64 },
@@ -98,18 +99,18 @@ pub(crate) fn answer<'a>(
     let fresh = |cached: &FileVersion| shared.root.version(name) == Some(*cached);
     if let Some(hit) = shared.cache.lookup(name, now, fresh) {
         debug!(%peer, %name, size = hit.body.len(), "hit");
-        let offset = matching_offset(resume, |off| hit.body.get(..off as usize).map(Digest::of));
+        let offset = matching_offset(resume, |off| hit.body.bytes().prefix_digest(off));
         return Ok(from_memory(hit.body, hit.digest, (hit.mode, hit.mtime), offset, None));
     }
-    let (mut file, version) = shared.root.open_file(name).map_err(|e| Refusal::new(open_error_code(&e), e))?;
+    let (file, version) = shared.root.open_file(name).map_err(|e| Refusal::new(open_error_code(&e), e))?;
     let Some(mut reservation) = shared.cache.reserve(name, &version, now) else {
         debug!(%peer, %name, size = version.size, "miss, streamed");
         return streamed(shared, name, file, &version, resume, trailer);
     };
     // Read whole before answering, so a read error is still an ERR line, not a cut reply.
-    let (bytes, digest) = read_whole(&mut file, &version)?;
+    let (bytes, digest) = read_whole(&file, &version)?;
     let bytes = reservation.hold(bytes);
-    let offset = matching_offset(resume, |off| bytes.get(..off as usize).map(Digest::of));
+    let offset = matching_offset(resume, |off| bytes.bytes().prefix_digest(off));
     debug!(%peer, %name, size = version.size, "miss, admitted");
     let admission = Admission { reservation, bytes: bytes.clone(), digest, version, file, at: now };
     Ok(from_memory(bytes, digest, (version.mode, version.mtime()), offset, Some(admission)))
@@ -123,18 +124,15 @@ const READ_ATTEMPTS: usize = 3;
 /// timestamp while it runs, so only a second read can show that the first one saw half-written
 /// bytes. Such a body is neither sent nor cached; after [`READ_ATTEMPTS`] tries the request is
 /// refused (the client may retry).
-fn read_whole(file: &mut File, version: &FileVersion) -> Result<(Vec<u8>, Digest), Refusal> {
+fn read_whole(file: &File, version: &FileVersion) -> Result<(Bytes, Digest), Refusal> {
     for _ in 0..READ_ATTEMPTS {
-        let mut bytes = Vec::with_capacity(usize::try_from(version.size).unwrap_or(0));
-        file.seek(SeekFrom::Start(0))
-            .map_err(|e| Refusal::new(ErrorCode::Internal, format_args!("read failed: {e}")))?;
-        if let Err(e) = file.take(version.size).read_to_end(&mut bytes) {
-            return Err(Refusal::new(ErrorCode::Internal, format_args!("read failed: {e}")));
-        }
-        if bytes.len() as u64 != version.size {
-            return Err(Refusal::new(ErrorCode::Internal, "file shrank while being read; try again"));
-        }
-        let digest = Digest::of(&bytes);
+        let (bytes, digest) = match Bytes::read(file, 0, version.size) {
+            Ok(read) => read,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(Refusal::new(ErrorCode::Internal, "file shrank while being read; try again"));
+            }
+            Err(e) => return Err(Refusal::new(ErrorCode::Internal, format_args!("read failed: {e}"))),
+        };
         if hash_file(file, version.size, None).is_ok_and(|(again, _)| again == digest) {
             return Ok((bytes, digest));
         }
@@ -149,10 +147,10 @@ fn from_memory(
     offset: u64,
     admission: Option<Admission<'_>>,
 ) -> Answer<'_> {
-    let size = bytes.len() as u64;
+    let size = bytes.len();
     let header =
         GetHeader { len: size - offset, offset, size, digest: Some(digest), mode: Some(mode), mtime: Some(mtime) };
-    Answer { header, body: Source::Memory { bytes, from: offset as usize }, admission }
+    Answer { header, body: Source::Memory { bytes, from: offset }, admission }
 }
 
 /// A file too big for the cache (or refused by it), sent from disk. Its digest comes from the

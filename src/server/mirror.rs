@@ -15,7 +15,7 @@
 //! server keeps only entries whose source is unchanged, and the admission time so the TTL survives
 //! restarts. Only `*.ftc` and `*.ftc.tmp` files are ever deleted, whatever else the folder holds.
 
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,6 +26,7 @@ use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 use rustix::fs::OFlags;
 use rustix::io::Errno;
 
+use super::bytes::Bytes;
 use crate::digest::Digest;
 use crate::name::{MAX_NAME_LEN, Name};
 use crate::store::FileVersion;
@@ -102,14 +103,14 @@ impl Mirror {
         v: &FileVersion,
         digest: Digest,
         admitted: SystemTime,
-        body: &[u8],
+        body: &Bytes,
     ) -> io::Result<String> {
         let file = format!("{:016x}-{:08x}.ftc", self.run, self.seq.fetch_add(1, Ordering::Relaxed));
         let tmp = format!("{file}.tmp");
         let result = (|| {
-            let mut out = self.dir.open_with(&tmp, OpenOptions::new().write(true).create_new(true))?;
+            let mut out = self.dir.open_with(&tmp, OpenOptions::new().write(true).create_new(true))?.into_std();
             out.write_all(header(name, v, digest, admitted).as_bytes())?;
-            out.write_all(body)?;
+            body.write_to(&mut out)?;
             drop(out);
             self.dir.rename(&tmp, &self.dir, &file)
         })();
@@ -159,17 +160,13 @@ impl Mirror {
     }
 
     /// Reads an entry's bytes, checking their length and digest against its header.
-    pub fn load(&self, stored: &Stored) -> io::Result<Vec<u8>> {
-        let mut r = BufReader::new(self.dir.open(&stored.file)?);
-        let mut line = Vec::new();
-        read_line(&mut r, &mut line, header_cap()).map_err(io::Error::other)?;
-        let size = usize::try_from(stored.version.size).map_err(io::Error::other)?;
-        let mut body = Vec::with_capacity(size);
-        r.take(stored.version.size + 1).read_to_end(&mut body)?;
-        if body.len() != size {
+    pub fn load(&self, stored: &Stored) -> io::Result<Bytes> {
+        let file = self.dir.open(&stored.file)?.into_std();
+        if file.metadata()?.len() != overhead(&stored.name) + stored.version.size {
             return Err(bad("cache file length disagrees with its header"));
         }
-        if Digest::of(&body) != stored.digest {
+        let (body, digest) = Bytes::read(&file, overhead(&stored.name), stored.version.size)?;
+        if digest != stored.digest {
             return Err(bad("cache file bytes disagree with their digest"));
         }
         Ok(body)
@@ -265,7 +262,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let m = Mirror::open(tmp.path()).unwrap();
         let name = Name::parse("a b/c").unwrap();
-        let file = m.write(&name, &version(), Digest::of(b"hello"), SystemTime::now(), b"hello").unwrap();
+        let file = m
+            .write(&name, &version(), Digest::of(b"hello"), SystemTime::now(), &Bytes::Heap(b"hello".to_vec()))
+            .unwrap();
         std::fs::write(tmp.path().join("x.ftc.tmp"), b"partial").unwrap();
         std::fs::write(tmp.path().join("broken.ftc"), b"ftcache1 0").unwrap();
         std::fs::write(tmp.path().join("keep-me.txt"), b"not ours").unwrap();
@@ -273,7 +272,7 @@ mod tests {
         let found = m.scan().unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!((found[0].file.as_str(), &found[0].name), (file.as_str(), &name));
-        assert_eq!(m.load(&found[0]).unwrap(), b"hello");
+        assert_eq!(m.load(&found[0]).unwrap().to_vec().unwrap(), b"hello");
         let mut left: Vec<_> =
             std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         left.sort();

@@ -1,7 +1,8 @@
 //! The server: the accept loop, connection limits and graceful shutdown, over the pieces in this
 //! folder: `config.rs` (what it is told, and every default), `shared.rs` (the state connections
 //! share), `conn.rs` (one connection's command loop), `get.rs` (answering a `get` apart from any
-//! transport), `list.rs` (answering `list` as the folder is walked), `cache.rs` and `mirror.rs` (the byte-capped cache and its files), `memo.rs` (digests
+//! transport), `list.rs` (answering `list` as the folder is walked), `cache.rs`, `bytes.rs` and `mirror.rs` (the byte-capped cache, its bytes in memory, and
+//! its files), `memo.rs` (digests
 //! of files streamed from disk), `limits.rs` (how many connections the system allows), `tls.rs`
 //! (the TLS identity), `auth.rs` (tokens), `private.rs`
 //! (reading and writing files that hold secrets).
@@ -30,6 +31,7 @@ use parking_lot::{Condvar, Mutex};
 use tracing::{debug, info, warn};
 
 pub mod auth;
+pub mod bytes;
 pub mod cache;
 mod config;
 mod conn;

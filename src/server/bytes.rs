@@ -1,0 +1,160 @@
+//! A cached file's bytes: on the heap when small, in a sealed `memfd` otherwise.
+//!
+//! A hit from the heap is one `write` of the header and the body together; a hit from a memfd
+//! goes out by `sendfile`, as a miss does from the page cache, so the kernel takes the pages
+//! without copying them through this process. The memfd is anonymous memory (it counts in the
+//! server's RSS as shared memory), charged against the cache's cap as heap bytes are, and sealed
+//! once filled: nothing can write, grow or shrink it afterwards, so a reply never meets bytes
+//! other than the ones hashed.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+
+use rustix::fs::{MemfdFlags, SealFlags};
+
+use crate::digest::{Digest, Hasher, hash_file};
+
+/// Files of at least this many bytes are held in a memfd: below it, one `write` of header and
+/// body beats a `write` and a `sendfile` (measured with `ftload`, see README).
+pub const SEALED_FROM: u64 = 64 << 10;
+
+/// Bytes copied per step into a memfd.
+const CHUNK: usize = 256 << 10;
+
+/// The bytes of one cached file.
+pub enum Bytes {
+    Heap(Vec<u8>),
+    /// A memfd holding exactly `len` bytes, sealed against any change.
+    Sealed {
+        file: File,
+        len: u64,
+    },
+}
+
+impl Bytes {
+    /// Copies `len` bytes of `from` starting at `offset` (positioned reads: `from`'s own offset
+    /// is left alone) and hashes them. A file that ends early is an `UnexpectedEof` error.
+    pub fn read(from: &File, offset: u64, len: u64) -> io::Result<(Bytes, Digest)> {
+        if len < SEALED_FROM {
+            let mut heap = vec![0u8; usize::try_from(len).map_err(io::Error::other)?];
+            from.read_exact_at(&mut heap, offset)?;
+            let digest = Digest::of(&heap);
+            return Ok((Bytes::Heap(heap), digest));
+        }
+        let file = File::from(rustix::fs::memfd_create("ft-cache", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?);
+        let mut buf = vec![0u8; CHUNK];
+        let mut hasher = Hasher::default();
+        let mut done = 0u64;
+        while done < len {
+            let want = (len - done).min(CHUNK as u64) as usize;
+            let n = from.read_at(&mut buf[..want], offset + done)?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being read"));
+            }
+            hasher.update(&buf[..n]);
+            (&file).write_all(&buf[..n])?;
+            done += n as u64;
+        }
+        rustix::fs::fcntl_add_seals(&file, SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL)?;
+        Ok((Bytes::Sealed { file, len }, hasher.digest()))
+    }
+
+    pub fn len(&self) -> u64 {
+        match self {
+            Bytes::Heap(heap) => heap.len() as u64,
+            Bytes::Sealed { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The digest of the first `len` bytes; `None` past the end (or if the memfd cannot be read).
+    pub fn prefix_digest(&self, len: u64) -> Option<Digest> {
+        match self {
+            Bytes::Heap(heap) => heap.get(..usize::try_from(len).ok()?).map(Digest::of),
+            Bytes::Sealed { file, len: size } if len <= *size => hash_file(file, len, None).ok().map(|(d, _)| d),
+            Bytes::Sealed { .. } => None,
+        }
+    }
+
+    /// A copy of all the bytes.
+    pub fn to_vec(&self) -> io::Result<Vec<u8>> {
+        match self {
+            Bytes::Heap(heap) => Ok(heap.clone()),
+            Bytes::Sealed { file, len } => {
+                let mut copy = vec![0u8; usize::try_from(*len).map_err(io::Error::other)?];
+                file.read_exact_at(&mut copy, 0)?;
+                Ok(copy)
+            }
+        }
+    }
+
+    /// Writes all the bytes to `out` (at its offset).
+    pub fn write_to(&self, out: &mut File) -> io::Result<()> {
+        match self {
+            Bytes::Heap(heap) => out.write_all(heap),
+            Bytes::Sealed { file, len } => {
+                let mut at = 0u64;
+                while at < *len {
+                    let most = usize::try_from(*len - at).unwrap_or(usize::MAX).min(1 << 30);
+                    match rustix::fs::sendfile(&*out, file, Some(&mut at), most) {
+                        Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "memfd ended early")),
+                        Ok(_) => {}
+                        Err(rustix::io::Errno::INTR) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_with(bytes: &[u8]) -> File {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(bytes).unwrap();
+        f
+    }
+
+    #[test]
+    fn small_files_stay_on_the_heap_and_big_ones_go_to_a_sealed_memfd() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        let source = file_with(&data);
+        let (small, digest) = Bytes::read(&source, 5, SEALED_FROM - 1).unwrap();
+        assert!(matches!(small, Bytes::Heap(_)));
+        assert_eq!(digest, Digest::of(&data[5..5 + SEALED_FROM as usize - 1]));
+        let (big, digest) = Bytes::read(&source, 7, data.len() as u64 - 7).unwrap();
+        assert_eq!(digest, Digest::of(&data[7..]));
+        let Bytes::Sealed { file, len } = &big else { panic!("not sealed") };
+        assert_eq!(*len, data.len() as u64 - 7);
+        // Sealed: it can be neither written, nor grown, nor shrunk.
+        assert!(file.write_at(b"x", 0).is_err());
+        assert!(file.set_len(*len + 1).is_err() && file.set_len(1).is_err());
+        assert_eq!(big.prefix_digest(1000), Some(Digest::of(&data[7..1007])));
+        assert_eq!(big.prefix_digest(*len + 1), None);
+        assert_eq!(small.prefix_digest(10), Some(Digest::of(&data[5..15])));
+        let mut copy = tempfile::tempfile().unwrap();
+        big.write_to(&mut copy).unwrap();
+        let mut back = vec![0u8; *len as usize];
+        copy.read_exact_at(&mut back, 0).unwrap();
+        assert_eq!(back, data[7..]);
+        assert_eq!(big.to_vec().unwrap(), data[7..]);
+        assert_eq!(small.to_vec().unwrap(), data[5..5 + SEALED_FROM as usize - 1]);
+    }
+
+    #[test]
+    fn a_file_that_ends_early_is_an_error() {
+        let source = file_with(&[1u8; 1000]);
+        for len in [1001, SEALED_FROM + 1] {
+            let e = Bytes::read(&source, 0, len).err().unwrap();
+            assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{len}");
+        }
+    }
+}
