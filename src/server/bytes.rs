@@ -16,7 +16,10 @@ use rustix::fs::{MemfdFlags, SealFlags};
 use crate::digest::{Digest, Hasher, hash_file};
 
 /// Files of at least this many bytes are held in a memfd: below it, one `write` of header and
-/// body beats a `write` and a `sendfile` (measured with `ftload`, see README).
+/// body beats a `write` and a `sendfile`. Measured with 64 connections asking for one cached file
+/// over and over (three rounds of 3 s each, requests/s): 4 KiB from the heap 51,000 to 58,000,
+/// from a memfd 36,000 to 41,000; 16 KiB 41,000 to 51,000 against 33,000 to 39,000; at 64 KiB,
+/// where the heap path needs two writes too, 23,000 to 26,000 either way.
 pub const SEALED_FROM: u64 = 64 << 10;
 
 /// Bytes copied per step into a memfd.
