@@ -205,6 +205,31 @@ impl BufStream {
         self.reader.buffer()
     }
 
+    /// Writes out what is buffered ahead of `sendfile` into [`Transport::sendfile_fd`]: on plain
+    /// TCP with `MSG_MORE`, so a short header is held back to leave in one segment with the first
+    /// file bytes, as nginx's `tcp_nopush` does, rather than as a packet of its own that wakes the
+    /// peer for nothing. Only when file bytes follow at once: a held header goes out with them.
+    /// Elsewhere the same as [`Write::flush`].
+    pub fn flush_before_file(&mut self) -> io::Result<()> {
+        if self.get_ref().sendfile_fd().is_none() {
+            return self.flush();
+        }
+        let flags = rustix::net::SendFlags::MORE | rustix::net::SendFlags::NOSIGNAL;
+        let mut at = 0;
+        let result = loop {
+            if at == self.out.len() {
+                break Ok(());
+            }
+            match rustix::net::send(self.get_ref().tcp(), &self.out[at..], flags) {
+                Ok(n) => at += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => break Err(e.into()),
+            }
+        };
+        self.out.clear();
+        result
+    }
+
     /// Writes out what is buffered, without flushing the transport itself.
     fn drain(&mut self) -> io::Result<()> {
         if !self.out.is_empty() {
@@ -261,6 +286,24 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         (Transport::plain(client), Transport::plain(server))
+    }
+
+    #[test]
+    fn a_header_held_for_a_file_leaves_with_it_and_nothing_is_lost() {
+        let (a, mut b) = pair();
+        let mut a = BufStream::new(a, 1024, 1024);
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"body bytes").unwrap();
+        a.write_all(b"OK 10\n").unwrap();
+        a.flush_before_file().unwrap();
+        assert!(a.out.is_empty());
+        let socket = a.get_ref().sendfile_fd().unwrap();
+        assert_eq!(rustix::fs::sendfile(socket, &file, Some(&mut 0), 10).unwrap(), 10);
+        a.write_all(b"OK xxh3=0\n").unwrap();
+        a.flush().unwrap();
+        let mut got = vec![0u8; 26];
+        b.read_exact(&mut got).unwrap();
+        assert_eq!(got, b"OK 10\nbody bytesOK xxh3=0\n");
     }
 
     #[test]

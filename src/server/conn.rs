@@ -307,7 +307,7 @@ impl<'a> Connection<'a> {
         let len = answer.header.len;
         let sent = match &mut answer.body {
             Source::Hashing(hashing) => {
-                self.stream.flush()?;
+                self.flush_header(len)?;
                 match self.stream.get_ref().sendfile_fd() {
                     Some(socket) => hashing.send(|file, at, most, _| send_file_once(socket, file, at, most)),
                     None => {
@@ -324,7 +324,7 @@ impl<'a> Connection<'a> {
                 // One write with the header (both fit the buffer, or go out together).
                 Bytes::Heap(heap) => self.stream.write_all(&heap[*from as usize..]).map(|()| len),
                 Bytes::Sealed { file, .. } => {
-                    self.stream.flush()?;
+                    self.flush_header(len)?;
                     match self.stream.get_ref().sendfile_fd() {
                         Some(socket) => send_file(socket, file, *from, len),
                         None => copy_file(file, *from, len, self.stream.get_mut()),
@@ -332,7 +332,7 @@ impl<'a> Connection<'a> {
                 }
             },
             Source::File { file, from, len } => {
-                self.stream.flush()?;
+                self.flush_header(*len)?;
                 match self.stream.get_ref().sendfile_fd() {
                     Some(socket) => send_file(socket, file, *from, *len),
                     None => copy_file(file, *from, *len, self.stream.get_mut()),
@@ -356,6 +356,13 @@ impl<'a> Connection<'a> {
             // The peer was promised `len` bytes: the connection cannot go on.
             sent => Err(ConnError::Shrank { name: name.clone(), sent, len }),
         }
+    }
+
+    /// Sends a reply's header ahead of a body of `len` bytes that goes out by `sendfile` (or,
+    /// over TLS, through the transport): held back to leave with the body's first bytes, unless
+    /// there is no body.
+    fn flush_header(&mut self, len: u64) -> io::Result<()> {
+        if len > 0 { self.stream.flush_before_file() } else { self.stream.flush() }
     }
 
     fn list(&mut self, folder: Option<&Name>) -> Result<(), ConnError> {
