@@ -416,6 +416,33 @@ fn a_file_changed_while_it_is_sent_never_arrives_verified() {
 }
 
 #[test]
+fn a_file_renamed_over_while_it_is_sent_arrives_whole_as_the_version_opened() {
+    let dirs = Dirs::new();
+    let data = pattern(24 << 20);
+    let path = dirs.put("big.bin", &data);
+    let server = streaming(&dirs, |c| c);
+    let mut w = with_trailers(&server);
+    w.send("get big.bin\n");
+    assert!(w.line().starts_with(&format!("OK {} ", data.len())));
+    let first = w.bytes(1 << 20);
+    // A new version renamed over it (which moves the old file's change time, as an unlink does),
+    // and the old one deleted outright, each while the rest is on its way.
+    let new = dirs.root.path().join("big.bin.new");
+    fs::write(&new, vec![b'N'; data.len()]).unwrap();
+    fs::rename(&new, &path).unwrap();
+    let rest = w.bytes(data.len() - (1 << 20));
+    assert!(first == data[..1 << 20] && rest == data[1 << 20..]);
+    assert_eq!(w.line(), format!("OK xxh3={}", ft::digest::Digest::of(&data)));
+    settle(&path);
+    w.send("get big.bin\n");
+    assert!(w.line().starts_with(&format!("OK {} ", data.len())));
+    w.bytes(1 << 20);
+    fs::remove_file(&path).unwrap();
+    w.bytes(data.len() - (1 << 20));
+    assert_eq!(w.line(), format!("OK xxh3={}", ft::digest::Digest::of(&vec![b'N'; data.len()])));
+}
+
+#[test]
 fn resuming_a_cut_off_download_does_not_hash_the_file_from_the_start() {
     let dirs = Dirs::new();
     let data = pattern(128 << 20);

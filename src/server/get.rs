@@ -436,7 +436,7 @@ impl Hashing<'_> {
     /// its version throughout, and then remembered for later downloads (if the file had
     /// settled). Else the body is not to be trusted: `ERR changed`.
     pub(crate) fn finish(self) -> Result<Digest, Refusal> {
-        if !unchanged(&self.file, &self.version) {
+        if !bytes_unchanged(&self.file, &self.version) {
             let message = format_args!("{} changed while it was being sent; try again", self.name);
             return Err(Refusal::new(ErrorCode::Changed, message));
         }
@@ -534,4 +534,15 @@ fn matching_offset(resume: Option<(u64, Digest)>, prefix_digest: impl FnOnce(u64
 /// Whether an open file still has the version it had when opened.
 fn unchanged(file: &File, version: &FileVersion) -> bool {
     FileVersion::of_file(file).is_ok_and(|v| v == *version)
+}
+
+/// Whether the open `file` still holds the bytes of `version`: its version is the same, or else
+/// it was only unlinked since (renamed over by a new version, or deleted), which moves its change
+/// time and nothing else: the bytes read through this descriptor are still the opened version's.
+fn bytes_unchanged(file: &File, version: &FileVersion) -> bool {
+    match FileVersion::of_file_linked(file) {
+        Ok((now, _)) if now == *version => true,
+        Ok((now, 0)) => FileVersion { ctime_sec: version.ctime_sec, ctime_nsec: version.ctime_nsec, ..now } == *version,
+        _ => false,
+    }
 }

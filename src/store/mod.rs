@@ -41,6 +41,13 @@ impl FileVersion {
         Ok(FileVersion::of_stat(&rustix::fs::fstat(file)?))
     }
 
+    /// [`FileVersion::of_file`], and how many names the file still has (0 once it was renamed
+    /// over or deleted).
+    pub(crate) fn of_file_linked(file: &std::fs::File) -> io::Result<(FileVersion, u64)> {
+        let st = rustix::fs::fstat(file)?;
+        Ok((FileVersion::of_stat(&st), st.st_nlink as u64))
+    }
+
     fn of_stat(st: &rustix::fs::Stat) -> FileVersion {
         FileVersion {
             size: st.st_size as u64,
