@@ -94,8 +94,16 @@ impl Proc {
     fn threads(&self) -> u64 {
         self.status("Threads:")
     }
+    /// Open descriptors, other than the memfds that hold cached files (counted by [`Proc::memfds`]).
     fn fds(&self) -> u64 {
-        fs::read_dir(format!("/proc/{}/fd", self.pid)).map_or(0, |d| d.count() as u64)
+        self.fd_targets().iter().filter(|t| !t.starts_with("/memfd:ft-cache")).count() as u64
+    }
+    fn memfds(&self) -> u64 {
+        self.fd_targets().iter().filter(|t| t.starts_with("/memfd:ft-cache")).count() as u64
+    }
+    fn fd_targets(&self) -> Vec<String> {
+        let Ok(dir) = fs::read_dir(format!("/proc/{}/fd", self.pid)) else { return Vec::new() };
+        dir.filter_map(|e| fs::read_link(e.ok()?.path()).ok()).map(|t| t.to_string_lossy().into_owned()).collect()
     }
 }
 
@@ -207,6 +215,10 @@ fn soak() {
     assert_eq!(t(&tally.other_errors), 0, "{report}");
     assert!(t(&tally.refused) > 0, "the flood never hit the limit: {report}");
     assert_eq!((threads_after, fds_after), (base_threads, base_fds), "{report}");
+    // Each memfd left is a cache entry's (a file of 64 KiB or more): none outlives its entry.
+    let stats = ft::client::Client::connect(&addr.to_string(), Duration::from_secs(10)).unwrap().stats().unwrap();
+    let entries = stats.iter().find(|(k, _)| k == "cache_entries").map_or(0, |(_, v)| *v);
+    assert!(proc.memfds() <= entries, "{} memfds for {entries} cache entries", proc.memfds());
     // Cache cap (32 MiB) + about 100 KiB of buffers and stack per connection + the process itself.
     assert!(peak_rss / 1024 < 32 + MAX_CONNS as u64 / 10 + 64, "{report}");
     // A connection stops counting just before its thread exits, so a few finishing threads may
