@@ -7,7 +7,7 @@
 # Each case runs RUNS rounds (default 7), the tools interleaved within a round, and prints the
 # median of each tool's figures and, for each ratio, the median of the per-round ratios (above 1:
 # ft is ahead). Shared machines are noisy: quote medians, and the RUNS used. The first lines say
-# what the machine is. Needs nginx, curl, rsync and openssl; installs them with apt-get when it can.
+# what the machine is. Needs nginx, curl, rsync, openssl and python3; installs them with apt-get when it can.
 #
 #   big    1 GiB to /dev/null: curl from nginx, against ftclient from a cache holding the file and
 #          from one too small for it (read from disk)
@@ -26,6 +26,9 @@ set -euo pipefail
 CASES=("$@")
 [ ${#CASES[@]} -gt 0 ] || CASES=(all)
 [ "${CASES[*]}" = all ] && CASES=(big small mid many idle tls tree)
+for case in "${CASES[@]}"; do
+  case $case in big|small|mid|many|idle|tls|tree) ;; *) echo "unknown case $case: big small mid many idle tls tree all" >&2; exit 2 ;; esac
+done
 RUNS=${RUNS:-7}
 W=${W:-${TMPDIR:-/tmp}/ft-bench}     # files served, files saved; kept between runs
 CONNS=${CONNS:-64}
@@ -34,11 +37,11 @@ TREE_FILES=${TREE_FILES:-10000}
 
 [ -f Cargo.toml ] && grep -q '^name = "ft"' Cargo.toml || { echo "run this from ft's root folder" >&2; exit 2; }
 missing=()
-for tool in nginx curl rsync openssl; do command -v $tool >/dev/null || missing+=($tool); done
+for tool in nginx curl rsync openssl python3; do command -v $tool >/dev/null || missing+=($tool); done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing ${missing[*]}" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light curl rsync openssl >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light curl rsync openssl python3 >/dev/null
   else
     echo "needs ${missing[*]}: install them (as root, this script uses apt-get)" >&2; exit 2
   fi
