@@ -10,6 +10,8 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rustix::fs::{MemfdFlags, SealFlags};
 
@@ -30,22 +32,69 @@ pub enum Bytes {
     Heap(Vec<u8>),
     /// A memfd holding exactly `len` bytes, sealed against any change.
     Sealed {
-        file: File,
+        file: Memfd,
         len: u64,
     },
+}
+
+/// A memfd, counted (in [`MEMFDS`]) against [`memfd_budget`] for as long as it is open.
+pub struct Memfd(File, &'static AtomicUsize);
+
+impl std::ops::Deref for Memfd {
+    type Target = File;
+    fn deref(&self) -> &File {
+        &self.0
+    }
+}
+
+impl Drop for Memfd {
+    fn drop(&mut self) {
+        self.1.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Memfds open now.
+static MEMFDS: AtomicUsize = AtomicUsize::new(0);
+
+/// Most memfds open at once: a quarter of the open-file limit (as raised at start-up), so that
+/// cached files never take the descriptors connections need. Past it, files are held on the heap,
+/// as are files whose memfd cannot be made.
+fn memfd_budget() -> usize {
+    static BUDGET: OnceLock<usize> = OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(1 << 20);
+        usize::try_from(limit / 4).unwrap_or(usize::MAX)
+    })
+}
+
+/// A new memfd that can be sealed, counted against the budget; `None` past the budget or if the
+/// system will not make one.
+fn new_memfd() -> Option<Memfd> {
+    new_memfd_in(&MEMFDS, memfd_budget())
+}
+
+fn new_memfd_in(count: &'static AtomicUsize, budget: usize) -> Option<Memfd> {
+    count.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < budget).then_some(n + 1)).ok()?;
+    match rustix::fs::memfd_create("ft-cache", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING) {
+        Ok(fd) => Some(Memfd(File::from(fd), count)),
+        Err(_) => {
+            count.fetch_sub(1, Ordering::SeqCst);
+            None
+        }
+    }
 }
 
 impl Bytes {
     /// Copies `len` bytes of `from` starting at `offset` (positioned reads: `from`'s own offset
     /// is left alone) and hashes them. A file that ends early is an `UnexpectedEof` error.
     pub fn read(from: &File, offset: u64, len: u64) -> io::Result<(Bytes, Digest)> {
-        if len < SEALED_FROM {
+        let memfd = if len < SEALED_FROM { None } else { new_memfd() };
+        let Some(file) = memfd else {
             let mut heap = vec![0u8; usize::try_from(len).map_err(io::Error::other)?];
             from.read_exact_at(&mut heap, offset)?;
             let digest = Digest::of(&heap);
             return Ok((Bytes::Heap(heap), digest));
-        }
-        let file = File::from(rustix::fs::memfd_create("ft-cache", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?);
+        };
         let mut buf = vec![0u8; CHUNK];
         let mut hasher = Hasher::default();
         let mut done = 0u64;
@@ -56,10 +105,10 @@ impl Bytes {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being read"));
             }
             hasher.update(&buf[..n]);
-            (&file).write_all(&buf[..n])?;
+            (&*file).write_all(&buf[..n])?;
             done += n as u64;
         }
-        rustix::fs::fcntl_add_seals(&file, SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL)?;
+        rustix::fs::fcntl_add_seals(&*file, SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL)?;
         Ok((Bytes::Sealed { file, len }, hasher.digest()))
     }
 
@@ -103,7 +152,7 @@ impl Bytes {
                 let mut at = 0u64;
                 while at < *len {
                     let most = usize::try_from(*len - at).unwrap_or(usize::MAX).min(1 << 30);
-                    match rustix::fs::sendfile(&*out, file, Some(&mut at), most) {
+                    match rustix::fs::sendfile(&*out, &**file, Some(&mut at), most) {
                         Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "memfd ended early")),
                         Ok(_) => {}
                         Err(rustix::io::Errno::INTR) => {}
@@ -150,6 +199,20 @@ mod tests {
         assert_eq!(back, data[7..]);
         assert_eq!(big.to_vec().unwrap(), data[7..]);
         assert_eq!(small.to_vec().unwrap(), data[5..5 + SEALED_FROM as usize - 1]);
+    }
+
+    #[test]
+    fn memfds_are_counted_while_open_and_none_are_made_past_the_budget() {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let first = new_memfd_in(&COUNT, 2).unwrap();
+        let second = new_memfd_in(&COUNT, 2).unwrap();
+        assert!(new_memfd_in(&COUNT, 2).is_none(), "past the budget");
+        assert_eq!(COUNT.load(Ordering::SeqCst), 2);
+        drop(first);
+        assert!(new_memfd_in(&COUNT, 2).is_some(), "room again once one is closed");
+        drop(second);
+        assert_eq!(COUNT.load(Ordering::SeqCst), 0);
+        assert!(memfd_budget() >= 1, "a quarter of the open-file limit");
     }
 
     #[test]
