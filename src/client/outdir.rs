@@ -11,7 +11,6 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
 use cap_std::fs::{Dir, File, OpenOptions, OpenOptionsExt as _};
@@ -558,22 +557,8 @@ fn link_unnamed(dir: &Dir, file: &str, bytes: &[u8], mode: u32, mtime: Option<(i
     let tmp = std::fs::File::from(rustix::fs::openat(dir, ".", flags, Mode::from_raw_mode(mode))?);
     (&tmp).write_all(bytes)?;
     set_mtime(&tmp, mtime)?;
-    // Linking the fd itself (AT_EMPTY_PATH) is cheapest but needs CAP_DAC_READ_SEARCH; the
-    // /proc/self/fd path works for anyone. Remember which one this process may use.
-    if EMPTY_PATH_WORKS.load(Ordering::Relaxed) {
-        match rustix::fs::linkat(&tmp, "", dir, file, AtFlags::EMPTY_PATH) {
-            Ok(()) => return Ok(()),
-            Err(Errno::NOENT | Errno::PERM | Errno::INVAL) => EMPTY_PATH_WORKS.store(false, Ordering::Relaxed),
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&tmp));
-    rustix::fs::linkat(rustix::fs::CWD, proc_path, dir, file, AtFlags::SYMLINK_FOLLOW)?;
-    Ok(())
+    crate::store::link_unnamed(&tmp, dir, file)
 }
-
-/// Whether `linkat(fd, "", ..., AT_EMPTY_PATH)` is allowed here (until it is found not to be).
-static EMPTY_PATH_WORKS: AtomicBool = AtomicBool::new(true);
 
 /// Whether an `O_TMPFILE` open failed because the file system (or /proc) cannot do it.
 fn unnamed_unsupported(e: &io::Error) -> bool {

@@ -1,5 +1,5 @@
-//! The served folder: stat, open and list files strictly beneath the root (and, later, write
-//! beneath it). It knows names and file versions, nothing of the wire: the server turns what it
+//! The served folder: stat, open and list files strictly beneath the root, and write one
+//! beneath it (`put.rs`). It knows names and file versions, nothing of the wire: the server turns what it
 //! finds into replies.
 //!
 //! Every access goes through a `cap_std::fs::Dir` opened once on the root, which resolves each
@@ -16,6 +16,10 @@ use rustix::fs::{AtFlags, FileType, OFlags};
 use rustix::io::Errno;
 
 use crate::name::Name;
+
+mod put;
+pub(crate) use put::link_unnamed;
+pub use put::{FOLDER_MODE, PutError, UPLOAD_MODE};
 
 /// What identifies one version of a file's contents: a change to any field means new contents.
 ///
