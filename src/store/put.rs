@@ -1,10 +1,12 @@
 //! Writing a file beneath the root, for uploads: verified, atomic, never through a symlink.
 //!
-//! [`Root::put`] makes the file's folder one component at a time, each opened with `O_NOFOLLOW`
-//! (a symlink anywhere on the way is refused, whether it leads inside the root or out), writes the
-//! bytes into an unnamed file there (`O_TMPFILE`), hashing them as they arrive, and gives that
-//! file a name only once every byte is there and matches the sender's digest. A body that is short,
-//! wrong or interrupted leaves nothing behind: an unnamed file vanishes when it is closed. The
+//! [`Root::put`] goes down the file's folders one component at a time, each opened with
+//! `O_NOFOLLOW` (a symlink anywhere on the way is refused, whether it leads inside the root or
+//! out), writes the bytes into an unnamed file (`O_TMPFILE`) in the deepest folder that exists,
+//! hashing them as they arrive, and only once every byte is there and matches the sender's digest
+//! makes the missing folders (the same way) and gives the file its name. A body that is short,
+//! wrong or interrupted leaves nothing behind, not even a folder: an unnamed file vanishes when it
+//! is closed. The
 //! name is taken with `linkat`, which fails if anything (even a dangling symlink) holds it, or,
 //! when replacing is asked for, with a `rename` over it, so readers see the old file or the new
 //! one, never a mix. Uploaded files get mode 0644 whatever the sender's was: never executable.
@@ -40,6 +42,10 @@ pub enum PutError {
     Mismatch { expected: Digest, got: Digest },
     #[error("this file system cannot hold unnamed files (O_TMPFILE), which uploads need")]
     Unsupported,
+    /// Reading the body failed (the sender is gone or stalled).
+    #[error("reading the body: {0}")]
+    Body(io::Error),
+    /// Writing beneath the root failed.
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -64,9 +70,9 @@ impl Root {
         body: &mut dyn Read,
         replace: bool,
     ) -> Result<(), PutError> {
-        let (folder, file) = self.folder_for(name)?;
+        let (existing, missing, file) = self.existing_folder(name)?;
         let tmp = match rustix::fs::openat(
-            &folder,
+            &existing,
             ".",
             OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
@@ -82,6 +88,9 @@ impl Root {
         rustix::fs::fchmod(&tmp, Mode::from_raw_mode(UPLOAD_MODE))?;
         let when = Timespec { tv_sec: mtime.0, tv_nsec: mtime.1.into() };
         rustix::fs::futimens(&tmp, &Timestamps { last_access: when, last_modification: when })?;
+        // Only now are missing folders made (an unnamed file can be linked into any folder of its
+        // file system), so a refused upload leaves no empty folders behind either.
+        let folder = make_folders(existing, &missing, name)?;
         if !replace {
             return match link_unnamed(&tmp, &folder, file) {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(PutError::Exists),
@@ -99,36 +108,48 @@ impl Root {
         Ok(())
     }
 
-    /// The folder `name` goes in, made as needed one component at a time and opened without
-    /// following a symlink, and the last component of `name`.
-    fn folder_for<'n>(&self, name: &'n Name) -> Result<(OwnedFd, &'n str), PutError> {
-        let flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC;
-        let mut folder = rustix::fs::openat(&self.dir, ".", flags, Mode::empty())?;
+    /// The deepest folder on the way to `name` that exists, opened without following a symlink,
+    /// the components beneath it still to be made, and the last component of `name`.
+    fn existing_folder<'n>(&self, name: &'n Name) -> Result<(OwnedFd, Vec<&'n str>, &'n str), PutError> {
+        let mut folder = rustix::fs::openat(&self.dir, ".", FOLDER_FLAGS, Mode::empty())?;
         let Some((folders, file)) = name.as_str().rsplit_once('/') else {
-            return Ok((folder, name.as_str()));
+            return Ok((folder, Vec::new(), name.as_str()));
         };
-        let mut walked = 0;
-        for part in folders.split('/') {
-            walked += part.len() + 1;
-            let here = || PutError::NotFolder(folders[..walked - 1].to_string());
-            let next = match rustix::fs::openat(&folder, part, flags, Mode::empty()) {
-                Err(Errno::NOENT) => {
-                    match rustix::fs::mkdirat(&folder, part, Mode::from_raw_mode(FOLDER_MODE)) {
-                        Ok(()) | Err(Errno::EXIST) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                    rustix::fs::openat(&folder, part, flags, Mode::empty())
-                }
-                other => other,
-            };
-            folder = match next {
+        let parts: Vec<&str> = folders.split('/').collect();
+        for (i, part) in parts.iter().enumerate() {
+            folder = match rustix::fs::openat(&folder, *part, FOLDER_FLAGS, Mode::empty()) {
                 Ok(next) => next,
-                Err(Errno::LOOP | Errno::NOTDIR) => return Err(here()),
+                Err(Errno::NOENT) => return Ok((folder, parts[i..].to_vec(), file)),
+                Err(Errno::LOOP | Errno::NOTDIR) => return Err(PutError::NotFolder(parts[..=i].join("/"))),
                 Err(e) => return Err(e.into()),
             };
         }
-        Ok((folder, file))
+        Ok((folder, Vec::new(), file))
     }
+}
+
+/// How every folder on the way to an upload is opened: never through a symlink.
+const FOLDER_FLAGS: OFlags = OFlags::DIRECTORY.union(OFlags::NOFOLLOW).union(OFlags::RDONLY).union(OFlags::CLOEXEC);
+
+/// Makes the folders `missing` one inside the other beneath `folder`, each opened without
+/// following a symlink (another upload may make one meanwhile: that is fine; a symlink is not).
+fn make_folders(mut folder: OwnedFd, missing: &[&str], name: &Name) -> Result<OwnedFd, PutError> {
+    let above = name.as_str().matches('/').count() - missing.len();
+    for (i, part) in missing.iter().enumerate() {
+        match rustix::fs::mkdirat(&folder, *part, Mode::from_raw_mode(FOLDER_MODE)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        folder = match rustix::fs::openat(&folder, *part, FOLDER_FLAGS, Mode::empty()) {
+            Ok(next) => next,
+            Err(Errno::LOOP | Errno::NOTDIR) => {
+                let shown: Vec<&str> = name.as_str().split('/').take(above + i + 1).collect();
+                return Err(PutError::NotFolder(shown.join("/")));
+            }
+            Err(e) => return Err(e.into()),
+        };
+    }
+    Ok(folder)
 }
 
 /// Copies exactly `len` bytes of `body` into `out`, returning their digest.
@@ -142,7 +163,7 @@ fn copy_hashed(body: &mut dyn Read, mut out: &File, len: u64) -> Result<Digest, 
             Ok(0) => return Err(PutError::Short { expected: len, received: done }),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(PutError::Body(e)),
         };
         hasher.update(&buf[..n]);
         out.write_all(&buf[..n])?;
@@ -235,7 +256,7 @@ mod tests {
     fn a_wrong_or_short_body_leaves_nothing() {
         let tmp = tempfile::tempdir().unwrap();
         let root = Root::open(tmp.path()).unwrap();
-        let lie = root.put(&name("f"), 5, Digest::of(b"other"), (0, 0), &mut &b"bytes"[..], false);
+        let lie = root.put(&name("new/deeper/f"), 5, Digest::of(b"other"), (0, 0), &mut &b"bytes"[..], false);
         assert!(matches!(lie, Err(PutError::Mismatch { .. })), "{lie:?}");
         let short = root.put(&name("g"), 10, Digest::of(b"0123456789"), (0, 0), &mut &b"01234"[..], false);
         assert!(matches!(short, Err(PutError::Short { expected: 10, received: 5 })), "{short:?}");
