@@ -1,6 +1,7 @@
 //! ft's integration tests, built into one binary: raw-wire tests against an in-process server
 //! (`wire`), hostile input (`attack`), faults and resume (`faults`), the library client
-//! (`client`), fetching folders (`sync`), TLS and trust (`tls`), and the real binaries (`cli`).
+//! (`client`), fetching folders (`sync`), TLS and trust (`tls`), uploads (`upload`), and the real binaries
+//! (`cli`).
 
 mod attack;
 mod cli;
@@ -9,5 +10,6 @@ mod faults;
 mod soak;
 mod sync;
 mod tls;
+mod upload;
 mod util;
 mod wire;

@@ -77,6 +77,12 @@ struct Args {
     /// Listen where other machines can connect without an auth file: every file served to anyone
     #[arg(long)]
     allow_anonymous: bool,
+    /// Take uploads (put): with an auth file, from tokens with the write right; without one, from this machine only
+    #[arg(long)]
+    allow_upload: bool,
+    /// Largest upload taken, checked before any of its bytes is read (e.g. 4GiB)
+    #[arg(long, default_value_t = Size(defaults().max_upload))]
+    max_upload: Size,
     /// Log lines on stderr: text for people, or json (one object per line) for log shippers
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -213,6 +219,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         allow_plaintext: args.allow_plaintext,
         auth_file: auth_file(&args),
         allow_anonymous: args.allow_anonymous,
+        allow_upload: args.allow_upload,
+        max_upload: args.max_upload.0,
         cache_dir: Some(args.cache_dir),
         cache_size: args.cache_size.0,
         cache_ttl: args.cache_ttl.0,

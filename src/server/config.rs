@@ -57,6 +57,11 @@ pub struct Config {
     /// The first delay added to failed `auth` attempts once an address has failed a few times
     /// (it doubles with each further failure, up to a few seconds).
     pub auth_delay: Duration,
+    /// Whether `put` is answered (off by default). With an auth file, it needs a token with the
+    /// write right; without one, it is taken from loopback peers only.
+    pub allow_upload: bool,
+    /// Largest `put` taken, checked against the announced size before a byte of it is read.
+    pub max_upload: u64,
 }
 
 impl Config {
@@ -79,6 +84,8 @@ impl Config {
             auth_file: None,
             allow_anonymous: false,
             auth_delay: Duration::from_millis(250),
+            allow_upload: false,
+            max_upload: 4 << 30,
         }
     }
 }

@@ -110,6 +110,8 @@ pub(crate) struct Connection<'a> {
     lines: u64,
     /// The name of the token this connection authenticated with, if any.
     token: Option<String>,
+    /// Whether that token has the write right.
+    may_write: bool,
 }
 
 impl<'a> Connection<'a> {
@@ -157,6 +159,7 @@ impl<'a> Connection<'a> {
             agreed: Agreed::baseline(),
             lines: 0,
             token: None,
+            may_write: false,
         }))
     }
 
@@ -241,6 +244,15 @@ impl<'a> Connection<'a> {
                         return Err(ConnError::CutOff);
                     }
                 }
+                Ok(Request::Put { size, digest, mtime, name }) => {
+                    if !self.put(size, digest, mtime, &name)? {
+                        return self.linger();
+                    }
+                }
+                Err(e) if e.ends_connection() => {
+                    protocol::write_err(&mut self.stream, e.code(), &e)?;
+                    return self.linger();
+                }
                 Err(e) => protocol::write_err(&mut self.stream, e.code(), &e)?,
             }
             let micros = started.elapsed().as_micros() as u64;
@@ -272,6 +284,7 @@ impl<'a> Connection<'a> {
                 self.shared.auth_failures.succeeded(key);
                 protocol::write_ok_fields(&mut self.stream, &format!("rights={}", entry.rights))?;
                 self.token = Some(entry.name);
+                self.may_write = entry.rights.write;
                 Ok(true)
             }
             Err(why) => {
@@ -289,6 +302,90 @@ impl<'a> Connection<'a> {
                 Ok(true)
             }
         }
+    }
+
+    /// Closes after a refusal whose request's body is still arriving: says so, stops sending, and
+    /// reads (and drops) what comes for a moment, so the peer reads the refusal rather than a reset
+    /// (closing with unread input makes the kernel send RST, which can destroy the reply in flight).
+    /// At most [`LINGER_BYTES`] within [`LINGER`].
+    fn linger(&mut self) -> Result<(), ConnError> {
+        self.stream.flush()?;
+        self.stream.get_mut().close_notify()?;
+        self.tcp.shutdown(std::net::Shutdown::Write)?;
+        let until = Instant::now() + LINGER;
+        let mut dropped = 0;
+        let mut buf = [0u8; 16 << 10];
+        while dropped < LINGER_BYTES {
+            let Some(left) = until.checked_duration_since(Instant::now()).filter(|l| !l.is_zero()) else { break };
+            set_timeout(&self.tcp, &mut self.read_timeout, left)?;
+            match io::Read::read(&mut self.stream, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => dropped += n,
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers `put`: refused before its body is read (uploads off, no write right, too big, no
+    /// room), which ends the connection, since the body that follows cannot be told from
+    /// requests; else the body is read (each read within the request timeout) and stored by
+    /// [`crate::store::Root::put`], and any refusal after that leaves the connection usable.
+    /// Returns false when the connection is to close.
+    fn put(&mut self, size: u64, digest: Digest, mtime: (i64, u32), name: &Name) -> Result<bool, ConnError> {
+        let config = &self.shared.config;
+        let loopback = self.peer.ip().to_canonical().is_loopback();
+        let refusal = if !config.allow_upload {
+            Some((ErrorCode::Denied, "this server takes no uploads (ftserver --allow-upload)".to_string()))
+        } else if self.shared.auth.is_some() && !self.may_write {
+            Some((ErrorCode::Unauthorized, "this token may not upload (ftserver token add NAME --write)".to_string()))
+        } else if self.shared.auth.is_none() && !loopback {
+            Some((
+                ErrorCode::Unauthorized,
+                "without an auth file, uploads are taken from this machine only".to_string(),
+            ))
+        } else if size > config.max_upload {
+            Some((ErrorCode::TooBig, format!("{size} bytes is more than this server takes ({})", config.max_upload)))
+        } else {
+            match self.shared.root.free_bytes() {
+                Ok(free) if free < size => Some((ErrorCode::NoSpace, format!("{size} bytes to store, {free} free"))),
+                Ok(_) => None,
+                Err(e) => Some((ErrorCode::Internal, format!("cannot read the free space: {e}"))),
+            }
+        };
+        if let Some((code, why)) = refusal {
+            info!(peer = %self.peer, %name, size, "upload refused: {why}");
+            self.err(code, &why)?;
+            return Ok(false);
+        }
+        set_timeout(&self.tcp, &mut self.read_timeout, config.request_timeout)?;
+        let mut body = io::Read::take(&mut self.stream, size);
+        let stored = self.shared.root.put(name, size, digest, mtime, &mut body, false);
+        // What a refusal left unread is skipped, to stay in step with the peer.
+        let skipped = io::copy(&mut body, &mut io::sink());
+        use crate::store::PutError;
+        let (code, why) = match stored {
+            Ok(()) => {
+                skipped?;
+                self.shared.uploads.fetch_add(1, Ordering::Relaxed);
+                self.shared.bytes_received.fetch_add(size, Ordering::Relaxed);
+                info!(peer = %self.peer, token = self.token.as_deref().unwrap_or("-"), %name, size, "uploaded");
+                protocol::write_ok_fields(&mut self.stream, &format!("{size} xxh3={digest}"))?;
+                return Ok(true);
+            }
+            Err(PutError::Short { .. }) => return Err(ConnError::Truncated),
+            Err(PutError::Body(e)) => return Err(e.into()),
+            Err(PutError::Exists) => (ErrorCode::Exists, format!("{name} already exists")),
+            Err(e @ PutError::Mismatch { .. }) => (ErrorCode::BadRequest, format!("{name}: {e}")),
+            Err(e @ PutError::NotFolder(_)) => (ErrorCode::Denied, format!("{name}: {e}")),
+            Err(PutError::Io(e)) if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) => {
+                (ErrorCode::NoSpace, format!("{name}: the disk filled up"))
+            }
+            Err(e) => (ErrorCode::Internal, format!("{name}: {e}")),
+        };
+        skipped?;
+        info!(peer = %self.peer, %name, size, "upload refused: {why}");
+        self.err(code, &why)?;
+        Ok(true)
     }
 
     fn err(&mut self, code: ErrorCode, message: &dyn std::fmt::Display) -> Result<(), ConnError> {
@@ -431,6 +528,10 @@ fn copy_file(file: &File, offset: u64, len: u64, out: &mut impl Write) -> io::Re
 }
 
 /// Sets the socket's receive timeout unless it already has that value.
+/// How long, and how many bytes, [`Connection::linger`] reads before closing.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 4 << 20;
+
 fn set_timeout(stream: &TcpStream, current: &mut Option<Duration>, want: Duration) -> io::Result<()> {
     if *current != Some(want) {
         stream.set_read_timeout(Some(want))?;

@@ -195,6 +195,8 @@ impl Server {
             auth,
             auth_failures: auth::Limiter::default(),
             auth_failed: AtomicU64::new(0),
+            uploads: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
             root,
             cache,
             digests: DigestMemo::default(),

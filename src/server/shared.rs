@@ -51,6 +51,9 @@ pub(crate) struct Shared {
     pub(crate) bytes_hashed: AtomicU64,
     /// Helper threads hashing a body while it is sent (see `get.rs`), at most a few.
     pub(crate) hash_helpers: AtomicU64,
+    /// Files stored by `put`, and their bytes.
+    pub(crate) uploads: AtomicU64,
+    pub(crate) bytes_received: AtomicU64,
 }
 
 impl Shared {
@@ -68,6 +71,8 @@ impl Shared {
             ("bytes_sent", get(&self.bytes_sent)),
             ("digests_computed", get(&self.digests_computed)),
             ("bytes_hashed", get(&self.bytes_hashed)),
+            ("uploads", get(&self.uploads)),
+            ("bytes_received", get(&self.bytes_received)),
             ("cache_entries", c.entries),
             ("cache_bytes", c.bytes),
             ("cache_cap", c.cap),

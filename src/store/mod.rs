@@ -179,6 +179,12 @@ impl Root {
         &self.path
     }
 
+    /// Bytes an unprivileged writer may still store beneath the root.
+    pub fn free_bytes(&self) -> io::Result<u64> {
+        let st = rustix::fs::fstatvfs(&self.dir)?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
     /// The current version of a regular file (symlinks inside the root are followed).
     pub fn stat(&self, name: &Name) -> Result<FileVersion, OpenError> {
         let meta = self.dir.metadata(name.as_path())?;

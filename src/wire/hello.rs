@@ -34,9 +34,12 @@ pub const FEATURE_LIST_END: &str = "list-end";
 /// A `list` reply names folders too and gives each entry its mode and exact modification time,
 /// as `key=value` fields, a TAB, then the name (see [`super::MetaEntry`]).
 pub const FEATURE_LIST_META: &str = "list-meta";
+/// The server understands `put` (whether it takes uploads is its own business). A client sends a
+/// `put` only where this was agreed: a server without it would read the body as requests.
+pub const FEATURE_PUT: &str = "put";
 
 /// The features this server grants when asked.
-pub const SERVER_FEATURES: &[&str] = &[FEATURE_TRAILER, FEATURE_LIST_END, FEATURE_LIST_META];
+pub const SERVER_FEATURES: &[&str] = &[FEATURE_TRAILER, FEATURE_LIST_END, FEATURE_LIST_META, FEATURE_PUT];
 
 /// Most features one `hello` may name.
 pub const MAX_FEATURES: usize = 32;

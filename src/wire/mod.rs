@@ -43,7 +43,7 @@ mod request;
 mod text;
 
 pub use hello::{
-    Agreed, FEATURE_LIST_END, FEATURE_LIST_META, FEATURE_TRAILER, Hello, PROTOCOL_VERSION, SERVER_FEATURES,
+    Agreed, FEATURE_LIST_END, FEATURE_LIST_META, FEATURE_PUT, FEATURE_TRAILER, Hello, PROTOCOL_VERSION, SERVER_FEATURES,
 };
 pub use line::{MAX_REPLY_LINE, MAX_REQUEST_LINE, ProtocolError, read_line, read_line_with};
 pub use reply::*;

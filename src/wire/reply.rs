@@ -25,11 +25,17 @@ pub enum ErrorCode {
     Internal,
     Changed,
     Unauthorized,
+    /// `put`: the name is taken.
+    Exists,
+    /// `put`: larger than the server takes (`--max-upload`).
+    TooBig,
+    /// `put`: not enough free space beneath the root.
+    NoSpace,
 }
 
 impl ErrorCode {
     /// Every code, in the order README lists them.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownCommand,
         ErrorCode::BadName,
@@ -42,6 +48,9 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::Changed,
         ErrorCode::Unauthorized,
+        ErrorCode::Exists,
+        ErrorCode::TooBig,
+        ErrorCode::NoSpace,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +67,9 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::Changed => "changed",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Exists => "exists",
+            ErrorCode::TooBig => "too-big",
+            ErrorCode::NoSpace => "no-space",
         }
     }
 }

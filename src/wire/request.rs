@@ -57,6 +57,14 @@ pub enum Request {
     Auth(Secret),
     /// A file's digest without its bytes (`sum NAME`), for comparing a local copy.
     Sum(Name),
+    /// Store `size` bytes, which follow the line at once, as `name` (`put SIZE XXH3 MTIME
+    /// MTIME_NS NAME`): checked against `digest`, given modification time `mtime`.
+    Put {
+        size: u64,
+        digest: Digest,
+        mtime: (i64, u32),
+        name: Name,
+    },
 }
 
 /// Why a request line was refused. The connection stays usable after each of these.
@@ -66,7 +74,7 @@ pub enum RequestError {
     NotUtf8,
     #[error("empty request")]
     Empty,
-    #[error("unknown command '{0}' (try list, get NAME, resume, sum NAME, stats, auth, quit)")]
+    #[error("unknown command '{0}' (try list, get NAME, resume, sum NAME, put, stats, auth, quit)")]
     UnknownCommand(String),
     #[error("'{0}' needs a file name")]
     MissingName(&'static str),
@@ -78,15 +86,27 @@ pub enum RequestError {
     BadHello,
     #[error("usage: auth TOKEN")]
     BadAuth,
+    /// A `put` line that cannot be read: its body cannot be told from requests, so the
+    /// connection ends after this error.
+    #[error("usage: put SIZE XXH3 MTIME MTIME_NS NAME (the connection closes: its body cannot be skipped)")]
+    BadPut,
+    #[error("bad name: {0} (the connection closes: the put's body cannot be skipped)")]
+    BadPutName(NameError),
     #[error("bad name: {0}")]
     BadName(#[from] NameError),
 }
 
 impl RequestError {
+    /// Whether the connection must end after this error: the line was a `put` whose body follows
+    /// and cannot be told from requests.
+    pub fn ends_connection(&self) -> bool {
+        matches!(self, RequestError::BadPut | RequestError::BadPutName(_))
+    }
+
     pub fn code(&self) -> ErrorCode {
         match self {
             RequestError::UnknownCommand(_) => ErrorCode::UnknownCommand,
-            RequestError::BadName(_) => ErrorCode::BadName,
+            RequestError::BadName(_) | RequestError::BadPutName(_) => ErrorCode::BadName,
             _ => ErrorCode::BadRequest,
         }
     }
@@ -120,6 +140,19 @@ impl Request {
                 Some(name) if !name.is_empty() => Ok(Request::Sum(Name::parse(name)?)),
                 _ => Err(RequestError::MissingName("sum")),
             }
+        } else if verb.eq_ignore_ascii_case("put") {
+            let mut parts = arg.unwrap_or("").splitn(5, ' ');
+            let size = parts.next().and_then(parse_u64).ok_or(RequestError::BadPut)?;
+            let digest = parts.next().and_then(Digest::parse).ok_or(RequestError::BadPut)?;
+            let secs = parts.next().and_then(|s| s.parse::<i64>().ok()).ok_or(RequestError::BadPut)?;
+            let nanos = parts
+                .next()
+                .and_then(|s| s.parse::<u32>().ok())
+                .filter(|&n| n < 1_000_000_000)
+                .ok_or(RequestError::BadPut)?;
+            let name = parts.next().filter(|n| !n.is_empty()).ok_or(RequestError::BadPut)?;
+            let name = Name::parse(name).map_err(RequestError::BadPutName)?;
+            Ok(Request::Put { size, digest, mtime: (secs, nanos), name })
         } else if verb.eq_ignore_ascii_case("auth") {
             match arg {
                 Some(token) if !token.is_empty() && !token.contains(' ') => Ok(Request::Auth(Secret::new(token))),
@@ -173,6 +206,9 @@ impl fmt::Display for Request {
             Request::Quit => f.write_str("quit"),
             Request::Auth(token) => write!(f, "auth {}", token.expose()),
             Request::Sum(name) => write!(f, "sum {name}"),
+            Request::Put { size, digest, mtime, name } => {
+                write!(f, "put {size} {digest} {} {} {name}", mtime.0, mtime.1)
+            }
         }
     }
 }
@@ -198,6 +234,33 @@ mod tests {
             Ok(Request::Resume { offset: 3, prefix, name: name("a b") })
         );
         assert_eq!(Request::parse(b"QUIT"), Ok(Request::Quit));
+    }
+
+    #[test]
+    fn a_put_line_that_cannot_be_read_ends_the_connection() {
+        let d = Digest::of(b"hi");
+        assert_eq!(
+            Request::parse(format!("PUT 2 {d} -5 9 up/a b").as_bytes()),
+            Ok(Request::Put { size: 2, digest: d, mtime: (-5, 9), name: name("up/a b") })
+        );
+        let bad = [
+            "put".to_string(),
+            format!("put 2 {d} 1 0"),
+            format!("put x {d} 1 0 a"),
+            "put 2 nothex 1 0 a".to_string(),
+            format!("put 2 {d} 1 1000000000 a"),
+        ];
+        for line in bad {
+            let e = Request::parse(line.as_bytes()).unwrap_err();
+            assert_eq!(
+                (e.clone(), e.ends_connection(), e.code()),
+                (RequestError::BadPut, true, ErrorCode::BadRequest),
+                "{line}"
+            );
+        }
+        let e = Request::parse(format!("put 2 {d} 1 0 ../a").as_bytes()).unwrap_err();
+        assert!(e.ends_connection() && e.code() == ErrorCode::BadName, "{e:?}");
+        assert!(!Request::parse(b"get ../a").unwrap_err().ends_connection());
     }
 
     #[test]
@@ -254,6 +317,9 @@ mod props {
                 prefix: Digest(d),
                 name
             }),
+            (any::<u64>(), any::<u128>(), any::<i64>(), 0u32..1_000_000_000, name()).prop_map(
+                |(size, d, secs, nanos, name)| Request::Put { size, digest: Digest(d), mtime: (secs, nanos), name }
+            ),
             Just(Request::Stats),
             Just(Request::Quit),
             (1u32.., proptest::collection::vec("[a-z0-9-]{1,32}", 0..4))
