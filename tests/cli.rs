@@ -1230,3 +1230,33 @@ fn get_r_fetches_a_folder_then_keeps_it_in_sync_as_a_user_sees_it() {
     assert_eq!(fs::read(work.path().join("viashell/docs/a b.txt")).unwrap(), b"spaced");
     assert!(err.contains("fetched 1 files") && err.contains("skipped 1 unchanged"), "{err}");
 }
+
+#[test]
+fn ftclient_put_uploads_files_and_names_each_failure() {
+    let work = workdir();
+    let local = work.path().join("mine");
+    fs::create_dir_all(local.join("folder")).unwrap();
+    fs::write(local.join("note.txt"), b"a note\n").unwrap();
+    fs::write(local.join("big.bin"), pattern(3 << 20)).unwrap();
+    let server = RealServer::start(work.path(), &["--allow-upload"]);
+    let run = |args: &[&str]| ftclient(&local, server.port, args, b"");
+    let (code, out, err) = run(&["put", "note.txt", "big.bin", "--to", "inbox"]);
+    assert_eq!((code, out.len()), (0, 0), "{err}");
+    let served = work.path().join("server_downloads/inbox");
+    assert_eq!(fs::read(served.join("note.txt")).unwrap(), b"a note\n");
+    assert!(fs::read(served.join("big.bin")).unwrap() == pattern(3 << 20));
+    // Taken names, a folder and a missing file: each named with its cause; the others still go.
+    fs::write(local.join("new.txt"), b"new").unwrap();
+    let (code, _, err) = run(&["put", "note.txt", "folder", "missing.txt", "new.txt", "--to", "inbox"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("ftclient: put inbox/note.txt: inbox/note.txt already exists (exists)"), "{err}");
+    assert!(err.contains("put inbox/folder: cannot read folder: not a regular file"), "{err}");
+    assert!(err.contains("put inbox/missing.txt: cannot read missing.txt: "), "{err}");
+    assert_eq!(fs::read(served.join("new.txt")).unwrap(), b"new");
+    assert_eq!(fs::read(served.join("note.txt")).unwrap(), b"a note\n", "never replaced");
+    // A server that takes no uploads says so; the connection ends there.
+    let plain = RealServer::start(work.path(), &[]);
+    let (code, _, err) = ftclient(&local, plain.port, &["put", "new.txt"], b"");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("put new.txt: this server takes no uploads (ftserver --allow-upload)"), "{err}");
+}

@@ -24,7 +24,7 @@ pub mod tree;
 pub mod trust;
 
 pub use outdir::{OutDir, PART_SUFFIX, Partial};
-pub use result::{ClientError, Downloaded, KeyMismatch};
+pub use result::{ClientError, Downloaded, KeyMismatch, Uploaded};
 pub use saver::WRITERS;
 
 use std::collections::VecDeque;
@@ -196,9 +196,9 @@ pub struct Client {
 
 /// The features this client asks for in its `hello`: a digest after the body (`trailer`),
 /// listings that end with a status line instead of starting with a count (`list-end`), and
-/// listings with folders, modes and exact times (`list-meta`).
+/// listings with folders, modes and exact times (`list-meta`), and uploads (`put`).
 pub const CLIENT_FEATURES: &[&str] =
-    &[protocol::FEATURE_TRAILER, protocol::FEATURE_LIST_END, protocol::FEATURE_LIST_META];
+    &[protocol::FEATURE_TRAILER, protocol::FEATURE_LIST_END, protocol::FEATURE_LIST_META, protocol::FEATURE_PUT];
 
 impl Client {
     /// Connects to `addr` (`host:port`) with the default [`TlsOptions`]: TLS to a server that is
@@ -465,6 +465,93 @@ impl Client {
                 each(name, result);
             }
         }
+        Ok(())
+    }
+
+    /// Uploads each local file in `files` as its name on the server (`put`), pipelined over this
+    /// connection: each is hashed (one read), then sent with its size, digest and modification
+    /// time, and the server stores it only if every byte arrives and matches. `each` hears each
+    /// result in order: a local file that cannot be read is reported without being sent. Stops
+    /// at an error that leaves the connection out of step (the server ends the connection when it
+    /// refuses an upload before its body: uploads off, no right, too big, no room).
+    pub fn put_all(
+        &mut self,
+        files: &[(std::path::PathBuf, Name)],
+        mut each: impl FnMut(&Name, Result<Uploaded, ClientError>),
+    ) -> Result<(), ClientError> {
+        if !self.agreed()?.has(protocol::FEATURE_PUT) {
+            return Err(ProtocolError::Malformed("this server does not know put (it predates uploads)".into()).into());
+        }
+        for batch in files.chunks(WINDOW) {
+            let mut sent = Vec::with_capacity(batch.len());
+            for (local, name) in batch {
+                match self.send_put(local, name) {
+                    Ok(()) => sent.push((name, None)),
+                    Err(e @ ClientError::Unreadable { .. }) => sent.push((name, Some(e))),
+                    Err(e) => return Err(e),
+                }
+            }
+            self.flush()?;
+            for (name, local_error) in sent {
+                if let Some(e) = local_error {
+                    each(name, Err(e));
+                    continue;
+                }
+                self.broken = true;
+                let status = self.read_status()?;
+                self.broken = false;
+                let result = match status {
+                    Status::Ok(fields) => match (protocol::parse_count(&fields), protocol::parse_trailer(&fields)) {
+                        (Ok(size), Ok(digest)) => Ok(Uploaded { size, digest }),
+                        (Err(e), _) | (_, Err(e)) => {
+                            self.broken = true;
+                            return Err(e.into());
+                        }
+                    },
+                    Status::Err(reply) => Err(ClientError::Server(reply)),
+                };
+                each(name, result);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one `put` of `local` as `name`: its line, then exactly the size announced (a file
+    /// that shrank meanwhile is padded with zeros, which the server then refuses for their digest,
+    /// so the connection stays in step). A local file that cannot be opened or hashed is an
+    /// `Unreadable` error and nothing is sent.
+    fn send_put(&mut self, local: &std::path::Path, name: &Name) -> Result<(), ClientError> {
+        let local_error = |source| ClientError::Unreadable { path: local.to_path_buf(), source };
+        let file = std::fs::File::open(local).map_err(local_error)?;
+        let meta = file.metadata().map_err(local_error)?;
+        if !meta.is_file() {
+            return Err(local_error(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file")));
+        }
+        let size = meta.len();
+        let (digest, _) = crate::digest::hash_file(&file, size, None).map_err(local_error)?;
+        use std::os::unix::fs::{FileExt, MetadataExt};
+        let mtime = (meta.mtime(), u32::try_from(meta.mtime_nsec()).unwrap_or(0));
+        self.send(&Request::Put { size, digest, mtime, name: name.clone() })?;
+        self.broken = true;
+        let mut buf = vec![0u8; usize::try_from(size).unwrap_or(usize::MAX).clamp(1, 64 << 10)];
+        let mut sent = 0u64;
+        while sent < size {
+            let want = (size - sent).min(buf.len() as u64) as usize;
+            let n = match file.read_at(&mut buf[..want], sent) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            self.stream.write_all(&buf[..n])?;
+            sent += n as u64;
+        }
+        // The file shrank or could not be read part-way: the rest is padded, and refused.
+        buf.fill(0);
+        while sent < size {
+            let n = (size - sent).min(buf.len() as u64) as usize;
+            self.stream.write_all(&buf[..n])?;
+            sent += n as u64;
+        }
+        self.broken = false;
         Ok(())
     }
 

@@ -27,6 +27,9 @@ pub enum ClientError {
     Integrity { expected: Digest, actual: Digest },
     #[error("cannot write {}: {source}", path.display())]
     Local { path: PathBuf, source: io::Error },
+    /// A local file to upload could not be read (nothing of it was sent).
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable { path: PathBuf, source: io::Error },
     #[error("the connection is out of step after an earlier error")]
     Broken,
     #[error("{} already exists; kept (no-clobber)", path.display())]
@@ -82,6 +85,13 @@ impl From<ProtocolError> for ClientError {
             other => ClientError::Protocol(other),
         }
     }
+}
+
+/// What an upload stored: its size and digest, as the server confirmed them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Uploaded {
+    pub size: u64,
+    pub digest: crate::digest::Digest,
 }
 
 /// What a download did.

@@ -105,6 +105,15 @@ enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Upload files to the server over one connection (it must run with --allow-upload)
+    Put {
+        /// Folder on the server to put them in (default: the top of what it serves)
+        #[arg(long, value_name = "FOLDER")]
+        to: Option<String>,
+        /// Local files; each keeps its file name
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Show the server's counters
     Stats,
     /// Load the server: requests/s, MB/s and latency percentiles (files are verified, not saved)
@@ -139,7 +148,7 @@ const EXIT_CODES: &str = "Exit codes:
   3    not found: no such file (or not a regular file) on the server
   4    connection: cannot connect, timed out, connection lost, malformed reply
   5    integrity: a file's bytes did not match the server's digest, or it changed while sent
-  6    local I/O: cannot write a file or folder here
+  6    local I/O: cannot write a file or folder here, or read one to put
   7    the server's key is not the one expected (known-hosts file or --fingerprint): possible interception
   8    unauthorized: the server needs a token ($FT_TOKEN or --token-file), or refused the one given
   9    unknown server: not in the known-hosts file, and not accepted (--accept-new, or yes at the prompt)
@@ -226,7 +235,7 @@ fn code_of(e: &ClientError) -> u8 {
         ClientError::Server(reply) if reply.kind() == Some(ErrorCode::Unauthorized) => code::UNAUTHORIZED,
         ClientError::Server(_) => code::FAILED,
         ClientError::Integrity { .. } => code::INTEGRITY,
-        ClientError::Local { .. } => code::LOCAL_IO,
+        ClientError::Local { .. } | ClientError::Unreadable { .. } => code::LOCAL_IO,
         ClientError::Connect { .. }
         | ClientError::Network(_)
         | ClientError::Timeout
@@ -408,6 +417,32 @@ fn run(args: Args) -> anyhow::Result<u8> {
             out.flush()?;
             listed.context(what)?;
             Ok(0)
+        }
+        Command::Put { to, files } => {
+            let mut named = Vec::with_capacity(files.len());
+            for local in files {
+                let Some(file_name) = local.file_name().and_then(|n| n.to_str()) else {
+                    return Err(Usage(format!("{}: not a file name", local.display())).into());
+                };
+                let name = match &to {
+                    Some(folder) => format!("{}/{file_name}", folder.trim_end_matches('/')),
+                    None => file_name.to_string(),
+                };
+                let name = Name::parse(&name).map_err(|e| Usage(format!("bad name {name:?}: {e}")))?;
+                named.push((local, name));
+            }
+            let mut first_failure = None;
+            connect()?
+                .put_all(&named, |name, result| {
+                    if let Err(e) = result {
+                        first_failure.get_or_insert(code_of(&e));
+                        let chain =
+                            std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| e.source());
+                        eprintln!("ftclient: put {}: {}", escape(name.as_str()), escape(&ft::human::chain(chain)));
+                    }
+                })
+                .context("put")?;
+            Ok(first_failure.unwrap_or(0))
         }
         Command::Stats => {
             let mut out = io::stdout().lock();
