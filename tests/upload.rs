@@ -131,3 +131,17 @@ fn a_sender_that_stops_half_way_leaves_nothing() {
     server.wait_connections(0);
     assert!(tree(dirs.root.path()).is_empty(), "{:?}", tree(dirs.root.path()));
 }
+
+#[test]
+fn without_an_auth_file_a_peer_off_loopback_cannot_upload() {
+    crate::util::in_private_net(|| {
+        let dirs = Dirs::new();
+        let config = Config { allow_upload: true, allow_anonymous: true, allow_plaintext: true, ..dirs.config() };
+        let server = TestServer::start_on(config, "10.77.0.1:0");
+        let mut w = crate::util::Wire::connect(server.addr);
+        w.send(put_line("a.txt", b"hello")).send(b"hello");
+        assert_eq!(w.line(), "ERR unauthorized without an auth file, uploads are taken from this machine only");
+        assert!(w.closed());
+        assert!(tree(dirs.root.path()).is_empty());
+    });
+}
