@@ -516,9 +516,10 @@ impl Client {
         Ok(())
     }
 
-    /// Sends one `put` of `local` as `name`: its line, then exactly the size announced (a file
-    /// that shrank meanwhile is padded with zeros, which the server then refuses for their digest,
-    /// so the connection stays in step). A local file that cannot be opened or hashed is an
+    /// Sends one `put` of `local` as `name`: its line, then exactly the size announced. A file of
+    /// up to [`SMALL_FILE`] bytes is read once, into memory; a bigger one is read twice (hashed,
+    /// then sent), and if it shrank meanwhile it is padded with zeros, which the server then
+    /// refuses for their digest, so the connection stays in step. A local file that cannot be opened or hashed is an
     /// `Unreadable` error and nothing is sent.
     fn send_put(&mut self, local: &std::path::Path, name: &Name) -> Result<(), ClientError> {
         let local_error = |source| ClientError::Unreadable { path: local.to_path_buf(), source };
@@ -528,9 +529,17 @@ impl Client {
             return Err(local_error(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file")));
         }
         let size = meta.len();
-        let (digest, _) = crate::digest::hash_file(&file, size, None).map_err(local_error)?;
         use std::os::unix::fs::{FileExt, MetadataExt};
         let mtime = (meta.mtime(), u32::try_from(meta.mtime_nsec()).unwrap_or(0));
+        if size <= SMALL_FILE {
+            // Read once, hashed and sent from memory.
+            let mut bytes = vec![0u8; size as usize];
+            file.read_exact_at(&mut bytes, 0).map_err(local_error)?;
+            self.send(&Request::Put { size, digest: Digest::of(&bytes), mtime, name: name.clone() })?;
+            self.stream.write_all(&bytes).inspect_err(|_| self.broken = true)?;
+            return Ok(());
+        }
+        let (digest, _) = crate::digest::hash_file(&file, size, None).map_err(local_error)?;
         self.send(&Request::Put { size, digest, mtime, name: name.clone() })?;
         self.broken = true;
         let mut buf = vec![0u8; usize::try_from(size).unwrap_or(usize::MAX).clamp(1, 64 << 10)];
