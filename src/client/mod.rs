@@ -445,27 +445,30 @@ impl Client {
             }
             self.flush()?;
             for name in batch {
-                self.broken = true;
-                let status = self.read_status()?;
-                self.broken = false;
-                let result = match status {
-                    Status::Ok(fields) => {
-                        let size = protocol::parse_count(&fields);
-                        let digest = protocol::parse_trailer(&fields);
-                        match (size, digest) {
-                            (Ok(size), Ok(digest)) => Ok((size, digest)),
-                            (Err(e), _) | (_, Err(e)) => {
-                                self.broken = true;
-                                return Err(e.into());
-                            }
-                        }
-                    }
-                    Status::Err(reply) => Err(ClientError::Server(reply)),
-                };
+                let result = self.read_size_and_digest()?;
                 each(name, result);
             }
         }
         Ok(())
+    }
+
+    /// Reads a reply of the form `OK <size> xxh3=<digest>` (to `sum` and to `put`): the outer
+    /// error leaves the connection out of step, the inner one is the server's `ERR` for this
+    /// request alone.
+    fn read_size_and_digest(&mut self) -> Result<Result<(u64, Digest), ClientError>, ClientError> {
+        self.broken = true;
+        let status = self.read_status()?;
+        self.broken = false;
+        match status {
+            Status::Ok(fields) => match (protocol::parse_count(&fields), protocol::parse_trailer(&fields)) {
+                (Ok(size), Ok(digest)) => Ok(Ok((size, digest))),
+                (Err(e), _) | (_, Err(e)) => {
+                    self.broken = true;
+                    Err(e.into())
+                }
+            },
+            Status::Err(reply) => Ok(Err(ClientError::Server(reply))),
+        }
     }
 
     /// Uploads each local file in `files` as its name on the server (`put`), pipelined over this
@@ -497,20 +500,8 @@ impl Client {
                     each(name, Err(e));
                     continue;
                 }
-                self.broken = true;
-                let status = self.read_status()?;
-                self.broken = false;
-                let result = match status {
-                    Status::Ok(fields) => match (protocol::parse_count(&fields), protocol::parse_trailer(&fields)) {
-                        (Ok(size), Ok(digest)) => Ok(Uploaded { size, digest }),
-                        (Err(e), _) | (_, Err(e)) => {
-                            self.broken = true;
-                            return Err(e.into());
-                        }
-                    },
-                    Status::Err(reply) => Err(ClientError::Server(reply)),
-                };
-                each(name, result);
+                let result = self.read_size_and_digest()?;
+                each(name, result.map(|(size, digest)| Uploaded { size, digest }));
             }
         }
         Ok(())

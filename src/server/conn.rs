@@ -420,21 +420,9 @@ impl<'a> Connection<'a> {
             Source::Memory { bytes, from } => match bytes.bytes() {
                 // One write with the header (both fit the buffer, or go out together).
                 Bytes::Heap(heap) => self.stream.write_all(&heap[*from as usize..]).map(|()| len),
-                Bytes::Sealed { file, .. } => {
-                    self.flush_header(len)?;
-                    match self.stream.get_ref().sendfile_fd() {
-                        Some(socket) => send_file(socket, file, *from, len),
-                        None => copy_file(file, *from, len, self.stream.get_mut()),
-                    }
-                }
+                Bytes::Sealed { file, .. } => self.send_range(file, *from, len),
             },
-            Source::File { file, from, len } => {
-                self.flush_header(*len)?;
-                match self.stream.get_ref().sendfile_fd() {
-                    Some(socket) => send_file(socket, file, *from, *len),
-                    None => copy_file(file, *from, *len, self.stream.get_mut()),
-                }
-            }
+            Source::File { file, from, len } => self.send_range(file, *from, *len),
         };
         let counted = *sent.as_ref().unwrap_or(&0);
         self.shared.bytes_sent.fetch_add(counted, Ordering::Relaxed);
@@ -460,6 +448,17 @@ impl<'a> Connection<'a> {
     /// there is no body.
     fn flush_header(&mut self, len: u64) -> io::Result<()> {
         if len > 0 { self.stream.flush_before_file() } else { self.stream.flush() }
+    }
+
+    /// Sends the buffered header, then `len` bytes of `file` from `from`: by `sendfile` where the
+    /// transport can take it, else through it. Returns how many bytes of the file went (fewer if
+    /// it ended early).
+    fn send_range(&mut self, file: &File, from: u64, len: u64) -> io::Result<u64> {
+        self.flush_header(len)?;
+        match self.stream.get_ref().sendfile_fd() {
+            Some(socket) => send_file(socket, file, from, len),
+            None => copy_file(file, from, len, self.stream.get_mut()),
+        }
     }
 
     fn list(&mut self, folder: Option<&Name>) -> Result<(), ConnError> {
