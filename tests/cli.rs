@@ -1249,12 +1249,12 @@ fn ftclient_put_uploads_files_and_names_each_failure() {
     fs::write(local.join("new.txt"), b"new").unwrap();
     let (code, _, err) = run(&["put", "note.txt", "folder", "missing.txt", "new.txt", "--to", "inbox"]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("ftclient: put inbox/note.txt: inbox/note.txt already exists (exists)"), "{err}");
+    assert!(err.contains("ftclient: put inbox/note.txt: inbox/note.txt exists (ftclient put --force"), "{err}");
     assert!(err.contains("put inbox/folder: cannot read folder: not a regular file"), "{err}");
     assert!(err.contains("put inbox/missing.txt: cannot read missing.txt: "), "{err}");
     assert_eq!(fs::read(served.join("new.txt")).unwrap(), b"new");
     assert_eq!(fs::read(served.join("note.txt")).unwrap(), b"a note\n", "never replaced");
-    // A server that takes no uploads says so; the connection ends there.
+    // A server that takes no uploads says so.
     let plain = RealServer::start(work.path(), &[]);
     let (code, _, err) = ftclient(&local, plain.port, &["put", "new.txt"], b"");
     assert_eq!(code, 1, "{err}");

@@ -77,9 +77,12 @@ struct Args {
     /// Listen where other machines can connect without an auth file: every file served to anyone
     #[arg(long)]
     allow_anonymous: bool,
-    /// Take uploads (put): with an auth file, from tokens with the write right; without one, from this machine only
-    #[arg(long)]
-    allow_upload: bool,
+    /// Take uploads (put), into FOLDER beneath the root if given (else anywhere beneath it): with an auth file, from tokens with the write right; without one, from this machine only
+    #[arg(long, value_name = "FOLDER", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    allow_upload: Option<String>,
+    /// With --allow-upload: let an upload replace an existing file when the client asks (ftclient put --force)
+    #[arg(long, requires = "allow_upload")]
+    allow_overwrite: bool,
     /// Largest upload taken, checked before any of its bytes is read (e.g. 4GiB)
     #[arg(long, default_value_t = Size(defaults().max_upload))]
     max_upload: Size,
@@ -219,7 +222,15 @@ fn run(args: Args) -> anyhow::Result<()> {
         allow_plaintext: args.allow_plaintext,
         auth_file: auth_file(&args),
         allow_anonymous: args.allow_anonymous,
-        allow_upload: args.allow_upload,
+        allow_upload: args.allow_upload.is_some(),
+        upload_folder: match args.allow_upload.as_deref().map(|f| f.trim_end_matches('/')) {
+            None | Some("" | ".") => None,
+            Some(folder) => Some(
+                ft::name::Name::parse(folder)
+                    .with_context(|| format!("--allow-upload={folder:?}: not a folder name beneath the root"))?,
+            ),
+        },
+        allow_overwrite: args.allow_overwrite,
         max_upload: args.max_upload.0,
         cache_dir: Some(args.cache_dir),
         cache_size: args.cache_size.0,

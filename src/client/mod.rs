@@ -22,10 +22,12 @@ mod result;
 mod saver;
 pub mod tree;
 pub mod trust;
+mod upload;
 
 pub use outdir::{OutDir, PART_SUFFIX, Partial};
 pub use result::{ClientError, Downloaded, KeyMismatch, Uploaded};
 pub use saver::WRITERS;
+pub use upload::{PutOptions, Skipped, local_tree};
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, Write};
@@ -469,90 +471,6 @@ impl Client {
             },
             Status::Err(reply) => Ok(Err(ClientError::Server(reply))),
         }
-    }
-
-    /// Uploads each local file in `files` as its name on the server (`put`), pipelined over this
-    /// connection: each is hashed (one read), then sent with its size, digest and modification
-    /// time, and the server stores it only if every byte arrives and matches. `each` hears each
-    /// result in order: a local file that cannot be read is reported without being sent. Stops
-    /// at an error that leaves the connection out of step (the server ends the connection when it
-    /// refuses an upload before its body: uploads off, no right, too big, no room).
-    pub fn put_all(
-        &mut self,
-        files: &[(std::path::PathBuf, Name)],
-        mut each: impl FnMut(&Name, Result<Uploaded, ClientError>),
-    ) -> Result<(), ClientError> {
-        if !self.agreed()?.has(protocol::FEATURE_PUT) {
-            return Err(ProtocolError::Malformed("this server does not know put (it predates uploads)".into()).into());
-        }
-        for batch in files.chunks(WINDOW) {
-            let mut sent = Vec::with_capacity(batch.len());
-            for (local, name) in batch {
-                match self.send_put(local, name) {
-                    Ok(()) => sent.push((name, None)),
-                    Err(e @ ClientError::Unreadable { .. }) => sent.push((name, Some(e))),
-                    Err(e) => return Err(e),
-                }
-            }
-            self.flush()?;
-            for (name, local_error) in sent {
-                if let Some(e) = local_error {
-                    each(name, Err(e));
-                    continue;
-                }
-                let result = self.read_size_and_digest()?;
-                each(name, result.map(|(size, digest)| Uploaded { size, digest }));
-            }
-        }
-        Ok(())
-    }
-
-    /// Sends one `put` of `local` as `name`: its line, then exactly the size announced. A file of
-    /// up to [`SMALL_FILE`] bytes is read once, into memory; a bigger one is read twice (hashed,
-    /// then sent), and if it shrank meanwhile it is padded with zeros, which the server then
-    /// refuses for their digest, so the connection stays in step. A local file that cannot be opened or hashed is an
-    /// `Unreadable` error and nothing is sent.
-    fn send_put(&mut self, local: &std::path::Path, name: &Name) -> Result<(), ClientError> {
-        let local_error = |source| ClientError::Unreadable { path: local.to_path_buf(), source };
-        let file = std::fs::File::open(local).map_err(local_error)?;
-        let meta = file.metadata().map_err(local_error)?;
-        if !meta.is_file() {
-            return Err(local_error(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file")));
-        }
-        let size = meta.len();
-        use std::os::unix::fs::{FileExt, MetadataExt};
-        let mtime = (meta.mtime(), u32::try_from(meta.mtime_nsec()).unwrap_or(0));
-        if size <= SMALL_FILE {
-            // Read once, hashed and sent from memory.
-            let mut bytes = vec![0u8; size as usize];
-            file.read_exact_at(&mut bytes, 0).map_err(local_error)?;
-            self.send(&Request::Put { size, digest: Digest::of(&bytes), mtime, name: name.clone() })?;
-            self.stream.write_all(&bytes).inspect_err(|_| self.broken = true)?;
-            return Ok(());
-        }
-        let (digest, _) = crate::digest::hash_file(&file, size, None).map_err(local_error)?;
-        self.send(&Request::Put { size, digest, mtime, name: name.clone() })?;
-        self.broken = true;
-        let mut buf = vec![0u8; usize::try_from(size).unwrap_or(usize::MAX).clamp(1, 64 << 10)];
-        let mut sent = 0u64;
-        while sent < size {
-            let want = (size - sent).min(buf.len() as u64) as usize;
-            let n = match file.read_at(&mut buf[..want], sent) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            self.stream.write_all(&buf[..n])?;
-            sent += n as u64;
-        }
-        // The file shrank or could not be read part-way: the rest is padded, and refused.
-        buf.fill(0);
-        while sent < size {
-            let n = (size - sent).min(buf.len() as u64) as usize;
-            self.stream.write_all(&buf[..n])?;
-            sent += n as u64;
-        }
-        self.broken = false;
-        Ok(())
     }
 
     /// The server's counters, in the order it sent them (at most [`MAX_STATS`]).

@@ -92,6 +92,8 @@ impl From<ProtocolError> for ClientError {
 pub struct Uploaded {
     pub size: u64,
     pub digest: crate::digest::Digest,
+    /// Bytes the server already held from an interrupted upload, proved and not sent again.
+    pub resumed_from: u64,
 }
 
 /// What a download did.

@@ -346,6 +346,17 @@ impl Cache {
         ENTRY_COST + if self.mirror.is_some() { mirror::overhead(name) } else { 0 }
     }
 
+    /// Removes `name`'s entry, whatever it holds (an upload replaced the file): counted as
+    /// invalidated. A read of the old file under way may still admit it; its version (inode,
+    /// times) then no longer matches the file, so the next lookup drops it.
+    pub fn forget(&self, name: &Name) {
+        let gone = self.inner.lock().remove(name);
+        if gone.is_some() {
+            self.counters.invalidated.fetch_add(1, Ordering::Relaxed);
+        }
+        self.retire(gone);
+    }
+
     /// Removes `name` if it still holds `stale` (another thread may have replaced it).
     fn invalidate(&self, name: &Name, stale: &Body) {
         let gone = {

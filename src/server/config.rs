@@ -60,6 +60,11 @@ pub struct Config {
     /// Whether `put` is answered (off by default). With an auth file, it needs a token with the
     /// write right; without one, it is taken from loopback peers only.
     pub allow_upload: bool,
+    /// With `allow_upload`, the one folder beneath the root uploads may go to (and beneath it);
+    /// `None` for anywhere beneath the root.
+    pub upload_folder: Option<crate::name::Name>,
+    /// Whether an upload may replace an existing file (when its sender asks to).
+    pub allow_overwrite: bool,
     /// Largest `put` taken, checked against the announced size before a byte of it is read.
     pub max_upload: u64,
 }
@@ -85,6 +90,8 @@ impl Config {
             allow_anonymous: false,
             auth_delay: Duration::from_millis(250),
             allow_upload: false,
+            upload_folder: None,
+            allow_overwrite: false,
             max_upload: 4 << 30,
         }
     }

@@ -112,6 +112,31 @@ pub(crate) struct Connection<'a> {
     token: Option<String>,
     /// Whether that token has the write right.
     may_write: bool,
+    /// The interrupted upload a `partial` request found (its name, size and digest), held for
+    /// the `put` that follows.
+    partial: Option<(Name, u64, Digest, crate::store::Partial)>,
+}
+
+/// A `put` request's fields but its name.
+struct Put {
+    size: u64,
+    digest: Digest,
+    mtime: (i64, u32),
+    from: u64,
+    replace: bool,
+}
+
+/// A refused upload's body up to this size is read and dropped, and the connection goes on;
+/// past it the connection ends rather than take bytes it will not keep.
+const SKIP_REFUSED_UP_TO: u64 = 1 << 20;
+
+/// What an upload is told when its name is taken.
+fn exists_message(name: &Name, asked_to_replace: bool) -> String {
+    if asked_to_replace {
+        format!("{name} exists, and this server does not replace files (ftserver --allow-overwrite)")
+    } else {
+        format!("{name} exists (ftclient put --force replaces it, where the server allows)")
+    }
 }
 
 impl<'a> Connection<'a> {
@@ -160,6 +185,7 @@ impl<'a> Connection<'a> {
             lines: 0,
             token: None,
             may_write: false,
+            partial: None,
         }))
     }
 
@@ -244,11 +270,12 @@ impl<'a> Connection<'a> {
                         return Err(ConnError::CutOff);
                     }
                 }
-                Ok(Request::Put { size, digest, mtime, name }) => {
-                    if !self.put(size, digest, mtime, &name)? {
+                Ok(Request::Put { size, digest, mtime, from, replace, name }) => {
+                    if !self.put(Put { size, digest, mtime, from, replace }, &name)? {
                         return self.linger();
                     }
                 }
+                Ok(Request::Partial { size, digest, replace, name }) => self.partial(size, digest, replace, &name)?,
                 Err(e) if e.ends_connection() => {
                     protocol::write_err(&mut self.stream, e.code(), &e)?;
                     return self.linger();
@@ -326,57 +353,121 @@ impl<'a> Connection<'a> {
         Ok(())
     }
 
-    /// Answers `put`: refused before its body is read (uploads off, no write right, too big, no
-    /// room), which ends the connection, since the body that follows cannot be told from
-    /// requests; else the body is read (each read within the request timeout) and stored by
-    /// [`crate::store::Root::put`], and any refusal after that leaves the connection usable.
-    /// Returns false when the connection is to close.
-    fn put(&mut self, size: u64, digest: Digest, mtime: (i64, u32), name: &Name) -> Result<bool, ConnError> {
+    /// Why an upload of `size` bytes as `name` may not happen here, found before any of its bytes
+    /// is read: uploads off, no write right, outside the upload folder, too big, no room, or
+    /// (when it may not replace) the name taken.
+    fn upload_refusal(&self, size: u64, name: &Name, replace: bool) -> Option<(ErrorCode, String)> {
         let config = &self.shared.config;
         let loopback = self.peer.ip().to_canonical().is_loopback();
-        let refusal = if !config.allow_upload {
-            Some((ErrorCode::Denied, "this server takes no uploads (ftserver --allow-upload)".to_string()))
-        } else if self.shared.auth.is_some() && !self.may_write {
-            Some((ErrorCode::Unauthorized, "this token may not upload (ftserver token add NAME --write)".to_string()))
-        } else if self.shared.auth.is_none() && !loopback {
-            Some((
+        if !config.allow_upload {
+            return Some((ErrorCode::Denied, "this server takes no uploads (ftserver --allow-upload)".into()));
+        }
+        if self.shared.auth.is_some() && !self.may_write {
+            return Some((
                 ErrorCode::Unauthorized,
-                "without an auth file, uploads are taken from this machine only".to_string(),
-            ))
-        } else if size > config.max_upload {
-            Some((ErrorCode::TooBig, format!("{size} bytes is more than this server takes ({})", config.max_upload)))
-        } else {
-            match self.shared.root.free_bytes() {
-                Ok(free) if free < size => Some((ErrorCode::NoSpace, format!("{size} bytes to store, {free} free"))),
-                Ok(_) => None,
-                Err(e) => Some((ErrorCode::Internal, format!("cannot read the free space: {e}"))),
+                "this token may not upload (ftserver token add NAME --write)".into(),
+            ));
+        }
+        if self.shared.auth.is_none() && !loopback {
+            return Some((
+                ErrorCode::Unauthorized,
+                "without an auth file, uploads are taken from this machine only".into(),
+            ));
+        }
+        if let Some(folder) = &config.upload_folder
+            && !name.as_str().strip_prefix(folder.as_str()).is_some_and(|rest| rest.starts_with('/'))
+        {
+            return Some((ErrorCode::Denied, format!("uploads go beneath {folder}/ on this server")));
+        }
+        if crate::store::is_reserved(name) {
+            return Some((ErrorCode::Denied, format!("{} is where uploads are staged", crate::store::STAGING)));
+        }
+        if size > config.max_upload {
+            return Some((
+                ErrorCode::TooBig,
+                format!("{size} bytes is more than this server takes ({})", config.max_upload),
+            ));
+        }
+        if !(replace && config.allow_overwrite) && self.shared.root.holds(name) {
+            return Some((ErrorCode::Exists, exists_message(name, replace)));
+        }
+        match self.shared.root.free_bytes() {
+            Ok(free) if free < size => Some((ErrorCode::NoSpace, format!("{size} bytes to store, {free} free"))),
+            Ok(_) => None,
+            Err(e) => Some((ErrorCode::Internal, format!("cannot read the free space: {e}"))),
+        }
+    }
+
+    /// Answers `partial`: how much of an interrupted upload of this very file (name, size and
+    /// digest) is held, and those bytes' digest; it stays held for this connection's next `put`.
+    fn partial(&mut self, size: u64, digest: Digest, replace: bool, name: &Name) -> Result<(), ConnError> {
+        self.partial = None;
+        if let Some((code, why)) = self.upload_refusal(size, name, replace) {
+            return self.err(code, &why);
+        }
+        match self.shared.root.partial(name, size, digest) {
+            Ok(held) => {
+                let (len, prefix) = held.as_ref().map_or((0, Digest::of(b"")), |p| (p.held(), p.digest()));
+                if len > 0 {
+                    info!(peer = %self.peer, %name, held = len, size, "upload to resume");
+                }
+                self.partial = held.map(|p| (name.clone(), size, digest, p));
+                Ok(protocol::write_ok_fields(&mut self.stream, &format!("{len} xxh3={prefix}"))?)
             }
+            Err(e @ (crate::store::PutError::NotFolder(_) | crate::store::PutError::Reserved)) => {
+                self.err(ErrorCode::Denied, &format!("{name}: {e}"))
+            }
+            Err(e) => self.err(ErrorCode::Internal, &format!("{name}: {e}")),
+        }
+    }
+
+    /// Answers `put`: refused before its body is read ([`Connection::upload_refusal`]); the body
+    /// is then read and dropped if it is small (the connection goes on), else the connection ends,
+    /// since a body cannot be told from requests. Otherwise the body is read (each read within
+    /// the request timeout) and stored by [`crate::store::Root::put`], and any refusal after that
+    /// leaves the connection usable. Returns false when the connection is to close.
+    fn put(&mut self, put: Put, name: &Name) -> Result<bool, ConnError> {
+        let Put { size, digest, mtime, from, replace } = put;
+        let partial = match self.partial.take() {
+            Some((n, s, d, p)) if (&n, s, d) == (name, size, digest) => Some(p),
+            _ => None,
         };
-        if let Some((code, why)) = refusal {
+        let body_len = size - from;
+        if let Some((code, why)) = self.upload_refusal(size, name, replace) {
             info!(peer = %self.peer, %name, size, "upload refused: {why}");
             self.err(code, &why)?;
-            return Ok(false);
+            if body_len > SKIP_REFUSED_UP_TO {
+                return Ok(false);
+            }
+            set_timeout(&self.tcp, &mut self.read_timeout, self.shared.config.request_timeout)?;
+            let skipped = io::copy(&mut io::Read::take(&mut self.stream, body_len), &mut io::sink())?;
+            return if skipped == body_len { Ok(true) } else { Err(ConnError::Truncated) };
         }
-        set_timeout(&self.tcp, &mut self.read_timeout, config.request_timeout)?;
-        let mut body = io::Read::take(&mut self.stream, size);
-        let stored = self.shared.root.put(name, size, digest, mtime, &mut body, false);
+        let replace = replace && self.shared.config.allow_overwrite;
+        set_timeout(&self.tcp, &mut self.read_timeout, self.shared.config.request_timeout)?;
+        let mut body = io::Read::take(&mut self.stream, body_len);
+        let stored = self.shared.root.put(name, size, digest, mtime, &mut body, replace, from, partial);
         // What a refusal left unread is skipped, to stay in step with the peer.
         let skipped = io::copy(&mut body, &mut io::sink());
         use crate::store::PutError;
         let (code, why) = match stored {
             Ok(()) => {
                 skipped?;
+                self.shared.cache.forget(name);
+                self.shared.digests.forget(name);
                 self.shared.uploads.fetch_add(1, Ordering::Relaxed);
-                self.shared.bytes_received.fetch_add(size, Ordering::Relaxed);
-                info!(peer = %self.peer, token = self.token.as_deref().unwrap_or("-"), %name, size, "uploaded");
+                self.shared.bytes_received.fetch_add(body_len, Ordering::Relaxed);
+                let token = self.token.as_deref().unwrap_or("-");
+                info!(peer = %self.peer, token, %name, size, from, replace, "uploaded");
                 protocol::write_ok_fields(&mut self.stream, &format!("{size} xxh3={digest}"))?;
                 return Ok(true);
             }
             Err(PutError::Short { .. }) => return Err(ConnError::Truncated),
             Err(PutError::Body(e)) => return Err(e.into()),
-            Err(PutError::Exists) => (ErrorCode::Exists, format!("{name} already exists")),
+            Err(PutError::Exists) => (ErrorCode::Exists, exists_message(name, put.replace)),
             Err(e @ PutError::Mismatch { .. }) => (ErrorCode::BadRequest, format!("{name}: {e}")),
-            Err(e @ PutError::NotFolder(_)) => (ErrorCode::Denied, format!("{name}: {e}")),
+            Err(e @ (PutError::NotFolder(_) | PutError::Reserved)) => (ErrorCode::Denied, format!("{name}: {e}")),
+            Err(e @ PutError::NoPartial(_)) => (ErrorCode::Changed, format!("{name}: {e}")),
             Err(PutError::Io(e)) if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) => {
                 (ErrorCode::NoSpace, format!("{name}: the disk filled up"))
             }

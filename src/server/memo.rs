@@ -60,6 +60,11 @@ impl DigestMemo {
         }
     }
 
+    /// Drops what is known of `name` (an upload replaced it).
+    pub(crate) fn forget(&self, name: &Name) {
+        self.map.lock().remove(name);
+    }
+
     pub(crate) fn put(&self, name: &Name, version: FileVersion, hashed: Arc<Hashed>) {
         let mut map = self.map.lock();
         // What a cut-off download learnt never replaces more of the same version.

@@ -66,6 +66,8 @@ const LISTEN_BACKLOG: i32 = 4096;
 pub enum ServerError {
     #[error("cannot open the served folder {}: {source}", path.display())]
     Root { path: PathBuf, source: io::Error },
+    #[error("cannot make the uploads' staging folder {} beneath the served folder: {source}", crate::store::STAGING)]
+    Staging { source: io::Error },
     #[error("cannot open the cache folder {}: {source}", path.display())]
     CacheDir { path: PathBuf, source: io::Error },
     #[error(
@@ -166,8 +168,19 @@ impl Server {
             warn!(requested = config.max_conns, allowed = cap, "max-conns lowered to what the system allows ({why})");
             config.max_conns = cap;
         }
-        let root =
+        let mut root =
             Root::open(&config.root).map_err(|source| ServerError::Root { path: config.root.clone(), source })?;
+        if config.allow_upload {
+            let cleaned = root.enable_uploads().map_err(|source| ServerError::Staging { source })?;
+            if cleaned.removed + cleaned.kept > 0 {
+                info!(
+                    removed = cleaned.removed,
+                    kept = cleaned.kept,
+                    "{} beneath the root: removed what earlier runs left, kept recent interrupted uploads",
+                    crate::store::STAGING
+                );
+            }
+        }
         if let Some(dir) = &config.cache_dir
             && inside(dir, &config.root)
         {

@@ -19,7 +19,7 @@ use crate::name::Name;
 
 mod put;
 pub(crate) use put::link_unnamed;
-pub use put::{FOLDER_MODE, PutError, UPLOAD_MODE};
+pub use put::{Cleaned, FOLDER_MODE, PARTIAL_TTL, Partial, PutError, RESUMABLE_FROM, STAGING, UPLOAD_MODE};
 
 /// What identifies one version of a file's contents: a change to any field means new contents.
 ///
@@ -167,12 +167,20 @@ const MAX_DEPTH: usize = crate::name::MAX_NAME_LEN / 2;
 pub struct Root {
     dir: Dir,
     path: PathBuf,
+    /// The folder [`STAGING`] beneath the root, once uploads are on ([`Root::enable_uploads`]).
+    staging: Option<put::Staging>,
+}
+
+/// Whether `name` lies in the uploads' staging folder, which is neither listed nor served.
+pub fn is_reserved(name: &Name) -> bool {
+    let s = name.as_str();
+    s.strip_prefix(STAGING).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 impl Root {
     pub fn open(path: &Path) -> io::Result<Root> {
         let dir = Dir::open_ambient_dir(path, cap_std::ambient_authority())?;
-        Ok(Root { dir, path: path.to_path_buf() })
+        Ok(Root { dir, path: path.to_path_buf(), staging: None })
     }
 
     pub fn path(&self) -> &Path {
@@ -185,8 +193,17 @@ impl Root {
         Ok(st.f_bavail.saturating_mul(st.f_frsize))
     }
 
+    /// Whether anything (a file, a folder, a symlink, even a dangling one) holds `name`, looked up
+    /// beneath the root: what an upload that may not replace checks before taking the bytes.
+    pub fn holds(&self, name: &Name) -> bool {
+        self.dir.symlink_metadata(name.as_path()).is_ok()
+    }
+
     /// The current version of a regular file (symlinks inside the root are followed).
     pub fn stat(&self, name: &Name) -> Result<FileVersion, OpenError> {
+        if is_reserved(name) {
+            return Err(OpenError::NotFound);
+        }
         let meta = self.dir.metadata(name.as_path())?;
         if !meta.is_file() {
             return Err(OpenError::NotFile);
@@ -201,6 +218,9 @@ impl Root {
     /// means the very same inode, unchanged. It reveals nothing of a file outside. `None` when the
     /// file is gone or not a regular file.
     pub fn version(&self, name: &Name) -> Option<FileVersion> {
+        if is_reserved(name) {
+            return None;
+        }
         let st = rustix::fs::statat(&self.dir, name.as_str(), AtFlags::empty()).ok()?;
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             return None;
@@ -210,6 +230,9 @@ impl Root {
 
     /// Opens a regular file for reading and returns it with the version it had when opened.
     pub fn open_file(&self, name: &Name) -> Result<(std::fs::File, FileVersion), OpenError> {
+        if is_reserved(name) {
+            return Err(OpenError::NotFound);
+        }
         let mut options = OpenOptions::new();
         // Non-blocking so a fifo cannot stall the open; it changes nothing for regular files.
         options.read(true).custom_flags((OFlags::NONBLOCK | OFlags::NOCTTY).bits() as i32);
@@ -277,6 +300,7 @@ impl Root {
         mut each: impl FnMut(Name, Option<&cap_std::fs::Metadata>, bool) -> Result<(), E>,
     ) -> Result<u64, WalkError<E>> {
         let top = match folder {
+            Some(folder) if is_reserved(folder) => Err(io::ErrorKind::NotFound.into()),
             Some(folder) => self.dir.metadata(folder.as_path()),
             None => self.dir.dir_metadata(),
         };
@@ -302,6 +326,9 @@ impl Root {
             let entry = entry.map_err(failed)?;
             let file_name = entry.file_name();
             let Some(file_name) = file_name.to_str() else { continue };
+            if prefix.is_none() && file_name == STAGING {
+                continue;
+            }
             let name = match prefix {
                 None => Name::parse(file_name),
                 Some(p) => p.join(file_name),

@@ -12,14 +12,16 @@
 //! one, never a mix. Uploaded files get mode 0644 whatever the sender's was: never executable.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
-use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
+use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
-use super::Root;
+use super::{Root, is_reserved};
 use crate::digest::{Digest, Hasher};
 use crate::name::Name;
 
@@ -29,17 +31,34 @@ pub const UPLOAD_MODE: u32 = 0o644;
 /// The mode of every folder an upload creates.
 pub const FOLDER_MODE: u32 = 0o755;
 
-/// Why an upload was not stored. Nothing was left beneath the root in any case.
+/// The folder beneath the root where uploads of [`RESUMABLE_FROM`] bytes or more are written (so
+/// an interrupted one can go on) and replacements are staged; neither listed nor served.
+pub const STAGING: &str = ".ft-partial";
+
+/// Uploads of this many bytes or more are written to a named file in [`STAGING`], kept if they
+/// are cut off, so that sending the same file again continues where the bytes stopped.
+pub const RESUMABLE_FROM: u64 = 1 << 20;
+
+/// How long an interrupted upload is kept for resuming (counted from its last write); older ones
+/// are removed when the server starts.
+pub const PARTIAL_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Why an upload was not stored. Nothing was left beneath the root in any case (but an
+/// interrupted upload's bytes, in [`STAGING`], for resuming).
 #[derive(Debug, thiserror::Error)]
 pub enum PutError {
     #[error("already exists")]
     Exists,
     #[error("{0} is not a folder (or is a symlink)")]
     NotFolder(String),
+    #[error("{STAGING} is where uploads are staged, not a place to put files")]
+    Reserved,
     #[error("the body ended after {received} of {expected} bytes")]
     Short { expected: u64, received: u64 },
     #[error("the bytes received have digest {got}, not the {expected} announced")]
     Mismatch { expected: Digest, got: Digest },
+    #[error("the partial upload to continue from byte {0} is not held here (ask with `partial` first)")]
+    NoPartial(u64),
     #[error("this file system cannot hold unnamed files (O_TMPFILE), which uploads need")]
     Unsupported,
     /// Reading the body failed (the sender is gone or stalled).
@@ -56,11 +75,137 @@ impl From<Errno> for PutError {
     }
 }
 
+/// The staging folder, open, and the file system it is on.
+pub(super) struct Staging {
+    dir: OwnedFd,
+    dev: u64,
+}
+
+/// What [`Root::enable_uploads`] found in the staging folder.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Cleaned {
+    /// Leftovers removed: staged names, and interrupted uploads older than [`PARTIAL_TTL`].
+    pub removed: usize,
+    /// Interrupted uploads kept for resuming.
+    pub kept: usize,
+}
+
+/// An interrupted upload of one file (one name, size and digest), held by one caller: no other
+/// upload writes it meanwhile (an exclusive lock, released when this is dropped).
+pub struct Partial {
+    file: File,
+    key: String,
+    held: u64,
+    hasher: Hasher,
+}
+
+impl Partial {
+    /// How many bytes of the file are held.
+    pub fn held(&self) -> u64 {
+        self.held
+    }
+
+    /// The digest of the bytes held.
+    pub fn digest(&self) -> Digest {
+        self.hasher.digest()
+    }
+}
+
+/// Where an upload's bytes are written.
+enum Target {
+    /// An `O_TMPFILE` in the folder it goes to: vanishes unless named.
+    Unnamed(File),
+    /// A named file in the staging folder: kept if the upload is cut off.
+    Partial(Partial),
+}
+
 impl Root {
-    /// Stores the `len` bytes read from `body` as `name` beneath the root, as the module doc says:
-    /// checked against `digest`, with mode [`UPLOAD_MODE`] and modification time `mtime`
-    /// (seconds, nanoseconds). An existing `name` is replaced only if `replace`. Reads exactly
-    /// `len` bytes from `body` unless it ends or fails first.
+    /// Makes (if need be) and opens the staging folder [`STAGING`], never through a symlink, and
+    /// removes what earlier runs left there but the recent interrupted uploads.
+    pub fn enable_uploads(&mut self) -> io::Result<Cleaned> {
+        match rustix::fs::mkdirat(&self.dir, STAGING, Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let dir = rustix::fs::openat(&self.dir, STAGING, FOLDER_FLAGS, Mode::empty()).map_err(|e| match e {
+            Errno::LOOP | Errno::NOTDIR => io::Error::other(format!("{STAGING} beneath the root is not a folder")),
+            e => e.into(),
+        })?;
+        let dev = rustix::fs::fstat(&dir)?.st_dev;
+        let mut cleaned = Cleaned::default();
+        let now = SystemTime::now();
+        for entry in rustix::fs::Dir::read_from(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let Ok(st) = rustix::fs::statat(&dir, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW) else { continue };
+            if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory {
+                continue;
+            }
+            let written = SystemTime::UNIX_EPOCH + Duration::from_secs(st.st_mtime.max(0) as u64);
+            let recent = now.duration_since(written).is_ok_and(|age| age < PARTIAL_TTL);
+            if name.ends_with(b".part") && recent {
+                cleaned.kept += 1;
+            } else if rustix::fs::unlinkat(&dir, entry.file_name(), AtFlags::empty()).is_ok() {
+                cleaned.removed += 1;
+            }
+        }
+        self.staging = Some(Staging { dir, dev });
+        Ok(cleaned)
+    }
+
+    /// The interrupted upload of `name` (`len` bytes with `digest`) held beneath the root, locked
+    /// for the caller, with how much of it there is and their digest; `None` if uploads of this
+    /// size are not resumable here, or another upload holds it now (this one then starts over
+    /// in a file of its own). Made empty if there is none yet.
+    pub fn partial(&self, name: &Name, len: u64, digest: Digest) -> Result<Option<Partial>, PutError> {
+        if is_reserved(name) {
+            return Err(PutError::Reserved);
+        }
+        let (existing, _, _) = self.existing_folder(name)?;
+        self.open_partial(&existing, name, len, digest)
+    }
+
+    fn open_partial(
+        &self,
+        folder: &OwnedFd,
+        name: &Name,
+        len: u64,
+        digest: Digest,
+    ) -> Result<Option<Partial>, PutError> {
+        let Some(staging) = &self.staging else { return Ok(None) };
+        if len < RESUMABLE_FROM || rustix::fs::fstat(folder)?.st_dev != staging.dev {
+            return Ok(None);
+        }
+        let key = format!("{}.part", Digest::of(format!("{len} {digest} {name}").as_bytes()));
+        let flags = OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let file = File::from(rustix::fs::openat(&staging.dir, key.as_str(), flags, Mode::from_raw_mode(0o600))?);
+        match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(Errno::WOULDBLOCK) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        // Finished (and unlinked) by another upload between the open and the lock.
+        let st = rustix::fs::fstat(&file)?;
+        if st.st_nlink == 0 {
+            return Ok(None);
+        }
+        let held = (st.st_size.max(0) as u64).min(len);
+        let mut hasher = Hasher::default();
+        // Locked: nothing else changes it meanwhile.
+        crate::digest::feed_file(&file, 0, held, &mut hasher)?;
+        Ok(Some(Partial { file, key, held, hasher }))
+    }
+
+    /// Stores the file `name` of `len` bytes, the bytes from offset `from` on read from `body`,
+    /// as the module doc says: checked against `digest`, with mode [`UPLOAD_MODE`] and
+    /// modification time `mtime` (seconds, nanoseconds). The bytes before `from` are those of
+    /// `partial` (from [`Root::partial`]), which must hold exactly that many; with `from` 0 any
+    /// partial is started over. An existing `name` is replaced only if `replace`. Reads exactly
+    /// `len - from` bytes from `body` unless it ends or fails first.
+    #[allow(clippy::too_many_arguments)]
     pub fn put(
         &self,
         name: &Name,
@@ -69,40 +214,101 @@ impl Root {
         mtime: (i64, u32),
         body: &mut dyn Read,
         replace: bool,
+        from: u64,
+        partial: Option<Partial>,
     ) -> Result<(), PutError> {
+        if is_reserved(name) {
+            return Err(PutError::Reserved);
+        }
         let (existing, missing, file) = self.existing_folder(name)?;
-        let tmp = match rustix::fs::openat(
-            &existing,
-            ".",
-            OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        ) {
-            Ok(fd) => File::from(fd),
-            Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => return Err(PutError::Unsupported),
-            Err(e) => return Err(e.into()),
+        let partial = match partial {
+            Some(p) if from == p.held || from == 0 => Some(p),
+            None if from == 0 => self.open_partial(&existing, name, len, digest)?,
+            _ => return Err(PutError::NoPartial(from)),
         };
-        let got = copy_hashed(body, &tmp, len)?;
+        let (target, hasher) = match partial {
+            Some(mut p) => {
+                if from == 0 {
+                    p.hasher = Hasher::default();
+                }
+                p.file.set_len(from)?;
+                p.held = from;
+                let hasher = std::mem::take(&mut p.hasher);
+                (Target::Partial(p), hasher)
+            }
+            None => (Target::Unnamed(unnamed_in(&existing)?), Hasher::default()),
+        };
+        let out = match &target {
+            Target::Unnamed(f) => f,
+            Target::Partial(p) => &p.file,
+        };
+        // A partial is kept for resuming only if the sender stopped; bytes that are wrong, or
+        // could not be written (a full disk), are not worth keeping.
+        let drop_partial = || {
+            if let (Target::Partial(p), Some(staging)) = (&target, &self.staging) {
+                let _ = rustix::fs::unlinkat(&staging.dir, p.key.as_str(), AtFlags::empty());
+            }
+        };
+        let got = match copy_hashed(body, out, from, len, hasher) {
+            Ok(got) => got,
+            Err(e @ PutError::Io(_)) => {
+                drop_partial();
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         if got != digest {
+            drop_partial();
             return Err(PutError::Mismatch { expected: digest, got });
         }
-        rustix::fs::fchmod(&tmp, Mode::from_raw_mode(UPLOAD_MODE))?;
+        rustix::fs::fchmod(out, Mode::from_raw_mode(UPLOAD_MODE))?;
         let when = Timespec { tv_sec: mtime.0, tv_nsec: mtime.1.into() };
-        rustix::fs::futimens(&tmp, &Timestamps { last_access: when, last_modification: when })?;
+        rustix::fs::futimens(out, &Timestamps { last_access: when, last_modification: when })?;
         // Only now are missing folders made (an unnamed file can be linked into any folder of its
         // file system), so a refused upload leaves no empty folders behind either.
         let folder = make_folders(existing, &missing, name)?;
+        match target {
+            Target::Partial(p) => self.name_partial(&p, &folder, file, replace),
+            Target::Unnamed(tmp) => self.name_unnamed(&tmp, &folder, file, replace),
+        }
+    }
+
+    /// Gives a finished upload in the staging folder its name: linked (failing if the name is
+    /// taken), or renamed over the old file when replacing. It leaves the staging folder either way.
+    fn name_partial(&self, p: &Partial, folder: &OwnedFd, file: &str, replace: bool) -> Result<(), PutError> {
+        let Some(staging) = &self.staging else { return Err(PutError::NoPartial(0)) };
+        if replace {
+            rustix::fs::renameat(&staging.dir, p.key.as_str(), folder, file)?;
+            return Ok(());
+        }
+        let linked = rustix::fs::linkat(&staging.dir, p.key.as_str(), folder, file, AtFlags::empty());
+        let _ = rustix::fs::unlinkat(&staging.dir, p.key.as_str(), AtFlags::empty());
+        match linked {
+            Err(Errno::EXIST) => Err(PutError::Exists),
+            other => Ok(other?),
+        }
+    }
+
+    /// Gives an unnamed file its name: linked (failing if the name is taken), or when replacing
+    /// linked under a name of its own first (in the staging folder, else beside the old file),
+    /// then renamed over the old file in one step.
+    fn name_unnamed(&self, tmp: &File, folder: &OwnedFd, file: &str, replace: bool) -> Result<(), PutError> {
         if !replace {
-            return match link_unnamed(&tmp, &folder, file) {
+            return match link_unnamed(tmp, folder, file) {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(PutError::Exists),
                 other => Ok(other?),
             };
         }
-        // A name of its own first, then renamed over the old file in one step.
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let staged = format!(".{file}.{}-{}.ft-put", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        link_unnamed(&tmp, &folder, &staged)?;
-        if let Err(e) = rustix::fs::renameat(&folder, staged.as_str(), &folder, file) {
-            let _ = rustix::fs::unlinkat(&folder, staged.as_str(), AtFlags::empty());
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let same_fs = |s: &&Staging| rustix::fs::fstat(folder).is_ok_and(|st| st.st_dev == s.dev);
+        let (dir, staged) = match self.staging.as_ref().filter(same_fs) {
+            Some(staging) => (staging.dir.as_fd(), format!("stage-{}-{n}", std::process::id())),
+            None => (folder.as_fd(), format!(".{file}.{}-{n}.ft-put", std::process::id())),
+        };
+        link_unnamed(tmp, dir, &staged)?;
+        if let Err(e) = rustix::fs::renameat(dir, staged.as_str(), folder, file) {
+            let _ = rustix::fs::unlinkat(dir, staged.as_str(), AtFlags::empty());
             return Err(e.into());
         }
         Ok(())
@@ -152,11 +358,25 @@ fn make_folders(mut folder: OwnedFd, missing: &[&str], name: &Name) -> Result<Ow
     Ok(folder)
 }
 
-/// Copies exactly `len` bytes of `body` into `out`, returning their digest.
-fn copy_hashed(body: &mut dyn Read, mut out: &File, len: u64) -> Result<Digest, PutError> {
-    let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX).clamp(1, 256 << 10)];
-    let mut hasher = Hasher::default();
-    let mut done = 0u64;
+/// An unnamed file (`O_TMPFILE`) in `folder`, for writing.
+fn unnamed_in(folder: &OwnedFd) -> Result<File, PutError> {
+    match rustix::fs::openat(
+        folder,
+        ".",
+        OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    ) {
+        Ok(fd) => Ok(File::from(fd)),
+        Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => Err(PutError::Unsupported),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Copies the bytes of `body` into `out` from offset `from` up to `len`, continuing `hasher`
+/// (which has hashed the bytes before `from`), and returns the whole file's digest.
+fn copy_hashed(body: &mut dyn Read, out: &File, from: u64, len: u64, mut hasher: Hasher) -> Result<Digest, PutError> {
+    let mut buf = vec![0u8; usize::try_from(len - from).unwrap_or(usize::MAX).clamp(1, 256 << 10)];
+    let mut done = from;
     while done < len {
         let want = (len - done).min(buf.len() as u64) as usize;
         let n = match body.read(&mut buf[..want]) {
@@ -166,7 +386,7 @@ fn copy_hashed(body: &mut dyn Read, mut out: &File, len: u64) -> Result<Digest, 
             Err(e) => return Err(PutError::Body(e)),
         };
         hasher.update(&buf[..n]);
-        out.write_all(&buf[..n])?;
+        out.write_all_at(&buf[..n], done)?;
         done += n as u64;
     }
     Ok(hasher.digest())
@@ -200,7 +420,7 @@ mod tests {
     }
 
     fn put(root: &Root, n: &str, bytes: &[u8], replace: bool) -> Result<(), PutError> {
-        root.put(&name(n), bytes.len() as u64, Digest::of(bytes), (1_000_000_000, 5), &mut &bytes[..], replace)
+        root.put(&name(n), bytes.len() as u64, Digest::of(bytes), (1_000_000_000, 5), &mut &bytes[..], replace, 0, None)
     }
 
     /// Everything beneath `dir`, as relative paths.
@@ -256,14 +476,14 @@ mod tests {
     fn a_wrong_or_short_body_leaves_nothing() {
         let tmp = tempfile::tempdir().unwrap();
         let root = Root::open(tmp.path()).unwrap();
-        let lie = root.put(&name("new/deeper/f"), 5, Digest::of(b"other"), (0, 0), &mut &b"bytes"[..], false);
+        let lie = root.put(&name("new/deeper/f"), 5, Digest::of(b"other"), (0, 0), &mut &b"bytes"[..], false, 0, None);
         assert!(matches!(lie, Err(PutError::Mismatch { .. })), "{lie:?}");
-        let short = root.put(&name("g"), 10, Digest::of(b"0123456789"), (0, 0), &mut &b"01234"[..], false);
+        let short = root.put(&name("g"), 10, Digest::of(b"0123456789"), (0, 0), &mut &b"01234"[..], false, 0, None);
         assert!(matches!(short, Err(PutError::Short { expected: 10, received: 5 })), "{short:?}");
         assert!(tree(tmp.path()).is_empty(), "{:?}", tree(tmp.path()));
         // Only what was announced is read: a longer body's rest is left for the caller.
         let mut body = &b"abcdef"[..];
-        root.put(&name("h"), 3, Digest::of(b"abc"), (0, 0), &mut body, false).unwrap();
+        root.put(&name("h"), 3, Digest::of(b"abc"), (0, 0), &mut body, false, 0, None).unwrap();
         assert_eq!((fs::read(tmp.path().join("h")).unwrap().as_slice(), body), (&b"abc"[..], &b"def"[..]));
     }
 

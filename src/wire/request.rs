@@ -57,12 +57,26 @@ pub enum Request {
     Auth(Secret),
     /// A file's digest without its bytes (`sum NAME`), for comparing a local copy.
     Sum(Name),
-    /// Store `size` bytes, which follow the line at once, as `name` (`put SIZE XXH3 MTIME
-    /// MTIME_NS NAME`): checked against `digest`, given modification time `mtime`.
+    /// Store a file of `size` bytes as `name` (`put SIZE XXH3 MTIME MTIME_NS FROM new|replace
+    /// NAME`): its bytes from offset `from` on follow the line at once (those before are the
+    /// partial upload a `partial` request proved); checked against `digest`, given modification
+    /// time `mtime`; an existing file is replaced only with `replace` (and a server that allows it).
     Put {
         size: u64,
         digest: Digest,
         mtime: (i64, u32),
+        from: u64,
+        replace: bool,
+        name: Name,
+    },
+    /// Whether this upload may go ahead, and how much of an interrupted upload of this very file
+    /// the server holds (`partial SIZE XXH3 new|replace NAME`): refused as the `put` would be
+    /// before its body, else answered `OK <offset> xxh3=<digest of those bytes>`, for the sender
+    /// to check against its own before it sends the rest with `put ... FROM`.
+    Partial {
+        size: u64,
+        digest: Digest,
+        replace: bool,
         name: Name,
     },
 }
@@ -74,7 +88,7 @@ pub enum RequestError {
     NotUtf8,
     #[error("empty request")]
     Empty,
-    #[error("unknown command '{0}' (try list, get NAME, resume, sum NAME, put, stats, auth, quit)")]
+    #[error("unknown command '{0}' (try list, get NAME, resume, sum NAME, put, partial, stats, auth, quit)")]
     UnknownCommand(String),
     #[error("'{0}' needs a file name")]
     MissingName(&'static str),
@@ -82,13 +96,17 @@ pub enum RequestError {
     UnexpectedArgument(&'static str),
     #[error("usage: resume OFFSET PREFIX-XXH3 NAME")]
     BadResume,
+    #[error("usage: partial SIZE XXH3 new|replace NAME")]
+    BadPartial,
     #[error("usage: hello VERSION [FEATURE...] (VERSION from 1, FEATURE of a-z, 0-9, -)")]
     BadHello,
     #[error("usage: auth TOKEN")]
     BadAuth,
     /// A `put` line that cannot be read: its body cannot be told from requests, so the
     /// connection ends after this error.
-    #[error("usage: put SIZE XXH3 MTIME MTIME_NS NAME (the connection closes: its body cannot be skipped)")]
+    #[error(
+        "usage: put SIZE XXH3 MTIME MTIME_NS FROM new|replace NAME (the connection closes: its body cannot be skipped)"
+    )]
     BadPut,
     #[error("bad name: {0} (the connection closes: the put's body cannot be skipped)")]
     BadPutName(NameError),
@@ -141,7 +159,7 @@ impl Request {
                 _ => Err(RequestError::MissingName("sum")),
             }
         } else if verb.eq_ignore_ascii_case("put") {
-            let mut parts = arg.unwrap_or("").splitn(5, ' ');
+            let mut parts = arg.unwrap_or("").splitn(7, ' ');
             let size = parts.next().and_then(parse_u64).ok_or(RequestError::BadPut)?;
             let digest = parts.next().and_then(Digest::parse).ok_or(RequestError::BadPut)?;
             let secs = parts.next().and_then(|s| s.parse::<i64>().ok()).ok_or(RequestError::BadPut)?;
@@ -150,9 +168,18 @@ impl Request {
                 .and_then(|s| s.parse::<u32>().ok())
                 .filter(|&n| n < 1_000_000_000)
                 .ok_or(RequestError::BadPut)?;
+            let from = parts.next().and_then(parse_u64).filter(|&from| from <= size).ok_or(RequestError::BadPut)?;
+            let replace = parts.next().and_then(parse_mode).ok_or(RequestError::BadPut)?;
             let name = parts.next().filter(|n| !n.is_empty()).ok_or(RequestError::BadPut)?;
             let name = Name::parse(name).map_err(RequestError::BadPutName)?;
-            Ok(Request::Put { size, digest, mtime: (secs, nanos), name })
+            Ok(Request::Put { size, digest, mtime: (secs, nanos), from, replace, name })
+        } else if verb.eq_ignore_ascii_case("partial") {
+            let mut parts = arg.unwrap_or("").splitn(4, ' ');
+            let size = parts.next().and_then(parse_u64).ok_or(RequestError::BadPartial)?;
+            let digest = parts.next().and_then(Digest::parse).ok_or(RequestError::BadPartial)?;
+            let replace = parts.next().and_then(parse_mode).ok_or(RequestError::BadPartial)?;
+            let name = parts.next().filter(|n| !n.is_empty()).ok_or(RequestError::BadPartial)?;
+            Ok(Request::Partial { size, digest, replace, name: Name::parse(name)? })
         } else if verb.eq_ignore_ascii_case("auth") {
             match arg {
                 Some(token) if !token.is_empty() && !token.contains(' ') => Ok(Request::Auth(Secret::new(token))),
@@ -193,6 +220,21 @@ impl Request {
     }
 }
 
+/// An upload's mode on the wire: `new` (never replaces) or `replace`.
+fn parse_mode(s: &str) -> Option<bool> {
+    if s.eq_ignore_ascii_case("new") {
+        Some(false)
+    } else if s.eq_ignore_ascii_case("replace") {
+        Some(true)
+    } else {
+        None
+    }
+}
+
+fn mode(replace: bool) -> &'static str {
+    if replace { "replace" } else { "new" }
+}
+
 /// The canonical request line, without its line feed (a token included: this is what is sent).
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -206,8 +248,11 @@ impl fmt::Display for Request {
             Request::Quit => f.write_str("quit"),
             Request::Auth(token) => write!(f, "auth {}", token.expose()),
             Request::Sum(name) => write!(f, "sum {name}"),
-            Request::Put { size, digest, mtime, name } => {
-                write!(f, "put {size} {digest} {} {} {name}", mtime.0, mtime.1)
+            Request::Put { size, digest, mtime, from, replace, name } => {
+                write!(f, "put {size} {digest} {} {} {from} {} {name}", mtime.0, mtime.1, mode(*replace))
+            }
+            Request::Partial { size, digest, replace, name } => {
+                write!(f, "partial {size} {digest} {} {name}", mode(*replace))
             }
         }
     }
@@ -240,15 +285,22 @@ mod tests {
     fn a_put_line_that_cannot_be_read_ends_the_connection() {
         let d = Digest::of(b"hi");
         assert_eq!(
-            Request::parse(format!("PUT 2 {d} -5 9 up/a b").as_bytes()),
-            Ok(Request::Put { size: 2, digest: d, mtime: (-5, 9), name: name("up/a b") })
+            Request::parse(format!("PUT 2 {d} -5 9 1 Replace up/a b").as_bytes()),
+            Ok(Request::Put { size: 2, digest: d, mtime: (-5, 9), from: 1, replace: true, name: name("up/a b") })
+        );
+        assert_eq!(
+            Request::parse(format!("partial 2 {d} new up/a b").as_bytes()),
+            Ok(Request::Partial { size: 2, digest: d, replace: false, name: name("up/a b") })
         );
         let bad = [
             "put".to_string(),
-            format!("put 2 {d} 1 0"),
-            format!("put x {d} 1 0 a"),
-            "put 2 nothex 1 0 a".to_string(),
-            format!("put 2 {d} 1 1000000000 a"),
+            format!("put 2 {d} 1 0 0 new"),
+            format!("put x {d} 1 0 0 new a"),
+            "put 2 nothex 1 0 0 new a".to_string(),
+            format!("put 2 {d} 1 1000000000 0 new a"),
+            format!("put 2 {d} 1 0 3 new a"),
+            format!("put 2 {d} 1 0 0 maybe a"),
+            format!("put 2 {d} 1 0 a"),
         ];
         for line in bad {
             let e = Request::parse(line.as_bytes()).unwrap_err();
@@ -258,7 +310,7 @@ mod tests {
                 "{line}"
             );
         }
-        let e = Request::parse(format!("put 2 {d} 1 0 ../a").as_bytes()).unwrap_err();
+        let e = Request::parse(format!("put 2 {d} 1 0 0 new ../a").as_bytes()).unwrap_err();
         assert!(e.ends_connection() && e.code() == ErrorCode::BadName, "{e:?}");
         assert!(!Request::parse(b"get ../a").unwrap_err().ends_connection());
     }
@@ -317,9 +369,17 @@ mod props {
                 prefix: Digest(d),
                 name
             }),
-            (any::<u64>(), any::<u128>(), any::<i64>(), 0u32..1_000_000_000, name()).prop_map(
-                |(size, d, secs, nanos, name)| Request::Put { size, digest: Digest(d), mtime: (secs, nanos), name }
-            ),
+            (any::<u64>(), any::<u128>(), any::<i64>(), 0u32..1_000_000_000, any::<u64>(), any::<bool>(), name())
+                .prop_map(|(size, d, secs, nanos, from, replace, name)| Request::Put {
+                    size,
+                    digest: Digest(d),
+                    mtime: (secs, nanos),
+                    from: from % size.saturating_add(1),
+                    replace,
+                    name
+                }),
+            (any::<u64>(), any::<u128>(), any::<bool>(), name())
+                .prop_map(|(size, d, replace, name)| { Request::Partial { size, digest: Digest(d), replace, name } }),
             Just(Request::Stats),
             Just(Request::Quit),
             (1u32.., proptest::collection::vec("[a-z0-9-]{1,32}", 0..4))

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use ft::client::bench::{BenchConfig, BenchReport};
 use ft::client::tree::{TreeEvent, TreeOptions};
 use ft::client::trust::{TlsMode, TlsOptions, Trust};
-use ft::client::{Client, ClientError, OutDir, Progress};
+use ft::client::{Client, ClientError, OutDir, Progress, PutOptions, Skipped};
 use ft::fingerprint::Fingerprint;
 use ft::human::Span;
 use ft::name::Name;
@@ -105,12 +105,30 @@ enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
-    /// Upload files to the server over one connection (it must run with --allow-upload)
+    /// Upload files to the server over one connection (it must run with --allow-upload); with -r, folders
     Put {
         /// Folder on the server to put them in (default: the top of what it serves)
         #[arg(long, value_name = "FOLDER")]
         to: Option<String>,
-        /// Local files; each keeps its file name
+        /// Send folders with all they hold (as FOLDER/... beneath --to), skipping files the server has with the same size and modification time; symlinks are not followed
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        /// With -r: compare files by digest (the server's, and one read of the local copy) instead of size and time
+        #[arg(short = 'c', long, requires = "recursive")]
+        checksum: bool,
+        /// Replace files the server has (the server must run with --allow-overwrite); the swap is atomic
+        #[arg(short = 'f', long)]
+        force: bool,
+        /// Continue an interrupted upload the server holds, once it proves its bytes are this file's (the default)
+        #[arg(long, overrides_with = "no_resume")]
+        resume: bool,
+        /// Send every file whole, even if the server holds part of it from an interrupted upload
+        #[arg(long, overrides_with = "resume")]
+        no_resume: bool,
+        /// Print a JSON summary on stdout (without -r, with each file's size, digest, resumed-from, or error)
+        #[arg(long)]
+        json: bool,
+        /// Local files (each keeps its file name), or with -r folders
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -418,31 +436,18 @@ fn run(args: Args) -> anyhow::Result<u8> {
             listed.context(what)?;
             Ok(0)
         }
-        Command::Put { to, files } => {
-            let mut named = Vec::with_capacity(files.len());
-            for local in files {
-                let Some(file_name) = local.file_name().and_then(|n| n.to_str()) else {
-                    return Err(Usage(format!("{}: not a file name", local.display())).into());
-                };
-                let name = match &to {
-                    Some(folder) => format!("{}/{file_name}", folder.trim_end_matches('/')),
-                    None => file_name.to_string(),
-                };
-                let name = Name::parse(&name).map_err(|e| Usage(format!("bad name {name:?}: {e}")))?;
-                named.push((local, name));
+        Command::Put { to, recursive, checksum, force, resume: _, no_resume, json, files } => {
+            let to = match to.as_deref().map(|t| t.trim_end_matches('/')) {
+                None | Some("" | ".") => None,
+                Some(t) => Some(Name::parse(t).map_err(|e| Usage(format!("--to {}: {e}", escape(t))))?),
+            };
+            let options = PutOptions { force, resume: !no_resume };
+            let code =
+                put(connect()?, &files, to.as_ref(), recursive, checksum, options, json, args.quiet, bar.as_ref())?;
+            if let Some(bar) = &bar {
+                bar.bar.finish_and_clear();
             }
-            let mut first_failure = None;
-            connect()?
-                .put_all(&named, |name, result| {
-                    if let Err(e) = result {
-                        first_failure.get_or_insert(code_of(&e));
-                        let chain =
-                            std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| e.source());
-                        eprintln!("ftclient: put {}: {}", escape(name.as_str()), escape(&ft::human::chain(chain)));
-                    }
-                })
-                .context("put")?;
-            Ok(first_failure.unwrap_or(0))
+            Ok(code)
         }
         Command::Stats => {
             let mut out = io::stdout().lock();
@@ -611,6 +616,171 @@ fn get_all(
         }))?;
     }
     Ok(failed)
+}
+
+/// `put`: uploads the files (with `-r`, what the folders hold, less what the server has
+/// unchanged), reporting failures on stderr as they happen; ends with a summary (stderr with
+/// `-r`, or `--json` on stdout). The exit code is the first failure's.
+#[allow(clippy::too_many_arguments)]
+fn put(
+    mut client: Client,
+    files: &[PathBuf],
+    to: Option<&Name>,
+    recursive: bool,
+    checksum: bool,
+    options: PutOptions,
+    json: bool,
+    quiet: bool,
+    bar: Option<&Arc<Bar>>,
+) -> anyhow::Result<u8> {
+    let started = std::time::Instant::now();
+    let mut first_failure = None;
+    let mut named = Vec::new();
+    let mut skipped = 0u64;
+    if recursive {
+        for folder in files {
+            if !folder.is_dir() {
+                return Err(Usage(format!("{}: not a folder (put -r sends folders)", folder.display())).into());
+            }
+            let tree = ft::client::local_tree(folder, to, |skip| match skip {
+                Skipped::NotRegular(path) => {
+                    if !quiet {
+                        say(bar, &format!("ftclient: skipping non-regular file {}", path.display()));
+                    }
+                }
+                Skipped::BadName(path, why) => {
+                    first_failure.get_or_insert(code::LOCAL_IO);
+                    say(bar, &format!("ftclient: {}: cannot be named on the server: {why}", path.display()));
+                }
+                Skipped::Unreadable(e) => {
+                    first_failure.get_or_insert(code_of(&e));
+                    say(bar, &format!("ftclient: {e}"));
+                }
+            });
+            let Some((top, mut local)) = tree else { continue };
+            let remote = client.remote_files(Some(&top)).context("put -r: list")?;
+            let before = local.len();
+            local = unchanged_removed(&mut client, local, &remote, checksum)?;
+            skipped += (before - local.len()) as u64;
+            named.extend(local);
+        }
+    } else {
+        for local in files {
+            let Some(file_name) = local.file_name().and_then(|n| n.to_str()) else {
+                return Err(Usage(format!("{}: not a file name", local.display())).into());
+            };
+            let name = match to {
+                Some(folder) => folder.join(file_name),
+                None => Name::parse(file_name),
+            };
+            let name = name.map_err(|e| Usage(format!("{}: bad name: {e}", escape(file_name))))?;
+            named.push((local.clone(), name));
+        }
+    }
+    let mut records = Vec::new();
+    let (mut sent, mut failed, mut bytes) = (0u64, 0u64, 0u64);
+    client
+        .put_all(&named, options, |name, result| {
+            let mut record = serde_json::json!({ "name": name.as_str() });
+            match result {
+                Ok(done) => {
+                    sent += 1;
+                    bytes += done.size - done.resumed_from;
+                    if done.resumed_from > 0 && !quiet {
+                        say(bar, &format!("ftclient: {name}: resumed from byte {}", done.resumed_from));
+                    }
+                    record["status"] = "ok".into();
+                    record["size"] = done.size.into();
+                    record["xxh3"] = done.digest.to_string().into();
+                    record["resumed_from"] = done.resumed_from.into();
+                }
+                Err(e) => {
+                    failed += 1;
+                    first_failure.get_or_insert(code_of(&e));
+                    let chain = std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| e.source());
+                    say(bar, &format!("ftclient: put {name}: {}", ft::human::chain(chain)));
+                    record["status"] = "error".into();
+                    record["exit_code"] = code_of(&e).into();
+                    record["error"] = e.to_string().into();
+                }
+            }
+            if json && !recursive {
+                records.push(record);
+            }
+        })
+        .context("put")?;
+    let secs = started.elapsed().as_secs_f64();
+    if json {
+        let mut summary = serde_json::json!({
+            "sent": sent,
+            "skipped": skipped,
+            "failed": failed,
+            "bytes_sent": bytes,
+            "elapsed_secs": secs,
+        });
+        if !recursive {
+            summary["files"] = records.into();
+        }
+        print_json(&summary)?;
+    } else if recursive && !quiet {
+        say(
+            bar,
+            &format!(
+                "sent {sent} files ({}), skipped {skipped} unchanged, {failed} failed, in {secs:.2} s",
+                ft::human::size(bytes)
+            ),
+        );
+    }
+    Ok(first_failure.unwrap_or(0))
+}
+
+/// `local` less the files the server has unchanged: the same size and modification time, or
+/// with `checksum` the same size and digest.
+fn unchanged_removed(
+    client: &mut Client,
+    local: Vec<(PathBuf, Name)>,
+    remote: &HashMap<Name, (u64, i64, u32)>,
+    checksum: bool,
+) -> anyhow::Result<Vec<(PathBuf, Name)>> {
+    let mut keep = Vec::with_capacity(local.len());
+    let mut to_sum = Vec::new();
+    for (path, name) in local {
+        let same = match (remote.get(&name), std::fs::metadata(&path)) {
+            (Some(&(size, secs, nanos)), Ok(meta)) if size == meta.len() => {
+                use std::os::unix::fs::MetadataExt;
+                checksum || (secs, i64::from(nanos)) == (meta.mtime(), meta.mtime_nsec())
+            }
+            _ => false,
+        };
+        match (same, checksum) {
+            (false, _) => keep.push((path, name)),
+            (true, false) => {}
+            (true, true) => to_sum.push((path, name)),
+        }
+    }
+    if to_sum.is_empty() {
+        return Ok(keep);
+    }
+    let names: Vec<Name> = to_sum.iter().map(|(_, n)| n.clone()).collect();
+    let mut theirs = HashMap::new();
+    client.sum_all(&names, |name, result| {
+        if let Ok((_, digest)) = result {
+            theirs.insert(name.clone(), digest);
+        }
+    })?;
+    for (path, name) in to_sum {
+        let ours = std::fs::File::open(&path)
+            .and_then(|f| {
+                let len = f.metadata()?.len();
+                ft::digest::hash_file(&f, len, None)
+            })
+            .map(|(digest, _)| digest);
+        if ours.ok() != theirs.get(&name).copied() {
+            keep.push((path, name));
+        }
+    }
+    keep.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(keep)
 }
 
 fn entry_json(e: &ListEntry) -> serde_json::Value {
