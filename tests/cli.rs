@@ -1260,3 +1260,53 @@ fn ftclient_put_uploads_files_and_names_each_failure() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("put new.txt: this server takes no uploads (ftserver --allow-upload)"), "{err}");
 }
+
+#[test]
+fn ftclient_put_r_sends_folders_skips_what_the_server_has_and_replaces_only_with_force() {
+    let work = workdir();
+    let local = work.path().join("mine");
+    fs::create_dir_all(local.join("proj/src")).unwrap();
+    fs::write(local.join("proj/README"), b"read me\n").unwrap();
+    fs::write(local.join("proj/src/main.rs"), b"fn main() {}\n").unwrap();
+    fs::write(local.join("proj/big.bin"), pattern(2 << 20)).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", local.join("proj/link")).unwrap();
+    let server = RealServer::start(work.path(), &["--allow-upload=inbox", "--allow-overwrite"]);
+    let run = |args: &[&str]| ftclient(&local, server.port, args, b"");
+    let served = work.path().join("server_downloads/inbox");
+    let (code, _, err) = run(&["put", "-r", "proj", "--to", "inbox"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("skipping non-regular file proj/link"), "{err}");
+    assert!(err.contains("sent 3 files") && err.contains("skipped 0 unchanged"), "{err}");
+    assert_eq!(fs::read(served.join("proj/src/main.rs")).unwrap(), b"fn main() {}\n");
+    assert!(!served.join("proj/link").exists());
+    // Again: nothing to send. A changed file is sent, and refused without --force.
+    fs::write(local.join("proj/README"), b"read me twice\n").unwrap();
+    let (code, out, err) = run(&["put", "-r", "proj", "--to", "inbox", "--json"]);
+    assert_eq!(code, 1, "{err}");
+    let summary: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        (summary["sent"].as_u64(), summary["skipped"].as_u64(), summary["failed"].as_u64()),
+        (Some(0), Some(2), Some(1))
+    );
+    assert!(err.contains("put inbox/proj/README: inbox/proj/README exists (ftclient put --force"), "{err}");
+    assert_eq!(fs::read(served.join("proj/README")).unwrap(), b"read me\n");
+    let (code, _, err) = run(&["put", "-r", "proj", "--to", "inbox", "--force"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("sent 1 files") && err.contains("skipped 2 unchanged"), "{err}");
+    assert_eq!(fs::read(served.join("proj/README")).unwrap(), b"read me twice\n");
+    // --checksum: the same bytes under another time are not sent again.
+    let (code, _, err) = run(&["put", "-r", "proj", "--to", "inbox", "--checksum"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("sent 0 files") && err.contains("skipped 3 unchanged"), "{err}");
+    // Outside the upload folder: refused, named, and the exit code says so.
+    let (code, _, err) = run(&["put", "proj/README"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("put README: uploads go beneath inbox/ on this server (denied)"), "{err}");
+    // One file as JSON.
+    let (code, out, err) = run(&["put", "--json", "--to", "inbox", "proj/src/main.rs"]);
+    assert_eq!(code, 0, "{err}");
+    let summary: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(summary["files"][0]["name"], "inbox/main.rs", "{summary}");
+    assert_eq!(summary["files"][0]["status"], "ok", "{summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+}

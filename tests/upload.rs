@@ -183,3 +183,272 @@ fn without_an_auth_file_a_peer_off_loopback_cannot_upload() {
         assert!(tree(dirs.root.path()).is_empty());
     });
 }
+
+/// The `put` line for `len` bytes with `digest` sent from offset `from`, `new` or `replace`.
+fn put_from(name: &str, len: usize, digest: Digest, from: usize, replace: bool) -> String {
+    let mode = if replace { "replace" } else { "new" };
+    format!("put {len} {digest} 1000000000 7 {from} {mode} {name}\n")
+}
+
+/// Sends `name`'s `put` and the first `sent` bytes of `data`, then hangs up.
+fn interrupted(server: &TestServer, name: &str, data: &[u8], sent: usize) {
+    let mut w = server.connect();
+    w.send(put_line(name, data)).send(&data[..sent]);
+    w.stream.flush().unwrap();
+    w.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(w.closed());
+    server.wait_connections(0);
+}
+
+#[test]
+fn an_interrupted_upload_resumes_from_the_bytes_the_server_proves() {
+    let dirs = Dirs::new();
+    let server = taking_uploads(&dirs, |c| c);
+    let data = pattern(3 << 20);
+    let half = data.len() / 2;
+    interrupted(&server, "big.bin", &data, half);
+    // On the wire: the server names what it holds and its digest; the rest follows.
+    let mut w = server.connect();
+    w.send(format!("partial {} {} new big.bin\n", data.len(), Digest::of(&data)));
+    assert_eq!(w.line(), format!("OK {half} xxh3={}", Digest::of(&data[..half])));
+    w.send(put_from("big.bin", data.len(), Digest::of(&data), half, false)).send(&data[half..]);
+    assert_eq!(w.line(), format!("OK {} xxh3={}", data.len(), Digest::of(&data)));
+    assert!(fs::read(dirs.root.path().join("big.bin")).unwrap() == data);
+    assert!(staged(dirs.root.path()).is_empty(), "{:?}", staged(dirs.root.path()));
+    assert_eq!(server.stat("bytes_received"), (data.len() - half) as u64, "the prefix was not sent again");
+    drop(w);
+    // The client: resumes what it can prove, starts over what it cannot.
+    let local = tempfile::tempdir().unwrap();
+    let (good, bad) = (pattern(2 << 20), pattern((2 << 20) + 1));
+    fs::write(local.path().join("good.bin"), &good).unwrap();
+    fs::write(local.path().join("bad.bin"), &bad).unwrap();
+    interrupted(&server, "good.bin", &good, 700_000);
+    // Someone who knows bad.bin's size and digest plants other bytes under its name.
+    let mut w = server.connect();
+    w.send(put_line("bad.bin", &bad)).send(vec![0u8; 900_000]);
+    w.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(w.closed());
+    server.wait_connections(0);
+    let files = [(local.path().join("good.bin"), name("good.bin")), (local.path().join("bad.bin"), name("bad.bin"))];
+    let mut results = Vec::new();
+    server.client().put_all(&files, ft::client::PutOptions::default(), |_, r| results.push(r.unwrap())).unwrap();
+    assert_eq!(results.iter().map(|r| r.resumed_from).collect::<Vec<_>>(), [700_000, 0]);
+    assert!(fs::read(dirs.root.path().join("good.bin")).unwrap() == good);
+    assert!(fs::read(dirs.root.path().join("bad.bin")).unwrap() == bad);
+    // --no-resume sends it whole.
+    interrupted(&server, "again.bin", &good, 700_000);
+    let files = [(local.path().join("good.bin"), name("again.bin"))];
+    let options = ft::client::PutOptions { resume: false, ..Default::default() };
+    server.client().put_all(&files, options, |_, r| assert_eq!(r.unwrap().resumed_from, 0)).unwrap();
+    assert!(fs::read(dirs.root.path().join("again.bin")).unwrap() == good);
+}
+
+fn name(s: &str) -> ft::name::Name {
+    ft::name::Name::parse(s).unwrap()
+}
+
+#[test]
+fn a_file_is_replaced_only_when_the_server_allows_and_the_client_asks_and_its_cache_entry_goes() {
+    let dirs = Dirs::new();
+    dirs.put("doc.txt", b"old text");
+    crate::util::settle(&dirs.root.path().join("doc.txt"));
+    let (new, digest) = (b"new text!", Digest::of(b"new text!"));
+    // Not allowed: asked or not, the old file stays.
+    let server = taking_uploads(&dirs, |c| c);
+    let mut w = server.connect();
+    w.send(put_from("doc.txt", new.len(), digest, 0, true)).send(new);
+    assert_eq!(
+        w.line(),
+        "ERR exists doc.txt exists, and this server does not replace files (ftserver --allow-overwrite)"
+    );
+    drop(server);
+    // Allowed: replaced only when asked; a cached copy is not served again.
+    let server = taking_uploads(&dirs, |c| Config { allow_overwrite: true, ..c });
+    let mut w = server.connect();
+    assert_eq!(w.get("doc.txt"), b"old text");
+    assert_eq!(w.get("doc.txt"), b"old text");
+    assert_eq!(server.server.cache_stats().entries, 1);
+    w.send(put_from("doc.txt", new.len(), digest, 0, false)).send(new);
+    assert!(w.line().starts_with("ERR exists doc.txt exists (ftclient put --force"));
+    w.send(put_from("doc.txt", new.len(), digest, 0, true)).send(new);
+    assert_eq!(w.line(), format!("OK {} xxh3={digest}", new.len()));
+    assert_eq!(server.server.cache_stats().entries, 0, "the entry went at once");
+    assert_eq!(w.get("doc.txt"), new);
+    // A resumable file too, through its staging file.
+    let big = pattern(2 << 20);
+    w.send(put_from("doc.txt", big.len(), Digest::of(&big), 0, true)).send(&big);
+    assert_eq!(w.line(), format!("OK {} xxh3={}", big.len(), Digest::of(&big)));
+    assert!(w.get("doc.txt") == big);
+    assert_eq!(tree(dirs.root.path()), ["doc.txt"]);
+    assert!(staged(dirs.root.path()).is_empty());
+}
+
+#[test]
+fn uploads_can_be_kept_beneath_one_folder() {
+    let dirs = Dirs::new();
+    let server = taking_uploads(&dirs, |c| Config { upload_folder: Some(name("inbox")), ..c });
+    let mut w = server.connect();
+    for n in ["a.txt", "inbox", "inboxes/a.txt", ".ft-partial/x"] {
+        w.send(put_line(n, b"x")).send(b"x");
+        assert!(w.line().starts_with("ERR denied "), "{n}");
+    }
+    w.send(put_line("inbox/deep/a.txt", b"x")).send(b"x");
+    assert_eq!(w.line(), format!("OK 1 xxh3={}", Digest::of(b"x")));
+    assert_eq!(tree(dirs.root.path()), ["inbox", "inbox/deep", "inbox/deep/a.txt"]);
+}
+
+#[test]
+fn a_symlink_planted_in_the_upload_folder_between_two_uploads_is_not_followed() {
+    let dirs = Dirs::new();
+    let outside = tempfile::tempdir().unwrap();
+    let server = taking_uploads(&dirs, |c| Config { upload_folder: Some(name("inbox")), ..c });
+    let mut w = server.connect();
+    let big = pattern(2 << 20);
+    w.send(put_line("inbox/sub/a.txt", b"first")).send(b"first");
+    assert!(w.line().starts_with("OK 5 "));
+    // Between two uploads, the folder becomes a symlink out of the root, then to a folder inside.
+    let sub = dirs.root.path().join("inbox/sub");
+    fs::rename(&sub, dirs.root.path().join("moved")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), &sub).unwrap();
+    for (n, bytes) in [("inbox/sub/b.txt", &b"second"[..]), ("inbox/sub/big.bin", &big[..])] {
+        w.send(put_line(n, bytes)).send(bytes);
+        assert_eq!(w.line(), format!("ERR denied {n}: inbox/sub is not a folder (or is a symlink)"));
+    }
+    fs::remove_file(&sub).unwrap();
+    std::os::unix::fs::symlink("../moved", &sub).unwrap();
+    w.send(put_line("inbox/sub/c.txt", b"third")).send(b"third");
+    assert!(w.line().starts_with("ERR denied "));
+    assert!(all(outside.path()).is_empty());
+    assert_eq!(all(&dirs.root.path().join("moved")), ["a.txt"]);
+}
+
+#[test]
+fn a_sender_that_sends_forever_is_cut_off_and_stores_nothing() {
+    let dirs = Dirs::new();
+    let server = taking_uploads(&dirs, |c| Config { max_upload: 64 << 10, ..c });
+    let mut w = server.connect();
+    // 64 KiB announced, then bytes without end: the announced length is all that is taken as the
+    // body; the rest is a request line that never ends, past the line cap.
+    w.send(format!("put {} {} 0 0 0 new endless.bin\n", 64 << 10, Digest::of(b"")));
+    w.stream.set_write_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let chunk = vec![b'z'; 64 << 10];
+    let mut sent = 0usize;
+    let cut = loop {
+        match w.stream.write_all(&chunk) {
+            Ok(()) => sent += chunk.len(),
+            Err(_) => break true,
+        }
+        if sent > 256 << 20 {
+            break false;
+        }
+    };
+    assert!(cut, "still taking bytes after {sent}");
+    server.wait_connections(0);
+    assert!(tree(dirs.root.path()).is_empty() && staged(dirs.root.path()).is_empty());
+}
+
+#[test]
+fn two_puts_of_one_name_at_once_never_mix() {
+    for (len, replace) in [(100_000, false), (2 << 20, false), (100_000, true), (2 << 20, true)] {
+        let dirs = Dirs::new();
+        let server = taking_uploads(&dirs, |c| Config { allow_overwrite: true, ..c });
+        let (a, b) = (vec![b'a'; len], vec![b'b'; len]);
+        let (mut wa, mut wb) = (server.connect(), server.connect());
+        // Both begin, both get half-way, then both finish.
+        wa.send(put_from("same.bin", len, Digest::of(&a), 0, replace)).send(&a[..len / 2]);
+        wb.send(put_from("same.bin", len, Digest::of(&b), 0, replace)).send(&b[..len / 2]);
+        wa.send(&a[len / 2..]);
+        wb.send(&b[len / 2..]);
+        let (ra, rb) = (wa.line(), wb.line());
+        let landed = fs::read(dirs.root.path().join("same.bin")).unwrap();
+        assert!(landed == a || landed == b, "{len} {replace}: a mix");
+        if replace {
+            assert!(ra.starts_with("OK ") && rb.starts_with("OK "), "{ra} / {rb}");
+        } else {
+            let oks = [&ra, &rb].iter().filter(|r| r.starts_with("OK ")).count();
+            assert_eq!(oks, 1, "{ra} / {rb}");
+            let winner = if ra.starts_with("OK ") { &a } else { &b };
+            assert!(landed == *winner);
+            assert!([&ra, &rb].iter().any(|r| r.starts_with("ERR exists same.bin exists")), "{ra} / {rb}");
+        }
+        assert_eq!(tree(dirs.root.path()), ["same.bin"]);
+    }
+}
+
+#[test]
+fn a_get_during_an_upload_sees_the_old_file_or_none_never_a_mix() {
+    let dirs = Dirs::new();
+    let old = pattern(300_000);
+    dirs.put("doc.bin", &old);
+    let server = taking_uploads(&dirs, |c| Config { allow_overwrite: true, ..c });
+    for len in [100_000, 2 << 20] {
+        let new = vec![b'n'; len];
+        let before = fs::read(dirs.root.path().join("doc.bin")).unwrap();
+        let mut up = server.connect();
+        up.send(put_from("doc.bin", len, Digest::of(&new), 0, true)).send(&new[..len / 2]);
+        let mut reader = server.connect();
+        assert!(reader.get("doc.bin") == before, "{len}: the old file while the new one arrives");
+        up.send(&new[len / 2..]);
+        assert!(up.line().starts_with("OK "));
+        assert!(reader.get("doc.bin") == new, "{len}: the new file once it is named");
+    }
+    // A new name is not there until it is whole.
+    let data = pattern(2 << 20);
+    let mut up = server.connect();
+    up.send(put_line("later.bin", &data)).send(&data[..1 << 20]);
+    let mut reader = server.connect();
+    assert!(reader.send("get later.bin\n").line().starts_with("ERR not-found"));
+    up.send(&data[1 << 20..]);
+    assert!(up.line().starts_with("OK "));
+    assert!(reader.get("later.bin") == data);
+}
+
+/// Unmounts (and removes) a tmpfs mounted for a test, even if it fails.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_disk_that_fills_up_mid_upload_leaves_nothing_and_the_server_goes_on() {
+    let dirs = Dirs::new();
+    let mount = dirs.root.path().join("small");
+    fs::create_dir(&mount).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(&mount)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let _unmount = Mounted(mount.clone());
+    let config = Config { allow_upload: true, root: mount.clone(), ..dirs.config() };
+    let server = TestServer::start(config);
+    // Each fits in the free space when announced; together they do not.
+    let (a, b) = (pattern(2 << 20), vec![7u8; 2 << 20]);
+    let (mut wa, mut wb) = (server.connect(), server.connect());
+    wa.send(put_line("a.bin", &a)).send(&a[..1 << 20]);
+    wb.send(put_line("b.bin", &b)).send(&b[..1 << 20]);
+    wa.send(&a[1 << 20..]);
+    wb.send(&b[1 << 20..]);
+    let replies = [wa.line(), wb.line()];
+    let full: Vec<_> = replies.iter().filter(|r| r.starts_with("ERR no-space")).collect();
+    assert_eq!(full.len(), 1, "{replies:?}");
+    let landed = tree(&mount);
+    assert_eq!(landed.len(), 1, "{landed:?}");
+    let kept = fs::read(mount.join(&landed[0])).unwrap();
+    assert!(kept == a || kept == b);
+    assert!(staged(&mount).is_empty(), "a failed write keeps nothing: {:?}", staged(&mount));
+    // A new upload that does not fit is refused before its body; the server still serves.
+    let mut w = server.connect();
+    w.send(format!("partial {} {} new c.bin\n", 2 << 20, Digest::of(&a)));
+    assert!(w.line().starts_with("ERR no-space "));
+    assert!(w.get(&landed[0]) == kept);
+    drop(server);
+}

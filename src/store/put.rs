@@ -510,4 +510,47 @@ mod tests {
         assert_eq!(tree(outside.path()), ["victim"]);
         assert_eq!(tree(&root_path.join("real")), Vec::<String>::new());
     }
+
+    #[test]
+    fn start_up_removes_staged_names_and_old_partials_and_keeps_recent_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let staging = tmp.path().join(STAGING);
+        fs::create_dir(&staging).unwrap();
+        for f in ["stage-1-0", "recent.part", "old.part", "stray"] {
+            fs::write(staging.join(f), b"x").unwrap();
+        }
+        let two_days_ago = std::time::SystemTime::now() - 2 * PARTIAL_TTL;
+        fs::File::options().write(true).open(staging.join("old.part")).unwrap().set_modified(two_days_ago).unwrap();
+        fs::create_dir(staging.join("folder")).unwrap();
+        let mut root = Root::open(tmp.path()).unwrap();
+        assert_eq!(root.enable_uploads().unwrap(), Cleaned { removed: 3, kept: 1 });
+        assert_eq!(tree(&staging), ["folder", "recent.part"]);
+        // A symlink in its place is refused, not followed.
+        let other = tempfile::tempdir().unwrap();
+        let tmp2 = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(other.path(), tmp2.path().join(STAGING)).unwrap();
+        assert!(Root::open(tmp2.path()).unwrap().enable_uploads().is_err());
+    }
+
+    #[test]
+    fn a_partial_continues_where_it_stopped_and_is_gone_once_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut root = Root::open(tmp.path()).unwrap();
+        root.enable_uploads().unwrap();
+        let data: Vec<u8> = (0..RESUMABLE_FROM as usize * 2).map(|i| (i % 251) as u8).collect();
+        let (n, len, digest) = (name("d/big"), data.len() as u64, Digest::of(&data));
+        let cut = root.put(&n, len, digest, (0, 0), &mut &data[..1000], false, 0, None);
+        assert!(matches!(cut, Err(PutError::Short { received: 1000, .. })), "{cut:?}");
+        let held = root.partial(&n, len, digest).unwrap().unwrap();
+        assert_eq!((held.held(), held.digest()), (1000, Digest::of(&data[..1000])));
+        // Held by one caller at a time.
+        assert!(root.partial(&n, len, digest).unwrap().is_none());
+        root.put(&n, len, digest, (0, 0), &mut &data[1000..], false, 1000, Some(held)).unwrap();
+        assert!(fs::read(tmp.path().join("d/big")).unwrap() == data);
+        assert!(tree(&tmp.path().join(STAGING)).is_empty());
+        // Continuing from bytes not held is refused.
+        let gone = root.put(&name("e"), len, digest, (0, 0), &mut &data[5..], false, 5, None);
+        assert!(matches!(gone, Err(PutError::NoPartial(5))), "{gone:?}");
+        assert!(matches!(put(&root, ".ft-partial/x", b"x", false), Err(PutError::Reserved)));
+    }
 }
