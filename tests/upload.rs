@@ -452,3 +452,30 @@ fn a_disk_that_fills_up_mid_upload_leaves_nothing_and_the_server_goes_on() {
     assert!(w.get(&landed[0]) == kept);
     drop(server);
 }
+
+#[test]
+fn many_small_puts_pipelined_are_answered_in_order_and_a_later_request_sees_them() {
+    let dirs = Dirs::new();
+    let server = taking_uploads(&dirs, |c| Config { allow_overwrite: true, ..c });
+    let mut w = server.connect();
+    // 300 small files, then the first again (replaced, so it must come after the first store),
+    // then a get of it, all in one go.
+    let mut sent = Vec::new();
+    for i in 0..300 {
+        let body = format!("file {i}\n").repeat(i % 50 + 1);
+        sent.extend_from_slice(put_line(&format!("many/f{i}"), body.as_bytes()).as_bytes());
+        sent.extend_from_slice(body.as_bytes());
+    }
+    let again = b"replaced";
+    sent.extend_from_slice(put_from("many/f0", again.len(), Digest::of(again), 0, true).as_bytes());
+    sent.extend_from_slice(again);
+    w.send(&sent);
+    for i in 0..300 {
+        let body = format!("file {i}\n").repeat(i % 50 + 1);
+        assert_eq!(w.line(), format!("OK {} xxh3={}", body.len(), Digest::of(body.as_bytes())), "f{i}");
+    }
+    assert_eq!(w.line(), format!("OK {} xxh3={}", again.len(), Digest::of(again)));
+    assert_eq!(w.get("many/f0"), again);
+    assert_eq!(fs::read(dirs.root.path().join("many/f299")).unwrap(), "file 299\n".repeat(50).as_bytes());
+    assert_eq!(server.stat("uploads"), 301);
+}

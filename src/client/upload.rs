@@ -1,7 +1,7 @@
 //! Uploads: `put` of files (pipelined over one connection, each hashed and verified by the
 //! server, interrupted ones resumed), and the walk of local folders that `put -r` sends.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -88,19 +88,19 @@ impl Client {
         if !self.agreed()?.has(protocol::FEATURE_PUT) {
             return Err(ProtocolError::Malformed("this server does not know put (it predates uploads)".into()).into());
         }
-        let mut pending: Vec<(&Name, u64)> = Vec::with_capacity(WINDOW);
+        let mut pending: VecDeque<(&Name, u64)> = VecDeque::with_capacity(WINDOW);
         for (local, name) in files {
             let outgoing = match Outgoing::read(local) {
                 Ok(outgoing) => outgoing,
                 Err(e) => {
-                    self.replies(&mut pending, &mut each)?;
+                    self.replies(&mut pending, 0, &mut each)?;
                     each(name, Err(e));
                     continue;
                 }
             };
             let mut from = 0;
             if outgoing.size >= RESUMABLE_FROM {
-                self.replies(&mut pending, &mut each)?;
+                self.replies(&mut pending, 0, &mut each)?;
                 let (size, digest) = (outgoing.size, outgoing.digest);
                 self.send(&Request::Partial { size, digest, replace: options.force, name: name.clone() })?;
                 self.flush()?;
@@ -119,25 +119,28 @@ impl Client {
                 }
             }
             self.send_put(&outgoing, name, from, options.force)?;
-            pending.push((name, from));
+            pending.push_back((name, from));
+            // A full window: the older half is answered while the server stores the newer.
             if pending.len() >= WINDOW {
-                self.replies(&mut pending, &mut each)?;
+                self.replies(&mut pending, WINDOW / 2, &mut each)?;
             }
         }
-        self.replies(&mut pending, &mut each)
+        self.replies(&mut pending, 0, &mut each)
     }
 
-    /// Reads the replies to the `put`s sent and not yet answered.
+    /// Reads the replies to the `put`s sent, oldest first, until at most `left` are unanswered.
     fn replies(
         &mut self,
-        pending: &mut Vec<(&Name, u64)>,
+        pending: &mut VecDeque<(&Name, u64)>,
+        left: usize,
         each: &mut impl FnMut(&Name, Result<Uploaded, ClientError>),
     ) -> Result<(), ClientError> {
-        if pending.is_empty() {
+        if pending.len() <= left {
             return Ok(());
         }
         self.flush()?;
-        for (name, from) in pending.drain(..) {
+        while pending.len() > left {
+            let Some((name, from)) = pending.pop_front() else { break };
             let result = self.read_size_and_digest()?;
             each(name, result.map(|(size, digest)| Uploaded { size, digest, resumed_from: from }));
         }

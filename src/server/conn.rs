@@ -13,7 +13,7 @@
 //! but steady reader is served, one that stops reading releases the thread.
 
 use std::fs::File;
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::BorrowedFd;
 use std::os::unix::fs::FileExt;
@@ -27,6 +27,7 @@ use super::bytes::Bytes;
 use super::get::{self, Source};
 use super::list;
 use super::shared::Shared;
+use super::storers::{self, Job, SMALL_UPLOAD, Storers};
 use crate::digest::Digest;
 use crate::name::Name;
 use crate::transport::{BufStream, Transport};
@@ -115,7 +116,12 @@ pub(crate) struct Connection<'a> {
     /// The interrupted upload a `partial` request found (its name, size and digest), held for
     /// the `put` that follows.
     partial: Option<(Name, u64, Digest, crate::store::Partial)>,
+    /// Upload answers written since the buffer was last flushed on their account.
+    unflushed_answers: usize,
 }
+
+/// Upload answers held back at most before they are sent while requests keep coming.
+const FLUSH_ANSWERS: usize = 32;
 
 /// A `put` request's fields but its name.
 struct Put {
@@ -186,15 +192,24 @@ impl<'a> Connection<'a> {
             token: None,
             may_write: false,
             partial: None,
+            unflushed_answers: 0,
         }))
     }
 
     /// Answers requests until the peer quits or closes, or a limit is hit.
     pub(crate) fn serve(&mut self) -> Result<(), ConnError> {
+        let shared = self.shared;
+        std::thread::scope(|scope| self.serve_with(&mut Storers::new(scope, shared)))
+    }
+
+    /// [`Connection::serve`], small uploads stored by `storers`.
+    fn serve_with(&mut self, storers: &mut Storers<'_, '_>) -> Result<(), ConnError> {
         let config = &self.shared.config;
         let mut line = Vec::with_capacity(256);
         loop {
             if self.stream.buffer().is_empty() {
+                // Nothing more to read for now: every upload handed over is answered first.
+                self.answer_stored(storers, true)?;
                 self.stream.flush()?;
                 set_timeout(&self.tcp, &mut self.read_timeout, config.idle_timeout)?;
                 if self.stream.fill_buf()?.is_empty() {
@@ -237,6 +252,11 @@ impl<'a> Connection<'a> {
                 Ok(request) => debug!(peer = %self.peer, request = %request.for_log(), "request"),
                 Err(e) => debug!(peer = %self.peer, "bad request: {e}"),
             }
+            // Replies go out in request order: uploads handed over are answered before anything
+            // but another upload.
+            if !matches!(request, Ok(Request::Put { .. })) {
+                self.answer_stored(storers, true)?;
+            }
             // With an auth file, only setting up and leaving are answered before a valid token.
             let open = matches!(request, Ok(Request::Hello(_) | Request::Auth(_) | Request::Quit) | Err(_));
             if self.shared.auth.is_some() && self.token.is_none() && !open {
@@ -271,7 +291,7 @@ impl<'a> Connection<'a> {
                     }
                 }
                 Ok(Request::Put { size, digest, mtime, from, replace, name }) => {
-                    if !self.put(Put { size, digest, mtime, from, replace }, &name)? {
+                    if !self.put(Put { size, digest, mtime, from, replace }, name, storers)? {
                         return self.linger();
                     }
                 }
@@ -388,7 +408,9 @@ impl<'a> Connection<'a> {
                 format!("{size} bytes is more than this server takes ({})", config.max_upload),
             ));
         }
-        if !(replace && config.allow_overwrite) && self.shared.root.holds(name) {
+        // A taken name is found before a big body; a small one is read, and the name's
+        // `linkat` tells (one lookup fewer per small file).
+        if !(replace && config.allow_overwrite) && size > SKIP_REFUSED_UP_TO && self.shared.root.holds(name) {
             return Some((ErrorCode::Exists, exists_message(name, replace)));
         }
         match self.shared.root.free_bytes() {
@@ -426,14 +448,15 @@ impl<'a> Connection<'a> {
     /// since a body cannot be told from requests. Otherwise the body is read (each read within
     /// the request timeout) and stored by [`crate::store::Root::put`], and any refusal after that
     /// leaves the connection usable. Returns false when the connection is to close.
-    fn put(&mut self, put: Put, name: &Name) -> Result<bool, ConnError> {
+    fn put(&mut self, put: Put, name: Name, storers: &mut Storers<'_, '_>) -> Result<bool, ConnError> {
         let Put { size, digest, mtime, from, replace } = put;
         let partial = match self.partial.take() {
-            Some((n, s, d, p)) if (&n, s, d) == (name, size, digest) => Some(p),
+            Some((n, s, d, p)) if (&n, s, d) == (&name, size, digest) => Some(p),
             _ => None,
         };
         let body_len = size - from;
-        if let Some((code, why)) = self.upload_refusal(size, name, replace) {
+        if let Some((code, why)) = self.upload_refusal(size, &name, replace) {
+            self.answer_stored(storers, true)?;
             info!(peer = %self.peer, %name, size, "upload refused: {why}");
             self.err(code, &why)?;
             if body_len > SKIP_REFUSED_UP_TO {
@@ -443,28 +466,99 @@ impl<'a> Connection<'a> {
             let skipped = io::copy(&mut io::Read::take(&mut self.stream, body_len), &mut io::sink())?;
             return if skipped == body_len { Ok(true) } else { Err(ConnError::Truncated) };
         }
+        let asked_to_replace = replace;
         let replace = replace && self.shared.config.allow_overwrite;
         set_timeout(&self.tcp, &mut self.read_timeout, self.shared.config.request_timeout)?;
+        if size <= SMALL_UPLOAD && from == 0 && partial.is_none() {
+            // Whole in memory, then stored on a store thread while the next request is read.
+            if storers.holds(&name) {
+                self.answer_stored(storers, true)?;
+            }
+            let mut bytes = Vec::with_capacity(size as usize);
+            io::Read::take(&mut self.stream, size).read_to_end(&mut bytes)?;
+            if bytes.len() as u64 != size {
+                return Err(ConnError::Truncated);
+            }
+            let job = Job { name, digest, mtime, replace, asked_to_replace, bytes };
+            match storers.submit(job) {
+                Ok(()) => {}
+                Err(job) => {
+                    self.answer_stored(storers, true)?;
+                    let stored = storers::store(self.shared, &job);
+                    self.put_answer(&job.name, size, asked_to_replace, stored)?;
+                }
+            }
+            // Answers already known go out (a batch at a time, so a client that keeps sending
+            // hears of the first while it does); a full hand waits for the oldest.
+            self.answer_stored(storers, false)?;
+            while storers.full() {
+                self.answer_one(storers)?;
+            }
+            if self.unflushed_answers >= FLUSH_ANSWERS {
+                self.stream.flush()?;
+                self.unflushed_answers = 0;
+            }
+            return Ok(true);
+        }
+        self.answer_stored(storers, true)?;
         let mut body = io::Read::take(&mut self.stream, body_len);
-        let stored = self.shared.root.put(name, size, digest, mtime, &mut body, replace, from, partial);
+        let stored = self.shared.root.put(&name, size, digest, mtime, &mut body, replace, from, partial);
         // What a refusal left unread is skipped, to stay in step with the peer.
         let skipped = io::copy(&mut body, &mut io::sink());
+        if stored.is_ok() {
+            self.shared.cache.forget(&name);
+            self.shared.digests.forget(&name);
+        }
+        let answered = self.put_answer(&name, size, asked_to_replace, stored);
+        skipped?;
+        answered?;
+        Ok(true)
+    }
+
+    /// Writes the answers of the uploads handed to `storers` that are known, in order; with
+    /// `wait`, of all of them, waiting for each.
+    fn answer_stored(&mut self, storers: &mut Storers<'_, '_>, wait: bool) -> Result<(), ConnError> {
+        while !storers.is_empty() {
+            match storers.next_answer(wait) {
+                Some((waiting, stored)) => {
+                    self.put_answer(&waiting.name, waiting.size, waiting.asked_to_replace, stored)?
+                }
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest upload handed to `storers` and writes its answer.
+    fn answer_one(&mut self, storers: &mut Storers<'_, '_>) -> Result<(), ConnError> {
+        match storers.next_answer(true) {
+            Some((waiting, stored)) => self.put_answer(&waiting.name, waiting.size, waiting.asked_to_replace, stored),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the answer to an upload of `name` (`size` bytes) that was read and stored, or
+    /// refused: the connection goes on, unless its body was cut short.
+    fn put_answer(
+        &mut self,
+        name: &Name,
+        size: u64,
+        asked_to_replace: bool,
+        stored: Result<crate::store::Stored, crate::store::PutError>,
+    ) -> Result<(), ConnError> {
         use crate::store::PutError;
         let (code, why) = match stored {
-            Ok(()) => {
-                skipped?;
-                self.shared.cache.forget(name);
-                self.shared.digests.forget(name);
+            Ok(stored) => {
                 self.shared.uploads.fetch_add(1, Ordering::Relaxed);
-                self.shared.bytes_received.fetch_add(body_len, Ordering::Relaxed);
+                self.shared.bytes_received.fetch_add(size - stored.from, Ordering::Relaxed);
                 let token = self.token.as_deref().unwrap_or("-");
-                info!(peer = %self.peer, token, %name, size, from, replace, "uploaded");
-                protocol::write_ok_fields(&mut self.stream, &format!("{size} xxh3={digest}"))?;
-                return Ok(true);
+                info!(peer = %self.peer, token, %name, size, from = stored.from, "uploaded");
+                self.unflushed_answers += 1;
+                return Ok(protocol::write_ok_fields(&mut self.stream, &format!("{size} xxh3={}", stored.digest))?);
             }
             Err(PutError::Short { .. }) => return Err(ConnError::Truncated),
             Err(PutError::Body(e)) => return Err(e.into()),
-            Err(PutError::Exists) => (ErrorCode::Exists, exists_message(name, put.replace)),
+            Err(PutError::Exists) => (ErrorCode::Exists, exists_message(name, asked_to_replace)),
             Err(e @ PutError::Mismatch { .. }) => (ErrorCode::BadRequest, format!("{name}: {e}")),
             Err(e @ (PutError::NotFolder(_) | PutError::Reserved)) => (ErrorCode::Denied, format!("{name}: {e}")),
             Err(e @ PutError::NoPartial(_)) => (ErrorCode::Changed, format!("{name}: {e}")),
@@ -473,10 +567,8 @@ impl<'a> Connection<'a> {
             }
             Err(e) => (ErrorCode::Internal, format!("{name}: {e}")),
         };
-        skipped?;
         info!(peer = %self.peer, %name, size, "upload refused: {why}");
-        self.err(code, &why)?;
-        Ok(true)
+        self.err(code, &why)
     }
 
     fn err(&mut self, code: ErrorCode, message: &dyn std::fmt::Display) -> Result<(), ConnError> {

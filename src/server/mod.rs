@@ -42,6 +42,7 @@ mod memo;
 pub mod mirror;
 mod private;
 mod shared;
+mod storers;
 pub mod tls;
 
 pub use config::{Config, DEFAULT_BIND, DEFAULT_CACHE_DIR, DEFAULT_ROOT};

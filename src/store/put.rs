@@ -13,7 +13,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -75,10 +75,22 @@ impl From<Errno> for PutError {
     }
 }
 
+/// What [`Root::put`] stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// The file's digest, checked.
+    pub digest: Digest,
+    /// Where the bytes read for it began (those before were held from an interrupted upload).
+    pub from: u64,
+}
+
 /// The staging folder, open, and the file system it is on.
 pub(super) struct Staging {
     dir: OwnedFd,
     dev: u64,
+    /// Whether the process's umask leaves [`UPLOAD_MODE`] whole, so an unnamed file can be
+    /// created with it rather than changed to it.
+    umask_keeps_mode: bool,
 }
 
 /// What [`Root::enable_uploads`] found in the staging folder.
@@ -152,7 +164,11 @@ impl Root {
                 cleaned.removed += 1;
             }
         }
-        self.staging = Some(Staging { dir, dev });
+        // Read (by setting it and back) while the server is starting: no other thread makes files.
+        let umask = rustix::process::umask(Mode::from_raw_mode(0o022));
+        rustix::process::umask(umask);
+        let umask_keeps_mode = umask.as_raw_mode() & UPLOAD_MODE == 0;
+        self.staging = Some(Staging { dir, dev, umask_keeps_mode });
         Ok(cleaned)
     }
 
@@ -170,7 +186,7 @@ impl Root {
 
     fn open_partial(
         &self,
-        folder: &OwnedFd,
+        folder: &Folder,
         name: &Name,
         len: u64,
         digest: Digest,
@@ -199,6 +215,15 @@ impl Root {
         Ok(Some(Partial { file, key, held, hasher }))
     }
 
+    /// The mode an unnamed file is created with: the upload mode itself where the umask keeps
+    /// it (no `fchmod` then), else owner-only until it is changed.
+    fn created_mode(&self) -> u32 {
+        match &self.staging {
+            Some(s) if s.umask_keeps_mode => UPLOAD_MODE,
+            _ => 0o600,
+        }
+    }
+
     /// Stores the file `name` of `len` bytes, the bytes from offset `from` on read from `body`,
     /// as the module doc says: checked against `digest`, with mode [`UPLOAD_MODE`] and
     /// modification time `mtime` (seconds, nanoseconds). The bytes before `from` are those of
@@ -216,7 +241,7 @@ impl Root {
         replace: bool,
         from: u64,
         partial: Option<Partial>,
-    ) -> Result<(), PutError> {
+    ) -> Result<Stored, PutError> {
         if is_reserved(name) {
             return Err(PutError::Reserved);
         }
@@ -236,7 +261,7 @@ impl Root {
                 let hasher = std::mem::take(&mut p.hasher);
                 (Target::Partial(p), hasher)
             }
-            None => (Target::Unnamed(unnamed_in(&existing)?), Hasher::default()),
+            None => (Target::Unnamed(unnamed_in(&existing, self.created_mode())?), Hasher::default()),
         };
         let out = match &target {
             Target::Unnamed(f) => f,
@@ -261,21 +286,24 @@ impl Root {
             drop_partial();
             return Err(PutError::Mismatch { expected: digest, got });
         }
-        rustix::fs::fchmod(out, Mode::from_raw_mode(UPLOAD_MODE))?;
+        if matches!(target, Target::Partial(_)) || self.created_mode() != UPLOAD_MODE {
+            rustix::fs::fchmod(out, Mode::from_raw_mode(UPLOAD_MODE))?;
+        }
         let when = Timespec { tv_sec: mtime.0, tv_nsec: mtime.1.into() };
         rustix::fs::futimens(out, &Timestamps { last_access: when, last_modification: when })?;
         // Only now are missing folders made (an unnamed file can be linked into any folder of its
         // file system), so a refused upload leaves no empty folders behind either.
         let folder = make_folders(existing, &missing, name)?;
         match target {
-            Target::Partial(p) => self.name_partial(&p, &folder, file, replace),
-            Target::Unnamed(tmp) => self.name_unnamed(&tmp, &folder, file, replace),
+            Target::Partial(p) => self.name_partial(&p, &folder, file, replace)?,
+            Target::Unnamed(tmp) => self.name_unnamed(&tmp, &folder, file, replace)?,
         }
+        Ok(Stored { digest, from })
     }
 
     /// Gives a finished upload in the staging folder its name: linked (failing if the name is
     /// taken), or renamed over the old file when replacing. It leaves the staging folder either way.
-    fn name_partial(&self, p: &Partial, folder: &OwnedFd, file: &str, replace: bool) -> Result<(), PutError> {
+    fn name_partial(&self, p: &Partial, folder: &Folder, file: &str, replace: bool) -> Result<(), PutError> {
         let Some(staging) = &self.staging else { return Err(PutError::NoPartial(0)) };
         if replace {
             rustix::fs::renameat(&staging.dir, p.key.as_str(), folder, file)?;
@@ -292,7 +320,7 @@ impl Root {
     /// Gives an unnamed file its name: linked (failing if the name is taken), or when replacing
     /// linked under a name of its own first (in the staging folder, else beside the old file),
     /// then renamed over the old file in one step.
-    fn name_unnamed(&self, tmp: &File, folder: &OwnedFd, file: &str, replace: bool) -> Result<(), PutError> {
+    fn name_unnamed(&self, tmp: &File, folder: &Folder, file: &str, replace: bool) -> Result<(), PutError> {
         if !replace {
             return match link_unnamed(tmp, folder, file) {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(PutError::Exists),
@@ -314,17 +342,18 @@ impl Root {
         Ok(())
     }
 
-    /// The deepest folder on the way to `name` that exists, opened without following a symlink,
-    /// the components beneath it still to be made, and the last component of `name`.
-    fn existing_folder<'n>(&self, name: &'n Name) -> Result<(OwnedFd, Vec<&'n str>, &'n str), PutError> {
-        let mut folder = rustix::fs::openat(&self.dir, ".", FOLDER_FLAGS, Mode::empty())?;
+    /// The deepest folder on the way to `name` that exists, opened without following a symlink
+    /// (the root itself is not opened again), the components beneath it still to be made, and
+    /// the last component of `name`.
+    fn existing_folder<'n>(&self, name: &'n Name) -> Result<(Folder<'_>, Vec<&'n str>, &'n str), PutError> {
+        let mut folder = Folder::Root(self.dir.as_fd());
         let Some((folders, file)) = name.as_str().rsplit_once('/') else {
             return Ok((folder, Vec::new(), name.as_str()));
         };
         let parts: Vec<&str> = folders.split('/').collect();
         for (i, part) in parts.iter().enumerate() {
             folder = match rustix::fs::openat(&folder, *part, FOLDER_FLAGS, Mode::empty()) {
-                Ok(next) => next,
+                Ok(next) => Folder::Open(next),
                 Err(Errno::NOENT) => return Ok((folder, parts[i..].to_vec(), file)),
                 Err(Errno::LOOP | Errno::NOTDIR) => return Err(PutError::NotFolder(parts[..=i].join("/"))),
                 Err(e) => return Err(e.into()),
@@ -334,12 +363,27 @@ impl Root {
     }
 }
 
+/// A folder beneath the root, or the root itself (borrowed, not opened again).
+enum Folder<'r> {
+    Root(BorrowedFd<'r>),
+    Open(OwnedFd),
+}
+
+impl AsFd for Folder<'_> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Folder::Root(fd) => *fd,
+            Folder::Open(fd) => fd.as_fd(),
+        }
+    }
+}
+
 /// How every folder on the way to an upload is opened: never through a symlink.
 const FOLDER_FLAGS: OFlags = OFlags::DIRECTORY.union(OFlags::NOFOLLOW).union(OFlags::RDONLY).union(OFlags::CLOEXEC);
 
 /// Makes the folders `missing` one inside the other beneath `folder`, each opened without
 /// following a symlink (another upload may make one meanwhile: that is fine; a symlink is not).
-fn make_folders(mut folder: OwnedFd, missing: &[&str], name: &Name) -> Result<OwnedFd, PutError> {
+fn make_folders<'r>(mut folder: Folder<'r>, missing: &[&str], name: &Name) -> Result<Folder<'r>, PutError> {
     let above = name.as_str().matches('/').count() - missing.len();
     for (i, part) in missing.iter().enumerate() {
         match rustix::fs::mkdirat(&folder, *part, Mode::from_raw_mode(FOLDER_MODE)) {
@@ -347,7 +391,7 @@ fn make_folders(mut folder: OwnedFd, missing: &[&str], name: &Name) -> Result<Ow
             Err(e) => return Err(e.into()),
         }
         folder = match rustix::fs::openat(&folder, *part, FOLDER_FLAGS, Mode::empty()) {
-            Ok(next) => next,
+            Ok(next) => Folder::Open(next),
             Err(Errno::LOOP | Errno::NOTDIR) => {
                 let shown: Vec<&str> = name.as_str().split('/').take(above + i + 1).collect();
                 return Err(PutError::NotFolder(shown.join("/")));
@@ -358,14 +402,10 @@ fn make_folders(mut folder: OwnedFd, missing: &[&str], name: &Name) -> Result<Ow
     Ok(folder)
 }
 
-/// An unnamed file (`O_TMPFILE`) in `folder`, for writing.
-fn unnamed_in(folder: &OwnedFd) -> Result<File, PutError> {
-    match rustix::fs::openat(
-        folder,
-        ".",
-        OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
-    ) {
+/// An unnamed file (`O_TMPFILE`) in `folder` with permissions `mode`, for writing.
+fn unnamed_in(folder: &Folder, mode: u32) -> Result<File, PutError> {
+    match rustix::fs::openat(folder, ".", OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC, Mode::from_raw_mode(mode))
+    {
         Ok(fd) => Ok(File::from(fd)),
         Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => Err(PutError::Unsupported),
         Err(e) => Err(e.into()),
@@ -378,16 +418,24 @@ fn copy_hashed(body: &mut dyn Read, out: &File, from: u64, len: u64, mut hasher:
     let mut buf = vec![0u8; usize::try_from(len - from).unwrap_or(usize::MAX).clamp(1, 256 << 10)];
     let mut done = from;
     while done < len {
+        // The buffer is filled before it is written: one write for a small file, however its
+        // bytes arrived.
         let want = (len - done).min(buf.len() as u64) as usize;
-        let n = match body.read(&mut buf[..want]) {
-            Ok(0) => return Err(PutError::Short { expected: len, received: done }),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(PutError::Body(e)),
-        };
+        let mut n = 0;
+        while n < want {
+            match body.read(&mut buf[n..want]) {
+                Ok(0) => break,
+                Ok(got) => n += got,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(PutError::Body(e)),
+            }
+        }
         hasher.update(&buf[..n]);
         out.write_all_at(&buf[..n], done)?;
         done += n as u64;
+        if n < want {
+            return Err(PutError::Short { expected: len, received: done });
+        }
     }
     Ok(hasher.digest())
 }
@@ -419,7 +467,7 @@ mod tests {
         Name::parse(s).unwrap()
     }
 
-    fn put(root: &Root, n: &str, bytes: &[u8], replace: bool) -> Result<(), PutError> {
+    fn put(root: &Root, n: &str, bytes: &[u8], replace: bool) -> Result<Stored, PutError> {
         root.put(&name(n), bytes.len() as u64, Digest::of(bytes), (1_000_000_000, 5), &mut &bytes[..], replace, 0, None)
     }
 
