@@ -108,6 +108,8 @@ pub struct Partial {
     file: File,
     key: String,
     held: u64,
+    /// The file's length, which may exceed what is held (bytes past the upload's size).
+    on_disk: u64,
     hasher: Hasher,
 }
 
@@ -208,11 +210,12 @@ impl Root {
         if st.st_nlink == 0 {
             return Ok(None);
         }
-        let held = (st.st_size.max(0) as u64).min(len);
+        let on_disk = st.st_size.max(0) as u64;
+        let held = on_disk.min(len);
         let mut hasher = Hasher::default();
         // Locked: nothing else changes it meanwhile.
         crate::digest::feed_file(&file, 0, held, &mut hasher)?;
-        Ok(Some(Partial { file, key, held, hasher }))
+        Ok(Some(Partial { file, key, held, on_disk, hasher }))
     }
 
     /// The mode an unnamed file is created with: the upload mode itself where the umask keeps
@@ -256,7 +259,12 @@ impl Root {
                 if from == 0 {
                     p.hasher = Hasher::default();
                 }
-                p.file.set_len(from)?;
+                // Only when there is something to cut: ext4 flushes a file that was truncated
+                // to nothing when it is closed (auto_da_alloc), which would write a fresh upload
+                // out to disk synchronously.
+                if p.on_disk != from {
+                    p.file.set_len(from)?;
+                }
                 p.held = from;
                 let hasher = std::mem::take(&mut p.hasher);
                 (Target::Partial(p), hasher)
