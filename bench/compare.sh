@@ -2,7 +2,7 @@
 # ft side by side with the tools it replaces, on this machine, over loopback, in one run:
 # nginx (sendfile, and TLS) fetched by curl, curl's parallel mode, and an rsync daemon.
 #
-#   bench/compare.sh [big|small|mid|many|idle|tls|tree|all]...     (from the project's root)
+#   bench/compare.sh [big|small|mid|many|idle|tls|tree|up|all]...  (from the project's root)
 #
 # Each case runs RUNS rounds (default 7), the tools interleaved within a round, and prints the
 # median of each tool's figures and, for each ratio, the median of the per-round ratios (above 1:
@@ -20,14 +20,17 @@
 #   tls    1 GiB over TLS 1.3 to /dev/null: curl from nginx, against ftclient --tls
 #   tree   about 10,000 files in nested folders: rsync -a from an rsync daemon, against
 #          ftclient get -r: first fetch, again with nothing changed, again after 1% changed
-#   all    big small mid many idle tls tree
+#   up     ft against itself: put of the 1,000 files of 4 KiB, and of the 1 GiB file, against get
+#          of the same files, all saved to disk (get from a cache that holds them, and from one
+#          that does not); above 1: put is ahead
+#   all    big small mid many idle tls tree up
 set -euo pipefail
 
 CASES=("$@")
 [ ${#CASES[@]} -gt 0 ] || CASES=(all)
-[ "${CASES[*]}" = all ] && CASES=(big small mid many idle tls tree)
+[ "${CASES[*]}" = all ] && CASES=(big small mid many idle tls tree up)
 for case in "${CASES[@]}"; do
-  case $case in big|small|mid|many|idle|tls|tree) ;; *) echo "unknown case $case: big small mid many idle tls tree all" >&2; exit 2 ;; esac
+  case $case in big|small|mid|many|idle|tls|tree|up) ;; *) echo "unknown case $case: big small mid many idle tls tree up all" >&2; exit 2 ;; esac
 done
 RUNS=${RUNS:-7}
 W=${W:-${TMPDIR:-/tmp}/ft-bench}     # files served, files saved; kept between runs
@@ -152,6 +155,37 @@ many)
   echo "many_curl_parallel64_ms $(median "${a[@]}")"
   echo "many_ft_ms $(median "${b[@]}")"
   echo "ratio_many_vs_curl $(ratio "${a[*]}" "${b[*]}")"
+  ;;
+up)
+  PP=$(free_port); ftserver "$PP" 64MiB --allow-upload=up --allow-overwrite
+  names=$(cd "$W/root" && echo many/f*.bin)
+  "$BIN/ftclient" --port "$FP" get $names big.bin -o "$W/out/warm" >/dev/null 2>&1 && rm -rf "$W/out/warm"   # into the cache
+  a=() b=() c=() d=() e=() f=()
+  # Each timed command starts with nothing left to write back from the one before (sync, untimed):
+  # otherwise the third gigabyte written in a round is slowed by the writeback of the first two.
+  for _ in $(seq "$RUNS"); do
+    rm -rf "$W/out/g1" "$W/out/g2" "$W/root/up"; sync
+    a+=($(ms "$BIN/ftclient" -q --port "$FP" get $names -o "$W/out/g1")); sync
+    b+=($(ms "$BIN/ftclient" -q --port "$UP" get $names -o "$W/out/g2")); sync
+    c+=($(ms sh -c "cd '$W/root' && exec '$BIN/ftclient' -q --port $PP put $names --to up/many"))
+    rm -rf "$W/out/g1" "$W/out/g2"; sync
+    d+=($(ms "$BIN/ftclient" -q --port "$FP" get big.bin -o "$W/out/g1")); sync
+    e+=($(ms "$BIN/ftclient" -q --port "$UP" get big.bin -o "$W/out/g2")); sync
+    f+=($(ms "$BIN/ftclient" -q --port "$PP" put "$W/root/big.bin" --to up/big))
+  done
+  [ "$(find "$W/root/up/many" -type f | wc -l)" = 1000 ] && cmp -s "$W/root/up/big/big.bin" "$W/root/big.bin" \
+    || { echo "put did not store what was sent" >&2; exit 1; }
+  rm -rf "$W/out/g1" "$W/out/g2" "$W/root/up"
+  echo "up_many_get_cached_ms $(median "${a[@]}")"
+  echo "up_many_get_uncached_ms $(median "${b[@]}")"
+  echo "up_many_put_ms $(median "${c[@]}")"
+  echo "ratio_up_many_put_vs_get_cached $(ratio "${a[*]}" "${c[*]}")"
+  echo "ratio_up_many_put_vs_get_uncached $(ratio "${b[*]}" "${c[*]}")"
+  echo "up_big_get_cached_ms $(median "${d[@]}")"
+  echo "up_big_get_uncached_ms $(median "${e[@]}")"
+  echo "up_big_put_ms $(median "${f[@]}")"
+  echo "ratio_up_big_put_vs_get_cached $(ratio "${d[*]}" "${f[*]}")"
+  echo "ratio_up_big_put_vs_get_uncached $(ratio "${e[*]}" "${f[*]}")"
   ;;
 idle)
   IP=$(free_port); ftserver "$IP" 64MiB --max-conns $((IDLE + 100))
