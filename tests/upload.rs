@@ -209,7 +209,7 @@ fn an_interrupted_upload_resumes_from_the_bytes_the_server_proves() {
     interrupted(&server, "big.bin", &data, half);
     // On the wire: the server names what it holds and its digest; the rest follows.
     let mut w = server.connect();
-    w.send(format!("partial {} {} new big.bin\n", data.len(), Digest::of(&data)));
+    w.send(format!("partial {} 1000000000 7 new big.bin\n", data.len()));
     assert_eq!(w.line(), format!("OK {half} xxh3={}", Digest::of(&data[..half])));
     w.send(put_from("big.bin", data.len(), Digest::of(&data), half, false)).send(&data[half..]);
     assert_eq!(w.line(), format!("OK {} xxh3={}", data.len(), Digest::of(&data)));
@@ -220,8 +220,12 @@ fn an_interrupted_upload_resumes_from_the_bytes_the_server_proves() {
     // The client: resumes what it can prove, starts over what it cannot.
     let local = tempfile::tempdir().unwrap();
     let (good, bad) = (pattern(2 << 20), pattern((2 << 20) + 1));
-    fs::write(local.path().join("good.bin"), &good).unwrap();
-    fs::write(local.path().join("bad.bin"), &bad).unwrap();
+    // Keyed by name, size and modification time: the local files have the time `put_line` sends.
+    let when = std::time::UNIX_EPOCH + std::time::Duration::new(1_000_000_000, 7);
+    for (n, bytes) in [("good.bin", &good), ("bad.bin", &bad)] {
+        fs::write(local.path().join(n), bytes).unwrap();
+        fs::File::options().write(true).open(local.path().join(n)).unwrap().set_modified(when).unwrap();
+    }
     interrupted(&server, "good.bin", &good, 700_000);
     // Someone who knows bad.bin's size and digest plants other bytes under its name.
     let mut w = server.connect();
@@ -447,7 +451,7 @@ fn a_disk_that_fills_up_mid_upload_leaves_nothing_and_the_server_goes_on() {
     assert!(staged(&mount).is_empty(), "a failed write keeps nothing: {:?}", staged(&mount));
     // A new upload that does not fit is refused before its body; the server still serves.
     let mut w = server.connect();
-    w.send(format!("partial {} {} new c.bin\n", 2 << 20, Digest::of(&a)));
+    w.send(format!("partial {} 0 0 new c.bin\n", 2 << 20));
     assert!(w.line().starts_with("ERR no-space "));
     assert!(w.get(&landed[0]) == kept);
     drop(server);
@@ -478,4 +482,60 @@ fn many_small_puts_pipelined_are_answered_in_order_and_a_later_request_sees_them
     assert_eq!(w.get("many/f0"), again);
     assert_eq!(fs::read(dirs.root.path().join("many/f299")).unwrap(), "file 299\n".repeat(50).as_bytes());
     assert_eq!(server.stat("uploads"), 301);
+}
+
+#[test]
+fn a_digest_after_the_bytes_is_checked_and_an_abort_stores_nothing() {
+    let dirs = Dirs::new();
+    let server = taking_uploads(&dirs, |c| c);
+    let mut w = server.connect();
+    // Small and big (resumable), each: with its digest after the bytes, and given up on.
+    for (n, len) in [("small.bin", 10_000), ("big.bin", 2 << 20)] {
+        let data = pattern(len);
+        w.send(format!("put {len} - 5 0 0 new {n}\n")).send(&data).send(format!("xxh3={}\n", Digest::of(&data)));
+        assert_eq!(w.line(), format!("OK {len} xxh3={}", Digest::of(&data)), "{n}");
+        let other = format!("other-{n}");
+        w.send(format!("put {len} - 5 0 0 new {other}\n")).send(&data).send("abort\n");
+        assert_eq!(
+            w.line(),
+            format!("ERR changed {other}: the sender gave up on the file (it changed or shrank while it was read)")
+        );
+        w.send(format!("put {len} - 5 0 0 new {other}\n")).send(&data).send(format!("xxh3={}\n", Digest::of(b"x")));
+        assert!(w.line().starts_with(&format!("ERR bad-request {other}: the bytes received have digest ")));
+    }
+    assert_eq!(tree(dirs.root.path()), ["big.bin", "small.bin"]);
+    assert!(staged(dirs.root.path()).is_empty(), "{:?}", staged(dirs.root.path()));
+    // A line after the bytes that is not a digest: out of step, the connection ends.
+    w.send("put 2 - 5 0 0 new x\nhi").send("stats\n");
+    assert!(w.closed());
+    assert!(!dirs.root.path().join("x").exists());
+}
+
+/// Changes the file being sent as soon as its first bytes go.
+struct Meddler(std::path::PathBuf, std::sync::atomic::AtomicBool);
+
+impl ft::client::Progress for Meddler {
+    fn begin(&self, _: &ft::name::Name, _: u64) {}
+    fn advance(&self, _: u64) {
+        if !self.1.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let file = fs::File::options().write(true).open(&self.0).unwrap();
+            std::os::unix::fs::FileExt::write_all_at(&file, b"changed", 1000).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_file_that_changes_while_it_is_put_is_given_up_on_and_stores_nothing() {
+    let dirs = Dirs::new();
+    let server = taking_uploads(&dirs, |c| c);
+    let local = tempfile::tempdir().unwrap();
+    let path = local.path().join("moving.bin");
+    fs::write(&path, pattern(3 << 20)).unwrap();
+    let mut client = server.client();
+    client.set_progress(std::sync::Arc::new(Meddler(path.clone(), Default::default())));
+    let mut results = Vec::new();
+    client.put_all(&[(path, name("moving.bin"))], ft::client::PutOptions::default(), |_, r| results.push(r)).unwrap();
+    let e = results.pop().unwrap().unwrap_err();
+    assert!(e.to_string().contains("the sender gave up on the file"), "{e}");
+    assert!(tree(dirs.root.path()).is_empty() && staged(dirs.root.path()).is_empty());
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use super::{Client, ClientError, SMALL_FILE, Uploaded, WINDOW};
 use crate::digest::{Digest, Hasher};
 use crate::name::Name;
-use crate::wire::{self as protocol, ProtocolError, Request};
+use crate::wire::{self as protocol, ProtocolError, PutTrailer, Request};
 
 /// Files of this size and more are resumable: the server says first whether it takes them and
 /// how much of an interrupted upload it holds (the server's `RESUMABLE_FROM`).
@@ -37,13 +37,15 @@ struct Outgoing {
     file: File,
     size: u64,
     mtime: (i64, u32),
-    digest: Digest,
-    /// The whole file, if it is small enough to be read once.
-    bytes: Option<Vec<u8>>,
+    /// What identifies this version of the file (size, modification and change times), to see
+    /// whether it changed while it was sent.
+    version: (u64, i64, i64, i64, i64),
+    /// A small file: read once, whole, with its digest.
+    whole: Option<(Vec<u8>, Digest)>,
 }
 
 impl Outgoing {
-    /// Opens and hashes `local` (a small file is read once, into memory).
+    /// Opens `local`; a small file is read once, into memory, and hashed.
     fn read(local: &Path) -> Result<Outgoing, ClientError> {
         let local_error = |source| ClientError::Unreadable { path: local.to_path_buf(), source };
         let file = File::open(local).map_err(local_error)?;
@@ -53,27 +55,32 @@ impl Outgoing {
         }
         let size = meta.len();
         let mtime = (meta.mtime(), u32::try_from(meta.mtime_nsec()).unwrap_or(0));
+        let version = version_of(&meta);
         if size <= SMALL_FILE {
             let mut bytes = vec![0u8; size as usize];
             file.read_exact_at(&mut bytes, 0).map_err(local_error)?;
-            return Ok(Outgoing { file, size, mtime, digest: Digest::of(&bytes), bytes: Some(bytes) });
+            let digest = Digest::of(&bytes);
+            return Ok(Outgoing { file, size, mtime, version, whole: Some((bytes, digest)) });
         }
-        let (digest, _) = crate::digest::hash_file(&file, size, None).map_err(local_error)?;
-        Ok(Outgoing { file, size, mtime, digest, bytes: None })
+        Ok(Outgoing { file, size, mtime, version, whole: None })
     }
 
-    /// The digest of the first `len` bytes.
-    fn prefix_digest(&self, len: u64) -> io::Result<Digest> {
-        let mut hasher = Hasher::default();
-        crate::digest::feed_file(&self.file, 0, len, &mut hasher)?;
-        Ok(hasher.digest())
+    /// Whether the file is still the version that was opened.
+    fn unchanged(&self) -> bool {
+        self.file.metadata().is_ok_and(|meta| version_of(&meta) == self.version)
     }
+}
+
+fn version_of(meta: &std::fs::Metadata) -> (u64, i64, i64, i64, i64) {
+    (meta.len(), meta.mtime(), meta.mtime_nsec(), meta.ctime(), meta.ctime_nsec())
 }
 
 impl Client {
     /// Uploads each local file in `files` as its name on the server (`put`), pipelined over this
-    /// connection: each is hashed (one read), then sent with its size, digest and modification
-    /// time, and the server stores it only if every byte arrives and matches. A file of
+    /// connection, each with its size and modification time, and the server stores it only if
+    /// every byte arrives and matches its digest. A small file is read once and its digest sent
+    /// ahead of it; a bigger one is hashed as it is sent and its digest follows its bytes (one
+    /// read of the file), or if it changed meanwhile an `abort`, which stores nothing. A file of
     /// [`RESUMABLE_FROM`] bytes or more is first announced (`partial`): the server refuses it
     /// there if it would refuse the upload, which costs no bytes, or says how much of an
     /// interrupted upload of it it holds, which is sent on from there if its digest matches this
@@ -98,11 +105,11 @@ impl Client {
                     continue;
                 }
             };
-            let mut from = 0;
+            let mut start = (0, Hasher::default());
             if outgoing.size >= RESUMABLE_FROM {
                 self.replies(&mut pending, 0, &mut each)?;
-                let (size, digest) = (outgoing.size, outgoing.digest);
-                self.send(&Request::Partial { size, digest, replace: options.force, name: name.clone() })?;
+                let (size, mtime) = (outgoing.size, outgoing.mtime);
+                self.send(&Request::Partial { size, mtime, replace: options.force, name: name.clone() })?;
                 self.flush()?;
                 match self.read_size_and_digest()? {
                     Err(refused) => {
@@ -110,15 +117,18 @@ impl Client {
                         continue;
                     }
                     Ok((held, prefix)) if options.resume && held > 0 && held <= size => {
-                        let local_error = |source| ClientError::Unreadable { path: local.clone(), source };
-                        if outgoing.prefix_digest(held).map_err(local_error)? == prefix {
-                            from = held;
+                        let mut hasher = Hasher::default();
+                        crate::digest::feed_file(&outgoing.file, 0, held, &mut hasher)
+                            .map_err(|source| ClientError::Unreadable { path: local.clone(), source })?;
+                        if hasher.digest() == prefix {
+                            start = (held, hasher);
                         }
                     }
                     Ok(_) => {}
                 }
             }
-            self.send_put(&outgoing, name, from, options.force)?;
+            let from = start.0;
+            self.send_put(&outgoing, name, start, options.force)?;
             pending.push_back((name, from));
             // A full window: the older half is answered while the server stores the newer.
             if pending.len() >= WINDOW {
@@ -147,16 +157,25 @@ impl Client {
         Ok(())
     }
 
-    /// Sends one `put` of `outgoing` as `name`: its line, then exactly its bytes from `from` on.
-    /// If the file shrank since it was hashed, the rest is padded with zeros, which the server
-    /// then refuses for their digest, so the connection stays in step.
-    fn send_put(&mut self, outgoing: &Outgoing, name: &Name, from: u64, replace: bool) -> Result<(), ClientError> {
-        let Outgoing { ref file, size, mtime, digest, ref bytes } = *outgoing;
+    /// Sends one `put` of `outgoing` as `name`: its line, then exactly its bytes from `from` on,
+    /// `hasher` having hashed those before. A small file's digest goes ahead of it; a bigger
+    /// one's follows its bytes, hashed as they are sent: `abort` instead if the file changed or
+    /// shrank meanwhile (a shrunk file's missing bytes are sent as zeros first, so the connection
+    /// stays in step).
+    fn send_put(
+        &mut self,
+        outgoing: &Outgoing,
+        name: &Name,
+        (from, mut hasher): (u64, Hasher),
+        replace: bool,
+    ) -> Result<(), ClientError> {
+        let Outgoing { ref file, size, mtime, ref whole, .. } = *outgoing;
+        let digest = whole.as_ref().map(|(_, digest)| *digest);
         self.send(&Request::Put { size, digest, mtime, from, replace, name: name.clone() })?;
         if let Some(progress) = &self.progress {
             progress.begin(name, size - from);
         }
-        if let Some(bytes) = bytes {
+        if let Some((bytes, _)) = whole {
             self.stream.write_all(&bytes[from as usize..]).inspect_err(|_| self.broken = true)?;
             if let Some(progress) = &self.progress {
                 progress.advance(size - from);
@@ -172,19 +191,23 @@ impl Client {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            hasher.update(&buf[..n]);
             self.stream.write_all(&buf[..n])?;
             sent += n as u64;
             if let Some(progress) = &self.progress {
                 progress.advance(n as u64);
             }
         }
-        // The file shrank or could not be read part-way: the rest is padded, and refused.
+        let whole = sent == size && outgoing.unchanged();
+        // The file shrank or could not be read part-way: the rest is padded, and given up on.
         buf.fill(0);
         while sent < size {
             let n = (size - sent).min(buf.len() as u64) as usize;
             self.stream.write_all(&buf[..n])?;
             sent += n as u64;
         }
+        let trailer = if whole { PutTrailer::Digest(hasher.digest()) } else { PutTrailer::Abort };
+        self.stream.write_all(format!("{trailer}\n").as_bytes())?;
         self.broken = false;
         Ok(())
     }

@@ -30,6 +30,7 @@ use super::shared::Shared;
 use super::storers::{self, Job, SMALL_UPLOAD, Storers};
 use crate::digest::Digest;
 use crate::name::Name;
+use crate::store::{Expected, PutError};
 use crate::transport::{BufStream, Transport};
 use crate::wire::{self as protocol, Agreed, ErrorCode, ProtocolError, Request};
 
@@ -115,7 +116,7 @@ pub(crate) struct Connection<'a> {
     may_write: bool,
     /// The interrupted upload a `partial` request found (its name, size and digest), held for
     /// the `put` that follows.
-    partial: Option<(Name, u64, Digest, crate::store::Partial)>,
+    partial: Option<(Name, u64, (i64, u32), crate::store::Partial)>,
     /// Upload answers written since the buffer was last flushed on their account.
     unflushed_answers: usize,
 }
@@ -126,10 +127,54 @@ const FLUSH_ANSWERS: usize = 32;
 /// A `put` request's fields but its name.
 struct Put {
     size: u64,
-    digest: Digest,
+    /// `None`: it follows the bytes ([`protocol::PutTrailer`]).
+    digest: Option<Digest>,
     mtime: (i64, u32),
     from: u64,
     replace: bool,
+}
+
+/// Reads the line after a `put -`'s bytes: the file's digest, or the sender giving up on it.
+fn read_put_trailer(stream: &mut BufStream) -> Result<Digest, PutError> {
+    let mut line = Vec::with_capacity(64);
+    match protocol::read_line(stream, &mut line, 128) {
+        Ok(true) => {}
+        Ok(false) => return Err(PutError::Short { expected: 1, received: 0 }),
+        Err(ProtocolError::Io(e)) => return Err(PutError::Body(e)),
+        Err(_) => return Err(PutError::BadTrailer),
+    }
+    match protocol::PutTrailer::parse(&line) {
+        Some(protocol::PutTrailer::Digest(digest)) => Ok(digest),
+        Some(protocol::PutTrailer::Abort) => Err(PutError::Aborted),
+        None => Err(PutError::BadTrailer),
+    }
+}
+
+/// The connection's end when the line after a `put -`'s bytes cannot be read.
+fn put_trailer_error(e: PutError) -> ConnError {
+    match e {
+        PutError::Body(e) => ConnError::Io(e),
+        PutError::Short { .. } => ConnError::Truncated,
+        _ => ConnError::Io(io::Error::new(io::ErrorKind::InvalidData, "the line after a put's bytes is not a digest")),
+    }
+}
+
+/// A body of `left` bytes read from a stream shared with the reader of the line after it.
+struct Limited<'c, 's> {
+    stream: &'c std::cell::RefCell<&'s mut BufStream>,
+    left: u64,
+}
+
+impl Read for Limited<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let most = usize::try_from(self.left).unwrap_or(usize::MAX).min(buf.len());
+        let n = self.stream.borrow_mut().read(&mut buf[..most])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 /// A refused upload's body up to this size is read and dropped, and the connection goes on;
@@ -295,7 +340,7 @@ impl<'a> Connection<'a> {
                         return self.linger();
                     }
                 }
-                Ok(Request::Partial { size, digest, replace, name }) => self.partial(size, digest, replace, &name)?,
+                Ok(Request::Partial { size, mtime, replace, name }) => self.partial(size, mtime, replace, &name)?,
                 Err(e) if e.ends_connection() => {
                     protocol::write_err(&mut self.stream, e.code(), &e)?;
                     return self.linger();
@@ -421,19 +466,20 @@ impl<'a> Connection<'a> {
     }
 
     /// Answers `partial`: how much of an interrupted upload of this very file (name, size and
-    /// digest) is held, and those bytes' digest; it stays held for this connection's next `put`.
-    fn partial(&mut self, size: u64, digest: Digest, replace: bool, name: &Name) -> Result<(), ConnError> {
+    /// modification time) is held, and those bytes' digest; it stays held for this connection's
+    /// next `put`.
+    fn partial(&mut self, size: u64, mtime: (i64, u32), replace: bool, name: &Name) -> Result<(), ConnError> {
         self.partial = None;
         if let Some((code, why)) = self.upload_refusal(size, name, replace) {
             return self.err(code, &why);
         }
-        match self.shared.root.partial(name, size, digest) {
+        match self.shared.root.partial(name, size, mtime) {
             Ok(held) => {
                 let (len, prefix) = held.as_ref().map_or((0, Digest::of(b"")), |p| (p.held(), p.digest()));
                 if len > 0 {
                     info!(peer = %self.peer, %name, held = len, size, "upload to resume");
                 }
-                self.partial = held.map(|p| (name.clone(), size, digest, p));
+                self.partial = held.map(|p| (name.clone(), size, mtime, p));
                 Ok(protocol::write_ok_fields(&mut self.stream, &format!("{len} xxh3={prefix}"))?)
             }
             Err(e @ (crate::store::PutError::NotFolder(_) | crate::store::PutError::Reserved)) => {
@@ -451,7 +497,7 @@ impl<'a> Connection<'a> {
     fn put(&mut self, put: Put, name: Name, storers: &mut Storers<'_, '_>) -> Result<bool, ConnError> {
         let Put { size, digest, mtime, from, replace } = put;
         let partial = match self.partial.take() {
-            Some((n, s, d, p)) if (&n, s, d) == (&name, size, digest) => Some(p),
+            Some((n, s, m, p)) if (&n, s, m) == (&name, size, mtime) => Some(p),
             _ => None,
         };
         let body_len = size - from;
@@ -464,7 +510,13 @@ impl<'a> Connection<'a> {
             }
             set_timeout(&self.tcp, &mut self.read_timeout, self.shared.config.request_timeout)?;
             let skipped = io::copy(&mut io::Read::take(&mut self.stream, body_len), &mut io::sink())?;
-            return if skipped == body_len { Ok(true) } else { Err(ConnError::Truncated) };
+            if skipped != body_len {
+                return Err(ConnError::Truncated);
+            }
+            if digest.is_none() {
+                read_put_trailer(&mut self.stream).map_err(put_trailer_error)?;
+            }
+            return Ok(true);
         }
         let asked_to_replace = replace;
         let replace = replace && self.shared.config.allow_overwrite;
@@ -479,6 +531,17 @@ impl<'a> Connection<'a> {
             if bytes.len() as u64 != size {
                 return Err(ConnError::Truncated);
             }
+            let digest = match digest {
+                Some(digest) => digest,
+                None => match read_put_trailer(&mut self.stream) {
+                    Ok(digest) => digest,
+                    Err(e) => {
+                        self.answer_stored(storers, true)?;
+                        self.put_answer(&name, size, asked_to_replace, Err(e))?;
+                        return Ok(true);
+                    }
+                },
+            };
             let job = Job { name, digest, mtime, replace, asked_to_replace, bytes };
             match storers.submit(job) {
                 Ok(()) => {}
@@ -501,10 +564,29 @@ impl<'a> Connection<'a> {
             return Ok(true);
         }
         self.answer_stored(storers, true)?;
-        let mut body = io::Read::take(&mut self.stream, body_len);
-        let stored = self.shared.root.put(&name, size, digest, mtime, &mut body, replace, from, partial);
+        // The body and the digest after it (if it comes after) are read from the one stream, in
+        // turn: shared through a cell, since both readers are handed to `Root::put` at once.
+        let stream = std::cell::RefCell::new(&mut self.stream);
+        let trailer_read = std::cell::Cell::new(digest.is_some());
+        let mut body = Limited { stream: &stream, left: body_len };
+        let mut after = || {
+            trailer_read.set(true);
+            read_put_trailer(&mut stream.borrow_mut())
+        };
+        let expected = match digest {
+            Some(digest) => Expected::Known(digest),
+            None => Expected::After(&mut after),
+        };
+        let stored = self.shared.root.put(&name, size, expected, mtime, &mut body, replace, from, partial);
         // What a refusal left unread is skipped, to stay in step with the peer.
-        let skipped = io::copy(&mut body, &mut io::sink());
+        let mut skipped = io::copy(&mut body, &mut io::sink()).map(drop);
+        if skipped.is_ok() && !trailer_read.get() {
+            skipped = match read_put_trailer(&mut stream.borrow_mut()) {
+                Err(PutError::Body(e)) => Err(e),
+                Err(PutError::BadTrailer) => Err(io::Error::other("the line after the bytes is not a digest")),
+                _ => Ok(()),
+            };
+        }
         if stored.is_ok() {
             self.shared.cache.forget(&name);
             self.shared.digests.forget(&name);
@@ -558,6 +640,8 @@ impl<'a> Connection<'a> {
             }
             Err(PutError::Short { .. }) => return Err(ConnError::Truncated),
             Err(PutError::Body(e)) => return Err(e.into()),
+            Err(e @ PutError::BadTrailer) => return Err(put_trailer_error(e)),
+            Err(e @ PutError::Aborted) => (ErrorCode::Changed, format!("{name}: {e}")),
             Err(PutError::Exists) => (ErrorCode::Exists, exists_message(name, asked_to_replace)),
             Err(e @ PutError::Mismatch { .. }) => (ErrorCode::BadRequest, format!("{name}: {e}")),
             Err(e @ (PutError::NotFolder(_) | PutError::Reserved)) => (ErrorCode::Denied, format!("{name}: {e}")),

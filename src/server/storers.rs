@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use super::shared::Shared;
 use crate::digest::Digest;
 use crate::name::Name;
-use crate::store::{PutError, Stored};
+use crate::store::{Expected, PutError, Stored};
 
 /// Threads storing one connection's small uploads (one per core here).
 const WORKERS: usize = 2;
@@ -166,7 +166,16 @@ impl<'scope, 'env> Storers<'scope, 'env> {
 /// Stores one small upload; on success its cache entry and digest memo go at once.
 pub(crate) fn store(shared: &Shared, job: &Job) -> Result<Stored, PutError> {
     let len = job.bytes.len() as u64;
-    let result = shared.root.put(&job.name, len, job.digest, job.mtime, &mut &job.bytes[..], job.replace, 0, None);
+    let result = shared.root.put(
+        &job.name,
+        len,
+        Expected::Known(job.digest),
+        job.mtime,
+        &mut &job.bytes[..],
+        job.replace,
+        0,
+        None,
+    );
     if result.is_ok() {
         shared.cache.forget(&job.name);
         shared.digests.forget(&job.name);

@@ -19,7 +19,9 @@ use crate::name::Name;
 
 mod put;
 pub(crate) use put::link_unnamed;
-pub use put::{Cleaned, FOLDER_MODE, PARTIAL_TTL, Partial, PutError, RESUMABLE_FROM, STAGING, Stored, UPLOAD_MODE};
+pub use put::{
+    Cleaned, Expected, FOLDER_MODE, PARTIAL_TTL, Partial, PutError, RESUMABLE_FROM, STAGING, Stored, UPLOAD_MODE,
+};
 
 /// What identifies one version of a file's contents: a change to any field means new contents.
 ///

@@ -57,6 +57,11 @@ pub enum PutError {
     Short { expected: u64, received: u64 },
     #[error("the bytes received have digest {got}, not the {expected} announced")]
     Mismatch { expected: Digest, got: Digest },
+    #[error("the sender gave up on the file (it changed or shrank while it was read)")]
+    Aborted,
+    /// The line after the bytes is not a digest: the connection is out of step.
+    #[error("the line after the bytes is not xxh3=<digest> or abort")]
+    BadTrailer,
     #[error("the partial upload to continue from byte {0} is not held here (ask with `partial` first)")]
     NoPartial(u64),
     #[error("this file system cannot hold unnamed files (O_TMPFILE), which uploads need")]
@@ -73,6 +78,13 @@ impl From<Errno> for PutError {
     fn from(e: Errno) -> PutError {
         PutError::Io(e.into())
     }
+}
+
+/// The digest an upload must have: announced with it, or read once its bytes are in (so its
+/// sender could hash it as it sent it).
+pub enum Expected<'a> {
+    Known(Digest),
+    After(&'a mut dyn FnMut() -> Result<Digest, PutError>),
 }
 
 /// What [`Root::put`] stored.
@@ -102,7 +114,7 @@ pub struct Cleaned {
     pub kept: usize,
 }
 
-/// An interrupted upload of one file (one name, size and digest), held by one caller: no other
+/// An interrupted upload of one file (one name, size and modification time), held by one caller: no other
 /// upload writes it meanwhile (an exclusive lock, released when this is dropped).
 pub struct Partial {
     file: File,
@@ -174,16 +186,16 @@ impl Root {
         Ok(cleaned)
     }
 
-    /// The interrupted upload of `name` (`len` bytes with `digest`) held beneath the root, locked
+    /// The interrupted upload of `name` (`len` bytes, modified at `mtime`) held beneath the root, locked
     /// for the caller, with how much of it there is and their digest; `None` if uploads of this
     /// size are not resumable here, or another upload holds it now (this one then starts over
-    /// in a file of its own). Made empty if there is none yet.
-    pub fn partial(&self, name: &Name, len: u64, digest: Digest) -> Result<Option<Partial>, PutError> {
+    /// in a file of its own), or there is none.
+    pub fn partial(&self, name: &Name, len: u64, mtime: (i64, u32)) -> Result<Option<Partial>, PutError> {
         if is_reserved(name) {
             return Err(PutError::Reserved);
         }
         let (existing, _, _) = self.existing_folder(name)?;
-        self.open_partial(&existing, name, len, digest)
+        self.open_partial(&existing, name, len, mtime, false)
     }
 
     fn open_partial(
@@ -191,15 +203,23 @@ impl Root {
         folder: &Folder,
         name: &Name,
         len: u64,
-        digest: Digest,
+        mtime: (i64, u32),
+        create: bool,
     ) -> Result<Option<Partial>, PutError> {
         let Some(staging) = &self.staging else { return Ok(None) };
         if len < RESUMABLE_FROM || rustix::fs::fstat(folder)?.st_dev != staging.dev {
             return Ok(None);
         }
-        let key = format!("{}.part", Digest::of(format!("{len} {digest} {name}").as_bytes()));
-        let flags = OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let file = File::from(rustix::fs::openat(&staging.dir, key.as_str(), flags, Mode::from_raw_mode(0o600))?);
+        // The file as its sender has it: the same name, size and modification time. Whether the
+        // bytes held are its first is for the sender to check by their digest.
+        let key = format!("{}.part", Digest::of(format!("{len} {} {} {name}", mtime.0, mtime.1).as_bytes()));
+        let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let flags = if create { flags | OFlags::CREATE } else { flags };
+        let file = match rustix::fs::openat(&staging.dir, key.as_str(), flags, Mode::from_raw_mode(0o600)) {
+            Ok(fd) => File::from(fd),
+            Err(Errno::NOENT) if !create => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
         match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
             Err(Errno::WOULDBLOCK) => return Ok(None),
@@ -228,7 +248,7 @@ impl Root {
     }
 
     /// Stores the file `name` of `len` bytes, the bytes from offset `from` on read from `body`,
-    /// as the module doc says: checked against `digest`, with mode [`UPLOAD_MODE`] and
+    /// as the module doc says: checked against the `expected` digest, with mode [`UPLOAD_MODE`] and
     /// modification time `mtime` (seconds, nanoseconds). The bytes before `from` are those of
     /// `partial` (from [`Root::partial`]), which must hold exactly that many; with `from` 0 any
     /// partial is started over. An existing `name` is replaced only if `replace`. Reads exactly
@@ -238,7 +258,7 @@ impl Root {
         &self,
         name: &Name,
         len: u64,
-        digest: Digest,
+        expected: Expected<'_>,
         mtime: (i64, u32),
         body: &mut dyn Read,
         replace: bool,
@@ -251,7 +271,7 @@ impl Root {
         let (existing, missing, file) = self.existing_folder(name)?;
         let partial = match partial {
             Some(p) if from == p.held || from == 0 => Some(p),
-            None if from == 0 => self.open_partial(&existing, name, len, digest)?,
+            None if from == 0 => self.open_partial(&existing, name, len, mtime, true)?,
             _ => return Err(PutError::NoPartial(from)),
         };
         let (target, hasher) = match partial {
@@ -289,6 +309,16 @@ impl Root {
                 return Err(e);
             }
             Err(e) => return Err(e),
+        };
+        let digest = match expected {
+            Expected::Known(digest) => digest,
+            Expected::After(read) => match read() {
+                Ok(digest) => digest,
+                Err(e) => {
+                    drop_partial();
+                    return Err(e);
+                }
+            },
         };
         if got != digest {
             drop_partial();
@@ -476,7 +506,8 @@ mod tests {
     }
 
     fn put(root: &Root, n: &str, bytes: &[u8], replace: bool) -> Result<Stored, PutError> {
-        root.put(&name(n), bytes.len() as u64, Digest::of(bytes), (1_000_000_000, 5), &mut &bytes[..], replace, 0, None)
+        let expected = Expected::Known(Digest::of(bytes));
+        root.put(&name(n), bytes.len() as u64, expected, (1_000_000_000, 5), &mut &bytes[..], replace, 0, None)
     }
 
     /// Everything beneath `dir`, as relative paths.
@@ -532,14 +563,32 @@ mod tests {
     fn a_wrong_or_short_body_leaves_nothing() {
         let tmp = tempfile::tempdir().unwrap();
         let root = Root::open(tmp.path()).unwrap();
-        let lie = root.put(&name("new/deeper/f"), 5, Digest::of(b"other"), (0, 0), &mut &b"bytes"[..], false, 0, None);
+        let lie = root.put(
+            &name("new/deeper/f"),
+            5,
+            Expected::Known(Digest::of(b"other")),
+            (0, 0),
+            &mut &b"bytes"[..],
+            false,
+            0,
+            None,
+        );
         assert!(matches!(lie, Err(PutError::Mismatch { .. })), "{lie:?}");
-        let short = root.put(&name("g"), 10, Digest::of(b"0123456789"), (0, 0), &mut &b"01234"[..], false, 0, None);
+        let short = root.put(
+            &name("g"),
+            10,
+            Expected::Known(Digest::of(b"0123456789")),
+            (0, 0),
+            &mut &b"01234"[..],
+            false,
+            0,
+            None,
+        );
         assert!(matches!(short, Err(PutError::Short { expected: 10, received: 5 })), "{short:?}");
         assert!(tree(tmp.path()).is_empty(), "{:?}", tree(tmp.path()));
         // Only what was announced is read: a longer body's rest is left for the caller.
         let mut body = &b"abcdef"[..];
-        root.put(&name("h"), 3, Digest::of(b"abc"), (0, 0), &mut body, false, 0, None).unwrap();
+        root.put(&name("h"), 3, Expected::Known(Digest::of(b"abc")), (0, 0), &mut body, false, 0, None).unwrap();
         assert_eq!((fs::read(tmp.path().join("h")).unwrap().as_slice(), body), (&b"abc"[..], &b"def"[..]));
     }
 
@@ -595,17 +644,20 @@ mod tests {
         root.enable_uploads().unwrap();
         let data: Vec<u8> = (0..RESUMABLE_FROM as usize * 2).map(|i| (i % 251) as u8).collect();
         let (n, len, digest) = (name("d/big"), data.len() as u64, Digest::of(&data));
-        let cut = root.put(&n, len, digest, (0, 0), &mut &data[..1000], false, 0, None);
+        let cut = root.put(&n, len, Expected::Known(digest), (0, 0), &mut &data[..1000], false, 0, None);
         assert!(matches!(cut, Err(PutError::Short { received: 1000, .. })), "{cut:?}");
-        let held = root.partial(&n, len, digest).unwrap().unwrap();
+        assert!(root.partial(&n, len, (0, 1)).unwrap().is_none(), "another version: none");
+        let held = root.partial(&n, len, (0, 0)).unwrap().unwrap();
         assert_eq!((held.held(), held.digest()), (1000, Digest::of(&data[..1000])));
         // Held by one caller at a time.
-        assert!(root.partial(&n, len, digest).unwrap().is_none());
-        root.put(&n, len, digest, (0, 0), &mut &data[1000..], false, 1000, Some(held)).unwrap();
+        assert!(root.partial(&n, len, (0, 0)).unwrap().is_none());
+        // The digest may come after the bytes.
+        let mut after = || Ok(digest);
+        root.put(&n, len, Expected::After(&mut after), (0, 0), &mut &data[1000..], false, 1000, Some(held)).unwrap();
         assert!(fs::read(tmp.path().join("d/big")).unwrap() == data);
         assert!(tree(&tmp.path().join(STAGING)).is_empty());
         // Continuing from bytes not held is refused.
-        let gone = root.put(&name("e"), len, digest, (0, 0), &mut &data[5..], false, 5, None);
+        let gone = root.put(&name("e"), len, Expected::Known(digest), (0, 0), &mut &data[5..], false, 5, None);
         assert!(matches!(gone, Err(PutError::NoPartial(5))), "{gone:?}");
         assert!(matches!(put(&root, ".ft-partial/x", b"x", false), Err(PutError::Reserved)));
     }

@@ -47,5 +47,5 @@ pub use hello::{
 };
 pub use line::{MAX_REPLY_LINE, MAX_REQUEST_LINE, ProtocolError, read_line, read_line_with};
 pub use reply::*;
-pub use request::{Request, RequestError, Secret};
+pub use request::{PutTrailer, Request, RequestError, Secret};
 pub use text::{escape, parse_u64};

@@ -57,28 +57,59 @@ pub enum Request {
     Auth(Secret),
     /// A file's digest without its bytes (`sum NAME`), for comparing a local copy.
     Sum(Name),
-    /// Store a file of `size` bytes as `name` (`put SIZE XXH3 MTIME MTIME_NS FROM new|replace
+    /// Store a file of `size` bytes as `name` (`put SIZE XXH3|- MTIME MTIME_NS FROM new|replace
     /// NAME`): its bytes from offset `from` on follow the line at once (those before are the
-    /// partial upload a `partial` request proved); checked against `digest`, given modification
-    /// time `mtime`; an existing file is replaced only with `replace` (and a server that allows it).
+    /// partial upload a `partial` request proved); checked against `digest`, or with `-` against
+    /// the digest on the line that follows the bytes ([`PutTrailer`]), so a sender can hash a
+    /// big file as it sends it; given modification time `mtime`; an existing file is replaced
+    /// only with `replace` (and a server that allows it).
     Put {
         size: u64,
-        digest: Digest,
+        digest: Option<Digest>,
         mtime: (i64, u32),
         from: u64,
         replace: bool,
         name: Name,
     },
     /// Whether this upload may go ahead, and how much of an interrupted upload of this very file
-    /// the server holds (`partial SIZE XXH3 new|replace NAME`): refused as the `put` would be
-    /// before its body, else answered `OK <offset> xxh3=<digest of those bytes>`, for the sender
-    /// to check against its own before it sends the rest with `put ... FROM`.
+    /// (its name, size and modification time) the server holds (`partial SIZE MTIME MTIME_NS
+    /// new|replace NAME`): refused as the `put` would be before its body, else answered
+    /// `OK <offset> xxh3=<digest of those bytes>`, for the sender to check against its own file's
+    /// first bytes before it sends the rest with `put ... FROM`.
     Partial {
         size: u64,
-        digest: Digest,
+        mtime: (i64, u32),
         replace: bool,
         name: Name,
     },
+}
+
+/// The line after a `put -`'s bytes: the digest of the whole file, or the sender giving up on it
+/// (it changed or shrank while it was read), which stores nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutTrailer {
+    Digest(Digest),
+    Abort,
+}
+
+impl PutTrailer {
+    pub fn parse(line: &[u8]) -> Option<PutTrailer> {
+        let line = std::str::from_utf8(line).ok()?.trim_end_matches(['\r', '\n']);
+        match line.strip_prefix("xxh3=") {
+            Some(hex) => Digest::parse(hex).map(PutTrailer::Digest),
+            None if line == "abort" => Some(PutTrailer::Abort),
+            None => None,
+        }
+    }
+}
+
+impl fmt::Display for PutTrailer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PutTrailer::Digest(d) => write!(f, "xxh3={d}"),
+            PutTrailer::Abort => f.write_str("abort"),
+        }
+    }
 }
 
 /// Why a request line was refused. The connection stays usable after each of these.
@@ -96,7 +127,7 @@ pub enum RequestError {
     UnexpectedArgument(&'static str),
     #[error("usage: resume OFFSET PREFIX-XXH3 NAME")]
     BadResume,
-    #[error("usage: partial SIZE XXH3 new|replace NAME")]
+    #[error("usage: partial SIZE MTIME MTIME_NS new|replace NAME")]
     BadPartial,
     #[error("usage: hello VERSION [FEATURE...] (VERSION from 1, FEATURE of a-z, 0-9, -)")]
     BadHello,
@@ -105,7 +136,7 @@ pub enum RequestError {
     /// A `put` line that cannot be read: its body cannot be told from requests, so the
     /// connection ends after this error.
     #[error(
-        "usage: put SIZE XXH3 MTIME MTIME_NS FROM new|replace NAME (the connection closes: its body cannot be skipped)"
+        "usage: put SIZE XXH3|- MTIME MTIME_NS FROM new|replace NAME (the connection closes: its body cannot be skipped)"
     )]
     BadPut,
     #[error("bad name: {0} (the connection closes: the put's body cannot be skipped)")]
@@ -161,25 +192,24 @@ impl Request {
         } else if verb.eq_ignore_ascii_case("put") {
             let mut parts = arg.unwrap_or("").splitn(7, ' ');
             let size = parts.next().and_then(parse_u64).ok_or(RequestError::BadPut)?;
-            let digest = parts.next().and_then(Digest::parse).ok_or(RequestError::BadPut)?;
-            let secs = parts.next().and_then(|s| s.parse::<i64>().ok()).ok_or(RequestError::BadPut)?;
-            let nanos = parts
-                .next()
-                .and_then(|s| s.parse::<u32>().ok())
-                .filter(|&n| n < 1_000_000_000)
-                .ok_or(RequestError::BadPut)?;
+            let digest = match parts.next() {
+                Some("-") => None,
+                Some(hex) => Some(Digest::parse(hex).ok_or(RequestError::BadPut)?),
+                None => return Err(RequestError::BadPut),
+            };
+            let mtime = parse_mtime(&mut parts).ok_or(RequestError::BadPut)?;
             let from = parts.next().and_then(parse_u64).filter(|&from| from <= size).ok_or(RequestError::BadPut)?;
             let replace = parts.next().and_then(parse_mode).ok_or(RequestError::BadPut)?;
             let name = parts.next().filter(|n| !n.is_empty()).ok_or(RequestError::BadPut)?;
             let name = Name::parse(name).map_err(RequestError::BadPutName)?;
-            Ok(Request::Put { size, digest, mtime: (secs, nanos), from, replace, name })
+            Ok(Request::Put { size, digest, mtime, from, replace, name })
         } else if verb.eq_ignore_ascii_case("partial") {
-            let mut parts = arg.unwrap_or("").splitn(4, ' ');
+            let mut parts = arg.unwrap_or("").splitn(5, ' ');
             let size = parts.next().and_then(parse_u64).ok_or(RequestError::BadPartial)?;
-            let digest = parts.next().and_then(Digest::parse).ok_or(RequestError::BadPartial)?;
+            let mtime = parse_mtime(&mut parts).ok_or(RequestError::BadPartial)?;
             let replace = parts.next().and_then(parse_mode).ok_or(RequestError::BadPartial)?;
             let name = parts.next().filter(|n| !n.is_empty()).ok_or(RequestError::BadPartial)?;
-            Ok(Request::Partial { size, digest, replace, name: Name::parse(name)? })
+            Ok(Request::Partial { size, mtime, replace, name: Name::parse(name)? })
         } else if verb.eq_ignore_ascii_case("auth") {
             match arg {
                 Some(token) if !token.is_empty() && !token.contains(' ') => Ok(Request::Auth(Secret::new(token))),
@@ -220,6 +250,13 @@ impl Request {
     }
 }
 
+/// A modification time as two fields: seconds (may be negative) and nanoseconds.
+fn parse_mtime<'a>(parts: &mut impl Iterator<Item = &'a str>) -> Option<(i64, u32)> {
+    let secs = parts.next()?.parse::<i64>().ok()?;
+    let nanos = parts.next()?.parse::<u32>().ok().filter(|&n| n < 1_000_000_000)?;
+    Some((secs, nanos))
+}
+
 /// An upload's mode on the wire: `new` (never replaces) or `replace`.
 fn parse_mode(s: &str) -> Option<bool> {
     if s.eq_ignore_ascii_case("new") {
@@ -249,10 +286,11 @@ impl fmt::Display for Request {
             Request::Auth(token) => write!(f, "auth {}", token.expose()),
             Request::Sum(name) => write!(f, "sum {name}"),
             Request::Put { size, digest, mtime, from, replace, name } => {
+                let digest = digest.map_or("-".to_string(), |d| d.to_string());
                 write!(f, "put {size} {digest} {} {} {from} {} {name}", mtime.0, mtime.1, mode(*replace))
             }
-            Request::Partial { size, digest, replace, name } => {
-                write!(f, "partial {size} {digest} {} {name}", mode(*replace))
+            Request::Partial { size, mtime, replace, name } => {
+                write!(f, "partial {size} {} {} {} {name}", mtime.0, mtime.1, mode(*replace))
             }
         }
     }
@@ -286,11 +324,15 @@ mod tests {
         let d = Digest::of(b"hi");
         assert_eq!(
             Request::parse(format!("PUT 2 {d} -5 9 1 Replace up/a b").as_bytes()),
-            Ok(Request::Put { size: 2, digest: d, mtime: (-5, 9), from: 1, replace: true, name: name("up/a b") })
+            Ok(Request::Put { size: 2, digest: Some(d), mtime: (-5, 9), from: 1, replace: true, name: name("up/a b") })
         );
         assert_eq!(
-            Request::parse(format!("partial 2 {d} new up/a b").as_bytes()),
-            Ok(Request::Partial { size: 2, digest: d, replace: false, name: name("up/a b") })
+            Request::parse(b"put 2 - 7 0 0 new a"),
+            Ok(Request::Put { size: 2, digest: None, mtime: (7, 0), from: 0, replace: false, name: name("a") })
+        );
+        assert_eq!(
+            Request::parse(b"partial 2 -5 9 new up/a b"),
+            Ok(Request::Partial { size: 2, mtime: (-5, 9), replace: false, name: name("up/a b") })
         );
         let bad = [
             "put".to_string(),
@@ -372,14 +414,15 @@ mod props {
             (any::<u64>(), any::<u128>(), any::<i64>(), 0u32..1_000_000_000, any::<u64>(), any::<bool>(), name())
                 .prop_map(|(size, d, secs, nanos, from, replace, name)| Request::Put {
                     size,
-                    digest: Digest(d),
+                    digest: (d % 3 != 0).then_some(Digest(d)),
                     mtime: (secs, nanos),
                     from: from % size.saturating_add(1),
                     replace,
                     name
                 }),
-            (any::<u64>(), any::<u128>(), any::<bool>(), name())
-                .prop_map(|(size, d, replace, name)| { Request::Partial { size, digest: Digest(d), replace, name } }),
+            (any::<u64>(), any::<i64>(), 0u32..1_000_000_000, any::<bool>(), name()).prop_map(
+                |(size, secs, nanos, replace, name)| Request::Partial { size, mtime: (secs, nanos), replace, name }
+            ),
             Just(Request::Stats),
             Just(Request::Quit),
             (1u32.., proptest::collection::vec("[a-z0-9-]{1,32}", 0..4))
