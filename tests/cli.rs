@@ -1310,3 +1310,33 @@ fn ftclient_put_r_sends_folders_skips_what_the_server_has_and_replaces_only_with
     assert_eq!(summary["files"][0]["status"], "ok", "{summary}");
     assert_eq!(summary["failed"], 0, "{summary}");
 }
+
+#[test]
+fn ftclient_put_shows_progress_on_a_terminal_and_the_server_logs_the_token() {
+    let work = workdir();
+    let tokens = work.path().join("tokens");
+    let out = Command::new(bin("ftserver"))
+        .args(["--auth-file", tokens.to_str().unwrap(), "token", "add", "uploader", "--write"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let mut server =
+        RealServer::start_logging(work.path(), &["--allow-upload", "--auth-file", tokens.to_str().unwrap()], "info");
+    fs::write(work.path().join("up.bin"), pattern(16 << 20)).unwrap();
+    let command = format!("{} --port {} put up.bin --to inbox", bin("ftclient").display(), server.port);
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(work.path())
+        .env("FT_TOKEN", &token)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("inbox/up.bin") && shown.contains("ETA") && shown.contains("MiB"), "{shown:?}");
+    assert!(fs::read(work.path().join("server_downloads/inbox/up.bin")).unwrap() == pattern(16 << 20));
+    let logged = server.wait_log("uploaded");
+    assert!(logged.contains("token=uploader") && logged.contains("inbox/up.bin"), "{logged}");
+    assert!(!logged.contains(&token[12..]), "never the token itself: {logged}");
+}

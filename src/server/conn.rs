@@ -634,7 +634,7 @@ impl<'a> Connection<'a> {
                 self.shared.uploads.fetch_add(1, Ordering::Relaxed);
                 self.shared.bytes_received.fetch_add(size - stored.from, Ordering::Relaxed);
                 let token = self.token.as_deref().unwrap_or("-");
-                info!(peer = %self.peer, token, %name, size, from = stored.from, "uploaded");
+                info!(peer = %self.peer, token = %token, %name, size, from = stored.from, "uploaded");
                 self.unflushed_answers += 1;
                 return Ok(protocol::write_ok_fields(&mut self.stream, &format!("{size} xxh3={}", stored.digest))?);
             }
