@@ -239,6 +239,21 @@ fn an_interrupted_upload_resumes_from_the_bytes_the_server_proves() {
     assert_eq!(results.iter().map(|r| r.resumed_from).collect::<Vec<_>>(), [700_000, 0]);
     assert!(fs::read(dirs.root.path().join("good.bin")).unwrap() == good);
     assert!(fs::read(dirs.root.path().join("bad.bin")).unwrap() == bad);
+    // At once, while the server may still be writing what the cut-off upload sent: the bytes
+    // are waited for, then resumed.
+    fs::write(local.path().join("now.bin"), &good).unwrap();
+    fs::File::options().write(true).open(local.path().join("now.bin")).unwrap().set_modified(when).unwrap();
+    let mut w = server.connect();
+    w.send(put_line("now.bin", &good)).send(&good[..1_500_000]);
+    w.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let files = [(local.path().join("now.bin"), name("now.bin"))];
+    server
+        .client()
+        .put_all(&files, ft::client::PutOptions::default(), |_, r| assert_eq!(r.unwrap().resumed_from, 1_500_000))
+        .unwrap();
+    assert!(fs::read(dirs.root.path().join("now.bin")).unwrap() == good);
+    drop(w);
+    server.wait_connections(0);
     // --no-resume sends it whole.
     interrupted(&server, "again.bin", &good, 700_000);
     let files = [(local.path().join("good.bin"), name("again.bin"))];
@@ -376,6 +391,7 @@ fn two_puts_of_one_name_at_once_never_mix() {
             assert!([&ra, &rb].iter().any(|r| r.starts_with("ERR exists same.bin exists")), "{ra} / {rb}");
         }
         assert_eq!(tree(dirs.root.path()), ["same.bin"]);
+        assert!(staged(dirs.root.path()).is_empty(), "{len} {replace}: {:?}", staged(dirs.root.path()));
     }
 }
 

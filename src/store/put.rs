@@ -39,6 +39,10 @@ pub const STAGING: &str = ".ft-partial";
 /// are cut off, so that sending the same file again continues where the bytes stopped.
 pub const RESUMABLE_FROM: u64 = 1 << 20;
 
+/// How long an upload waits for an interrupted upload of the same file that another connection
+/// still holds, before it starts over in a file of its own.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
 /// How long an interrupted upload is kept for resuming (counted from its last write); older ones
 /// are removed when the server starts.
 pub const PARTIAL_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -212,24 +216,39 @@ impl Root {
         }
         // The file as its sender has it: the same name, size and modification time. Whether the
         // bytes held are its first is for the sender to check by their digest.
-        let key = format!("{}.part", Digest::of(format!("{len} {} {} {name}", mtime.0, mtime.1).as_bytes()));
+        let key = partial_key(name, len, mtime);
         let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let flags = if create { flags | OFlags::CREATE } else { flags };
-        let file = match rustix::fs::openat(&staging.dir, key.as_str(), flags, Mode::from_raw_mode(0o600)) {
-            Ok(fd) => File::from(fd),
-            Err(Errno::NOENT) if !create => return Ok(None),
-            Err(e) => return Err(e.into()),
+        // Held by another upload: most often the connection of the very upload being resumed,
+        // still writing what the kernel had received when its sender stopped. It is waited for
+        // a moment; past that, this upload starts over in a file of its own.
+        let until = std::time::Instant::now() + LOCK_WAIT;
+        let (file, st) = loop {
+            let file = match rustix::fs::openat(&staging.dir, key.as_str(), flags, Mode::from_raw_mode(0o600)) {
+                Ok(fd) => File::from(fd),
+                Err(Errno::NOENT) if !create => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {}
+                Err(Errno::WOULDBLOCK) if std::time::Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                Err(Errno::WOULDBLOCK) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+            // Locked; but the upload that held it may have finished meanwhile, giving the file
+            // its final name and taking it out of the staging folder: then this is no longer the
+            // staging file, and must not be written. Only the file the staging name still holds is.
+            let st = rustix::fs::fstat(&file)?;
+            match rustix::fs::statat(&staging.dir, key.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(named) if (named.st_dev, named.st_ino) == (st.st_dev, st.st_ino) => break (file, st),
+                Ok(_) | Err(Errno::NOENT) if std::time::Instant::now() < until => continue,
+                Ok(_) | Err(Errno::NOENT) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
         };
-        match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {}
-            Err(Errno::WOULDBLOCK) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        }
-        // Finished (and unlinked) by another upload between the open and the lock.
-        let st = rustix::fs::fstat(&file)?;
-        if st.st_nlink == 0 {
-            return Ok(None);
-        }
         let on_disk = st.st_size.max(0) as u64;
         let held = on_disk.min(len);
         let mut hasher = Hasher::default();
@@ -334,9 +353,27 @@ impl Root {
         let folder = make_folders(existing, &missing, name)?;
         match target {
             Target::Partial(p) => self.name_partial(&p, &folder, file, replace)?,
-            Target::Unnamed(tmp) => self.name_unnamed(&tmp, &folder, file, replace)?,
+            Target::Unnamed(tmp) => {
+                self.name_unnamed(&tmp, &folder, file, replace)?;
+                self.forget_partial(name, len, mtime);
+            }
         }
         Ok(Stored { digest, from })
+    }
+
+    /// Removes an interrupted upload of the file just stored another way (its staging file was
+    /// held when this upload began), unless an upload holds it still.
+    fn forget_partial(&self, name: &Name, len: u64, mtime: (i64, u32)) {
+        let Some(staging) = &self.staging else { return };
+        if len < RESUMABLE_FROM {
+            return;
+        }
+        let key = partial_key(name, len, mtime);
+        let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let Ok(fd) = rustix::fs::openat(&staging.dir, key.as_str(), flags, Mode::empty()) else { return };
+        if rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_ok() {
+            let _ = rustix::fs::unlinkat(&staging.dir, key.as_str(), AtFlags::empty());
+        }
     }
 
     /// Gives a finished upload in the staging folder its name: linked (failing if the name is
@@ -438,6 +475,11 @@ fn make_folders<'r>(mut folder: Folder<'r>, missing: &[&str], name: &Name) -> Re
         };
     }
     Ok(folder)
+}
+
+/// The staging file's name for an upload of `name`, `len` bytes, modified at `mtime`.
+fn partial_key(name: &Name, len: u64, mtime: (i64, u32)) -> String {
+    format!("{}.part", Digest::of(format!("{len} {} {} {name}", mtime.0, mtime.1).as_bytes()))
 }
 
 /// An unnamed file (`O_TMPFILE`) in `folder` with permissions `mode`, for writing.
