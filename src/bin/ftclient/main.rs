@@ -170,7 +170,8 @@ const EXIT_CODES: &str = "Exit codes:
   7    the server's key is not the one expected (known-hosts file or --fingerprint): possible interception
   8    unauthorized: the server needs a token ($FT_TOKEN or --token-file), or refused the one given
   9    unknown server: not in the known-hosts file, and not accepted (--accept-new, or yes at the prompt)
-  130  interrupted (Ctrl-C); partial downloads are kept as .part files
+  130  interrupted (Ctrl-C); partial downloads are kept as .part files; the server keeps
+       an interrupted upload of 1 MiB or more, and put again continues it
 
 Known servers are kept in $FT_KNOWN_HOSTS, else known_hosts in $XDG_CONFIG_HOME/ft (~/.config/ft).";
 
