@@ -1,12 +1,14 @@
 //! ft's integration tests, built into one binary: raw-wire tests against an in-process server
 //! (`wire`), hostile input (`attack`), faults and resume (`faults`), the library client
-//! (`client`), fetching folders (`sync`), TLS and trust (`tls`), uploads (`upload`), and the real binaries
+//! (`client`), fetching folders (`sync`), TLS and trust (`tls`), uploads (`upload`), behind a
+//! load balancer (`proxy`), and the real binaries
 //! (`cli`).
 
 mod attack;
 mod cli;
 mod client;
 mod faults;
+mod proxy;
 mod soak;
 mod sync;
 mod tls;

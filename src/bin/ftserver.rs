@@ -86,6 +86,12 @@ struct Args {
     /// Largest upload taken, checked before any of its bytes is read (e.g. 4GiB)
     #[arg(long, default_value_t = Size(defaults().max_upload))]
     max_upload: Size,
+    /// Expect a PROXY protocol header (v1 or v2, as HAProxy's send-proxy sends) on connections from --trusted-proxy addresses: the client it names is used in logs, per-address limits and failed-token slowing
+    #[arg(long, requires = "trusted_proxy")]
+    proxy_protocol: bool,
+    /// With --proxy-protocol: an address or range (10.0.0.0/8, fd00::/8) whose connections must begin with a PROXY header; a header from anywhere else is refused
+    #[arg(long, value_name = "CIDR", num_args = 1.., requires = "proxy_protocol")]
+    trusted_proxy: Vec<ft::server::proxy::Cidr>,
     /// Log lines on stderr: text for people, or json (one object per line) for log shippers
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -231,6 +237,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             ),
         },
         allow_overwrite: args.allow_overwrite,
+        proxy_protocol: args.proxy_protocol,
+        trusted_proxies: args.trusted_proxy.clone(),
         max_upload: args.max_upload.0,
         cache_dir: Some(args.cache_dir),
         cache_size: args.cache_size.0,

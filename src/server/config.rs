@@ -65,6 +65,11 @@ pub struct Config {
     pub upload_folder: Option<crate::name::Name>,
     /// Whether an upload may replace an existing file (when its sender asks to).
     pub allow_overwrite: bool,
+    /// Whether connections from `trusted_proxies` begin with a PROXY protocol header (v1 or v2)
+    /// naming the real client, which is then used for logs, limits and failed-token slowing.
+    pub proxy_protocol: bool,
+    /// The load balancers allowed (and, with `proxy_protocol`, required) to send that header.
+    pub trusted_proxies: Vec<super::proxy::Cidr>,
     /// Largest `put` taken, checked against the announced size before a byte of it is read.
     pub max_upload: u64,
 }
@@ -91,6 +96,8 @@ impl Config {
             auth_delay: Duration::from_millis(250),
             allow_upload: false,
             upload_folder: None,
+            proxy_protocol: false,
+            trusted_proxies: Vec::new(),
             allow_overwrite: false,
             max_upload: 4 << 30,
         }

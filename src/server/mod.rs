@@ -41,6 +41,7 @@ mod list;
 mod memo;
 pub mod mirror;
 mod private;
+pub mod proxy;
 mod shared;
 mod storers;
 pub mod tls;
@@ -67,6 +68,8 @@ const LISTEN_BACKLOG: i32 = 4096;
 pub enum ServerError {
     #[error("cannot open the served folder {}: {source}", path.display())]
     Root { path: PathBuf, source: io::Error },
+    #[error("the PROXY protocol needs the addresses of the proxies to trust (--trusted-proxy CIDR)")]
+    NoTrustedProxy,
     #[error("cannot make the uploads' staging folder {} beneath the served folder: {source}", crate::store::STAGING)]
     Staging { source: io::Error },
     #[error("cannot open the cache folder {}: {source}", path.display())]
@@ -168,6 +171,9 @@ impl Server {
         {
             warn!(requested = config.max_conns, allowed = cap, "max-conns lowered to what the system allows ({why})");
             config.max_conns = cap;
+        }
+        if config.proxy_protocol && config.trusted_proxies.is_empty() {
+            return Err(ServerError::NoTrustedProxy);
         }
         let mut root =
             Root::open(&config.root).map_err(|source| ServerError::Root { path: config.root.clone(), source })?;
@@ -355,40 +361,29 @@ impl Server {
             turn_away(&stream, "too many connections; try again later");
             return;
         }
-        let key = addr_key(peer.ip());
-        if shared.auth.is_some() && shared.auth_failures.is_cut_off(key, Instant::now()) {
-            debug!(%peer, "refused: too many failed auth attempts from its address");
-            turn_away_with(
-                &stream,
-                ErrorCode::Unauthorized,
-                "too many failed attempts from your address; try again later",
-            );
-            return;
-        }
-        let limited = shared.config.max_conns_per_addr > 0 && (shared.config.limit_loopback || !key.is_loopback());
-        if limited {
-            let mut per_addr = shared.per_addr.lock();
-            let open = per_addr.entry(key).or_insert(0);
-            if *open >= shared.config.max_conns_per_addr {
-                drop(per_addr);
-                shared.connections_refused_addr.fetch_add(1, Ordering::Relaxed);
-                debug!(%peer, "refused: too many connections from its address");
-                turn_away(&stream, "too many connections from your address; try again later");
-                return;
+        // Behind a trusted proxy the client's address is known only once its header is read.
+        let proxied =
+            shared.config.proxy_protocol && shared.config.trusted_proxies.iter().any(|c| c.contains(peer.ip()));
+        let limited = if proxied {
+            None
+        } else {
+            match claim_addr(shared, &stream, peer) {
+                Some(limited) => limited,
+                None => return,
             }
-            *open += 1;
-        }
+        };
         shared.connections_now.fetch_add(1, Ordering::SeqCst);
         shared.connections_total.fetch_add(1, Ordering::Relaxed);
         let stream = Arc::new(stream);
         shared.live.lock().insert(id, stream.clone());
         // To turn the peer away if no thread can be started for it.
         let refuse = stream.clone();
-        let guard = Live { shared: shared.clone(), id, addr: limited.then_some(key), _alive: alive };
+        let mut guard = Live { shared: shared.clone(), id, addr: limited, _alive: alive };
         let spawned = thread::Builder::new().name(format!("conn {peer}")).stack_size(128 << 10).spawn(move || {
             // The peer goes on each event, not in a span: tracing-subscriber's span registry
             // holds at most 4,096 threads, and connections may be many more.
             let started = Instant::now();
+            let Some(peer) = through_proxy(&mut guard, &stream, peer, proxied) else { return };
             debug!(%peer, "connected");
             let (result, requests, bytes) = match Connection::open(&guard.shared, Transport::plain(stream), peer) {
                 Ok(Some(mut conn)) => {
@@ -423,6 +418,62 @@ fn turn_away(stream: &TcpStream, message: &str) {
 fn turn_away_with(stream: &TcpStream, code: ErrorCode, message: &str) {
     let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
     let _ = wire::write_err(&mut &*stream, code, &message);
+}
+
+/// Checks a peer's address against the auth cut-off and the per-address limit, and counts it;
+/// `None` if it was turned away, else the address it counts against (if the limit applies).
+fn claim_addr(shared: &Shared, stream: &TcpStream, peer: SocketAddr) -> Option<Option<IpAddr>> {
+    let key = addr_key(peer.ip());
+    if shared.auth.is_some() && shared.auth_failures.is_cut_off(key, Instant::now()) {
+        debug!(%peer, "refused: too many failed auth attempts from its address");
+        turn_away_with(stream, ErrorCode::Unauthorized, "too many failed attempts from your address; try again later");
+        return None;
+    }
+    let limited = shared.config.max_conns_per_addr > 0 && (shared.config.limit_loopback || !key.is_loopback());
+    if limited {
+        let mut per_addr = shared.per_addr.lock();
+        let open = per_addr.entry(key).or_insert(0);
+        if *open >= shared.config.max_conns_per_addr {
+            drop(per_addr);
+            shared.connections_refused_addr.fetch_add(1, Ordering::Relaxed);
+            debug!(%peer, "refused: too many connections from its address");
+            turn_away(stream, "too many connections from your address; try again later");
+            return None;
+        }
+        *open += 1;
+    }
+    Some(limited.then_some(key))
+}
+
+/// The address a connection is from: for one from a trusted proxy, the client its PROXY header
+/// names (then checked and counted as [`claim_addr`] does at accept for others); for any other
+/// with PROXY protocol on, its own, after making sure it does not send a header itself. `None`
+/// if the connection was refused.
+fn through_proxy(guard: &mut Live, stream: &TcpStream, peer: SocketAddr, proxied: bool) -> Option<SocketAddr> {
+    let shared = &guard.shared;
+    if proxied {
+        let client = match proxy::read_header(stream, shared.config.request_timeout) {
+            Ok(client) => client.unwrap_or(peer),
+            Err(e) => {
+                warn!(%peer, "refused: {e}");
+                turn_away_with(stream, ErrorCode::BadRequest, &e.to_string());
+                return None;
+            }
+        };
+        guard.addr = claim_addr(shared, stream, client)?;
+        debug!(%client, proxy = %peer, "through a trusted proxy");
+        return Some(client);
+    }
+    if shared.config.proxy_protocol {
+        let mut start = [0u8; 16];
+        let _ = stream.set_read_timeout(Some(shared.config.idle_timeout));
+        if stream.peek(&mut start).is_ok_and(|n| proxy::looks_like_header(&start[..n])) {
+            warn!(%peer, "refused: a PROXY header from an address that is not a trusted proxy");
+            turn_away_with(stream, ErrorCode::Denied, "PROXY headers are taken from trusted proxies only");
+            return None;
+        }
+    }
+    Some(peer)
 }
 
 /// Counts a connection as open until dropped (also when its thread could not start).
