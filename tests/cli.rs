@@ -1340,3 +1340,23 @@ fn ftclient_put_shows_progress_on_a_terminal_and_the_server_logs_the_token() {
     assert!(logged.contains("token=uploader") && logged.contains("inbox/up.bin"), "{logged}");
     assert!(!logged.contains(&token[12..]), "never the token itself: {logged}");
 }
+
+#[test]
+fn sigterm_with_drain_says_draining_keeps_serving_then_stops() {
+    let work = workdir();
+    let mut server = RealServer::start(work.path(), &["--drain", "4s"]);
+    let health = |port: u16| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"health\r\n").unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(s), &mut line).unwrap();
+        line
+    };
+    assert_eq!(health(server.port), "OK ready\n");
+    server.signal(libc::SIGTERM);
+    server.wait_log("health says draining");
+    assert_eq!(health(server.port), "ERR draining shutting down: no new clients\n");
+    let (code, out, err) = ftclient(work.path(), server.port, &["get", "file1.txt", "-o", "-"], b"");
+    assert_eq!((code, out.as_slice()), (0, &b"hello from file1\n"[..]), "still served while draining: {err}");
+    assert_eq!(server.wait_exit(), 0);
+}

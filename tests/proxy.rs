@@ -142,3 +142,25 @@ fn tls_through_a_proxy_works_and_the_server_logs_the_client() {
     let closed = server.wait_log("closed");
     assert!(closed.contains("peer=203.0.113.50:50123"), "{closed}");
 }
+
+#[test]
+fn health_says_ready_without_a_token_and_draining_while_the_server_still_serves() {
+    let dirs = Dirs::new();
+    dirs.put("a.txt", b"hello");
+    let path = dirs.keys.path().join("tokens");
+    ft::server::auth::add(&path, "reader", ft::server::auth::Rights { read: true, write: false }).unwrap();
+    let server = behind_proxy(&dirs, |c| Config { auth_file: Some(path), ..c });
+    // A load balancer's check: through the proxy as itself (LOCAL), no token, CRLF as HAProxy sends.
+    let mut local = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    local.extend([0x20, 0x00, 0, 0]);
+    let mut w = server.connect();
+    w.send(&local).send("health\r\n");
+    assert_eq!(w.line(), "OK ready");
+    assert!(w.send("list\n").line().starts_with("ERR unauthorized"), "nothing else without a token");
+    // Draining: the check fails at once, and clients are still served until the delay is over.
+    server.drain(std::time::Duration::from_secs(30));
+    assert_eq!(w.send("health\n").line(), "ERR draining shutting down: no new clients");
+    let mut fresh = server.connect();
+    fresh.send(&local).send("health\n");
+    assert_eq!(fresh.line(), "ERR draining shutting down: no new clients", "a new connection is still accepted");
+}

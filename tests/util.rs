@@ -128,6 +128,11 @@ impl TestServer {
         Wire::connect(self.addr)
     }
 
+    /// Starts a graceful shutdown that first says draining for `delay` ([`Shutdown::drain_then_stop`]).
+    pub fn drain(&self, delay: Duration) {
+        self.shutdown.drain_then_stop(delay).unwrap();
+    }
+
     /// Triggers shutdown; the handle yields whether every connection finished within the grace.
     pub fn stop_in_background(&mut self) -> JoinHandle<bool> {
         self.shutdown.trigger();

@@ -59,6 +59,9 @@ struct Args {
     /// On SIGINT/SIGTERM, how long transfers in flight may take to finish (a second signal exits at once)
     #[arg(long, default_value_t = Span(defaults().grace))]
     grace: Span,
+    /// On SIGTERM/SIGINT, first answer `health` with "draining" and keep serving for this long (so a load balancer sends new clients elsewhere), then stop accepting (e.g. 5s; 0: stop at once)
+    #[arg(long, value_name = "AGE", default_value = "0s")]
+    drain: Span,
     /// TLS identity file (private key and self-signed certificate), generated on first start
     #[arg(long, global = true, value_name = "FILE", default_value_os_t = ft::server::tls::default_identity_path())]
     identity: PathBuf,
@@ -259,7 +262,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let server = Server::new(config.clone())?;
     let shutdown = Shutdown::new();
-    watch_signals(shutdown.clone())?;
+    watch_signals(shutdown.clone(), args.drain.0)?;
     let addr = SocketAddr::new(args.bind, args.port);
     server.may_listen_on(addr)?;
     let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
@@ -283,8 +286,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// First SIGINT/SIGTERM: stop accepting and drain. Second: exit at once.
-fn watch_signals(shutdown: Shutdown) -> anyhow::Result<()> {
+/// First SIGINT/SIGTERM: say draining for `drain`, then stop accepting and let connections
+/// finish. Second: exit at once.
+fn watch_signals(shutdown: Shutdown, drain: std::time::Duration) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("cannot watch signals")?;
     thread::Builder::new().name("signals".into()).spawn(move || {
@@ -293,8 +297,17 @@ fn watch_signals(shutdown: Shutdown) -> anyhow::Result<()> {
                 tracing::warn!("second signal: exiting now");
                 std::process::exit(128 + signal);
             }
-            tracing::info!("signal {signal}: finishing transfers in flight; send it again to exit at once");
-            shutdown.trigger();
+            if drain.is_zero() {
+                tracing::info!("signal {signal}: finishing transfers in flight; send it again to exit at once");
+            } else {
+                tracing::info!(
+                    "signal {signal}: health says draining; still serving for {drain:?}, then finishing transfers in flight; send it again to exit at once"
+                );
+            }
+            if let Err(e) = shutdown.drain_then_stop(drain) {
+                tracing::warn!("cannot wait before stopping: {e}; stopping now");
+                shutdown.trigger();
+            }
         }
     })?;
     Ok(())

@@ -302,8 +302,10 @@ impl<'a> Connection<'a> {
             if !matches!(request, Ok(Request::Put { .. })) {
                 self.answer_stored(storers, true)?;
             }
-            // With an auth file, only setting up and leaving are answered before a valid token.
-            let open = matches!(request, Ok(Request::Hello(_) | Request::Auth(_) | Request::Quit) | Err(_));
+            // With an auth file, only setting up, leaving and the health check are answered before
+            // a valid token.
+            let open =
+                matches!(request, Ok(Request::Hello(_) | Request::Auth(_) | Request::Health | Request::Quit) | Err(_));
             if self.shared.auth.is_some() && self.token.is_none() && !open {
                 self.err(ErrorCode::Unauthorized, &"this server needs a token first: auth TOKEN")?;
                 continue;
@@ -324,6 +326,13 @@ impl<'a> Connection<'a> {
                 Ok(Request::Resume { offset, prefix, name }) => self.get(&name, Some((offset, prefix)))?,
                 Ok(Request::List(folder)) => self.list(folder.as_ref())?,
                 Ok(Request::Stats) => self.stats()?,
+                Ok(Request::Health) => {
+                    if self.shared.shutdown.get().is_some_and(|s| s.is_draining()) {
+                        self.err(ErrorCode::Draining, &"shutting down: no new clients")?;
+                    } else {
+                        protocol::write_ok_fields(&mut self.stream, "ready")?;
+                    }
+                }
                 Ok(Request::Sum(name)) => match get::sum(self.shared, &name) {
                     Ok((size, digest)) => {
                         protocol::write_ok_fields(&mut self.stream, &format!("{size} xxh3={digest}"))?

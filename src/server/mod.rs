@@ -211,6 +211,7 @@ impl Server {
         let warmed = cache.warm(&root, Instant::now());
         let shared = Arc::new(Shared {
             config,
+            shutdown: std::sync::OnceLock::new(),
             tls,
             auth,
             auth_failures: auth::Limiter::default(),
@@ -305,6 +306,7 @@ impl Server {
         let local = listener.local_addr()?;
         self.may_listen_on(local).map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()))?;
         shutdown.arm(local);
+        let _ = self.shared.shutdown.set(shutdown.clone());
         // std listens with a backlog of 128; a burst of connections beyond what the accept loop
         // has taken yet would have its SYNs dropped and retried a second later. Ask for more
         // (the kernel caps it at net.core.somaxconn).
@@ -510,6 +512,9 @@ pub struct Shutdown(Arc<ShutdownState>);
 #[derive(Default)]
 struct ShutdownState {
     triggered: AtomicBool,
+    /// Set by [`Shutdown::drain_then_stop`]: `health` says draining while connections are still
+    /// accepted.
+    draining: AtomicBool,
     /// Where the listener is, to wake its `accept`.
     addr: Mutex<Option<SocketAddr>>,
 }
@@ -528,6 +533,29 @@ impl Shutdown {
 
     pub fn is_triggered(&self) -> bool {
         self.0.triggered.load(Ordering::SeqCst)
+    }
+
+    /// Starts a graceful shutdown that first tells load balancers: `health` answers
+    /// `ERR draining` at once, while clients are still accepted and served for `delay` (the time
+    /// a balancer takes to see it and send new clients elsewhere); then it stops accepting and
+    /// lets connections finish ([`Shutdown::trigger`]). A later `trigger` cuts the delay short.
+    pub fn drain_then_stop(&self, delay: Duration) -> io::Result<()> {
+        self.0.draining.store(true, Ordering::SeqCst);
+        if delay.is_zero() {
+            self.trigger();
+            return Ok(());
+        }
+        let this = self.clone();
+        thread::Builder::new().name("drain".into()).spawn(move || {
+            thread::sleep(delay);
+            this.trigger();
+        })?;
+        Ok(())
+    }
+
+    /// Whether the server is shutting down, or about to.
+    pub fn is_draining(&self) -> bool {
+        self.0.draining.load(Ordering::SeqCst) || self.is_triggered()
     }
 
     fn arm(&self, mut addr: SocketAddr) {

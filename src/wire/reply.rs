@@ -31,11 +31,13 @@ pub enum ErrorCode {
     TooBig,
     /// `put`: not enough free space beneath the root.
     NoSpace,
+    /// `health`: the server is shutting down and takes no new clients.
+    Draining,
 }
 
 impl ErrorCode {
     /// Every code, in the order README lists them.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownCommand,
         ErrorCode::BadName,
@@ -51,6 +53,7 @@ impl ErrorCode {
         ErrorCode::Exists,
         ErrorCode::TooBig,
         ErrorCode::NoSpace,
+        ErrorCode::Draining,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +73,7 @@ impl ErrorCode {
             ErrorCode::Exists => "exists",
             ErrorCode::TooBig => "too-big",
             ErrorCode::NoSpace => "no-space",
+            ErrorCode::Draining => "draining",
         }
     }
 }

@@ -52,6 +52,9 @@ pub enum Request {
         name: Name,
     },
     Stats,
+    /// Whether the server takes new clients (`health`): `OK ready`, or `ERR draining` while it
+    /// shuts down gracefully. Answered without a token, for load balancers' checks.
+    Health,
     Quit,
     /// Present a token (`auth TOKEN`); the token is never shown (see [`Request::for_log`]).
     Auth(Secret),
@@ -119,7 +122,7 @@ pub enum RequestError {
     NotUtf8,
     #[error("empty request")]
     Empty,
-    #[error("unknown command '{0}' (try list, get NAME, resume, sum NAME, put, partial, stats, auth, quit)")]
+    #[error("unknown command '{0}' (try list, get NAME, resume, sum NAME, put, partial, stats, health, auth, quit)")]
     UnknownCommand(String),
     #[error("'{0}' needs a file name")]
     MissingName(&'static str),
@@ -224,6 +227,8 @@ impl Request {
             }
         } else if verb.eq_ignore_ascii_case("stats") {
             no_argument(arg, "stats").map(|()| Request::Stats)
+        } else if verb.eq_ignore_ascii_case("health") {
+            no_argument(arg, "health").map(|()| Request::Health)
         } else if verb.eq_ignore_ascii_case("quit") {
             no_argument(arg, "quit").map(|()| Request::Quit)
         } else {
@@ -282,6 +287,7 @@ impl fmt::Display for Request {
             Request::Get(name) => write!(f, "get {name}"),
             Request::Resume { offset, prefix, name } => write!(f, "resume {offset} {prefix} {name}"),
             Request::Stats => f.write_str("stats"),
+            Request::Health => f.write_str("health"),
             Request::Quit => f.write_str("quit"),
             Request::Auth(token) => write!(f, "auth {}", token.expose()),
             Request::Sum(name) => write!(f, "sum {name}"),
@@ -424,6 +430,7 @@ mod props {
                 |(size, secs, nanos, replace, name)| Request::Partial { size, mtime: (secs, nanos), replace, name }
             ),
             Just(Request::Stats),
+            Just(Request::Health),
             Just(Request::Quit),
             (1u32.., proptest::collection::vec("[a-z0-9-]{1,32}", 0..4))
                 .prop_map(|(version, features)| Request::Hello(Hello { version, features })),
