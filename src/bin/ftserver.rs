@@ -297,16 +297,18 @@ fn watch_signals(shutdown: Shutdown, drain: std::time::Duration) -> anyhow::Resu
                 tracing::warn!("second signal: exiting now");
                 std::process::exit(128 + signal);
             }
-            if drain.is_zero() {
+            // Draining first, then said: whoever reads the line finds it so.
+            let started = shutdown.drain_then_stop(drain);
+            if let Err(e) = &started {
+                tracing::warn!("cannot wait before stopping: {e}; stopping now");
+                shutdown.trigger();
+            }
+            if drain.is_zero() || started.is_err() {
                 tracing::info!("signal {signal}: finishing transfers in flight; send it again to exit at once");
             } else {
                 tracing::info!(
                     "signal {signal}: health says draining; still serving for {drain:?}, then finishing transfers in flight; send it again to exit at once"
                 );
-            }
-            if let Err(e) = shutdown.drain_then_stop(drain) {
-                tracing::warn!("cannot wait before stopping: {e}; stopping now");
-                shutdown.trigger();
             }
         }
     })?;
