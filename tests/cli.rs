@@ -1360,3 +1360,53 @@ fn sigterm_with_drain_says_draining_keeps_serving_then_stops() {
     assert_eq!((code, out.as_slice()), (0, &b"hello from file1\n"[..]), "still served while draining: {err}");
     assert_eq!(server.wait_exit(), 0);
 }
+
+#[test]
+fn retry_resumes_a_download_cut_off_and_waits_out_a_busy_server() {
+    let work = workdir();
+    let server = RealServer::start(work.path(), &[]);
+    let target: std::net::SocketAddr = format!("127.0.0.1:{}", server.port).parse().unwrap();
+    // The first connection is cut after 1 MiB of the 3 MiB file.
+    let via = crate::util::cutting_forwarder(target, 1 << 20, 3);
+    let args = ["--retry", "3", "--retry-delay", "50ms", "get", "big.bin", "file1.txt", "-o", "out"];
+    let (code, _, err) = ftclient(work.path(), via.port(), &args, b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("retrying in 50ms (3 left)"), "{err}");
+    assert!(err.contains("big.bin: resumed from byte "), "{err}");
+    assert!(fs::read(work.path().join("out/big.bin")).unwrap() == pattern(3 << 20));
+    assert_eq!(fs::read(work.path().join("out/file1.txt")).unwrap(), b"hello from file1\n");
+    // Without --retry the same cut is an error (exit 4), its .part kept.
+    let via = crate::util::cutting_forwarder(target, 1 << 20, 1);
+    let (code, _, err) = ftclient(work.path(), via.port(), &["get", "big.bin", "-o", "again"], b"");
+    assert_eq!(code, 4, "{err}");
+    assert!(work.path().join("again/big.bin.part").exists());
+    // A busy server: refused while another client holds its one connection, then served.
+    let mut busy = RealServer::start_logging(work.path(), &["--max-conns", "1"], "debug");
+    let mut held = crate::util::Wire::connect(format!("127.0.0.1:{}", busy.port).parse().unwrap());
+    held.sync();
+    let client = Command::new(bin("ftclient"))
+        .args(["--port", &busy.port.to_string(), "--retry", "5", "--retry-delay", "100ms"])
+        .args(["get", "file1.txt", "-o", "busy"])
+        .current_dir(work.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    busy.wait_log("refused: too many connections");
+    drop(held);
+    let out = client.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("busy") && err.contains("retrying"), "{err}");
+    assert_eq!(fs::read(work.path().join("busy/file1.txt")).unwrap(), b"hello from file1\n");
+    // put goes on with what is left after a cut: the big file resumes from what the server holds.
+    let up = RealServer::start(work.path(), &["--allow-upload"]);
+    let target: std::net::SocketAddr = format!("127.0.0.1:{}", up.port).parse().unwrap();
+    // Cut 2 MiB into the upload.
+    let via = crate::util::cutting_forwarder(target, 2 << 20, 3);
+    fs::write(work.path().join("up.bin"), pattern(3 << 20)).unwrap();
+    let args = ["--retry", "2", "--retry-delay", "50ms", "put", "up.bin", "--to", "inbox"];
+    let (code, _, err) = ftclient(work.path(), via.port(), &args, b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("retrying") && err.contains("inbox/up.bin: resumed from byte "), "{err}");
+    assert!(fs::read(work.path().join("server_downloads/inbox/up.bin")).unwrap() == pattern(3 << 20));
+}

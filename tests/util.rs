@@ -491,3 +491,38 @@ pub fn next_request(reader: &mut BufReader<&TcpStream>) -> String {
     }
     line
 }
+
+/// A TCP forwarder to `target` for up to `conns` connections, one at a time: the first is cut
+/// once `cut_after` bytes have passed (both ways together), as a crashed server or a broken
+/// network would cut it; the others carry everything.
+pub fn cutting_forwarder(target: SocketAddr, cut_after: usize, conns: usize) -> SocketAddr {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for n in 0..conns {
+            let Ok((client, _)) = listener.accept() else { return };
+            let upstream = TcpStream::connect(target).unwrap();
+            let limit = if n == 0 { cut_after } else { usize::MAX };
+            let carried = Arc::new(AtomicUsize::new(0));
+            // Copies one way until the end, an error or the limit, then cuts both sockets.
+            let pipe = move |mut from: TcpStream, mut to: TcpStream, carried: Arc<AtomicUsize>| {
+                let mut buf = [0u8; 16 << 10];
+                while let Ok(got) = from.read(&mut buf) {
+                    let before = carried.fetch_add(got, Ordering::SeqCst);
+                    let got = got.min(limit.saturating_sub(before));
+                    if got == 0 || to.write_all(&buf[..got]).is_err() {
+                        break;
+                    }
+                }
+                let _ = from.shutdown(std::net::Shutdown::Both);
+                let _ = to.shutdown(std::net::Shutdown::Both);
+            };
+            let (c2, u2, k2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap(), carried.clone());
+            let up = thread::spawn(move || pipe(c2, u2, k2));
+            pipe(upstream, client, carried);
+            let _ = up.join();
+        }
+    });
+    addr
+}

@@ -38,6 +38,12 @@ struct Args {
     /// Print nothing but errors (no progress bar, no notes)
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Retry a get or put up to N times after a transient failure (connection refused or lost, a timeout, the server busy), waiting --retry-delay, doubled each time; downloads resume from their .part, uploads from what the server holds, get -r and put go on with what is left
+    #[arg(long, global = true, value_name = "N", default_value_t = 0)]
+    retry: u32,
+    /// The first wait before a retry (doubled after each, up to a minute)
+    #[arg(long, global = true, value_name = "AGE", default_value = "1s")]
+    retry_delay: Span,
     /// Speak TLS on loopback too (it is always spoken to other hosts)
     #[arg(long, global = true, conflicts_with = "plaintext")]
     tls: bool,
@@ -382,6 +388,7 @@ fn ask_about(host: &str, fingerprint: &Fingerprint) -> bool {
 
 /// Runs the command; `Ok(code)` is 0, or the exit code of a failure already reported.
 fn run(args: Args) -> anyhow::Result<u8> {
+    let retry = Retry { left: args.retry, delay: args.retry_delay.0 };
     let addr = format!("{}:{}", args.host, args.port);
     // One bar per command; the shell keeps its own notes instead (a bar would linger between prompts).
     let bar = Bar::new(args.quiet || matches!(args.command, Command::Shell { .. }));
@@ -443,8 +450,19 @@ fn run(args: Args) -> anyhow::Result<u8> {
                 Some(t) => Some(Name::parse(t).map_err(|e| Usage(format!("--to {}: {e}", escape(t))))?),
             };
             let options = PutOptions { force, resume: !no_resume };
-            let code =
-                put(connect()?, &files, to.as_ref(), recursive, checksum, options, json, args.quiet, bar.as_ref())?;
+            let mut retry = retry;
+            let code = put(
+                &connect,
+                &mut retry,
+                &files,
+                to.as_ref(),
+                recursive,
+                checksum,
+                options,
+                json,
+                args.quiet,
+                bar.as_ref(),
+            )?;
             if let Some(bar) = &bar {
                 bar.bar.finish_and_clear();
             }
@@ -487,8 +505,19 @@ fn run(args: Args) -> anyhow::Result<u8> {
                     .keep_existing(no_clobber);
                 let options = TreeOptions { resume, delete, dry_run, checksum, queue: None };
                 // Listed on a second connection while the first fetches.
-                let (mut fetcher, lister) = (connect()?, connect()?);
-                let code = get_tree(&mut fetcher, Some(lister), &tops, &dir, options, json, args.quiet)?;
+                let mut retry = retry;
+                // Again after a transient failure: what is already here and unchanged is skipped,
+                // and what was cut off resumes from its .part.
+                let code = loop {
+                    let attempt = (|| {
+                        let (mut fetcher, lister) = (connect()?, connect()?);
+                        get_tree(&mut fetcher, Some(lister), &tops, &dir, options, json, args.quiet)
+                    })();
+                    match attempt {
+                        Err(e) if transient(&e) && retry.again(bar.as_ref(), &ft::human::chain(e.chain())) => continue,
+                        other => break other?,
+                    }
+                };
                 if let Some(bar) = &bar {
                     bar.bar.finish_and_clear();
                 }
@@ -517,7 +546,8 @@ fn run(args: Args) -> anyhow::Result<u8> {
             let dir = OutDir::create(&output)
                 .with_context(|| format!("cannot create {}", output.display()))?
                 .keep_existing(no_clobber);
-            let code = get_all(&mut connect()?, &names, &dir, resume, json, bar.as_ref(), args.quiet)?;
+            let mut retry = retry;
+            let code = get_all(&connect, &names, &dir, resume, json, bar.as_ref(), args.quiet, &mut retry)?;
             if let Some(bar) = &bar {
                 bar.bar.finish_and_clear();
             }
@@ -544,59 +574,93 @@ fn run(args: Args) -> anyhow::Result<u8> {
 }
 
 /// Downloads the names over one connection, pipelined, reporting failures on stderr as they
-/// happen; stops when the connection fails. The exit code is the first failure's in the order the
-/// names were given, and `--json` lists the files in that order, whatever order they finished in
-/// (small files are saved by writer threads, after larger ones streamed meanwhile).
+/// happen; stops when the connection fails. With `--retry`, the names that failed for a
+/// transient reason (or were never answered) are asked for again on a new connection, resuming
+/// from their `.part`. The exit code is the first failure's in the order the names were given,
+/// and `--json` lists the files in that order, whatever order they finished in (small files are
+/// saved by writer threads, after larger ones streamed meanwhile).
+#[allow(clippy::too_many_arguments)]
 fn get_all(
-    client: &mut Client,
+    connect: &dyn Fn() -> Result<Client, ClientError>,
     names: &[Name],
     dir: &OutDir,
     resume: bool,
     json: bool,
     bar: Option<&Arc<Bar>>,
     quiet: bool,
+    retry: &mut Retry,
 ) -> anyhow::Result<u8> {
     let started = std::time::Instant::now();
-    // Each name's place in the request; a name given twice takes its places in turn.
-    let mut places: HashMap<&Name, VecDeque<usize>> = HashMap::new();
-    for (i, name) in names.iter().enumerate() {
-        places.entry(name).or_default().push_back(i);
-    }
     let mut records: Vec<Option<(serde_json::Value, Option<u64>, u8)>> = vec![None; names.len()];
-    let left = client.download_all(names, dir, resume, |name, result| {
-        let mut code = 0;
-        let mut record = serde_json::json!({ "name": name.as_str() });
-        match &result {
-            Ok(done) => {
-                if done.started_over && !quiet {
-                    let note = "the partial copy did not match the server's file; downloaded it afresh";
-                    say(bar, &format!("ftclient: {name}: {note}"));
-                }
-                record["status"] = "ok".into();
-                record["size"] = done.size.into();
-                record["xxh3"] = done.digest.to_string().into();
-                record["resumed_from"] = done.resumed_from.into();
-                record["started_over"] = done.started_over.into();
-            }
-            Err(ClientError::Kept { path }) => {
-                if !quiet {
-                    say(bar, &format!("ftclient: {}: exists, kept (--no-clobber)", path.display()));
-                }
-                record["status"] = "kept".into();
-            }
-            Err(e) => {
-                code = code_of(e);
-                say(bar, &format!("ftclient: {name}: {e}"));
-                record["status"] = "error".into();
-                record["exit_code"] = code_of(e).into();
-                record["error"] = e.to_string().into();
-            }
+    let mut todo: Vec<usize> = (0..names.len()).collect();
+    let mut retried = false;
+    let left = loop {
+        let mut client = match connect() {
+            Err(e) if transient_client(&e) && retry.again(bar, &client_chain(&e)) => continue,
+            other => other?,
+        };
+        let batch: Vec<Name> = todo.iter().map(|&i| names[i].clone()).collect();
+        // Each name's place in the request; a name given twice takes its places in turn.
+        let mut places: HashMap<&Name, VecDeque<usize>> = HashMap::new();
+        for &i in &todo {
+            places.entry(&names[i]).or_default().push_back(i);
         }
-        let place = places.get_mut(name).and_then(VecDeque::pop_front);
-        if let Some(slot) = place.and_then(|i| records.get_mut(i)) {
-            *slot = Some((record, result.ok().map(|d| d.size - d.resumed_from), code));
+        let mut again = Vec::new();
+        let left = client.download_all(&batch, dir, resume, |name, result| {
+            let mut code = 0;
+            let mut record = serde_json::json!({ "name": name.as_str() });
+            match &result {
+                Ok(done) => {
+                    if done.started_over && !quiet {
+                        let note = "the partial copy did not match the server's file; downloaded it afresh";
+                        say(bar, &format!("ftclient: {name}: {note}"));
+                    }
+                    if done.resumed_from > 0 && retried && !quiet {
+                        say(bar, &format!("ftclient: {name}: resumed from byte {}", done.resumed_from));
+                    }
+                    record["status"] = "ok".into();
+                    record["size"] = done.size.into();
+                    record["xxh3"] = done.digest.to_string().into();
+                    record["resumed_from"] = done.resumed_from.into();
+                    record["started_over"] = done.started_over.into();
+                }
+                Err(ClientError::Kept { path }) => {
+                    if !quiet {
+                        say(bar, &format!("ftclient: {}: exists, kept (--no-clobber)", path.display()));
+                    }
+                    record["status"] = "kept".into();
+                }
+                Err(e) => {
+                    code = code_of(e);
+                    say(bar, &format!("ftclient: {name}: {e}"));
+                    record["status"] = "error".into();
+                    record["exit_code"] = code_of(e).into();
+                    record["error"] = e.to_string().into();
+                }
+            }
+            let place = places.get_mut(name).and_then(VecDeque::pop_front);
+            if let Some(i) = place {
+                if matches!(&result, Err(e) if transient_client(e)) {
+                    again.push(i);
+                }
+                if let Some(slot) = records.get_mut(i) {
+                    *slot = Some((record, result.ok().map(|d| d.size - d.resumed_from), code));
+                }
+            }
+        });
+        // Never answered: the connection ended first.
+        again.extend(places.into_values().flatten());
+        again.sort_unstable();
+        if again.is_empty() {
+            break left;
         }
-    });
+        let why = format!("{} file(s) not fetched: the connection failed", again.len());
+        if !retry.again(bar, &why) {
+            break left;
+        }
+        retried = true;
+        todo = again;
+    };
     let records: Vec<_> = records.into_iter().flatten().collect();
     let failed = records.iter().map(|(_, _, code)| *code).find(|&code| code != 0).unwrap_or(0);
     if left > 0 {
@@ -624,7 +688,8 @@ fn get_all(
 /// `-r`, or `--json` on stdout). The exit code is the first failure's.
 #[allow(clippy::too_many_arguments)]
 fn put(
-    mut client: Client,
+    connect: &dyn Fn() -> Result<Client, ClientError>,
+    retry: &mut Retry,
     files: &[PathBuf],
     to: Option<&Name>,
     recursive: bool,
@@ -638,6 +703,12 @@ fn put(
     let mut first_failure = None;
     let mut named = Vec::new();
     let mut skipped = 0u64;
+    let mut client = loop {
+        match connect() {
+            Err(e) if transient_client(&e) && retry.again(bar, &client_chain(&e)) => continue,
+            other => break other?,
+        }
+    };
     if recursive {
         for folder in files {
             if !folder.is_dir() {
@@ -680,8 +751,11 @@ fn put(
     }
     let mut records = Vec::new();
     let (mut sent, mut failed, mut bytes) = (0u64, 0u64, 0u64);
-    client
-        .put_all(&named, options, |name, result| {
+    loop {
+        // Files answered (stored or refused for good) are not sent again after a retry.
+        let mut answered = 0;
+        let result = client.put_all(&named, options, |name, result| {
+            answered += 1;
             let mut record = serde_json::json!({ "name": name.as_str() });
             match result {
                 Ok(done) => {
@@ -698,8 +772,7 @@ fn put(
                 Err(e) => {
                     failed += 1;
                     first_failure.get_or_insert(code_of(&e));
-                    let chain = std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| e.source());
-                    say(bar, &format!("ftclient: put {name}: {}", ft::human::chain(chain)));
+                    say(bar, &format!("ftclient: put {name}: {}", client_chain(&e)));
                     record["status"] = "error".into();
                     record["exit_code"] = code_of(&e).into();
                     record["error"] = e.to_string().into();
@@ -708,8 +781,20 @@ fn put(
             if json && !recursive {
                 records.push(record);
             }
-        })
-        .context("put")?;
+        });
+        match result {
+            Err(e) if transient_client(&e) && retry.again(bar, &client_chain(&e)) => {
+                named.drain(..answered.min(named.len()));
+                client = loop {
+                    match connect() {
+                        Err(e) if transient_client(&e) && retry.again(bar, &client_chain(&e)) => continue,
+                        other => break other?,
+                    }
+                };
+            }
+            other => break other.context("put")?,
+        }
+    }
     let secs = started.elapsed().as_secs_f64();
     if json {
         let mut summary = serde_json::json!({
@@ -782,6 +867,52 @@ fn unchanged_removed(
     }
     keep.sort_by(|a, b| a.1.cmp(&b.1));
     Ok(keep)
+}
+
+/// What is left of `--retry` for this command, and the wait before the next.
+#[derive(Clone, Copy)]
+struct Retry {
+    left: u32,
+    delay: Duration,
+}
+
+impl Retry {
+    /// After a transient failure `why`: says so, waits, and returns true; false if no retries
+    /// are left.
+    fn again(&mut self, bar: Option<&Arc<Bar>>, why: &str) -> bool {
+        if self.left == 0 {
+            return false;
+        }
+        say(bar, &format!("ftclient: {why}; retrying in {} ({} left)", Span(self.delay), self.left));
+        std::thread::sleep(self.delay);
+        self.left -= 1;
+        self.delay = (self.delay * 2).min(Duration::from_secs(60));
+        true
+    }
+}
+
+/// Whether a failure may pass if tried again: the connection could not be made or was lost, a
+/// reply did not come in time, or the server was busy.
+fn transient_client(e: &ClientError) -> bool {
+    match e {
+        ClientError::Connect { .. }
+        | ClientError::Network(_)
+        | ClientError::Timeout
+        | ClientError::ShortBody { .. }
+        | ClientError::Broken
+        | ClientError::Protocol(ft::wire::ProtocolError::Closed | ft::wire::ProtocolError::TruncatedLine) => true,
+        ClientError::Server(reply) => reply.kind() == Some(ErrorCode::Busy),
+        _ => false,
+    }
+}
+
+fn transient(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<ClientError>().is_some_and(transient_client))
+}
+
+/// A client error with its causes, as one line.
+fn client_chain(e: &ClientError) -> String {
+    ft::human::chain(std::iter::successors(Some(e as &(dyn std::error::Error + 'static)), |e| e.source()))
 }
 
 fn entry_json(e: &ListEntry) -> serde_json::Value {
