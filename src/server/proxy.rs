@@ -18,6 +18,9 @@ use ppp::PartialResult;
 /// addresses and a few TLVs (HAProxy's are well under this).
 pub(crate) const MAX_HEADER: usize = 1024;
 
+/// The longest version 1 header, line end included.
+const V1_MAX: usize = 107;
+
 /// The 12 bytes every version 2 header starts with.
 const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
 
@@ -121,14 +124,37 @@ pub(crate) fn read_header(stream: &TcpStream, timeout: Duration) -> Result<Optio
 }
 
 /// Parses a header at the start of `bytes`: its length and the client's address; `None` if more
-/// bytes are needed.
+/// bytes are needed. Where a header ends is found here (a version 1 header at its CRLF, a version
+/// 2 one by its length field), and only the whole header is handed to `ppp`: some prefixes of a
+/// valid header look wrong to it rather than incomplete (a trailing space before a port).
 fn parse(bytes: &[u8]) -> Result<Option<(usize, Option<SocketAddr>)>, ProxyError> {
-    if bytes.is_empty() {
+    let prefix_of = |whole: &[u8]| bytes.len() < whole.len() && whole.starts_with(bytes);
+    let bytes = if bytes.is_empty() || prefix_of(V2_SIGNATURE) || prefix_of(b"PROXY ") {
         return Ok(None);
-    }
+    } else if bytes.starts_with(V2_SIGNATURE) {
+        if bytes.len() < 16 {
+            return Ok(None);
+        }
+        let total = 16 + usize::from(u16::from_be_bytes([bytes[14], bytes[15]]));
+        if total > MAX_HEADER {
+            return Err(ProxyError::Invalid(format!("longer than {MAX_HEADER} bytes")));
+        }
+        match bytes.get(..total) {
+            Some(header) => header,
+            None => return Ok(None),
+        }
+    } else if bytes.starts_with(b"PROXY ") {
+        match bytes.windows(2).position(|w| w == b"\r\n") {
+            Some(end) => &bytes[..end + 2],
+            None if bytes.len() < V1_MAX => return Ok(None),
+            None => return Err(ProxyError::Invalid(format!("no line end within {V1_MAX} bytes"))),
+        }
+    } else {
+        return Err(ProxyError::Invalid("neither a version 1 nor a version 2 header".into()));
+    };
     let result = ppp::HeaderResult::parse(bytes);
     if result.is_incomplete() {
-        return Ok(None);
+        return Err(ProxyError::Invalid("a header that ends before its fields do".into()));
     }
     match result {
         ppp::HeaderResult::V1(Ok(header)) => {
@@ -190,5 +216,21 @@ mod tests {
         assert_eq!(parse(&local).unwrap(), Some((16, None)), "LOCAL: the proxy itself");
         assert!(parse(b"GET / HTTP/1.1\r\n\r\n").is_err());
         assert!(looks_like_header(b"PROXY TCP4") && looks_like_header(&v2) && !looks_like_header(b"PUT 1 - "));
+    }
+}
+#[cfg(test)]
+mod prefixes {
+    #[test]
+    fn every_prefix_of_a_header_is_incomplete_not_wrong() {
+        let v1 = b"PROXY TCP4 203.0.113.9 198.51.100.1 40000 9000\r\n";
+        for n in 1..v1.len() {
+            let r = super::parse(&v1[..n]);
+            assert!(matches!(r, Ok(None)), "{n} {:?}: {r:?}", String::from_utf8_lossy(&v1[..n]));
+        }
+        let mut v2 = super::V2_SIGNATURE.to_vec();
+        v2.extend([0x21, 0x11, 0, 12, 203, 0, 113, 5, 10, 0, 0, 1, 0x9c, 0x40, 0x23, 0x28]);
+        for n in 1..v2.len() {
+            assert!(matches!(super::parse(&v2[..n]), Ok(None)), "{n}");
+        }
     }
 }
