@@ -160,6 +160,7 @@ fn health_says_ready_without_a_token_and_draining_while_the_server_still_serves(
     // Draining: the check fails at once, and clients are still served until the delay is over.
     server.drain(std::time::Duration::from_secs(30));
     assert_eq!(w.send("health\n").line(), "ERR draining shutting down: no new clients");
+    assert!(w.closed(), "closed at once, so a check waiting for more fails now");
     let mut fresh = server.connect();
     fresh.send(&local).send("health\n");
     assert_eq!(fresh.line(), "ERR draining shutting down: no new clients", "a new connection is still accepted");

@@ -167,6 +167,11 @@ fn off_loopback_only_tls_is_spoken_unless_plain_text_is_asked_for_on_both_sides(
         let refusal = plain.line();
         assert!(refusal.starts_with("ERR denied plain text is served only to this machine"), "{refusal}");
         assert!(plain.closed());
+        // But for a load balancer's check, which carries nothing.
+        let mut check = Wire::connect(server.addr);
+        assert_eq!(check.send("health\r\n").line(), "OK ready");
+        assert!(check.send("list\n").line().starts_with("ERR denied plain text"));
+        assert!(check.closed());
         // ftclient's default speaks TLS to a host that is not loopback; asked for plain text, it
         // is refused, and it never falls back.
         let mut client =

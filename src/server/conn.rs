@@ -119,6 +119,9 @@ pub(crate) struct Connection<'a> {
     partial: Option<(Name, u64, (i64, u32), crate::store::Partial)>,
     /// Upload answers written since the buffer was last flushed on their account.
     unflushed_answers: usize,
+    /// Plain text from another machine, which is not allowed: only `health` and `quit` are
+    /// answered; anything else is refused and ends the connection.
+    health_only: bool,
 }
 
 /// Upload answers held back at most before they are sent while requests keep coming.
@@ -209,18 +212,18 @@ impl<'a> Connection<'a> {
         }
         tcp.set_nodelay(true)?;
         tcp.set_write_timeout(Some(shared.config.send_timeout))?;
+        let mut health_only = false;
         let transport = if first[0] == TLS_HANDSHAKE {
             let session = rustls::ServerConnection::new(shared.tls.config.clone()).map_err(io::Error::other)?;
             let mut tls = Transport::tls_server(tcp.clone(), session);
             tls.handshake(Instant::now() + shared.config.request_timeout).map_err(ConnError::Handshake)?;
             tcp.set_read_timeout(Some(idle))?;
             tls
-        } else if peer.ip().to_canonical().is_loopback() || shared.config.allow_plaintext {
-            transport
         } else {
-            let why = "plain text is served only to this machine: connect with TLS (ftclient does, to any other host)";
-            let _ = protocol::write_err(&mut &*tcp, ErrorCode::Denied, &why);
-            return Err(ConnError::PlainRefused);
+            // Plain text from another machine is refused, but for `health` (a load balancer's
+            // check, which carries nothing): see `serve_with`.
+            health_only = !(peer.ip().to_canonical().is_loopback() || shared.config.allow_plaintext);
+            transport
         };
         let stream = BufStream::new(transport, 8 << 10, 64 << 10);
         let read_timeout = Some(idle);
@@ -238,6 +241,7 @@ impl<'a> Connection<'a> {
             may_write: false,
             partial: None,
             unflushed_answers: 0,
+            health_only,
         }))
     }
 
@@ -302,6 +306,13 @@ impl<'a> Connection<'a> {
             if !matches!(request, Ok(Request::Put { .. })) {
                 self.answer_stored(storers, true)?;
             }
+            if self.health_only && !matches!(request, Ok(Request::Health | Request::Quit)) {
+                let why =
+                    "plain text is served only to this machine: connect with TLS (ftclient does, to any other host)";
+                self.err(ErrorCode::Denied, &why)?;
+                self.stream.flush()?;
+                return Err(ConnError::PlainRefused);
+            }
             // With an auth file, only setting up, leaving and the health check are answered before
             // a valid token.
             let open =
@@ -328,7 +339,10 @@ impl<'a> Connection<'a> {
                 Ok(Request::Stats) => self.stats()?,
                 Ok(Request::Health) => {
                     if self.shared.shutdown.get().is_some_and(|s| s.is_draining()) {
+                        // And closed, so a check that waits for more of a reply it does not
+                        // expect (HAProxy's tcp-check expect) fails now, not at its timeout.
                         self.err(ErrorCode::Draining, &"shutting down: no new clients")?;
+                        break;
                     } else {
                         protocol::write_ok_fields(&mut self.stream, "ready")?;
                     }
