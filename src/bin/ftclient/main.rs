@@ -506,18 +506,15 @@ fn run(args: Args) -> anyhow::Result<u8> {
                 let options = TreeOptions { resume, delete, dry_run, checksum, queue: None };
                 // Listed on a second connection while the first fetches.
                 let mut retry = retry;
-                // Again after a transient failure: what is already here and unchanged is skipped,
-                // and what was cut off resumes from its .part.
-                let code = loop {
-                    let attempt = (|| {
-                        let (mut fetcher, lister) = (connect()?, connect()?);
-                        get_tree(&mut fetcher, Some(lister), &tops, &dir, options, json, args.quiet)
-                    })();
-                    match attempt {
-                        Err(e) if transient(&e) && retry.again(bar.as_ref(), &ft::human::chain(e.chain())) => continue,
-                        other => break other?,
-                    }
-                };
+                let code = get_tree(
+                    &mut TreeSource::Connect(&connect, &mut retry),
+                    bar.as_ref(),
+                    &tops,
+                    &dir,
+                    options,
+                    json,
+                    args.quiet,
+                )?;
                 if let Some(bar) = &bar {
                     bar.bar.finish_and_clear();
                 }
@@ -871,7 +868,7 @@ fn unchanged_removed(
 
 /// What is left of `--retry` for this command, and the wait before the next.
 #[derive(Clone, Copy)]
-struct Retry {
+pub(crate) struct Retry {
     left: u32,
     delay: Duration,
 }
@@ -906,10 +903,6 @@ fn transient_client(e: &ClientError) -> bool {
     }
 }
 
-fn transient(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<ClientError>().is_some_and(transient_client))
-}
-
 /// A client error with its causes, as one line.
 fn client_chain(e: &ClientError) -> String {
     ft::human::chain(std::iter::successors(Some(e as &(dyn std::error::Error + 'static)), |e| e.source()))
@@ -939,11 +932,20 @@ fn positive_span(s: &str) -> Result<Span, String> {
     }
 }
 
+/// Where `get -r` fetches from: the shell's connection, or new connections, again after a
+/// transient failure while `--retry` allows.
+pub(crate) enum TreeSource<'a> {
+    Shell(&'a mut Client),
+    Connect(&'a dyn Fn() -> Result<Client, ClientError>, &'a mut Retry),
+}
+
 /// `get -r`: fetches the trees, reporting failures on stderr as they happen and, with
 /// `--dry-run`, what would be done on stdout; ends with a summary (stderr, or `--json` on stdout).
+/// With `--retry`, a fetch that lost its connection (or a file that did) starts again on new
+/// connections: what is already here and unchanged is skipped, and what was cut off resumes.
 fn get_tree(
-    client: &mut Client,
-    lister: Option<Client>,
+    source: &mut TreeSource<'_>,
+    bar: Option<&Arc<Bar>>,
     tops: &[Option<Name>],
     dir: &OutDir,
     options: TreeOptions,
@@ -951,47 +953,74 @@ fn get_tree(
     quiet: bool,
 ) -> anyhow::Result<u8> {
     let started = std::time::Instant::now();
-    let mut first_failure = None;
     let mut out = io::stdout().lock();
-    let mut printed = Ok(());
-    let report = |event: TreeEvent<'_>| match event {
-        TreeEvent::Fetched(name, Err(e)) => {
-            first_failure.get_or_insert(code_of(e));
-            let chain = std::iter::successors(Some(e as &(dyn std::error::Error + 'static)), |e| e.source());
-            eprintln!("ftclient: {}: {}", escape(name.as_str()), escape(&ft::human::chain(chain)));
-        }
-        TreeEvent::Fetched(_, Ok(_)) => {}
-        TreeEvent::WouldFetch(name) => {
-            if printed.is_ok() {
-                printed = writeln!(out, "fetch {}", escape(name.as_str()));
+    // Counts over every attempt: what earlier ones fetched, later ones skip.
+    let (mut fetched, mut bytes, mut deleted) = (0u64, 0u64, 0u64);
+    let (summary, first_failure) = loop {
+        let mut first_failure = None;
+        let mut transient_failure = false;
+        let mut printed = Ok(());
+        let report = |event: TreeEvent<'_>| match event {
+            TreeEvent::Fetched(name, Err(e)) => {
+                transient_failure |= transient_client(e);
+                first_failure.get_or_insert(code_of(e));
+                eprintln!("ftclient: {}: {}", escape(name.as_str()), escape(&client_chain(e)));
             }
-        }
-        TreeEvent::Deleted(name) if options.dry_run => {
-            if printed.is_ok() {
-                printed = writeln!(out, "delete {}", escape(name));
+            TreeEvent::Fetched(_, Ok(_)) => {}
+            TreeEvent::WouldFetch(name) => {
+                if printed.is_ok() {
+                    printed = writeln!(out, "fetch {}", escape(name.as_str()));
+                }
             }
-        }
-        TreeEvent::Deleted(name) => {
-            if !quiet {
-                eprintln!("deleted {}", escape(name));
+            TreeEvent::Deleted(name) if options.dry_run => {
+                if printed.is_ok() {
+                    printed = writeln!(out, "delete {}", escape(name));
+                }
             }
+            TreeEvent::Deleted(name) => {
+                if !quiet {
+                    eprintln!("deleted {}", escape(name));
+                }
+            }
+        };
+        let summary = match source {
+            TreeSource::Shell(client) => client.fetch_tree(tops, dir, options, report),
+            // Listed on a second connection while the first fetches.
+            TreeSource::Connect(connect, _) => connect().and_then(|mut fetcher| {
+                let lister = connect()?;
+                fetcher.fetch_tree_with(lister, tops, dir, options, report)
+            }),
+        };
+        printed?;
+        let why = match &summary {
+            Err(e) if transient_client(e) => client_chain(e),
+            Ok(_) if transient_failure => "a file was cut off".to_string(),
+            _ => String::new(),
+        };
+        if let Ok(s) = &summary {
+            fetched += s.fetched - s.failed.min(s.fetched);
+            bytes += s.bytes;
+            deleted += s.deleted;
+        }
+        let again = match source {
+            TreeSource::Connect(_, retry) if !why.is_empty() => retry.again(bar, &why),
+            _ => false,
+        };
+        if !again {
+            break (summary.context("get -r")?, first_failure);
         }
     };
-    let summary = match lister {
-        Some(lister) => client.fetch_tree_with(lister, tops, dir, options, report),
-        None => client.fetch_tree(tops, dir, options, report),
-    };
-    printed?;
-    let summary = summary.context("get -r")?;
+    let skipped = summary.skipped.saturating_sub(fetched.saturating_sub(summary.fetched));
+    let fetched = fetched.max(summary.fetched);
     let secs = started.elapsed().as_secs_f64();
     let verb = if options.dry_run { "would fetch" } else { "fetched" };
     if json {
         let value = serde_json::json!({
-            "fetched": summary.fetched,
-            "skipped": summary.skipped,
-            "deleted": summary.deleted,
+            "fetched": fetched,
+            "skipped": skipped,
+            "deleted": deleted,
             "failed": summary.failed,
-            "bytes_received": summary.bytes,
+            "bytes_received": bytes,
             "dry_run": options.dry_run,
             "elapsed_secs": secs,
         });
@@ -999,11 +1028,11 @@ fn get_tree(
     } else if !quiet {
         eprintln!(
             "{verb} {} files ({}), skipped {} unchanged, {} {}, {} failed, in {secs:.2} s",
-            summary.fetched,
-            ft::human::size(summary.bytes),
-            summary.skipped,
+            fetched,
+            ft::human::size(bytes),
+            skipped,
             if options.dry_run { "would delete" } else { "deleted" },
-            summary.deleted,
+            deleted,
             summary.failed,
         );
     }

@@ -176,7 +176,7 @@ fn shell_get_tree(client: &mut Client, folder: &str, output: &Path, quiet: bool)
     };
     let dir = OutDir::create(output).with_context(|| format!("cannot create {}", output.display()))?;
     let options = ft::client::tree::TreeOptions { resume: true, ..Default::default() };
-    let code = super::get_tree(client, None, &[top], &dir, options, false, quiet)?;
+    let code = super::get_tree(&mut super::TreeSource::Shell(client), None, &[top], &dir, options, false, quiet)?;
     if code != 0 {
         anyhow::bail!("get -r {}: some files failed", escape(folder));
     }
