@@ -7,6 +7,7 @@
 mod attack;
 mod cli;
 mod client;
+mod failover;
 mod faults;
 mod proxy;
 mod soak;
