@@ -1,7 +1,7 @@
 //! ft's integration tests, built into one binary: raw-wire tests against an in-process server
 //! (`wire`), hostile input (`attack`), faults and resume (`faults`), the library client
 //! (`client`), fetching folders (`sync`), TLS and trust (`tls`), uploads (`upload`), behind a
-//! load balancer (`proxy`), and the real binaries
+//! load balancer (`proxy`) and failing over behind HAProxy (`failover`), and the real binaries
 //! (`cli`).
 
 mod attack;
