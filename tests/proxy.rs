@@ -165,3 +165,33 @@ fn health_says_ready_without_a_token_and_draining_while_the_server_still_serves(
     fresh.send(&local).send("health\n");
     assert_eq!(fresh.line(), "ERR draining shutting down: no new clients", "a new connection is still accepted");
 }
+
+#[test]
+fn failed_tokens_slow_and_cut_off_the_client_behind_the_proxy_not_the_proxy() {
+    let dirs = Dirs::new();
+    let path = dirs.keys.path().join("tokens");
+    let token = ft::server::auth::add(&path, "reader", ft::server::auth::Rights { read: true, write: false }).unwrap();
+    let server =
+        behind_proxy(&dirs, |c| Config { auth_file: Some(path), auth_delay: std::time::Duration::from_millis(1), ..c });
+    // One client guesses until it is cut off...
+    let mut guesser = server.connect();
+    guesser.send(v1("203.0.113.66"));
+    let mut cut = false;
+    for _ in 0..ft::server::auth::CUT_AFTER + 1 {
+        let reply = guesser.send("auth ft_wrong_token_000000000000000000000000\n").line();
+        assert!(reply.starts_with("ERR unauthorized"), "{reply}");
+        if reply.contains("too many failed attempts") {
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut && guesser.closed(), "never cut off");
+    // ... and so is its address on a new connection through the proxy,
+    let mut again = server.connect();
+    again.send(v1("203.0.113.66")).send("stats\n");
+    assert!(again.line().starts_with("ERR unauthorized too many failed attempts"));
+    // while another client through the same proxy is not.
+    let mut other = server.connect();
+    other.send(v1("203.0.113.67")).send(format!("auth {}\n", token.expose()));
+    assert!(other.line().starts_with("OK rights="));
+}
