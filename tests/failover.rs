@@ -1,7 +1,7 @@
 //! Failover with real parts: three ftservers, each in its own network namespace, behind a real
 //! HAProxy (configured from `contrib/haproxy.cfg`) in another, and clients in a fourth. While
 //! the clients fetch a folder holding a 1 GiB file, one replica is killed with SIGKILL
-//! mid-transfer and another drained with SIGTERM. Every client must finish with byte-identical
+//! mid-transfer (the one carrying the most transfers) and another drained with SIGTERM. Every client must finish with byte-identical
 //! files, and the replicas' logs must show the clients' real addresses (PROXY protocol v2).
 //!
 //! Needs root (network namespaces) and HAProxy (`.ci/run` installs Debian's `haproxy`); skipped
@@ -131,6 +131,15 @@ fn drain(rx: &mpsc::Receiver<(Instant, String)>, into: &mut Vec<String>) {
     while let Ok((_, line)) = rx.try_recv() {
         into.push(line);
     }
+}
+
+/// Established connections to the replica in namespace `ns` (its port 9000).
+fn established(ns: &str) -> usize {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "ss", "-Htn", "state", "established", "( sport = :9000 )"])
+        .output()
+        .expect("ss (iproute2)");
+    String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
 /// Bytes beneath `dir`, `.part` files included (what a client has so far).
@@ -305,6 +314,7 @@ fn clients_behind_haproxy_finish_whole_through_a_kill_and_a_drain() {
     let mut last = [(0u64, Instant::now()); CLIENTS];
     let mut stall = [Duration::ZERO; CLIENTS];
     let (mut killed_at, mut drained) = (None, false);
+    let (mut victim, mut drainee) = (0, 1);
     let total: u64 = (1 << 30) + (0..40).map(|i| 1000 + i * 997).sum::<u64>();
     loop {
         assert!(started.elapsed() < LIMIT, "the clients did not finish in time");
@@ -338,11 +348,14 @@ fn clients_behind_haproxy_finish_whole_through_a_kill_and_a_drain() {
         }
         let least = last.iter().map(|(b, _)| *b).min().unwrap_or(0);
         if killed_at.is_none() && least >= 100 << 20 {
-            assert_eq!(unsafe { libc::kill(pids[0] as i32, libc::SIGKILL) }, 0);
+            // The replica carrying the most transfers now: the kill must cut someone off.
+            victim = (0..REPLICAS).max_by_key(|&i| established(&replicas[i])).unwrap_or(0);
+            assert_eq!(unsafe { libc::kill(pids[victim] as i32, libc::SIGKILL) }, 0);
             killed_at = Some(Instant::now());
         }
         if killed_at.is_some() && !drained && least >= 400 << 20 {
-            assert_eq!(unsafe { libc::kill(pids[1] as i32, libc::SIGTERM) }, 0);
+            drainee = (0..REPLICAS).filter(|&i| i != victim).max_by_key(|&i| established(&replicas[i])).unwrap_or(0);
+            assert_eq!(unsafe { libc::kill(pids[drainee] as i32, libc::SIGTERM) }, 0);
             drained = true;
         }
         if finished == CLIENTS {
@@ -366,21 +379,23 @@ fn clients_behind_haproxy_finish_whole_through_a_kill_and_a_drain() {
         assert!(!dir.join("set/big.bin.part").exists());
     }
     // HAProxy saw replica 1 go down; the live replicas logged the clients' real address.
-    let (down_at, _) = wait_line(&lb_log, "ft1 is DOWN", Duration::from_secs(30), &mut lb_seen);
+    let (killed, drained_name) = (format!("ft{} is DOWN", victim + 1), format!("ft{} is DOWN", drainee + 1));
+    let spared = format!("ft{} is DOWN", 6 - (victim + 1) - (drainee + 1));
+    let (down_at, _) = wait_line(&lb_log, &killed, Duration::from_secs(30), &mut lb_seen);
     drain(&lb_log, &mut lb_seen);
     let killed_at = killed_at.unwrap_or(down_at);
-    assert!(down_at >= killed_at, "ft1 was down before it was killed:\n{}", lb_seen.join("\n"));
+    assert!(down_at >= killed_at, "the replica was down before it was killed:\n{}", lb_seen.join("\n"));
     // The drained replica's check failed on its answer (draining), not on a refused connection.
-    let (_, drained_down) = match lb_seen.iter().find(|l| l.contains("ft2 is DOWN")) {
+    let (_, drained_down) = match lb_seen.iter().find(|l| l.contains(&drained_name)) {
         Some(line) => (Instant::now(), line.clone()),
-        None => wait_line(&lb_log, "ft2 is DOWN", Duration::from_secs(30), &mut lb_seen),
+        None => wait_line(&lb_log, &drained_name, Duration::from_secs(30), &mut lb_seen),
     };
     if !drained_down.contains("TCPCHK did not match") {
-        let (rx, seen) = &mut logs[1];
+        let (rx, seen) = &mut logs[drainee];
         drain(rx, seen);
         panic!("{drained_down}\nreplica 2:\n{}\nHAProxy:\n{}", seen.join("\n"), lb_seen.join("\n"));
     }
-    assert!(!lb_seen.iter().any(|l| l.contains("ft3 is DOWN")), "{}", lb_seen.join("\n"));
+    assert!(!lb_seen.iter().any(|l| l.contains(&spared)), "{}", lb_seen.join("\n"));
     assert!(retries > 0, "no client was cut off by the kill");
     let mark_down = down_at - killed_at;
     let mut real = 0;

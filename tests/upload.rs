@@ -244,12 +244,14 @@ fn an_interrupted_upload_resumes_from_the_bytes_the_server_proves() {
     fs::write(local.path().join("now.bin"), &good).unwrap();
     fs::File::options().write(true).open(local.path().join("now.bin")).unwrap().set_modified(when).unwrap();
     let mut w = server.connect();
-    w.send(put_line("now.bin", &good)).send(&good[..1_500_000]);
+    // Its thread is up and waiting for this request before the next client arrives.
+    w.sync();
+    w.send(put_line("now.bin", &good)).send(&good[..200_000]);
     w.stream.shutdown(std::net::Shutdown::Write).unwrap();
     let files = [(local.path().join("now.bin"), name("now.bin"))];
     server
         .client()
-        .put_all(&files, ft::client::PutOptions::default(), |_, r| assert_eq!(r.unwrap().resumed_from, 1_500_000))
+        .put_all(&files, ft::client::PutOptions::default(), |_, r| assert_eq!(r.unwrap().resumed_from, 200_000))
         .unwrap();
     assert!(fs::read(dirs.root.path().join("now.bin")).unwrap() == good);
     drop(w);
