@@ -162,6 +162,15 @@ fn put_trailer_error(e: PutError) -> ConnError {
     }
 }
 
+/// Reads and drops the line after the bytes of a `put -` that was not stored: a digest or an
+/// abort leaves the connection in step; anything else ends it.
+fn skip_put_trailer(stream: &mut BufStream) -> Result<(), ConnError> {
+    match read_put_trailer(stream) {
+        Ok(_) | Err(PutError::Aborted) => Ok(()),
+        Err(e) => Err(put_trailer_error(e)),
+    }
+}
+
 /// A body of `left` bytes read from a stream shared with the reader of the line after it.
 struct Limited<'c, 's> {
     stream: &'c std::cell::RefCell<&'s mut BufStream>,
@@ -260,6 +269,7 @@ impl<'a> Connection<'a> {
                 // Nothing more to read for now: every upload handed over is answered first.
                 self.answer_stored(storers, true)?;
                 self.stream.flush()?;
+                self.unflushed_answers = 0;
                 set_timeout(&self.tcp, &mut self.read_timeout, config.idle_timeout)?;
                 if self.stream.fill_buf()?.is_empty() {
                     break;
@@ -505,7 +515,7 @@ impl<'a> Connection<'a> {
                 self.partial = held.map(|p| (name.clone(), size, mtime, p));
                 Ok(protocol::write_ok_fields(&mut self.stream, &format!("{len} xxh3={prefix}"))?)
             }
-            Err(e @ (crate::store::PutError::NotFolder(_) | crate::store::PutError::Reserved)) => {
+            Err(e @ (PutError::NotFolder(_) | PutError::Reserved)) => {
                 self.err(ErrorCode::Denied, &format!("{name}: {e}"))
             }
             Err(e) => self.err(ErrorCode::Internal, &format!("{name}: {e}")),
@@ -537,7 +547,7 @@ impl<'a> Connection<'a> {
                 return Err(ConnError::Truncated);
             }
             if digest.is_none() {
-                read_put_trailer(&mut self.stream).map_err(put_trailer_error)?;
+                skip_put_trailer(&mut self.stream)?;
             }
             return Ok(true);
         }
@@ -602,13 +612,9 @@ impl<'a> Connection<'a> {
         };
         let stored = self.shared.root.put(&name, size, expected, mtime, &mut body, replace, from, partial);
         // What a refusal left unread is skipped, to stay in step with the peer.
-        let mut skipped = io::copy(&mut body, &mut io::sink()).map(drop);
+        let mut skipped = io::copy(&mut body, &mut io::sink()).map(drop).map_err(ConnError::from);
         if skipped.is_ok() && !trailer_read.get() {
-            skipped = match read_put_trailer(&mut stream.borrow_mut()) {
-                Err(PutError::Body(e)) => Err(e),
-                Err(PutError::BadTrailer) => Err(io::Error::other("the line after the bytes is not a digest")),
-                _ => Ok(()),
-            };
+            skipped = skip_put_trailer(&mut stream.borrow_mut());
         }
         if stored.is_ok() {
             self.shared.cache.forget(&name);
@@ -649,9 +655,8 @@ impl<'a> Connection<'a> {
         name: &Name,
         size: u64,
         asked_to_replace: bool,
-        stored: Result<crate::store::Stored, crate::store::PutError>,
+        stored: Result<crate::store::Stored, PutError>,
     ) -> Result<(), ConnError> {
-        use crate::store::PutError;
         let (code, why) = match stored {
             Ok(stored) => {
                 self.shared.uploads.fetch_add(1, Ordering::Relaxed);

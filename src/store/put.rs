@@ -109,6 +109,19 @@ pub(super) struct Staging {
     umask_keeps_mode: bool,
 }
 
+impl Staging {
+    /// Whether the staging name `key` still holds the file whose status is `st`: an upload that
+    /// finished meanwhile takes its file out of the staging folder, and a later one may put
+    /// another file under the same name.
+    fn still_names(&self, key: &str, st: &rustix::fs::Stat) -> Result<bool, Errno> {
+        match rustix::fs::statat(&self.dir, key, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(named) => Ok((named.st_dev, named.st_ino) == (st.st_dev, st.st_ino)),
+            Err(Errno::NOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// What [`Root::enable_uploads`] found in the staging folder.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Cleaned {
@@ -242,10 +255,10 @@ impl Root {
             // its final name and taking it out of the staging folder: then this is no longer the
             // staging file, and must not be written. Only the file the staging name still holds is.
             let st = rustix::fs::fstat(&file)?;
-            match rustix::fs::statat(&staging.dir, key.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(named) if (named.st_dev, named.st_ino) == (st.st_dev, st.st_ino) => break (file, st),
-                Ok(_) | Err(Errno::NOENT) if std::time::Instant::now() < until => continue,
-                Ok(_) | Err(Errno::NOENT) => return Ok(None),
+            match staging.still_names(&key, &st) {
+                Ok(true) => break (file, st),
+                Ok(false) if std::time::Instant::now() < until => continue,
+                Ok(false) => return Ok(None),
                 Err(e) => return Err(e.into()),
             }
         };
@@ -304,7 +317,6 @@ impl Root {
                 if p.on_disk != from {
                     p.file.set_len(from)?;
                 }
-                p.held = from;
                 let hasher = std::mem::take(&mut p.hasher);
                 (Target::Partial(p), hasher)
             }
@@ -371,7 +383,9 @@ impl Root {
         let key = partial_key(name, len, mtime);
         let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let Ok(fd) = rustix::fs::openat(&staging.dir, key.as_str(), flags, Mode::empty()) else { return };
-        if rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_ok() {
+        let locked = rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_ok();
+        // Locked, and still the file under that name (not one an upload made after it went).
+        if locked && rustix::fs::fstat(&fd).is_ok_and(|st| staging.still_names(&key, &st).unwrap_or(false)) {
             let _ = rustix::fs::unlinkat(&staging.dir, key.as_str(), AtFlags::empty());
         }
     }

@@ -592,10 +592,7 @@ fn get_all(
     let mut todo: Vec<usize> = (0..names.len()).collect();
     let mut retried = false;
     let left = loop {
-        let mut client = match connect() {
-            Err(e) if transient_client(&e) && retry.again(bar, &client_chain(&e)) => continue,
-            other => other?,
-        };
+        let mut client = retry.connect(connect, bar)?;
         let batch: Vec<Name> = todo.iter().map(|&i| names[i].clone()).collect();
         // Each name's place in the request; a name given twice takes its places in turn.
         let mut places: HashMap<&Name, VecDeque<usize>> = HashMap::new();
@@ -700,12 +697,7 @@ fn put(
     let mut first_failure = None;
     let mut named = Vec::new();
     let mut skipped = 0u64;
-    let mut client = loop {
-        match connect() {
-            Err(e) if transient_client(&e) && retry.again(bar, &client_chain(&e)) => continue,
-            other => break other?,
-        }
-    };
+    let mut client = retry.connect(connect, bar)?;
     if recursive {
         for folder in files {
             if !folder.is_dir() {
@@ -782,12 +774,7 @@ fn put(
         match result {
             Err(e) if transient_client(&e) && retry.again(bar, &client_chain(&e)) => {
                 named.drain(..answered.min(named.len()));
-                client = loop {
-                    match connect() {
-                        Err(e) if transient_client(&e) && retry.again(bar, &client_chain(&e)) => continue,
-                        other => break other?,
-                    }
-                };
+                client = retry.connect(connect, bar)?;
             }
             other => break other.context("put")?,
         }
@@ -885,6 +872,20 @@ impl Retry {
         self.left -= 1;
         self.delay = (self.delay * 2).min(Duration::from_secs(60));
         true
+    }
+
+    /// A new connection, tried again after a transient failure while retries are left.
+    fn connect(
+        &mut self,
+        connect: &dyn Fn() -> Result<Client, ClientError>,
+        bar: Option<&Arc<Bar>>,
+    ) -> Result<Client, ClientError> {
+        loop {
+            match connect() {
+                Err(e) if transient_client(&e) && self.again(bar, &client_chain(&e)) => continue,
+                other => return other,
+            }
+        }
     }
 }
 
