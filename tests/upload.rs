@@ -243,10 +243,22 @@ fn an_interrupted_upload_resumes_from_the_bytes_the_server_proves() {
     // are waited for, then resumed.
     fs::write(local.path().join("now.bin"), &good).unwrap();
     fs::File::options().write(true).open(local.path().join("now.bin")).unwrap().set_modified(when).unwrap();
+    // Once the server holds its staging file locked (as long as the connection lasts), the
+    // sender goes and the next client asks at once.
+    let before = staged(dirs.root.path());
     let mut w = server.connect();
-    // Its thread is up and waiting for this request before the next client arrives.
-    w.sync();
     w.send(put_line("now.bin", &good)).send(&good[..200_000]);
+    let locked = || {
+        staged(dirs.root.path()).iter().filter(|f| !before.contains(f)).any(|f| {
+            let file = fs::File::open(dirs.root.path().join(".ft-partial").join(f));
+            file.is_ok_and(|file| rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared).is_err())
+        })
+    };
+    let deadline = std::time::Instant::now() + crate::util::WAIT;
+    while !locked() {
+        assert!(std::time::Instant::now() < deadline, "the server never began the upload");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     w.stream.shutdown(std::net::Shutdown::Write).unwrap();
     let files = [(local.path().join("now.bin"), name("now.bin"))];
     server
