@@ -44,6 +44,7 @@
 
 pub mod client;
 pub mod digest;
+pub mod escape;
 pub mod fingerprint;
 pub mod human;
 pub mod name;

@@ -745,7 +745,7 @@ fn a_server_that_announces_endless_replies_cannot_exhaust_the_client() {
     let _ = child.wait();
     fake.join().unwrap();
     assert!(libc::WIFEXITED(status));
-    assert_eq!(libc::WEXITSTATUS(status), 4, "the listing ended early: a connection failure");
+    assert_eq!(libc::WEXITSTATUS(status), 4, "the listing ended early: a connection failure ({status:#x})");
     let peak_mib = usage.ru_maxrss / 1024;
     eprintln!("client peak RSS {peak_mib} MiB for {LINES} entries");
     assert!(peak_mib < 30, "client peak RSS {peak_mib} MiB for {LINES} entries");

@@ -165,7 +165,7 @@ fn many_files_are_pipelined_saved_in_order_and_errors_stay_per_file() {
     assert_eq!(left, 0);
     assert_eq!(results.len(), names.len());
     for (n, r) in &results {
-        let i: usize = n.as_str()[4..8].parse().unwrap();
+        let i: usize = n.to_str().unwrap()[4..8].parse().unwrap();
         match (i % 50, r) {
             (7, Err(ClientError::Server(reply))) => assert_eq!(reply.code, "not-found"),
             (13, Ok(done)) => {
@@ -300,7 +300,7 @@ fn hello_agrees_with_a_server_and_falls_back_with_one_that_predates_it() {
     let server = TestServer::start(dirs.config());
     let mut client = server.client();
     let agreed = client.agreed().unwrap().clone();
-    assert_eq!(agreed.version, 1);
+    assert_eq!(agreed.version, ft::wire::PROTOCOL_VERSION);
     // What this client asks for, all of which the server grants (it grants put too, when asked).
     assert_eq!(agreed.features, ft::client::CLIENT_FEATURES);
     let out = tempfile::tempdir().unwrap();
@@ -328,14 +328,15 @@ fn hello_agrees_with_a_server_and_falls_back_with_one_that_predates_it() {
     assert_eq!(client.agreed().unwrap(), &ft::wire::Agreed::baseline());
     assert!(client.is_usable());
     let features = ft::client::CLIENT_FEATURES.join(" ");
-    assert_eq!(fake.join().unwrap(), [format!("hello 1 {features}\n"), "get a.txt\n".to_string()]);
+    let hello = format!("hello {} {features}\n", ft::wire::PROTOCOL_VERSION);
+    assert_eq!(fake.join().unwrap(), [hello, "get a.txt\n".to_string()]);
 
     // One that claims a version this client never offered is refused.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let _fake = thread::spawn(move || {
         let (mut stream, _) = listener.accept().unwrap();
-        stream.write_all(b"OK 2 features=\n").unwrap();
+        stream.write_all(b"OK 3 features=\n").unwrap();
         let _ = stream.read(&mut [0u8; 1]);
     });
     let mut client = Client::connect(&addr.to_string(), WAIT).unwrap();

@@ -27,17 +27,24 @@ fn stamp(path: &Path, mode: u32, secs: u64, nanos: u32) {
     file.set_modified(UNIX_EPOCH + Duration::new(secs, nanos)).unwrap();
 }
 
-/// Everything beneath `root`: relative path -> (is folder, mode, mtime s, ns, contents).
+/// Everything beneath `root`, not following symlinks: relative path -> (is folder, mode, mtime s,
+/// ns, contents: a file's bytes, or `-> target` for a symlink).
 fn snapshot(root: &Path) -> BTreeMap<String, (bool, u32, i64, i64, Vec<u8>)> {
     let mut all = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for entry in fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
-            let meta = fs::metadata(&path).unwrap();
+            let meta = fs::symlink_metadata(&path).unwrap();
             let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            let body = if meta.is_dir() { Vec::new() } else { fs::read(&path).unwrap() };
-            all.insert(rel, (meta.is_dir(), meta.mode() & 0o7777, meta.mtime(), meta.mtime_nsec(), body));
+            let (body, mode) = if meta.is_dir() {
+                (Vec::new(), meta.mode() & 0o7777)
+            } else if meta.file_type().is_symlink() {
+                ([&b"-> "[..], fs::read_link(&path).unwrap().as_os_str().as_encoded_bytes()].concat(), 0)
+            } else {
+                (fs::read(&path).unwrap(), meta.mode() & 0o7777)
+            };
+            all.insert(rel, (meta.is_dir(), mode, meta.mtime(), meta.mtime_nsec(), body));
             if meta.is_dir() {
                 stack.push(path);
             }
@@ -67,7 +74,10 @@ fn fetch_with(
     let report = |e: TreeEvent<'_>| match e {
         TreeEvent::Fetched(n, r) => events.push(format!("{} {n}", if r.is_ok() { "fetched" } else { "failed" })),
         TreeEvent::WouldFetch(n) => events.push(format!("would fetch {n}")),
-        TreeEvent::Deleted(n) => events.push(format!("deleted {n}")),
+        TreeEvent::Deleted(n) => events.push(format!("deleted {}", String::from_utf8_lossy(n))),
+        TreeEvent::Made(n, kind) => events.push(format!("made {n} ({})", kind.describe())),
+        TreeEvent::NotCopied(n, why) => events.push(format!("not copied {n}: {why}")),
+        TreeEvent::DeletionSkipped(k) => events.push(format!("deletion skipped: {k} unreadable")),
     };
     let summary = match lister {
         Some(lister) => client.fetch_tree_with(lister, names, dir, options, report),
@@ -112,37 +122,46 @@ fn a_tree_arrives_whole_with_times_and_modes_and_a_second_fetch_moves_nothing() 
     // the fetching starts before the listing has ended).
     let mut client = server.client();
     let small_queue = TreeOptions { queue: Some(2), ..TreeOptions::default() };
-    let (summary, _) = fetch_with(&mut client, Some(server.client()), &[Some(name("proj"))], &dir, small_queue);
-    assert_eq!((summary.fetched, summary.skipped, summary.failed), (6, 0, 0), "{summary:?}");
+    let (summary, events) = fetch_with(&mut client, Some(server.client()), &[Some(name("proj"))], &dir, small_queue);
+    assert_eq!((summary.fetched, summary.made, summary.skipped, summary.failed), (5, 2, 0, 0), "{summary:?}");
+    assert!(events.contains(&"made proj/data-link (a symlink)".to_string()), "{events:?}");
     let got = snapshot(&out.path().join("proj"));
-    let mut want = snapshot(&dirs.root.path().join("proj"));
-    // Served as get serves it: the symlinked folder inside as a folder, the one outside not at all.
-    want.retain(|k, _| !k.starts_with("escape"));
-    let theirs: Vec<_> = want.keys().collect();
-    assert_eq!(got.keys().collect::<Vec<_>>(), theirs);
+    // As rsync -a keeps it: every entry, each symlink as a symlink holding the same text (the
+    // one inside the root and the one out of it alike: neither is followed, here or there).
+    let want = snapshot(&dirs.root.path().join("proj"));
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
     for (k, (folder, mode, secs, nanos, body)) in &got {
         let w = &want[k];
         assert_eq!(body, &w.4, "{k}");
         assert_eq!(*folder, w.0, "{k}");
         assert_eq!(*mode, w.1 & 0o777 & !0o022, "{k}: the server's mode, less the umask");
-        if k != "data-link" {
-            assert_eq!((*secs, *nanos), (w.2, w.3), "{k}: the server's time");
-        }
+        assert_eq!((*secs, *nanos), (w.2, w.3), "{k}: the server's time");
     }
     assert_eq!(got["keys/id_key"].1, 0o600);
     assert_eq!(got["bin/run.sh"].1, 0o755);
+    assert_eq!(got["data-link"].4, b"-> data");
     assert!(got["empty/deeper"].0, "empty folders are made");
-    assert!(!out.path().join("proj/escape").exists());
 
-    // Nothing changed: nothing fetched, one listing asked.
+    // Nothing changed: nothing fetched or made, one listing asked.
     let requests = server.stat("requests");
     let mut client = server.client();
     let (summary, events) = fetch(&mut client, &[Some(name("proj"))], &dir, TreeOptions::default());
-    assert_eq!((summary.fetched, summary.skipped), (0, 6), "{events:?}");
+    assert_eq!((summary.fetched, summary.made, summary.skipped), (0, 0, 7), "{events:?}");
     assert_eq!(server.stat("requests") - requests, 1);
     // The whole root, too.
     let (summary, _) = fetch(&mut client, &[None], &dir, TreeOptions::default());
-    assert_eq!((summary.fetched, summary.skipped), (0, 6));
+    assert_eq!((summary.fetched, summary.skipped), (0, 7));
+
+    // -L (copy_links): links inside the root are followed, as get follows them; the one out of
+    // it is not copied, and said so.
+    let out = tempfile::tempdir().unwrap();
+    let dir = OutDir::create(out.path()).unwrap();
+    let follow = TreeOptions { copy_links: true, ..TreeOptions::default() };
+    let (summary, events) = fetch(&mut server.client(), &[Some(name("proj"))], &dir, follow);
+    assert_eq!((summary.fetched, summary.made, summary.not_copied), (6, 0, 1), "{events:?}");
+    assert!(events.iter().any(|e| e.starts_with("not copied proj/escape: a symlink")), "{events:?}");
+    assert_eq!(fs::read(out.path().join("proj/data-link/big.bin")).unwrap(), pattern(1 << 20));
+    assert!(fs::symlink_metadata(out.path().join("proj/escape")).is_err());
 }
 
 #[test]
@@ -204,7 +223,7 @@ fn changes_are_fetched_and_delete_removes_only_what_the_server_lost() {
     // Two folders named, one within the other: listed twice, which is no lie; nothing more goes.
     let nested = [Some(name("proj")), Some(name("proj/bin"))];
     let (summary, events) = fetch(&mut server.client(), &nested, &dir, delete);
-    assert_eq!((summary.fetched, summary.skipped, summary.deleted), (0, 7, 0), "{events:?}");
+    assert_eq!((summary.fetched, summary.skipped, summary.deleted), (0, 8, 0), "{events:?}");
 
     // --checksum sees the rewrite that kept its size and time, and fetches nothing else; a local
     // copy with the right bytes and another time is not fetched but given the server's time.
@@ -213,7 +232,7 @@ fn changes_are_fetched_and_delete_removes_only_what_the_server_lost() {
     let checksum = TreeOptions { checksum: true, ..TreeOptions::default() };
     let (summary, events) = fetch(&mut server.client(), &top, &dir, checksum);
     assert_eq!(events, ["fetched proj/README"]);
-    assert_eq!((summary.fetched, summary.skipped), (1, 5));
+    assert_eq!((summary.fetched, summary.skipped), (1, 6), "4 files and 2 symlinks unchanged");
     let server_big = fs::metadata(root.join("proj/data/big.bin")).unwrap();
     let local_big = fs::metadata(&local_big).unwrap();
     assert_eq!((local_big.mtime(), local_big.mtime_nsec()), (server_big.mtime(), server_big.mtime_nsec()));

@@ -8,6 +8,7 @@ mod attack;
 mod cli;
 mod client;
 mod failover;
+mod faithful;
 mod faults;
 mod proxy;
 mod soak;

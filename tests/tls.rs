@@ -333,7 +333,7 @@ fn the_raw_protocol_reads_the_same_over_tls() {
     let want = format!(
         "OK 1 features=\nOK 1\n4 {mtime} sub/b.bin\nOK 5 xxh3={digest} mode=644{a}\nhello\
          OK 3 offset=2 size=5 xxh3={digest} mode=644{a}\nllo\
-         ERR unknown-command unknown command 'nope' (try list, get NAME, resume, sum NAME, put, partial, stats, health, auth, quit)\nOK bye\n"
+         ERR unknown-command unknown command 'nope' (try list, walk, get NAME, resume, sum NAME, stat NAME, put, partial, mkdir, stats, health, auth, quit)\nOK bye\n"
     );
     assert_eq!(text, want);
 }

@@ -292,9 +292,33 @@ impl RealServer {
         RealServer::start_with(cwd, args, fd_limit, "info")
     }
 
-    fn start_with(cwd: &Path, args: &[&str], fd_limit: Option<u64>, log_level: &str) -> RealServer {
-        wait_settled();
+    /// [`RealServer::start`] as a user that file permissions apply to: run as root (as CI runs),
+    /// the server becomes `nobody` (65534), for whom `cwd` and what the server writes in it are
+    /// made accessible; run as anyone else, it is that user.
+    pub fn start_unprivileged(cwd: &Path, args: &[&str]) -> RealServer {
+        if !is_root() {
+            return RealServer::start(cwd, args);
+        }
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(cwd, fs::Permissions::from_mode(0o755)).unwrap();
+        for own in ["server_cache", ".config"] {
+            let path = cwd.join(own);
+            fs::create_dir_all(&path).unwrap();
+            std::os::unix::fs::chown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).unwrap();
+        }
         let mut command = Command::new(bin("ftserver"));
+        use std::os::unix::process::CommandExt;
+        command.uid(NOBODY).gid(NOBODY);
+        RealServer::launch(command, cwd, args, None, "info")
+    }
+
+    fn start_with(cwd: &Path, args: &[&str], fd_limit: Option<u64>, log_level: &str) -> RealServer {
+        RealServer::launch(Command::new(bin("ftserver")), cwd, args, fd_limit, log_level)
+    }
+
+    fn launch(mut command: Command, cwd: &Path, args: &[&str], fd_limit: Option<u64>, log_level: &str) -> RealServer {
+        wait_settled();
         // Its TLS identity goes in the test's folder, not the user's configuration.
         command.args(["--port", "0"]).args(args).current_dir(cwd).env("RUST_LOG", log_level);
         command.env("XDG_CONFIG_HOME", cwd.join(".config"));
@@ -393,6 +417,15 @@ impl Drop for RealServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The user id of `nobody`, whom [`RealServer::start_unprivileged`] runs the server as under root.
+pub const NOBODY: u32 = 65534;
+
+/// Whether the tests run as root (as CI does): file permissions do not bind root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid only reads the process's effective user id.
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// Runs `ftclient --port PORT ARGS...` in `cwd` and returns (exit code, stdout, stderr).

@@ -24,7 +24,7 @@ pub mod tree;
 pub mod trust;
 mod upload;
 
-pub use outdir::{OutDir, PART_SUFFIX, Partial};
+pub use outdir::{Local, OutDir, PART_SUFFIX, Partial};
 pub use result::{ClientError, Downloaded, KeyMismatch, Uploaded};
 pub use saver::WRITERS;
 pub use upload::{PutOptions, Skipped, local_tree};
@@ -46,8 +46,8 @@ use crate::name::Name;
 use crate::transport::{BufStream, Transport};
 use crate::wire::escape;
 use crate::wire::{
-    self as protocol, Agreed, ErrorCode, GetHeader, Hello, ListEntry, MAX_REPLY_LINE, MetaEntry, PROTOCOL_VERSION,
-    ProtocolError, Request, Secret, Status,
+    self as protocol, Agreed, EntryKind, ErrorCode, Form, GetHeader, Hello, ListEntry, MAX_REPLY_LINE, MetaEntry,
+    PROTOCOL_VERSION, ProtocolError, Request, Secret, Status,
 };
 
 /// The server `ftclient` talks to when given no `--host`.
@@ -347,11 +347,37 @@ impl Client {
     ) -> Result<u64, ClientError> {
         let mut files = 0;
         self.list_all_each(folder, |entry| {
-            if entry.folder {
+            if !entry.is_file() {
                 return Ok(());
             }
             files += 1;
             each(ListEntry { size: entry.size, mtime: entry.mtime, name: entry.name })
+        })?;
+        Ok(files)
+    }
+
+    /// [`Client::list_each`], telling `unreadable` of each entry the server could not read (a
+    /// server that walks says so and goes on; an older one ends such a listing with an error).
+    pub fn list_each_reporting(
+        &mut self,
+        folder: Option<&Name>,
+        mut each: impl FnMut(ListEntry) -> io::Result<()>,
+        mut unreadable: impl FnMut(&Name, &str),
+    ) -> Result<u64, ClientError> {
+        if !self.walks()? {
+            return self.list_each(folder, each);
+        }
+        let mut files = 0;
+        self.walk_each(folder, true, |entry| match entry.kind {
+            EntryKind::File => {
+                files += 1;
+                each(ListEntry { size: entry.size, mtime: entry.mtime, name: entry.name })
+            }
+            EntryKind::Unreadable { message, .. } => {
+                unreadable(&entry.name, &message);
+                Ok(())
+            }
+            _ => Ok(()),
         })?;
         Ok(files)
     }
@@ -367,11 +393,52 @@ impl Client {
     pub fn list_all_each(
         &mut self,
         folder: Option<&Name>,
+        each: impl FnMut(MetaEntry) -> io::Result<()>,
+    ) -> Result<u64, ClientError> {
+        self.entries_each(&Request::List(folder.cloned()), each)
+    }
+
+    /// Whether the server can `walk` a tree, saying what every entry is (protocol version 2).
+    pub fn walks(&mut self) -> Result<bool, ClientError> {
+        Ok(self.agreed()?.version >= 2)
+    }
+
+    /// Every entry beneath `folder` (or the whole server) as `walk` lists it, handed to `each` as
+    /// it arrives: files, folders (each before what it holds), symlinks (with `follow`, followed
+    /// inside the server's root and listed as what they lead to), fifos, sockets, devices, and
+    /// what the server could not read ([`EntryKind::Unreadable`]). Returns how many there were.
+    /// Needs protocol version 2 ([`Client::walks`]).
+    pub fn walk_each(
+        &mut self,
+        folder: Option<&Name>,
+        follow: bool,
+        each: impl FnMut(MetaEntry) -> io::Result<()>,
+    ) -> Result<u64, ClientError> {
+        self.entries_each(&Request::Walk { follow, folder: folder.cloned() }, each)
+    }
+
+    /// What is at `name` on the server, not following a symlink at its end (`stat`, protocol
+    /// version 2); `ERR not-found` if nothing.
+    pub fn stat(&mut self, name: &Name) -> Result<MetaEntry, ClientError> {
+        let fields = self.call(&Request::Stat(name.clone()))?;
+        let entry = MetaEntry::parse(fields.as_bytes(), Form::Escaped)?;
+        if entry.name != *name {
+            return Err(ProtocolError::Malformed(format!("stat {name} answered for {}", entry.name)).into());
+        }
+        Ok(entry)
+    }
+
+    /// The reply to a `list` or a `walk`, entry by entry.
+    fn entries_each(
+        &mut self,
+        request: &Request,
         mut each: impl FnMut(MetaEntry) -> io::Result<()>,
     ) -> Result<u64, ClientError> {
-        let fields = self.call(&Request::List(folder.cloned()))?;
-        let meta = self.agreed.as_ref().is_some_and(|a| a.has(protocol::FEATURE_LIST_META));
-        let ended = self.agreed.as_ref().is_some_and(|a| a.has(protocol::FEATURE_LIST_END));
+        let fields = self.call(request)?;
+        let walk = matches!(request, Request::Walk { .. });
+        let meta = walk || self.agreed.as_ref().is_some_and(|a| a.has(protocol::FEATURE_LIST_META));
+        let ended = walk || self.agreed.as_ref().is_some_and(|a| a.has(protocol::FEATURE_LIST_END));
+        let form = self.agreed.as_ref().map_or(Form::Plain, Agreed::form);
         // With list-end the count comes last; without, first.
         let count = if ended {
             if !fields.is_empty() {
@@ -413,10 +480,10 @@ impl Client {
                 };
             }
             let entry = if meta {
-                MetaEntry::parse(line)
+                MetaEntry::parse(line, form)
             } else {
-                ListEntry::parse(line).map(|e| MetaEntry {
-                    folder: false,
+                ListEntry::parse(line, form).map(|e| MetaEntry {
+                    kind: EntryKind::File,
                     size: e.size,
                     mtime: e.mtime,
                     mtime_nsec: 0,
@@ -502,7 +569,28 @@ impl Client {
         if self.broken {
             return Err(ClientError::Broken);
         }
-        writeln!(self.stream, "{request}").inspect_err(|_| self.broken = true)?;
+        self.write_request(request)
+    }
+
+    /// Writes a request with its names in the agreed form. Until the reply to `hello` has been
+    /// read, a request that reads the same in both forms goes at once (pipelined behind the
+    /// `hello`); any other waits for that reply first, which says which form the server reads.
+    /// A request the server's version cannot carry is refused here, before anything is sent.
+    fn write_request(&mut self, request: &Request) -> Result<(), ClientError> {
+        let line = match &self.agreed {
+            Some(agreed) => request.to_line(agreed.form()),
+            None => match (request.to_line(Form::Plain), request.to_line(Form::Escaped)) {
+                (Ok(plain), Ok(escaped)) if plain == escaped => Ok(plain),
+                _ => {
+                    self.flush()?;
+                    self.read_agreement()?;
+                    let form = self.agreed.as_ref().map_or(Form::Plain, Agreed::form);
+                    request.to_line(form)
+                }
+            },
+        };
+        let line = line.map_err(ClientError::Unsayable)?;
+        writeln!(self.stream, "{line}").inspect_err(|_| self.broken = true)?;
         Ok(())
     }
 
@@ -661,14 +749,14 @@ impl Client {
                         }
                     };
                     match InFlight::prepare(&name, dir, resume) {
-                        Ok((request, flight)) => {
-                            if let Err(e) = writeln!(self.stream, "{request}") {
-                                self.broken = true;
-                                report(&name, Err(e.into()));
+                        Ok((request, flight)) => match self.write_request(&request) {
+                            Ok(()) => in_flight.push_back(flight),
+                            Err(e) if !self.broken => report(&name, Err(e)),
+                            Err(e) => {
+                                report(&name, Err(e));
                                 return names.rest() + in_flight.len();
                             }
-                            in_flight.push_back(flight);
-                        }
+                        },
                         Err(e) => report(&name, Err(e)),
                     }
                 }
@@ -812,8 +900,8 @@ impl Client {
         if self.broken {
             return Err(ClientError::Broken);
         }
+        self.write_request(request)?;
         self.broken = true;
-        writeln!(self.stream, "{request}")?;
         self.stream.flush()?;
         let status = self.read_status()?;
         self.broken = false;

@@ -8,7 +8,9 @@
 //! ([`OutDir::save_whole`]).
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,21 +22,10 @@ use rustix::io::Errno;
 
 use crate::name::Name;
 
-/// The process's umask. Read from `/proc/self/status` where the kernel shows it: the only other
-/// way is to set it and set it back, and in between another thread's new file (or folder) would
-/// be created with no mask at all.
-fn current_umask() -> u32 {
-    let shown = std::fs::read_to_string("/proc/self/status").ok().and_then(|status| {
-        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
-        u32::from_str_radix(line.trim(), 8).ok()
-    });
-    let umask = shown.unwrap_or_else(|| {
-        let umask = rustix::process::umask(Mode::empty());
-        rustix::process::umask(umask);
-        umask.bits()
-    });
-    umask & 0o777
-}
+use crate::store::current_umask;
+
+/// The `.part` files a folder held when read.
+type PartNames = Arc<HashSet<OsString>>;
 
 /// What an incomplete download's file name ends with: `<name>.part`.
 pub const PART_SUFFIX: &str = ".part";
@@ -46,7 +37,7 @@ pub struct OutDir {
     path: PathBuf,
     /// Sub-folders already opened, by their path beneath `dir`, so many files in one folder do
     /// not reopen it component by component each time.
-    folders: Mutex<HashMap<String, Arc<Dir>>>,
+    folders: Mutex<HashMap<Vec<u8>, Arc<Dir>>>,
     /// Never replace a file that is already there (`--no-clobber`).
     keep_existing: bool,
     /// The process's umask, read once: saved files are masked by it as any new file is.
@@ -55,7 +46,7 @@ pub struct OutDir {
     /// `dir`; `None` if it could not be read): resuming is the default, and one read of a folder
     /// beats one failed open per file when a thousand small files land in it and none has a
     /// `.part`.
-    parts_seen: Mutex<HashMap<String, Option<Arc<HashSet<String>>>>>,
+    parts_seen: Mutex<HashMap<Vec<u8>, Option<PartNames>>>,
 }
 
 impl OutDir {
@@ -99,15 +90,16 @@ impl OutDir {
     }
 
     /// The folder holding `name` (created if `create`) and the name's last component.
-    fn parent<'n>(&self, name: &'n Name, create: bool) -> io::Result<(Arc<Dir>, &'n str)> {
-        let Some((folders, file)) = name.as_str().rsplit_once('/') else {
-            return Ok((self.dir.clone(), name.as_str()));
+    fn parent<'n>(&self, name: &'n Name, create: bool) -> io::Result<(Arc<Dir>, &'n OsStr)> {
+        let file = name.file_name();
+        let Some(folders) = name.parent_bytes() else {
+            return Ok((self.dir.clone(), file));
         };
         if let Some(dir) = self.folders.lock().get(folders) {
             return Ok((dir.clone(), file));
         }
         let mut dir = self.dir.try_clone()?;
-        for part in folders.split('/') {
+        for part in folders.split(|&b| b == b'/').map(OsStr::from_bytes) {
             dir = match dir.open_dir_nofollow(part) {
                 Ok(next) => next,
                 Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
@@ -121,20 +113,20 @@ impl OutDir {
             };
         }
         let dir = Arc::new(dir);
-        self.folders.lock().insert(folders.to_string(), dir.clone());
+        self.folders.lock().insert(folders.to_vec(), dir.clone());
         Ok((dir, file))
     }
 
     /// Where `<name>` is saved while incomplete: `<dir>/<name>.part`.
     pub fn part_path(&self, name: &Name) -> PathBuf {
-        self.path.join(format!("{name}{PART_SUFFIX}"))
+        self.path.join(part_of(name.as_path().as_os_str()))
     }
 
     /// Begins saving `<name>`: creates `<name>.part` (and its folders) without following symlinks,
     /// takes it for this download alone (see [`Partial`]), and empties it.
     pub fn begin(&self, name: &Name) -> io::Result<Partial> {
         let (dir, file) = self.parent(name, true)?;
-        let part = format!("{file}{PART_SUFFIX}");
+        let part = part_of(file);
         // Not truncated on open: another download may own it; emptied once it is ours.
         // Readable by its owner only while incomplete; its final mode is set on commit.
         let options =
@@ -142,8 +134,7 @@ impl OutDir {
         let opened = take_part(&dir, &part, &options)?.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         opened.set_len(0)?;
         // The folder now holds a .part it may not have held when it was read: read it again.
-        let folder = name.as_str().rsplit_once('/').map_or("", |(folder, _)| folder);
-        self.parts_seen.lock().remove(folder);
+        self.parts_seen.lock().remove(name.parent_bytes().unwrap_or_default());
         Ok(Partial::new(dir, file, opened, 0, self.keep_existing, self.mode_for(None)))
     }
 
@@ -155,8 +146,8 @@ impl OutDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let part = format!("{file}{PART_SUFFIX}");
-        let folder = name.as_str().rsplit_once('/').map_or("", |(folder, _)| folder);
+        let part = part_of(file);
+        let folder = name.parent_bytes().unwrap_or_default();
         if !self.may_hold(folder, &dir, &part) {
             return Ok(None);
         }
@@ -172,16 +163,17 @@ impl OutDir {
 
     /// Whether `folder` (opened as `dir`) may hold `part`: it did when first read, or it could
     /// not be read.
-    fn may_hold(&self, folder: &str, dir: &Dir, part: &str) -> bool {
+    fn may_hold(&self, folder: &[u8], dir: &Dir, part: &OsStr) -> bool {
         let seen = self.parts_seen.lock().get(folder).cloned();
         let seen = match seen {
             Some(seen) => seen,
             None => {
                 let scanned = dir.entries().ok().map(|entries| {
-                    let names = entries.flatten().filter_map(|e| e.file_name().into_string().ok());
-                    Arc::new(names.filter(|n| n.ends_with(PART_SUFFIX)).collect::<HashSet<String>>())
+                    let names = entries.flatten().map(|e| e.file_name());
+                    let parts = names.filter(|n| n.as_bytes().ends_with(PART_SUFFIX.as_bytes()));
+                    Arc::new(parts.collect::<HashSet<OsString>>())
                 });
-                self.parts_seen.lock().insert(folder.to_string(), scanned.clone());
+                self.parts_seen.lock().insert(folder.to_vec(), scanned.clone());
                 scanned
             }
         };
@@ -283,6 +275,84 @@ impl OutDir {
         set_mtime(&folder, Some(mtime))
     }
 
+    /// What is at `<dir>/<name>`, not following a symlink: `None` if nothing (or it cannot be
+    /// looked up).
+    pub fn local_entry(&self, name: &Name) -> Option<Local> {
+        let (dir, last) = self.parent(name, false).ok()?;
+        let st = rustix::fs::statat(&*dir, last, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        let mtime = (st.st_mtime, u32::try_from(st.st_mtime_nsec).unwrap_or(0));
+        Some(match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+            rustix::fs::FileType::Symlink => {
+                let target = rustix::fs::readlinkat(&*dir, last, Vec::new()).ok()?;
+                Local::Symlink { target: target.into_bytes(), mtime }
+            }
+            rustix::fs::FileType::Fifo => Local::Fifo { mode: st.st_mode & 0o7777, mtime },
+            rustix::fs::FileType::Socket => Local::Socket { mode: st.st_mode & 0o7777, mtime },
+            rustix::fs::FileType::Directory => Local::Folder,
+            rustix::fs::FileType::RegularFile => Local::File,
+            _ => Local::Other,
+        })
+    }
+
+    /// Makes `<dir>/<name>` a symlink holding `target` (its text, never followed here) with
+    /// modification time `mtime`, replacing in one step whatever file or symlink is there (a
+    /// folder in the way is an error; with `--no-clobber`, anything in the way is kept: an
+    /// `AlreadyExists` error). Its folders are made as for a download, never through a symlink.
+    pub fn make_symlink(&self, name: &Name, target: &[u8], mtime: (i64, u32)) -> io::Result<()> {
+        let (dir, last) = self.parent(name, true)?;
+        let temp = temp_name();
+        rustix::fs::symlinkat(OsStr::from_bytes(target), &*dir, &temp)?;
+        self.put_in_place(&dir, &temp, last, mtime)
+    }
+
+    /// Makes `<dir>/<name>` a fifo (or, with `socket`, a socket file) with the server's mode
+    /// (see [`OutDir::mode_for`]) and modification time, replacing as [`OutDir::make_symlink`]
+    /// does.
+    pub fn make_special(&self, name: &Name, socket: bool, server_mode: u32, mtime: (i64, u32)) -> io::Result<()> {
+        let (dir, last) = self.parent(name, true)?;
+        let temp = temp_name();
+        let kind = if socket { rustix::fs::FileType::Socket } else { rustix::fs::FileType::Fifo };
+        let mode = Mode::from_raw_mode(self.mode_for(Some(server_mode)));
+        rustix::fs::mknodat(&*dir, &temp, kind, mode, 0)?;
+        // The umask applied at creation: the mode is set again, as asked.
+        let set = rustix::fs::chmodat(&*dir, &temp, mode, AtFlags::empty());
+        if let Err(e) = set {
+            let _ = rustix::fs::unlinkat(&*dir, &temp, AtFlags::empty());
+            return Err(e.into());
+        }
+        self.put_in_place(&dir, &temp, last, mtime)
+    }
+
+    /// Gives the entry `temp` in `dir` its time and renames it to `last` (over a file or a
+    /// symlink; not over a folder, nor anything with `--no-clobber`), or removes it.
+    fn put_in_place(&self, dir: &Dir, temp: &OsStr, last: &OsStr, mtime: (i64, u32)) -> io::Result<()> {
+        let when = rustix::fs::Timespec { tv_sec: mtime.0, tv_nsec: mtime.1.into() };
+        let now = rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW };
+        let times = rustix::fs::Timestamps { last_access: now, last_modification: when };
+        let timed = rustix::fs::utimensat(dir, temp, &times, AtFlags::SYMLINK_NOFOLLOW);
+        let renamed = timed.and_then(|()| {
+            if self.keep_existing {
+                rustix::fs::renameat_with(dir, temp, dir, last, RenameFlags::NOREPLACE)
+            } else if rustix::fs::statat(dir, last, AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory)
+            {
+                Err(Errno::ISDIR)
+            } else {
+                rustix::fs::renameat(dir, temp, dir, last)
+            }
+        });
+        if let Err(e) = renamed {
+            let _ = rustix::fs::unlinkat(dir, temp, AtFlags::empty());
+            return Err(match e {
+                Errno::ISDIR | Errno::NOTEMPTY => {
+                    io::Error::new(io::ErrorKind::IsADirectory, format!("a folder {} is in the way", shown(last)))
+                }
+                e => e.into(),
+            });
+        }
+        Ok(())
+    }
+
     /// Deletes what lies beneath the folder `top` (the whole output folder if `None`) and is not
     /// kept by `keep` (names as the server lists them, relative to the output folder), never
     /// following a symlink: a symlink is removed as itself, a folder not kept is removed with
@@ -292,9 +362,9 @@ impl OutDir {
     pub fn prune(
         &self,
         top: Option<&Name>,
-        keep: &dyn Fn(&str) -> bool,
+        keep: &dyn Fn(&[u8]) -> bool,
         dry_run: bool,
-        removed: &mut dyn FnMut(&str),
+        removed: &mut dyn FnMut(&[u8]),
     ) -> io::Result<u64> {
         let start = match top {
             None => self.dir.try_clone()?,
@@ -303,7 +373,7 @@ impl OutDir {
                 dir.open_dir_nofollow(last).map_err(|e| not_a_symlink(e, last))?
             }
         };
-        let prefix = top.map_or(String::new(), |t| format!("{t}/"));
+        let prefix = top.map_or(Vec::new(), |t| [t.as_bytes(), b"/"].concat());
         let mut count = 0;
         prune_folder(&start, &prefix, keep, dry_run, removed, &mut count)?;
         Ok(count)
@@ -312,21 +382,21 @@ impl OutDir {
 
 fn prune_folder(
     dir: &Dir,
-    prefix: &str,
-    keep: &dyn Fn(&str) -> bool,
+    prefix: &[u8],
+    keep: &dyn Fn(&[u8]) -> bool,
     dry_run: bool,
-    removed: &mut dyn FnMut(&str),
+    removed: &mut dyn FnMut(&[u8]),
     count: &mut u64,
 ) -> io::Result<()> {
     for entry in dir.entries()? {
         let entry = entry?;
-        let Ok(file_name) = entry.file_name().into_string() else { continue };
-        let name = format!("{prefix}{file_name}");
+        let file_name = entry.file_name();
+        let name = [prefix, file_name.as_bytes()].concat();
         let kind = entry.file_type()?;
-        let kept = keep(&name) || name.strip_suffix(PART_SUFFIX).is_some_and(keep) && kind.is_file();
+        let kept = keep(&name) || name.strip_suffix(PART_SUFFIX.as_bytes()).is_some_and(keep) && kind.is_file();
         if kind.is_dir() && kept {
             let sub = dir.open_dir_nofollow(&file_name)?;
-            prune_folder(&sub, &format!("{name}/"), keep, dry_run, removed, count)?;
+            prune_folder(&sub, &[&name[..], b"/"].concat(), keep, dry_run, removed, count)?;
             continue;
         }
         if kept {
@@ -348,14 +418,13 @@ fn prune_folder(
 
 /// Removes the folder `name` in `dir` and all it holds, opening each folder without following
 /// symlinks (a symlink inside is removed as itself, never followed).
-fn remove_tree(dir: &Dir, name: &str) -> io::Result<()> {
+fn remove_tree(dir: &Dir, name: &OsStr) -> io::Result<()> {
     let sub = dir.open_dir_nofollow(name)?;
     for entry in sub.entries()? {
         let entry = entry?;
         let file_name = entry.file_name();
         if entry.file_type()?.is_dir() {
-            let Some(file_name) = file_name.to_str() else { continue };
-            remove_tree(&sub, file_name)?;
+            remove_tree(&sub, &file_name)?;
         } else {
             sub.remove_file(&file_name)?;
         }
@@ -370,7 +439,7 @@ fn remove_tree(dir: &Dir, name: &str) -> io::Result<()> {
 /// such file (and `options` do not create it); an error of kind `ResourceBusy` if another
 /// download holds it. After locking, the name must still lead to the file that was locked: an
 /// owner may have renamed it into place meanwhile, and then the name is opened anew.
-fn take_part(dir: &Dir, part: &str, options: &OpenOptions) -> io::Result<Option<std::fs::File>> {
+fn take_part(dir: &Dir, part: &OsStr, options: &OpenOptions) -> io::Result<Option<std::fs::File>> {
     for _ in 0..8 {
         let opened: File = match dir.open_with(part, options) {
             Ok(opened) => opened,
@@ -383,7 +452,7 @@ fn take_part(dir: &Dir, part: &str, options: &OpenOptions) -> io::Result<Option<
             Err(Errno::WOULDBLOCK) => {
                 return Err(io::Error::new(
                     io::ErrorKind::ResourceBusy,
-                    format!("{part} is being written by another download; not touching it"),
+                    format!("{} is being written by another download; not touching it", shown(part)),
                 ));
             }
             Err(e) => return Err(e.into()),
@@ -392,11 +461,11 @@ fn take_part(dir: &Dir, part: &str, options: &OpenOptions) -> io::Result<Option<
             return Ok(Some(opened));
         }
     }
-    Err(io::Error::new(io::ErrorKind::ResourceBusy, format!("{part} keeps being replaced; not touching it")))
+    Err(io::Error::new(io::ErrorKind::ResourceBusy, format!("{} keeps being replaced; not touching it", shown(part))))
 }
 
 /// Whether `name` in `dir` (not following a symlink) is `file` itself.
-fn same_file(dir: &Dir, name: &str, file: &std::fs::File) -> io::Result<bool> {
+fn same_file(dir: &Dir, name: &OsStr, file: &std::fs::File) -> io::Result<bool> {
     let ours = rustix::fs::fstat(file)?;
     match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(there) => Ok((there.st_dev, there.st_ino) == (ours.st_dev, ours.st_ino)),
@@ -414,7 +483,7 @@ pub struct Partial {
     /// The folder holding the file.
     dir: Arc<Dir>,
     /// The name's last component: the file is `<file>.part` until committed, then `<file>`.
-    file: String,
+    file: OsString,
     out: BufWriter<std::fs::File>,
     /// Bytes in the `.part` (those written and those buffered).
     len: u64,
@@ -430,9 +499,9 @@ pub struct Partial {
 const PART_BUFFER: usize = 64 << 10;
 
 impl Partial {
-    fn new(dir: Arc<Dir>, file: &str, out: std::fs::File, len: u64, keep_existing: bool, mode: u32) -> Partial {
+    fn new(dir: Arc<Dir>, file: &OsStr, out: std::fs::File, len: u64, keep_existing: bool, mode: u32) -> Partial {
         let out = BufWriter::with_capacity(PART_BUFFER, out);
-        Partial { dir, file: file.to_string(), out, len, keep_existing, mode, mtime: None }
+        Partial { dir, file: file.to_os_string(), out, len, keep_existing, mode, mtime: None }
     }
 
     /// The modification time the file gets when committed (the server's copy's).
@@ -496,24 +565,42 @@ impl Partial {
     /// RENAME_NOREPLACE), and the `.part` stays.
     pub fn commit(mut self) -> io::Result<()> {
         self.out.flush()?;
-        let part = format!("{}{PART_SUFFIX}", self.file);
+        let part = part_of(&self.file);
         // What goes into place is exactly what was written here: the same file, of that length.
         let file = self.out.get_ref();
         if !same_file(&self.dir, &part, file)? || file.metadata()?.len() != self.len {
-            return Err(io::Error::other(format!("{part} was changed by someone else; not putting it in place")));
+            return Err(io::Error::other(format!(
+                "{} was changed by someone else; not putting it in place",
+                shown(&part)
+            )));
         }
         rustix::fs::fchmod(file, Mode::from_raw_mode(self.mode))?;
         set_mtime(file, self.mtime)?;
-        if !self.keep_existing {
-            return self.dir.rename(part, &self.dir, &self.file);
+        let renamed = if self.keep_existing {
+            rustix::fs::renameat_with(&*self.dir, &part, &*self.dir, &self.file, RenameFlags::NOREPLACE)
+        } else {
+            rustix::fs::renameat(&*self.dir, &part, &*self.dir, &self.file)
+        };
+        match renamed {
+            Ok(()) => Ok(()),
+            // A folder holds the name: the file is complete and verified, so nothing of it is
+            // kept as if it could be resumed; the error says what is in the way.
+            Err(Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST)
+                if self.dir.symlink_metadata(&self.file).is_ok_and(|m| m.is_dir()) =>
+            {
+                let _ = self.dir.remove_file(&part);
+                Err(io::Error::new(
+                    io::ErrorKind::IsADirectory,
+                    format!("a folder {} is in the way; the file was not saved", shown(&self.file)),
+                ))
+            }
+            Err(e) => Err(e.into()),
         }
-        rustix::fs::renameat_with(&*self.dir, part, &*self.dir, &self.file, RenameFlags::NOREPLACE)?;
-        Ok(())
     }
 
     /// Deletes the `.part` (its bytes failed verification).
     pub fn abort(self) {
-        let _ = self.dir.remove_file(format!("{}{PART_SUFFIX}", self.file));
+        let _ = self.dir.remove_file(part_of(&self.file));
     }
 }
 
@@ -530,11 +617,42 @@ impl Write for Partial {
 }
 
 /// Names the symlink when an open refused to follow one.
-fn not_a_symlink(e: io::Error, what: &str) -> io::Error {
+fn not_a_symlink(e: io::Error, what: &OsStr) -> io::Error {
     if matches!(Errno::from_io_error(&e), Some(Errno::LOOP | Errno::NOTDIR)) {
-        return io::Error::new(e.kind(), format!("'{what}' is a symlink or not a folder; not following it"));
+        return io::Error::new(e.kind(), format!("'{}' is a symlink or not a folder; not following it", shown(what)));
     }
     e
+}
+
+/// A local file name, for people (escaped).
+fn shown(name: &OsStr) -> String {
+    crate::escape::escape_bytes(name.as_bytes())
+}
+
+/// A name of the output folder's own, unique in this process, for making an entry before it is
+/// renamed into place (short, so it fits beside any name).
+fn temp_name() -> OsString {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    OsString::from(format!(".ft-tmp.{}.{n}", std::process::id()))
+}
+
+/// What a local name holds, as [`OutDir::local_entry`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Local {
+    File,
+    Folder,
+    Symlink { target: Vec<u8>, mtime: (i64, u32) },
+    Fifo { mode: u32, mtime: (i64, u32) },
+    Socket { mode: u32, mtime: (i64, u32) },
+    Other,
+}
+
+/// `<file>.part`.
+fn part_of(file: &OsStr) -> OsString {
+    let mut part = file.to_os_string();
+    part.push(PART_SUFFIX);
+    part
 }
 
 /// Writes `bytes` to an unnamed file in `dir` and links it as `file` (which must not exist; a
@@ -549,7 +667,7 @@ fn set_mtime(file: &impl std::os::fd::AsFd, mtime: Option<(i64, u32)>) -> io::Re
     Ok(rustix::fs::futimens(file, &times)?)
 }
 
-fn link_unnamed(dir: &Dir, file: &str, bytes: &[u8], mode: u32, mtime: Option<(i64, u32)>) -> io::Result<()> {
+fn link_unnamed(dir: &Dir, file: &OsStr, bytes: &[u8], mode: u32, mtime: Option<(i64, u32)>) -> io::Result<()> {
     let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
     // Created with its final mode at once (the umask is already applied to `mode`, so applying
     // it again changes nothing): an unnamed file cannot be opened by anyone else before it is

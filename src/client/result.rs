@@ -54,6 +54,9 @@ pub enum ClientError {
     UnknownHost { host: String, fingerprint: Box<Fingerprint>, known_hosts: PathBuf },
     #[error("not sending the token to {addr} in plain text: it is not on this machine (drop --plaintext)")]
     TokenInPlainText { addr: String },
+    /// The request cannot be said to this server (a name or a verb its protocol version lacks).
+    #[error("{0}")]
+    Unsayable(crate::wire::Unsayable),
 }
 
 /// A server whose key is not the one expected.

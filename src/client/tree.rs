@@ -1,18 +1,23 @@
 //! Fetching folders (`ftclient get -r`), and keeping a local copy in sync as rsync does.
 //!
-//! For each folder named, the server's listing (with `list-meta`: folders, modes and exact
-//! times) says what there is. Folders are made locally; a file whose local copy has the same
-//! size and modification time is skipped (rsync's quick check), every other one is fetched,
-//! pipelined over the connection as `get` does; then folders get the server's modes and times
+//! For each folder named, the server's listing says what there is: `walk` (protocol version 2)
+//! names every entry and what it is, `list` with `list-meta` (older servers) files and folders.
+//! Folders are made locally; a file whose local copy has the same size and modification time is
+//! skipped (rsync's quick check), every other one is fetched, pipelined over the connection as
+//! `get` does; a symlink is made as a symlink holding the same text (never followed, here or on
+//! the server), unless links are followed (`copy_links`, rsync's `-L`), when the server lists
+//! what they lead to; fifos and sockets are made as such; devices are not copied and said so,
+//! as is whatever the server could not read. Then folders get the server's modes and times
 //! (deepest first, so setting one does not move its parent's time). With `delete`, what lies
-//! beneath a fetched folder and the server no longer has is removed, but only when every listing
-//! was read to its end, and never through a symlink or outside the output folder.
+//! beneath a fetched folder and the server does not have is removed, but only when every listing
+//! was read to its end and named nothing the server could not read, and never through a symlink
+//! or outside the output folder.
 
 use std::collections::HashSet;
 
-use super::{Client, ClientError, Downloaded, OutDir};
+use super::{Client, ClientError, Downloaded, Local, OutDir};
 use crate::name::Name;
-use crate::wire::{ErrorCode, MetaEntry};
+use crate::wire::{EntryKind, ErrorCode, MetaEntry};
 
 /// How a tree is fetched.
 #[derive(Debug, Clone, Copy, Default)]
@@ -26,6 +31,9 @@ pub struct TreeOptions {
     /// Compare a local file with the server's by digest, not by size and modification time:
     /// the server's digests come without the bytes (`sum`), a local one costs a read.
     pub checksum: bool,
+    /// Follow symlinks on the server (inside its root) and fetch what they lead to, as rsync's
+    /// `-L`; else each symlink is made as a symlink.
+    pub copy_links: bool,
     /// With [`Client::fetch_tree_with`]: most files found to fetch that wait between the two
     /// connections (`None`: [`QUEUE`]).
     pub queue: Option<usize>,
@@ -36,30 +44,43 @@ pub struct TreeOptions {
 pub struct TreeSummary {
     /// Files fetched (or, dry, that would be).
     pub fetched: u64,
-    /// Files skipped: the local copy has the server's size and modification time.
+    /// Entries skipped: the local copy has the server's size and modification time (a symlink:
+    /// the same text; a fifo: is one).
     pub skipped: u64,
+    /// Symlinks, fifos and sockets made (or that would be).
+    pub made: u64,
     /// Files and folders removed (or that would be).
     pub deleted: u64,
     /// File bytes received.
     pub bytes: u64,
-    /// Files that failed.
+    /// Entries that failed.
     pub failed: u64,
+    /// Entries not copied: devices, and what the server could not read.
+    pub not_copied: u64,
+    /// With `delete`: nothing was deleted, because the server could not read some entries.
+    pub deletion_skipped: bool,
 }
 
 /// What happened to one entry, for the caller to report.
 pub enum TreeEvent<'a> {
-    /// A file was fetched, or failed.
+    /// A file was fetched, or an entry failed (fetched, or made).
     Fetched(&'a Name, &'a Result<Downloaded, ClientError>),
     /// With `dry_run`: a file that would be fetched.
     WouldFetch(&'a Name),
-    /// A local file or folder removed (or, dry, that would be).
-    Deleted(&'a str),
+    /// A symlink, fifo or socket made (or, dry, that would be).
+    Made(&'a Name, &'a EntryKind),
+    /// An entry the server has that is not copied: a device, or what it could not read (why).
+    NotCopied(&'a Name, &'a str),
+    /// A local file or folder removed (or, dry, that would be), as its name's bytes.
+    Deleted(&'a [u8]),
+    /// With `delete`: nothing is deleted, since this many entries could not be read on the server.
+    DeletionSkipped(u64),
 }
 
-/// One named thing to fetch: a folder (or the whole root: `None`), or a file.
+/// One named thing to fetch: a folder (or the whole root: `None`), or something else.
 enum Top {
     Folder(Option<Name>),
-    File,
+    Other,
 }
 
 /// What listing the trees found, besides the files to fetch (which go to the fetcher as found).
@@ -68,15 +89,29 @@ struct Plan {
     folders: Vec<MetaEntry>,
     /// With `delete`: every name listed.
     listed: Listed,
-    /// Files whose local copy matched.
+    /// Entries whose local copy matched.
     skipped: u64,
+    made: u64,
+    failed: u64,
+    not_copied: u64,
+    /// Entries the server could not read: what lies beneath them is not known.
+    unreadable: u64,
+    /// The first local error making a folder, which ends the fetch.
+    local_error: Option<ClientError>,
+}
+
+/// Where entries found by the listing go: files to fetch to the fetcher, everything else to be
+/// reported.
+struct Sink<'s> {
+    fetch: &'s mut dyn FnMut(Name),
+    report: &'s mut dyn FnMut(TreeEvent<'_>),
 }
 
 impl Client {
     /// Fetches each of `names` into `dir`: a folder with all it holds (`None` for the whole
     /// root), a file as `get` would. See the module doc for what is skipped and removed. An
     /// error that stops the whole fetch (the connection lost, a listing that cannot be read) is
-    /// returned; a file that fails is reported and counted, and the others go on. The listing
+    /// returned; an entry that fails is reported and counted, and the others go on. The listing
     /// and the fetching share this connection, so the files to fetch are held until the listings
     /// have ended; [`Client::fetch_tree_with`] lists on a second connection instead.
     pub fn fetch_tree(
@@ -87,8 +122,9 @@ impl Client {
         mut report: impl FnMut(TreeEvent<'_>),
     ) -> Result<TreeSummary, ClientError> {
         let mut fetch = Vec::new();
-        let plan = self.plan(names, dir, options, &mut |name| fetch.push(name))?;
-        let mut summary = TreeSummary { skipped: plan.skipped, ..TreeSummary::default() };
+        let plan =
+            self.plan(names, dir, options, &mut Sink { fetch: &mut |name| fetch.push(name), report: &mut report })?;
+        let mut summary = TreeSummary::default();
         let left = if options.dry_run {
             for name in &fetch {
                 report(TreeEvent::WouldFetch(name));
@@ -107,16 +143,18 @@ impl Client {
     /// [`Client::fetch_tree`] with the listings read on `lister`, a second connection to the same
     /// server: the files to fetch wait in a queue of at most [`QUEUE`] names between the two, and
     /// fetching starts when the listing has ended or the queue is full, so neither side holds a
-    /// listing of any length.
+    /// listing of any length. Events of the listing (links made, entries not copied) are reported
+    /// from its thread.
     pub fn fetch_tree_with(
         &mut self,
         mut lister: Client,
         names: &[Option<Name>],
         dir: &OutDir,
         options: TreeOptions,
-        mut report: impl FnMut(TreeEvent<'_>),
+        report: impl FnMut(TreeEvent<'_>) + Send,
     ) -> Result<TreeSummary, ClientError> {
         let mut summary = TreeSummary::default();
+        let report = parking_lot::Mutex::new(report);
         let (plan, left) = std::thread::scope(|scope| {
             let queue = options.queue.unwrap_or(QUEUE).max(1);
             let (to_fetch, names_found) = std::sync::mpsc::sync_channel::<Name>(queue);
@@ -125,15 +163,18 @@ impl Client {
             // on this project's 2-core machine (file creation on ext4 interleaved with folder
             // creation); past that, fetching goes on beside the listing to keep memory bounded.
             let (start, started) = std::sync::mpsc::sync_channel::<()>(1);
+            let report = &report;
             let listing = scope.spawn(move || {
                 let mut queued = 0;
-                let plan = lister.plan(names, dir, options, &mut |name| {
+                let mut fetch = |name| {
                     let _ = to_fetch.send(name);
                     queued += 1;
                     if queued == queue {
                         let _ = start.try_send(());
                     }
-                });
+                };
+                let mut events = |event: TreeEvent<'_>| (*report.lock())(event);
+                let plan = lister.plan(names, dir, options, &mut Sink { fetch: &mut fetch, report: &mut events });
                 let _ = start.try_send(());
                 drop(to_fetch);
                 if lister.is_usable() {
@@ -145,39 +186,46 @@ impl Client {
             let left = if options.dry_run {
                 for name in names_found.iter() {
                     summary.fetched += 1;
-                    report(TreeEvent::WouldFetch(&name));
+                    (*report.lock())(TreeEvent::WouldFetch(&name));
                 }
                 0
             } else {
                 self.download_stream(names_found, dir, options.resume, |name, result| {
                     count(&mut summary, &result);
-                    report(TreeEvent::Fetched(name, &result));
+                    (*report.lock())(TreeEvent::Fetched(name, &result));
                 })
             };
             let plan = listing.join().unwrap_or(Err(ClientError::Broken));
             (plan, left)
         });
-        let plan = plan?;
-        summary.skipped += plan.skipped;
-        finish(plan, left, dir, options, summary, &mut report)
+        let mut report = report.into_inner();
+        finish(plan?, left, dir, options, summary, &mut report)
     }
 
-    /// Lists each of `names`, makes their folders (unless `dry_run`), and hands each file to
-    /// fetch to `fetch` as it is found (with `checksum`, once the digests were compared).
+    /// Lists each of `names`, makes their folders, links and fifos (unless `dry_run`), and hands
+    /// each file to fetch to `sink` as it is found (with `checksum`, once the digests were
+    /// compared).
     fn plan(
         &mut self,
         names: &[Option<Name>],
         dir: &OutDir,
         options: TreeOptions,
-        fetch: &mut dyn FnMut(Name),
+        sink: &mut Sink<'_>,
     ) -> Result<Plan, ClientError> {
-        let mut plan = Plan { tops: Vec::new(), folders: Vec::new(), listed: Listed::default(), skipped: 0 };
+        let mut plan = Plan {
+            tops: Vec::new(),
+            folders: Vec::new(),
+            listed: Listed::default(),
+            skipped: 0,
+            made: 0,
+            failed: 0,
+            not_copied: 0,
+            unreadable: 0,
+            local_error: None,
+        };
         let mut candidates = Vec::new();
         for name in names {
-            let mut sink = |n: Name, mtime: (i64, u32)| {
-                if options.checksum { candidates.push((n, mtime)) } else { fetch(n) }
-            };
-            let listing = self.list_tree(name.as_ref(), options, &mut plan, dir, &mut sink);
+            let listing = self.list_tree(name.as_ref(), options, &mut plan, dir, sink, &mut candidates);
             let top = match listing {
                 Ok(()) => {
                     // The folder named, also when empty (its own mode and time would come from
@@ -190,22 +238,31 @@ impl Client {
                     Top::Folder(name.clone())
                 }
                 Err(ClientError::Server(reply)) if reply.kind() == Some(ErrorCode::NotFile) && name.is_some() => {
-                    let Some(file) = name.clone() else { continue };
+                    let Some(top) = name.clone() else { continue };
                     if options.delete {
-                        plan.listed.add(file.as_str());
+                        plan.listed.add(top.as_bytes());
                     }
-                    fetch(file);
-                    Top::File
+                    // Not a folder: what it is decides (a symlink is made as one, as rsync -a
+                    // makes `src/link` one); a server that cannot say is asked for the file.
+                    let entry = if self.walks()? && !options.copy_links { Some(self.stat(&top)?) } else { None };
+                    match entry {
+                        Some(entry) if !entry.is_file() => place(&entry, dir, options, &mut plan, sink),
+                        _ => (sink.fetch)(top),
+                    }
+                    Top::Other
                 }
                 Err(e) => return Err(e),
             };
             plan.tops.push(top);
         }
+        if let Some(e) = plan.local_error.take() {
+            return Err(e);
+        }
         plan.listed.seal();
         if options.checksum {
             let (differ, same) = self.compare_digests(candidates, dir, options.dry_run)?;
             plan.skipped += same;
-            differ.into_iter().for_each(fetch);
+            differ.into_iter().for_each(|name| (sink.fetch)(name));
         }
         Ok(plan)
     }
@@ -244,17 +301,19 @@ impl Client {
     }
 
     /// Reads the listing of `folder` (all of it, or an error: a listing cut short is an error),
-    /// making its folders as they come (unless `dry_run`) and handing on each file to fetch
-    /// (each whose local copy differs, unless `checksum`: then each).
+    /// making its folders, links and fifos as they come (unless `dry_run`) and handing on each
+    /// file to fetch (each whose local copy differs; with `checksum`, each goes to `candidates`).
     fn list_tree(
         &mut self,
         folder: Option<&Name>,
         options: TreeOptions,
         plan: &mut Plan,
         dir: &OutDir,
-        fetch: &mut dyn FnMut(Name, (i64, u32)),
+        sink: &mut Sink<'_>,
+        candidates: &mut Vec<(Name, (i64, u32))>,
     ) -> Result<(), ClientError> {
-        if !self.lists_folders()? {
+        let walks = self.walks()?;
+        if !walks && !self.lists_folders()? {
             return Err(crate::wire::ProtocolError::Malformed(
                 "this server's listings do not name folders (it predates list-meta); fetch its files by name".into(),
             )
@@ -264,67 +323,155 @@ impl Client {
         // refused); without, none is kept: a listing of any length costs only what is left to do.
         let remember = options.delete;
         if let (Some(folder), true) = (folder, remember) {
-            plan.listed.add(folder.as_str());
+            plan.listed.add(folder.as_bytes());
         }
         let first = plan.listed.len();
-        let prefix = folder.map(|f| format!("{f}/"));
         let mut odd = None;
-        let mut local_error = None;
         // Folders that had no local copy before this run: nothing beneath them needs comparing,
         // which on a first fetch saves a lookup per file (and its wait on the folder's lock while
         // files are being created in it).
-        let mut fresh: HashSet<String> = HashSet::new();
+        let mut fresh: HashSet<Vec<u8>> = HashSet::new();
         if let Some(folder) = folder
             && !dir.exists(folder)
         {
-            fresh.insert(folder.to_string());
+            fresh.insert(folder.as_bytes().to_vec());
         }
-        let in_fresh =
-            |fresh: &HashSet<String>, name: &str| name.rsplit_once('/').is_some_and(|(up, _)| fresh.contains(up));
-        self.list_all_each(folder, |entry| {
-            let name = entry.name.to_string();
-            let outside = prefix.as_deref().is_some_and(|p| !name.starts_with(p));
-            if outside {
-                odd.get_or_insert(name);
+        let in_fresh = |fresh: &HashSet<Vec<u8>>, name: &Name| name.parent_bytes().is_some_and(|up| fresh.contains(up));
+        let mut each = |entry: MetaEntry| {
+            if folder.is_some_and(|f| !entry.name.is_beneath(f)) {
+                odd.get_or_insert(entry.name);
                 return Ok(());
             }
-            if remember {
-                plan.listed.add(&name);
+            // What could not be read is not counted as a name (it may repeat the folder it is
+            // said of): once there is any, nothing is deleted anyway.
+            if remember && !matches!(entry.kind, EntryKind::Unreadable { .. }) {
+                plan.listed.add(entry.name.as_bytes());
             }
-            if entry.folder {
-                let made = if options.dry_run {
-                    !dir.exists(&entry.name)
-                } else {
-                    dir.ensure_folder(&entry.name).unwrap_or_else(|source| {
-                        let path = dir.path().join(entry.name.as_path());
-                        local_error.get_or_insert(ClientError::Local { path, source });
-                        false
-                    })
-                };
-                if made || in_fresh(&fresh, &name) {
-                    fresh.insert(name);
+            match &entry.kind {
+                EntryKind::Folder => {
+                    let made = if options.dry_run {
+                        !dir.exists(&entry.name)
+                    } else {
+                        dir.ensure_folder(&entry.name).unwrap_or_else(|source| {
+                            let path = dir.path().join(entry.name.as_path());
+                            plan.local_error.get_or_insert(ClientError::Local { path, source });
+                            false
+                        })
+                    };
+                    if made || in_fresh(&fresh, &entry.name) {
+                        fresh.insert(entry.name.as_bytes().to_vec());
+                    }
+                    plan.folders.push(entry);
                 }
-                plan.folders.push(entry);
-            } else if !options.checksum
-                && !in_fresh(&fresh, &name)
-                && dir.local_file(&entry.name) == Some((entry.size, entry.mtime, entry.mtime_nsec))
-            {
-                plan.skipped += 1;
-            } else {
-                fetch(entry.name, (entry.mtime, entry.mtime_nsec));
+                EntryKind::File if options.checksum => {
+                    let mtime = entry.mtime();
+                    candidates.push((entry.name, mtime));
+                }
+                EntryKind::File
+                    if !in_fresh(&fresh, &entry.name)
+                        && dir.local_file(&entry.name) == Some((entry.size, entry.mtime, entry.mtime_nsec)) =>
+                {
+                    plan.skipped += 1;
+                }
+                EntryKind::File => (sink.fetch)(entry.name),
+                _ => place(&entry, dir, options, plan, sink),
             }
             Ok(())
-        })?;
+        };
+        if walks {
+            self.walk_each(folder, options.copy_links, &mut each)?;
+        } else {
+            self.list_all_each(folder, &mut each)?;
+        }
         if let Some(name) = odd {
-            let what = format!("the listing names {} outside the folder asked for", crate::wire::escape(&name));
+            let what = format!("the listing names {name} outside the folder asked for");
             return Err(crate::wire::ProtocolError::Malformed(what).into());
         }
         if plan.listed.names_one_twice(first) {
-            let what = format!("the listing of {} names one entry twice", folder.map_or(".", |f| f.as_str()));
-            return Err(crate::wire::ProtocolError::Malformed(crate::wire::escape(&what)).into());
+            let what = format!("the listing of {} names one entry twice", folder.map_or(".".into(), Name::to_string));
+            return Err(crate::wire::ProtocolError::Malformed(what).into());
         }
-        local_error.map_or(Ok(()), Err)
+        Ok(())
     }
+}
+
+/// Places an entry that is neither a folder nor a file: a symlink, fifo or socket is made (unless
+/// the local name already holds the same), a device or what the server could not read is
+/// reported as not copied.
+fn place(entry: &MetaEntry, dir: &OutDir, options: TreeOptions, plan: &mut Plan, sink: &mut Sink<'_>) {
+    let name = &entry.name;
+    let local = dir.local_entry(name);
+    let made = match &entry.kind {
+        EntryKind::File | EntryKind::Folder => return,
+        EntryKind::Symlink(_) if options.copy_links => {
+            plan.not_copied += 1;
+            let why =
+                "a symlink the server does not follow (it leads out of its folder, to nothing, or back above itself)";
+            (sink.report)(TreeEvent::NotCopied(name, why));
+            return;
+        }
+        EntryKind::Symlink(target) => {
+            if let Some(Local::Symlink { target: ours, mtime }) = &local
+                && ours == target
+            {
+                plan.skipped += 1;
+                if *mtime != entry.mtime() && !options.dry_run {
+                    let _ = dir.make_symlink(name, target, entry.mtime());
+                }
+                return;
+            }
+            options.dry_run
+                || dir.is_kept(name)
+                || dir.make_symlink(name, target, entry.mtime()).map_err(|e| fail(dir, name, e, sink)).is_ok()
+        }
+        EntryKind::Fifo | EntryKind::Socket => {
+            let socket = entry.kind == EntryKind::Socket;
+            let same = match &local {
+                Some(Local::Fifo { mode, mtime }) if !socket => {
+                    (*mode, *mtime) == (dir.mode_for(Some(entry.mode)), entry.mtime())
+                }
+                Some(Local::Socket { mode, mtime }) if socket => {
+                    (*mode, *mtime) == (dir.mode_for(Some(entry.mode)), entry.mtime())
+                }
+                _ => false,
+            };
+            if same {
+                plan.skipped += 1;
+                return;
+            }
+            options.dry_run
+                || dir.is_kept(name)
+                || dir
+                    .make_special(name, socket, entry.mode, entry.mtime())
+                    .map_err(|e| fail(dir, name, e, sink))
+                    .is_ok()
+        }
+        EntryKind::CharDevice | EntryKind::BlockDevice => {
+            plan.not_copied += 1;
+            let why = format!("{}: devices are not copied", entry.kind.describe());
+            (sink.report)(TreeEvent::NotCopied(name, &why));
+            return;
+        }
+        EntryKind::Unreadable { message, .. } => {
+            plan.not_copied += 1;
+            plan.unreadable += 1;
+            let why = format!("the server cannot read it: {message}");
+            (sink.report)(TreeEvent::NotCopied(name, &why));
+            return;
+        }
+    };
+    if made {
+        plan.made += 1;
+        (sink.report)(TreeEvent::Made(name, &entry.kind));
+    } else {
+        plan.failed += 1;
+    }
+}
+
+/// Reports a local failure to make `name`; its `Err` for [`place`].
+fn fail(dir: &OutDir, name: &Name, source: std::io::Error, sink: &mut Sink<'_>) {
+    let e = Err(ClientError::Local { path: dir.path().join(name.as_path()), source });
+    (sink.report)(TreeEvent::Fetched(name, &e));
 }
 
 /// Counts one download's result.
@@ -340,7 +487,8 @@ fn count(summary: &mut TreeSummary, result: &Result<Downloaded, ClientError>) {
 }
 
 /// After the fetching: the folders' modes and times (deepest first, so setting one does not move
-/// its parent's time), then, with `delete`, what the server no longer has.
+/// its parent's time), then, with `delete`, what the server no longer has, unless the server
+/// could not read some entries (then what they hold is not known, and nothing is deleted).
 fn finish(
     mut plan: Plan,
     left: usize,
@@ -349,11 +497,14 @@ fn finish(
     mut summary: TreeSummary,
     report: &mut impl FnMut(TreeEvent<'_>),
 ) -> Result<TreeSummary, ClientError> {
-    summary.failed += left as u64;
+    summary.failed += left as u64 + plan.failed;
+    summary.skipped += plan.skipped;
+    summary.made += plan.made;
+    summary.not_copied += plan.not_copied;
     if !options.dry_run {
-        plan.folders.sort_by_key(|f| std::cmp::Reverse(f.name.as_str().matches('/').count()));
+        plan.folders.sort_by_key(|f| std::cmp::Reverse(f.name.depth()));
         for folder in &plan.folders {
-            if let Err(source) = dir.set_folder(&folder.name, folder.mode, (folder.mtime, folder.mtime_nsec)) {
+            if let Err(source) = dir.set_folder(&folder.name, folder.mode, folder.mtime()) {
                 return Err(ClientError::Local { path: dir.path().join(folder.name.as_path()), source });
             }
         }
@@ -361,11 +512,14 @@ fn finish(
             return Err(ClientError::Broken);
         }
     }
-    if options.delete {
+    if options.delete && plan.unreadable > 0 {
+        summary.deletion_skipped = true;
+        report(TreeEvent::DeletionSkipped(plan.unreadable));
+    } else if options.delete {
         for top in &plan.tops {
             let Top::Folder(top) = top else { continue };
-            let mut removed = |name: &str| report(TreeEvent::Deleted(name));
-            let keep = |name: &str| plan.listed.contains(name);
+            let mut removed = |name: &[u8]| report(TreeEvent::Deleted(name));
+            let keep = |name: &[u8]| plan.listed.contains(name);
             match dir.prune(top.as_ref(), &keep, options.dry_run, &mut removed) {
                 Ok(n) => summary.deleted += n,
                 Err(source) => {
@@ -389,8 +543,8 @@ struct Listed {
 }
 
 impl Listed {
-    fn add(&mut self, name: &str) {
-        self.hashes.push(crate::digest::Digest::of(name.as_bytes()).0);
+    fn add(&mut self, name: &[u8]) {
+        self.hashes.push(crate::digest::Digest::of(name).0);
     }
 
     fn len(&self) -> usize {
@@ -412,8 +566,8 @@ impl Listed {
     }
 
     /// Whether `name` was added (once sealed).
-    fn contains(&self, name: &str) -> bool {
-        self.hashes.binary_search(&crate::digest::Digest::of(name.as_bytes()).0).is_ok()
+    fn contains(&self, name: &[u8]) -> bool {
+        self.hashes.binary_search(&crate::digest::Digest::of(name).0).is_ok()
     }
 }
 
@@ -427,26 +581,26 @@ mod tests {
     #[test]
     fn listed_names_are_found_once_sealed_and_a_repeat_within_one_listing_is_seen() {
         let mut listed = Listed::default();
-        listed.add("a");
+        listed.add(b"a");
         let first = listed.len();
-        for name in ["a/x", "a/y", "a/ü z"] {
+        for name in [&b"a/x"[..], b"a/y", "a/ü z".as_bytes(), b"a/\xff\n"] {
             listed.add(name);
         }
         assert!(!listed.names_one_twice(first));
         // A second listing may repeat the first (a folder within one named before)...
         let second = listed.len();
-        listed.add("a/x");
+        listed.add(b"a/x");
         assert!(!listed.names_one_twice(second));
         // ...but not itself.
-        listed.add("a/x");
+        listed.add(b"a/x");
         assert!(listed.names_one_twice(second));
         listed.seal();
-        assert_eq!(listed.len(), 4);
-        for name in ["a", "a/x", "a/y", "a/ü z"] {
-            assert!(listed.contains(name), "{name}");
+        assert_eq!(listed.len(), 5);
+        for name in [&b"a"[..], b"a/x", b"a/y", "a/ü z".as_bytes(), b"a/\xff\n"] {
+            assert!(listed.contains(name), "{name:?}");
         }
-        for name in ["", "b", "a/", "a/x.part", "A/X"] {
-            assert!(!listed.contains(name), "{name}");
+        for name in [&b""[..], b"b", b"a/", b"a/x.part", b"A/X", b"a/\xff"] {
+            assert!(!listed.contains(name), "{name:?}");
         }
     }
 }

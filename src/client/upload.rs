@@ -37,6 +37,8 @@ struct Outgoing {
     file: File,
     size: u64,
     mtime: (i64, u32),
+    /// Permission bits.
+    perm: u32,
     /// What identifies this version of the file (size, modification and change times), to see
     /// whether it changed while it was sent.
     version: (u64, i64, i64, i64, i64),
@@ -55,14 +57,15 @@ impl Outgoing {
         }
         let size = meta.len();
         let mtime = (meta.mtime(), u32::try_from(meta.mtime_nsec()).unwrap_or(0));
+        let perm = meta.mode() & 0o7777;
         let version = version_of(&meta);
         if size <= SMALL_FILE {
             let mut bytes = vec![0u8; size as usize];
             file.read_exact_at(&mut bytes, 0).map_err(local_error)?;
             let digest = Digest::of(&bytes);
-            return Ok(Outgoing { file, size, mtime, version, whole: Some((bytes, digest)) });
+            return Ok(Outgoing { file, size, mtime, perm, version, whole: Some((bytes, digest)) });
         }
-        Ok(Outgoing { file, size, mtime, version, whole: None })
+        Ok(Outgoing { file, size, mtime, perm, version, whole: None })
     }
 
     /// Whether the file is still the version that was opened.
@@ -169,9 +172,9 @@ impl Client {
         (from, mut hasher): (u64, Hasher),
         replace: bool,
     ) -> Result<(), ClientError> {
-        let Outgoing { ref file, size, mtime, ref whole, .. } = *outgoing;
+        let Outgoing { ref file, size, mtime, perm, ref whole, .. } = *outgoing;
         let digest = whole.as_ref().map(|(_, digest)| *digest);
-        self.send(&Request::Put { size, digest, mtime, from, replace, name: name.clone() })?;
+        self.send(&Request::Put { size, digest, mtime, from, replace, perm, name: name.clone() })?;
         if let Some(progress) = &self.progress {
             progress.begin(name, size - from);
         }
@@ -218,7 +221,7 @@ impl Client {
     pub fn remote_files(&mut self, folder: Option<&Name>) -> Result<HashMap<Name, (u64, i64, u32)>, ClientError> {
         let mut files = HashMap::new();
         let listed = self.list_all_each(folder, |entry| {
-            if !entry.folder {
+            if entry.is_file() {
                 files.insert(entry.name, (entry.size, entry.mtime, entry.mtime_nsec));
             }
             Ok(())

@@ -135,6 +135,7 @@ struct Put {
     mtime: (i64, u32),
     from: u64,
     replace: bool,
+    perm: u32,
 }
 
 /// Reads the line after a `put -`'s bytes: the file's digest, or the sender giving up on it.
@@ -299,7 +300,7 @@ impl<'a> Connection<'a> {
                 Err(e) => return Err(e.into()),
             }
             let (started, bytes_before) = (Instant::now(), self.bytes);
-            let request = Request::parse(&line);
+            let request = Request::parse(&line, self.agreed.form());
             // `hello` is the connection's set-up, not a request for anything: not counted.
             self.lines += 1;
             let first = self.lines == 1;
@@ -346,6 +347,11 @@ impl<'a> Connection<'a> {
                 Ok(Request::Get(name)) => self.get(&name, None)?,
                 Ok(Request::Resume { offset, prefix, name }) => self.get(&name, Some((offset, prefix)))?,
                 Ok(Request::List(folder)) => self.list(folder.as_ref())?,
+                Ok(Request::Walk { follow, folder }) => {
+                    list::write_walk(&self.shared.root, folder.as_ref(), follow, &mut self.stream)?
+                }
+                Ok(Request::Stat(name)) => self.stat(&name)?,
+                Ok(Request::Mkdir { perm, mtime, name }) => self.mkdir(perm, mtime, &name)?,
                 Ok(Request::Stats) => self.stats()?,
                 Ok(Request::Health) => {
                     if self.shared.shutdown.get().is_some_and(|s| s.is_draining()) {
@@ -368,8 +374,8 @@ impl<'a> Connection<'a> {
                         return Err(ConnError::CutOff);
                     }
                 }
-                Ok(Request::Put { size, digest, mtime, from, replace, name }) => {
-                    if !self.put(Put { size, digest, mtime, from, replace }, name, storers)? {
+                Ok(Request::Put { size, digest, mtime, from, replace, perm, name }) => {
+                    if !self.put(Put { size, digest, mtime, from, replace, perm }, name, storers)? {
                         return self.linger();
                     }
                 }
@@ -473,7 +479,7 @@ impl<'a> Connection<'a> {
             ));
         }
         if let Some(folder) = &config.upload_folder
-            && !name.as_str().strip_prefix(folder.as_str()).is_some_and(|rest| rest.starts_with('/'))
+            && !name.is_beneath(folder)
         {
             return Some((ErrorCode::Denied, format!("uploads go beneath {folder}/ on this server")));
         }
@@ -528,7 +534,7 @@ impl<'a> Connection<'a> {
     /// the request timeout) and stored by [`crate::store::Root::put`], and any refusal after that
     /// leaves the connection usable. Returns false when the connection is to close.
     fn put(&mut self, put: Put, name: Name, storers: &mut Storers<'_, '_>) -> Result<bool, ConnError> {
-        let Put { size, digest, mtime, from, replace } = put;
+        let Put { size, digest, mtime, from, replace, perm } = put;
         let partial = match self.partial.take() {
             Some((n, s, m, p)) if (&n, s, m) == (&name, size, mtime) => Some(p),
             _ => None,
@@ -575,7 +581,7 @@ impl<'a> Connection<'a> {
                     }
                 },
             };
-            let job = Job { name, digest, mtime, replace, asked_to_replace, bytes };
+            let job = Job { name, digest, mtime, perm, replace, asked_to_replace, bytes };
             match storers.submit(job) {
                 Ok(()) => {}
                 Err(job) => {
@@ -610,7 +616,8 @@ impl<'a> Connection<'a> {
             Some(digest) => Expected::Known(digest),
             None => Expected::After(&mut after),
         };
-        let stored = self.shared.root.put(&name, size, expected, mtime, &mut body, replace, from, partial);
+        let up = crate::store::Upload { name: &name, len: size, mtime, perm, replace };
+        let stored = self.shared.root.put(&up, expected, &mut body, from, partial);
         // What a refusal left unread is skipped, to stay in step with the peer.
         let mut skipped = io::copy(&mut body, &mut io::sink()).map(drop).map_err(ConnError::from);
         if skipped.is_ok() && !trailer_read.get() {
@@ -756,9 +763,40 @@ impl<'a> Connection<'a> {
         }
     }
 
+    /// Answers `stat NAME`: `OK ` and the entry as `walk` writes it, or `ERR`.
+    fn stat(&mut self, name: &Name) -> Result<(), ConnError> {
+        match self.shared.root.lookup(name) {
+            Ok(entry) => {
+                self.stream.write_all(b"OK ")?;
+                Ok(list::meta_entry(entry).write(&mut self.stream, protocol::Form::Escaped)?)
+            }
+            Err(e) => self.err(get::open_error_code(&e), &e),
+        }
+    }
+
+    /// Answers `mkdir PERM MTIME MTIME_NS NAME`: refused as an upload of no bytes would be, else
+    /// the folder is made (or found) and given the sender's mode and time.
+    fn mkdir(&mut self, perm: u32, mtime: (i64, u32), name: &Name) -> Result<(), ConnError> {
+        if let Some((code, why)) = self.upload_refusal(0, name, true) {
+            return self.err(code, &why);
+        }
+        match self.shared.root.make_folder(name, perm, mtime) {
+            Ok(()) => Ok(protocol::write_ok(&mut self.stream)?),
+            Err(e @ (PutError::NotFolder(_) | PutError::Reserved)) => self.err(ErrorCode::Denied, &e),
+            Err(PutError::Io(e)) if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) => {
+                self.err(ErrorCode::NoSpace, &"the disk is full")
+            }
+            Err(e) => self.err(ErrorCode::Internal, &e),
+        }
+    }
+
     fn list(&mut self, folder: Option<&Name>) -> Result<(), ConnError> {
-        let format =
-            if self.agreed.has(protocol::FEATURE_LIST_META) { list::Format::Meta } else { list::Format::Plain };
+        let form = self.agreed.form();
+        let format = if self.agreed.has(protocol::FEATURE_LIST_META) {
+            list::Format::Meta(form)
+        } else {
+            list::Format::Plain(form)
+        };
         if self.agreed.has(protocol::FEATURE_LIST_END) {
             list::write_ended(&self.shared.root, folder, format, &mut self.stream)
         } else {

@@ -15,18 +15,19 @@ use std::io::Write;
 use super::conn::ConnError;
 use super::get::open_error_code;
 use crate::name::Name;
-use crate::store::{FileEntry, OpenError, Root, WalkError};
-use crate::wire::{self as protocol, ErrorCode, ListEntry, MetaEntry};
+use crate::store::{FileEntry, Found, Kind, OpenError, Root, WalkError};
+use crate::wire::{self as protocol, EntryKind, ErrorCode, Form, ListEntry, MetaEntry};
 
 /// Most entries a listing for a client without `list-end` is held in memory (and sorted) for.
 pub const SORTED_UP_TO: usize = 4096;
 
 /// How entries are written: `<size> <mtime> <name>` for files only, or with `list-meta`, files
-/// and folders with their modes and exact times.
+/// and folders with their modes and exact times; names in the connection's form (a name that form
+/// cannot carry is left out, as version 1 always left such names out).
 #[derive(Clone, Copy)]
 pub(crate) enum Format {
-    Plain,
-    Meta,
+    Plain(Form),
+    Meta(Form),
 }
 
 impl Format {
@@ -36,17 +37,25 @@ impl Format {
         folder: Option<&Name>,
         each: impl FnMut(FileEntry) -> Result<(), E>,
     ) -> Result<u64, WalkError<E>> {
+        let form = self.form();
+        let mut each = each;
+        let carried = move |entry: FileEntry| if form.write(&entry.name).is_ok() { each(entry) } else { Ok(()) };
         match self {
-            Format::Plain => root.walk(folder, each),
-            Format::Meta => root.walk_all(folder, each),
+            Format::Plain(_) => root.walk(folder, carried),
+            Format::Meta(_) => root.walk_all(folder, carried),
+        }
+    }
+
+    fn form(self) -> Form {
+        match self {
+            Format::Plain(form) | Format::Meta(form) => form,
         }
     }
 
     fn write(self, entry: FileEntry, w: &mut impl Write) -> std::io::Result<()> {
-        let FileEntry { name, size, mtime, mtime_nsec, mode, folder } = entry;
         match self {
-            Format::Plain => ListEntry { size, mtime, name }.write(w),
-            Format::Meta => MetaEntry { folder, size, mtime, mtime_nsec, mode, name }.write(w),
+            Format::Plain(form) => ListEntry { size: entry.size, mtime: entry.mtime, name: entry.name }.write(w, form),
+            Format::Meta(form) => meta_entry(entry).write(w, form),
         }
     }
 }
@@ -113,10 +122,7 @@ pub(crate) fn write_counted(
         Err(e @ WalkError::Read { .. }) => return Ok(failed(w, &e)?),
         Err(WalkError::Stopped(())) => drop(held),
     }
-    let count = match format {
-        Format::Plain => root.count(folder),
-        Format::Meta => root.walk_all(folder, |_| Ok::<(), std::convert::Infallible>(())),
-    };
+    let count = format.walk(root, folder, |_| Ok::<(), std::convert::Infallible>(()));
     let count = match count {
         Ok(count) => count,
         Err(WalkError::Open(e)) => return Ok(refuse(w, &e)?),
@@ -136,6 +142,64 @@ pub(crate) fn write_counted(
         _ if left == 0 => Ok(()),
         _ => Err(ConnError::ListChanged { announced: count, sent: count - left }),
     }
+}
+
+/// Writes the reply to `walk links|follow [folder]` (version 2): `OK`, an entry per line for
+/// everything found (what could not be read as `type=e` entries, after which the walk goes on),
+/// then `OK <count>`.
+pub(crate) fn write_walk(
+    root: &Root,
+    folder: Option<&Name>,
+    follow: bool,
+    w: &mut impl Write,
+) -> Result<(), ConnError> {
+    let mut started = false;
+    let walked = root.walk_tree(folder, follow, |found| {
+        if !started {
+            started = true;
+            protocol::write_ok(w)?;
+        }
+        let entry = match found {
+            Found::Entry(entry) => meta_entry(entry),
+            Found::Unreadable { name, error } => {
+                let code = open_error_code(&error.open_error());
+                let kind = EntryKind::Unreadable { code, message: error.to_string() };
+                MetaEntry { kind, size: 0, mtime: 0, mtime_nsec: 0, mode: 0, name }
+            }
+        };
+        entry.write(w, Form::Escaped)
+    });
+    match walked {
+        Ok(count) => {
+            if !started {
+                protocol::write_ok(w)?;
+            }
+            Ok(protocol::write_ok_count(w, count)?)
+        }
+        Err(WalkError::Stopped(e)) => Err(e.into()),
+        Err(WalkError::Open(e)) if !started => Ok(refuse(w, &e)?),
+        Err(e) => {
+            if !started {
+                protocol::write_ok(w)?;
+            }
+            Ok(protocol::write_err(w, ErrorCode::Internal, &format_args!("listing incomplete: {e}"))?)
+        }
+    }
+}
+
+/// A store entry as the wire writes it.
+pub(crate) fn meta_entry(entry: FileEntry) -> MetaEntry {
+    let FileEntry { name, kind, size, mtime, mtime_nsec, mode } = entry;
+    let kind = match kind {
+        Kind::File => EntryKind::File,
+        Kind::Folder => EntryKind::Folder,
+        Kind::Symlink(target) => EntryKind::Symlink(target),
+        Kind::Fifo => EntryKind::Fifo,
+        Kind::Socket => EntryKind::Socket,
+        Kind::CharDevice => EntryKind::CharDevice,
+        Kind::BlockDevice => EntryKind::BlockDevice,
+    };
+    MetaEntry { kind, size, mtime, mtime_nsec, mode, name }
 }
 
 /// The `ERR` for a folder that cannot be listed, said of it as a folder.

@@ -3,7 +3,7 @@
 //! Each entry is a file `<id>.ftc` holding one header line and then the cached bytes:
 //!
 //! ```text
-//! ftcache3 <size:20> <mtime-sec:+20> <mtime-nsec:9> <ctime-sec:+20> <ctime-nsec:9> <inode:20> <device:20> <mode:o6> <admitted-unix-ms:20> <xxh3:32> <name>\n
+//! ftcache4 <size:20> <mtime-sec:+20> <mtime-nsec:9> <ctime-sec:+20> <ctime-nsec:9> <inode:20> <device:20> <mode:o6> <admitted-unix-ms:20> <xxh3:32> <name, escaped>\n
 //! <size bytes of the file as it was when admitted>
 //! ```
 //!
@@ -32,13 +32,13 @@ use crate::name::{MAX_NAME_LEN, Name};
 use crate::store::FileVersion;
 use crate::wire::{parse_u64, read_line};
 
-const MAGIC: &str = "ftcache3";
+const MAGIC: &str = "ftcache4";
 /// Header bytes besides the name and its line feed: the magic, six fixed-width numbers, the digest.
 const HEADER_FIXED: u64 = (MAGIC.len() + 1 + 21 + 21 + 10 + 21 + 10 + 21 + 21 + 7 + 21 + 33) as u64;
 
 /// Bytes an entry for `name` takes on disk besides the file's own bytes.
 pub fn overhead(name: &Name) -> u64 {
-    HEADER_FIXED + name.as_str().len() as u64 + 1
+    HEADER_FIXED + name.escaped().len() as u64 + 1
 }
 
 /// An entry found on disk by [`Mirror::scan`]; its bytes are read by [`Mirror::load`].
@@ -197,7 +197,7 @@ impl Mirror {
 }
 
 fn header_cap() -> usize {
-    HEADER_FIXED as usize + MAX_NAME_LEN
+    HEADER_FIXED as usize + 3 * MAX_NAME_LEN
 }
 
 fn bad(what: &str) -> io::Error {
@@ -207,8 +207,16 @@ fn bad(what: &str) -> io::Error {
 fn header(name: &Name, v: &FileVersion, digest: Digest, admitted: SystemTime) -> String {
     let ms = admitted.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
     format!(
-        "{MAGIC} {:020} {:+020} {:09} {:+020} {:09} {:020} {:020} {:06o} {ms:020} {digest} {name}\n",
-        v.size, v.mtime_sec, v.mtime_nsec, v.ctime_sec, v.ctime_nsec, v.ino, v.dev, v.mode
+        "{MAGIC} {:020} {:+020} {:09} {:+020} {:09} {:020} {:020} {:06o} {ms:020} {digest} {}\n",
+        v.size,
+        v.mtime_sec,
+        v.mtime_nsec,
+        v.ctime_sec,
+        v.ctime_nsec,
+        v.ino,
+        v.dev,
+        v.mode,
+        name.escaped()
     )
 }
 
@@ -227,7 +235,7 @@ fn parse_header(line: &str) -> Option<(Name, FileVersion, Digest, SystemTime)> {
     let mode = u32::from_str_radix(f.next()?, 8).ok().filter(|m| *m <= 0o7777)?;
     let admitted = UNIX_EPOCH + Duration::from_millis(parse_u64(f.next()?)?);
     let digest = Digest::parse(f.next()?)?;
-    let name = Name::parse(f.next()?).ok()?;
+    let name = Name::from_escaped(f.next()?).ok()?;
     Some((name, FileVersion { size, mtime_sec, mtime_nsec, ctime_sec, ctime_nsec, ino, dev, mode }, digest, admitted))
 }
 

@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use super::shared::Shared;
 use crate::digest::Digest;
 use crate::name::Name;
-use crate::store::{Expected, PutError, Stored};
+use crate::store::{Expected, PutError, Stored, Upload};
 
 /// Threads storing one connection's small uploads (one per core here).
 const WORKERS: usize = 2;
@@ -32,6 +32,8 @@ pub(crate) struct Job {
     pub(crate) name: Name,
     pub(crate) digest: Digest,
     pub(crate) mtime: (i64, u32),
+    /// The sender's permission bits.
+    pub(crate) perm: u32,
     /// Whether it replaces an existing file (asked for, and allowed).
     pub(crate) replace: bool,
     /// Whether replacing was asked for, for the reply.
@@ -166,16 +168,8 @@ impl<'scope, 'env> Storers<'scope, 'env> {
 /// Stores one small upload; on success its cache entry and digest memo go at once.
 pub(crate) fn store(shared: &Shared, job: &Job) -> Result<Stored, PutError> {
     let len = job.bytes.len() as u64;
-    let result = shared.root.put(
-        &job.name,
-        len,
-        Expected::Known(job.digest),
-        job.mtime,
-        &mut &job.bytes[..],
-        job.replace,
-        0,
-        None,
-    );
+    let up = Upload { name: &job.name, len, mtime: job.mtime, perm: job.perm, replace: job.replace };
+    let result = shared.root.put(&up, Expected::Known(job.digest), &mut &job.bytes[..], 0, None);
     if result.is_ok() {
         shared.cache.forget(&job.name);
         shared.digests.forget(&job.name);

@@ -9,6 +9,7 @@
 //! regular, so a fifo or device in the tree cannot stall a connection's thread.
 
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use cap_std::fs::{Dir, MetadataExt as _, OpenOptions, OpenOptionsExt as _};
@@ -20,7 +21,7 @@ use crate::name::Name;
 mod put;
 pub(crate) use put::link_unnamed;
 pub use put::{
-    Cleaned, Expected, FOLDER_MODE, PARTIAL_TTL, Partial, PutError, RESUMABLE_FROM, STAGING, Stored, UPLOAD_MODE,
+    Cleaned, Expected, FOLDER_MODE, PARTIAL_TTL, Partial, PutError, RESUMABLE_FROM, STAGING, Stored, Upload,
 };
 
 /// What identifies one version of a file's contents: a change to any field means new contents.
@@ -117,32 +118,110 @@ impl From<io::Error> for OpenError {
     }
 }
 
-/// One file (or, from [`Root::walk_all`], folder) found beneath the root.
+/// What an entry beneath the root is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Folder,
+    /// A symlink, as itself (a walk that does not follow links): the text it holds.
+    Symlink(Vec<u8>),
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+impl Kind {
+    fn of(file_type: cap_std::fs::FileType) -> Kind {
+        use cap_std::fs::FileTypeExt as _;
+        if file_type.is_file() {
+            Kind::File
+        } else if file_type.is_dir() {
+            Kind::Folder
+        } else if file_type.is_symlink() {
+            Kind::Symlink(Vec::new())
+        } else if file_type.is_fifo() {
+            Kind::Fifo
+        } else if file_type.is_socket() {
+            Kind::Socket
+        } else if file_type.is_char_device() {
+            Kind::CharDevice
+        } else {
+            Kind::BlockDevice
+        }
+    }
+}
+
+/// One entry found beneath the root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {
     pub name: Name,
-    /// 0 for a folder.
+    pub kind: Kind,
+    /// 0 but for a file.
     pub size: u64,
     /// Modification time, seconds since the Unix epoch, and nanoseconds.
     pub mtime: i64,
     pub mtime_nsec: u32,
     /// Permission bits (`0o7777`).
     pub mode: u32,
-    pub folder: bool,
 }
 
 impl FileEntry {
-    fn of(name: Name, meta: Option<&cap_std::fs::Metadata>, folder: bool) -> FileEntry {
+    fn of(name: Name, meta: Option<&cap_std::fs::Metadata>, kind: Kind) -> FileEntry {
         match meta {
             Some(m) => FileEntry {
                 name,
-                size: if folder { 0 } else { m.len() },
+                size: if kind == Kind::File { m.len() } else { 0 },
                 mtime: m.mtime(),
                 mtime_nsec: u32::try_from(m.mtime_nsec()).unwrap_or(0),
                 mode: m.mode() & 0o7777,
-                folder,
+                kind,
             },
-            None => FileEntry { name, size: 0, mtime: 0, mtime_nsec: 0, mode: 0, folder },
+            None => FileEntry { name, size: 0, mtime: 0, mtime_nsec: 0, mode: 0, kind },
+        }
+    }
+
+    pub fn is_folder(&self) -> bool {
+        self.kind == Kind::Folder
+    }
+}
+
+/// What a [`Root::walk_tree`] finds at one name.
+#[derive(Debug)]
+pub enum Found {
+    Entry(FileEntry),
+    /// Something that could not be read: a folder (so what it holds is not known) or an entry. The
+    /// name is the nearest one that can be named.
+    Unreadable {
+        name: Name,
+        error: WalkProblem,
+    },
+}
+
+/// Why an entry found by a walk could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum WalkProblem {
+    #[error("cannot read the folder: {0}")]
+    Folder(OpenError),
+    #[error("cannot read it: {0}")]
+    Entry(OpenError),
+    #[error("nested more than {MAX_DEPTH} folders deep")]
+    TooDeep,
+    #[error("it holds an entry whose name cannot be served ({0})")]
+    BadName(crate::name::NameError),
+}
+
+impl WalkProblem {
+    /// The kind of failure, as an [`OpenError`] says it.
+    pub fn open_error(&self) -> OpenError {
+        match self {
+            WalkProblem::Folder(e) | WalkProblem::Entry(e) => match e {
+                OpenError::NotFound => OpenError::NotFound,
+                OpenError::NotFile => OpenError::NotFile,
+                OpenError::Denied => OpenError::Denied,
+                OpenError::Io(e) => OpenError::Io(io::Error::new(e.kind(), e.to_string())),
+            },
+            WalkProblem::TooDeep | WalkProblem::BadName(_) => OpenError::Io(io::Error::other("cannot be listed")),
         }
     }
 }
@@ -171,22 +250,44 @@ pub struct Root {
     path: PathBuf,
     /// The folder [`STAGING`] beneath the root, once uploads are on ([`Root::enable_uploads`]).
     staging: Option<put::Staging>,
+    /// The process's umask when the root was opened: uploads are masked by it.
+    umask: u32,
+}
+
+/// The process's umask. Read from `/proc/self/status` where the kernel shows it: the only other
+/// way is to set it and set it back, and in between another thread's new file (or folder) would
+/// be created with no mask at all.
+pub fn current_umask() -> u32 {
+    let shown = std::fs::read_to_string("/proc/self/status").ok().and_then(|status| {
+        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
+    });
+    let umask = shown.unwrap_or_else(|| {
+        let umask = rustix::process::umask(rustix::fs::Mode::empty());
+        rustix::process::umask(umask);
+        umask.bits()
+    });
+    umask & 0o777
 }
 
 /// Whether `name` lies in the uploads' staging folder, which is neither listed nor served.
 pub fn is_reserved(name: &Name) -> bool {
-    let s = name.as_str();
-    s.strip_prefix(STAGING).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    name.components().next() == Some(STAGING.as_bytes())
 }
 
 impl Root {
     pub fn open(path: &Path) -> io::Result<Root> {
         let dir = Dir::open_ambient_dir(path, cap_std::ambient_authority())?;
-        Ok(Root { dir, path: path.to_path_buf(), staging: None })
+        Ok(Root { dir, path: path.to_path_buf(), staging: None, umask: current_umask() })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the folder `(dev, ino)` is the uploads' staging folder, however it was reached.
+    fn is_staging(&self, dev: u64, ino: u64) -> bool {
+        self.staging.as_ref().is_some_and(|s| (s.dev(), s.ino) == (dev, ino))
     }
 
     /// Bytes an unprivileged writer may still store beneath the root.
@@ -223,11 +324,29 @@ impl Root {
         if is_reserved(name) {
             return None;
         }
-        let st = rustix::fs::statat(&self.dir, name.as_str(), AtFlags::empty()).ok()?;
+        let st = rustix::fs::statat(&self.dir, name.as_path(), AtFlags::empty()).ok()?;
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             return None;
         }
         Some(FileVersion::of_stat(&st))
+    }
+
+    /// What is at `name`, not following a symlink at its end (symlinks on the way are followed
+    /// while they stay inside the root): what `stat` answers.
+    pub fn lookup(&self, name: &Name) -> Result<FileEntry, OpenError> {
+        if is_reserved(name) {
+            return Err(OpenError::NotFound);
+        }
+        let meta = self.dir.symlink_metadata(name.as_path())?;
+        let kind = match Kind::of(meta.file_type()) {
+            Kind::Symlink(_) => {
+                let target = rustix::fs::readlinkat(&self.dir, name.as_path(), Vec::new()).map_err(io::Error::from)?;
+                Kind::Symlink(target.into_bytes())
+            }
+            Kind::Folder if self.is_staging(meta.dev(), meta.ino()) => return Err(OpenError::NotFound),
+            kind => kind,
+        };
+        Ok(FileEntry::of(name.clone(), Some(&meta), kind))
     }
 
     /// Opens a regular file for reading and returns it with the version it had when opened.
@@ -265,15 +384,21 @@ impl Root {
     ///
     /// Sub-folders are walked, symlinked ones inside the root too, as `get` serves files through
     /// them (a symlink back to a folder above it is a loop and is not followed); anything `get`
-    /// would refuse (a symlink leading outside the root, a fifo) is left out, as is a sub-folder
-    /// this process may not read. Any other error reading a folder stops the walk: the caller
-    /// learns that the listing is incomplete rather than getting a shorter one.
+    /// would refuse (a symlink leading outside the root, a fifo) is left out. A folder that cannot
+    /// be read stops the walk (a folder this process may not read too): the caller learns that the
+    /// listing is incomplete rather than getting a shorter one. [`Root::walk_tree`] says what
+    /// each entry is instead, and goes on past what it cannot read.
     pub fn walk<E>(
         &self,
         folder: Option<&Name>,
         mut each: impl FnMut(FileEntry) -> Result<(), E>,
     ) -> Result<u64, WalkError<E>> {
-        self.walk_with(folder, true, false, |name, meta, folder| each(FileEntry::of(name, meta, folder)))
+        self.walk_with(folder, Walk { follow: true, stat_files: true, folders: false, report: false }, |found| {
+            match found {
+                Found::Entry(entry) => each(entry),
+                Found::Unreadable { .. } => Ok(()),
+            }
+        })
     }
 
     /// [`Root::walk`], folders included: each folder beneath `folder` is handed on (before what
@@ -283,32 +408,56 @@ impl Root {
         folder: Option<&Name>,
         mut each: impl FnMut(FileEntry) -> Result<(), E>,
     ) -> Result<u64, WalkError<E>> {
-        self.walk_with(folder, true, true, |name, meta, folder| each(FileEntry::of(name, meta, folder)))
+        self.walk_with(folder, Walk { follow: true, stat_files: true, folders: true, report: false }, |found| {
+            match found {
+                Found::Entry(entry) => each(entry),
+                Found::Unreadable { .. } => Ok(()),
+            }
+        })
+    }
+
+    /// Every entry beneath `folder` (or the whole root), each handed to `each` as it is found
+    /// (a folder before what it holds) with what it is: files, folders, symlinks, fifos, sockets,
+    /// devices, and, as [`Found::Unreadable`], whatever could not be read, after which the walk
+    /// goes on. With `follow`, symlinks are followed while they stay inside the root (as `get`
+    /// follows them) and each is listed as what it leads to, or, if it leads out, to nothing, or
+    /// back to a folder above it, as itself; without, each symlink is listed as itself, with its
+    /// target, and never followed. Memory stays bounded as for [`Root::walk`]. Returns how
+    /// many entries were handed on.
+    pub fn walk_tree<E>(
+        &self,
+        folder: Option<&Name>,
+        follow: bool,
+        each: impl FnMut(Found) -> Result<(), E>,
+    ) -> Result<u64, WalkError<E>> {
+        self.walk_with(folder, Walk { follow, stat_files: true, folders: true, report: true }, each)
     }
 
     /// How many files [`Root::walk`] would find, found more cheaply: a plain file's entry in its
     /// folder says it is one, so only symlinks are looked up.
     pub fn count(&self, folder: Option<&Name>) -> Result<u64, WalkError<std::convert::Infallible>> {
-        self.walk_with(folder, false, false, |_, _, _| Ok(()))
+        self.walk_with(folder, Walk { follow: true, stat_files: false, folders: false, report: false }, |_| Ok(()))
     }
 
-    /// [`Root::walk`], handing each file's name and, if `stat_files`, its metadata (and, with
-    /// `folders`, each folder's too), and whether it is a folder. Counts what it hands on.
+    /// The one walker behind the others (see [`Walk`]). Counts what it hands on.
     fn walk_with<E>(
         &self,
         folder: Option<&Name>,
-        stat_files: bool,
-        folders: bool,
-        mut each: impl FnMut(Name, Option<&cap_std::fs::Metadata>, bool) -> Result<(), E>,
+        how: Walk,
+        mut each: impl FnMut(Found) -> Result<(), E>,
     ) -> Result<u64, WalkError<E>> {
         let top = match folder {
             Some(folder) if is_reserved(folder) => Err(io::ErrorKind::NotFound.into()),
-            Some(folder) => self.dir.metadata(folder.as_path()),
+            Some(folder) if how.follow => self.dir.metadata(folder.as_path()),
+            Some(folder) => self.dir.symlink_metadata(folder.as_path()),
             None => self.dir.dir_metadata(),
         };
         let top = top.map_err(|e| WalkError::Open(e.into()))?;
         if !top.is_dir() {
             return Err(WalkError::Open(OpenError::NotFile));
+        }
+        if self.is_staging(top.dev(), top.ino()) {
+            return Err(WalkError::Open(OpenError::NotFound));
         }
         let read = match folder {
             None => self.dir.entries(),
@@ -318,61 +467,174 @@ impl Root {
         // symlink back to one of them is seen as a loop, and where its reading stands.
         let mut open = vec![(folder.cloned(), (top.dev(), top.ino()), read.map_err(|e| WalkError::Open(e.into()))?)];
         let mut count = 0u64;
+        let mut hand = |found: Found, count: &mut u64| {
+            *count += 1;
+            each(found).map_err(WalkError::Stopped)
+        };
         while let Some((prefix, _, read)) = open.last_mut() {
             let Some(entry) = read.next() else {
                 open.pop();
                 continue;
             };
-            let failed =
-                |source| WalkError::Read { folder: prefix.as_ref().map_or(".".into(), Name::to_string), source };
-            let entry = entry.map_err(failed)?;
+            let here = || prefix.as_ref().map_or(".".into(), Name::to_string);
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(source) if how.report => {
+                    // The rest of this folder is unknown: said of the folder, then it is left.
+                    let name = prefix.clone();
+                    open.pop();
+                    if let Some(name) = name {
+                        let error = WalkProblem::Folder(source.into());
+                        hand(Found::Unreadable { name, error }, &mut count)?;
+                        continue;
+                    }
+                    return Err(WalkError::Read { folder: ".".into(), source });
+                }
+                Err(source) => return Err(WalkError::Read { folder: here(), source }),
+            };
             let file_name = entry.file_name();
-            let Some(file_name) = file_name.to_str() else { continue };
-            if prefix.is_none() && file_name == STAGING {
+            let file_name = file_name.as_bytes();
+            if prefix.is_none() && file_name == STAGING.as_bytes() {
                 continue;
             }
             let name = match prefix {
-                None => Name::parse(file_name),
+                None => Name::from_bytes(file_name),
                 Some(p) => p.join(file_name),
             };
-            let (Ok(name), Ok(kind)) = (name, entry.file_type()) else { continue };
-            let meta = if kind.is_symlink() {
-                // stat through the root: follows symlinks only while they stay inside, so a
-                // symlinked folder inside the root is listed as `get` serves it.
-                self.dir.metadata(name.as_path())
-            } else if kind.is_file() && !stat_files {
-                count += 1;
-                each(name, None, false).map_err(WalkError::Stopped)?;
-                continue;
-            } else if kind.is_file() || kind.is_dir() {
-                // Not a symlink: looked up in its folder, without resolving the path again.
-                entry.metadata()
-            } else {
-                continue;
-            };
-            let Ok(meta) = meta else { continue };
-            if meta.is_file() {
-                count += 1;
-                each(name, Some(&meta), false).map_err(WalkError::Stopped)?;
-            } else if meta.is_dir() {
-                let id = (meta.dev(), meta.ino());
-                if open.len() >= MAX_DEPTH || open.iter().any(|(_, above, _)| *above == id) {
+            let name = match name {
+                Ok(name) => name,
+                Err(e) if how.report => {
+                    // Said of the folder that holds it: nothing beneath it may be taken as gone.
+                    let Some(name) = prefix.clone() else {
+                        return Err(WalkError::Open(OpenError::Io(io::Error::other(e))));
+                    };
+                    hand(Found::Unreadable { name, error: WalkProblem::BadName(e) }, &mut count)?;
                     continue;
                 }
-                if folders {
-                    count += 1;
-                    each(name.clone(), Some(&meta), true).map_err(WalkError::Stopped)?;
+                Err(_) => continue,
+            };
+            let kind = match entry.file_type() {
+                Ok(kind) => kind,
+                Err(e) if how.report => {
+                    hand(Found::Unreadable { name, error: WalkProblem::Entry(e.into()) }, &mut count)?;
+                    continue;
                 }
-                match self.dir.read_dir(name.as_path()) {
-                    Ok(read) => open.push((Some(name), id, read)),
-                    // Gone meanwhile, or not ours to read: skipped, as a file that vanished is.
-                    Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied) => {}
-                    Err(source) => return Err(WalkError::Read { folder: name.to_string(), source }),
+                Err(_) => continue,
+            };
+            if kind.is_file() && !how.stat_files {
+                hand(Found::Entry(FileEntry::of(name, None, Kind::File)), &mut count)?;
+                continue;
+            }
+            let meta = if kind.is_symlink() && how.follow {
+                // stat through the root: follows symlinks only while they stay inside, so a
+                // symlinked folder inside the root is listed as `get` serves it.
+                match self.dir.metadata(name.as_path()) {
+                    Ok(meta) => Ok(meta),
+                    Err(e) if !how.report => Err(e),
+                    // Out of the root, or to nothing: listed as the symlink it is, not followed.
+                    Err(e) if unfollowable(&e) => entry.metadata(),
+                    Err(e) => {
+                        hand(Found::Unreadable { name, error: WalkProblem::Entry(e.into()) }, &mut count)?;
+                        continue;
+                    }
                 }
+            } else {
+                // Looked up in its folder, without resolving the path again.
+                entry.metadata()
+            };
+            let meta = match meta {
+                Ok(meta) => meta,
+                Err(e) if how.report => {
+                    hand(Found::Unreadable { name, error: WalkProblem::Entry(e.into()) }, &mut count)?;
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            let kind = Kind::of(meta.file_type());
+            match kind {
+                Kind::File => hand(Found::Entry(FileEntry::of(name, Some(&meta), kind)), &mut count)?,
+                Kind::Folder => {
+                    let id = (meta.dev(), meta.ino());
+                    if self.is_staging(id.0, id.1) {
+                        continue;
+                    }
+                    if open.iter().any(|(_, above, _)| *above == id) {
+                        // A symlink back to a folder above it: listed as the symlink it is (the
+                        // walk must end), not followed.
+                        if how.report {
+                            match rustix::fs::readlinkat(&self.dir, name.as_path(), Vec::new()) {
+                                Ok(target) => {
+                                    let link = entry.metadata().ok();
+                                    let kind = Kind::Symlink(target.into_bytes());
+                                    hand(Found::Entry(FileEntry::of(name, link.as_ref(), kind)), &mut count)?;
+                                }
+                                Err(e) => {
+                                    let error = WalkProblem::Entry(io::Error::from(e).into());
+                                    hand(Found::Unreadable { name, error }, &mut count)?;
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                    if open.len() >= MAX_DEPTH {
+                        if how.report {
+                            hand(Found::Unreadable { name, error: WalkProblem::TooDeep }, &mut count)?;
+                        }
+                        continue;
+                    }
+                    if how.folders {
+                        hand(Found::Entry(FileEntry::of(name.clone(), Some(&meta), kind)), &mut count)?;
+                    }
+                    match self.dir.read_dir(name.as_path()) {
+                        Ok(read) => open.push((Some(name), id, read)),
+                        Err(e) if how.report => {
+                            let error = WalkProblem::Folder(e.into());
+                            hand(Found::Unreadable { name, error }, &mut count)?;
+                        }
+                        // Gone meanwhile: skipped, as a file that vanished is.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(source) => return Err(WalkError::Read { folder: name.to_string(), source }),
+                    }
+                }
+                Kind::Symlink(_) if how.report => {
+                    let entry = match rustix::fs::readlinkat(&self.dir, name.as_path(), Vec::new()) {
+                        Ok(target) => FileEntry::of(name, Some(&meta), Kind::Symlink(target.into_bytes())),
+                        Err(e) => {
+                            let error = WalkProblem::Entry(io::Error::from(e).into());
+                            hand(Found::Unreadable { name, error }, &mut count)?;
+                            continue;
+                        }
+                    };
+                    hand(Found::Entry(entry), &mut count)?;
+                }
+                _ if how.report => hand(Found::Entry(FileEntry::of(name, Some(&meta), kind)), &mut count)?,
+                _ => {}
             }
         }
         Ok(count)
     }
+}
+
+/// Whether following a symlink failed because of where it leads (out of the root, to nothing, a
+/// loop of links), rather than a failure to read.
+fn unfollowable(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(e.kind(), NotFound | NotADirectory | PermissionDenied)
+        || e.raw_os_error() == Some(Errno::LOOP.raw_os_error())
+}
+
+/// How [`Root::walk_with`] walks.
+#[derive(Clone, Copy)]
+struct Walk {
+    /// Follow symlinks while they stay inside the root.
+    follow: bool,
+    /// Look up each file's metadata (else only its name is handed on).
+    stat_files: bool,
+    /// Hand on folders too.
+    folders: bool,
+    /// Hand on every entry, whatever it is, and what could not be read ([`Found::Unreadable`]),
+    /// and go on; else only files (and folders), and a folder that cannot be read ends the walk.
+    report: bool,
 }
 
 #[cfg(test)]

@@ -25,11 +25,23 @@ use super::{Root, is_reserved};
 use crate::digest::{Digest, Hasher};
 use crate::name::Name;
 
-/// The mode of every uploaded file.
-pub const UPLOAD_MODE: u32 = 0o644;
-
-/// The mode of every folder an upload creates.
+/// The mode of a folder an upload makes on the way to its file (masked by the umask); `mkdir`
+/// gives it the sender's afterwards.
 pub const FOLDER_MODE: u32 = 0o755;
+
+/// What is stored, besides the bytes: the name, the size, and what the sender's copy has.
+#[derive(Debug, Clone, Copy)]
+pub struct Upload<'a> {
+    pub name: &'a Name,
+    pub len: u64,
+    /// Modification time (seconds, nanoseconds).
+    pub mtime: (i64, u32),
+    /// The sender's permission bits: the file gets them less setuid, setgid and sticky, masked
+    /// by the server's umask, so never wider than the sender's copy.
+    pub perm: u32,
+    /// Replace what the name holds (else an existing name is refused).
+    pub replace: bool,
+}
 
 /// The folder beneath the root where uploads of [`RESUMABLE_FROM`] bytes or more are written (so
 /// an interrupted one can go on) and replacements are staged; neither listed nor served.
@@ -104,12 +116,16 @@ pub struct Stored {
 pub(super) struct Staging {
     dir: OwnedFd,
     dev: u64,
-    /// Whether the process's umask leaves [`UPLOAD_MODE`] whole, so an unnamed file can be
-    /// created with it rather than changed to it.
-    umask_keeps_mode: bool,
+    /// The folder's inode: whatever path reaches it (a symlink `self -> .` in the root, say), it
+    /// is never listed or served.
+    pub(super) ino: u64,
 }
 
 impl Staging {
+    pub(super) fn dev(&self) -> u64 {
+        self.dev
+    }
+
     /// Whether the staging name `key` still holds the file whose status is `st`: an upload that
     /// finished meanwhile takes its file out of the staging folder, and a later one may put
     /// another file under the same name.
@@ -174,7 +190,8 @@ impl Root {
             Errno::LOOP | Errno::NOTDIR => io::Error::other(format!("{STAGING} beneath the root is not a folder")),
             e => e.into(),
         })?;
-        let dev = rustix::fs::fstat(&dir)?.st_dev;
+        let st = rustix::fs::fstat(&dir)?;
+        let (dev, ino) = (st.st_dev, st.st_ino);
         let mut cleaned = Cleaned::default();
         let now = SystemTime::now();
         for entry in rustix::fs::Dir::read_from(&dir)? {
@@ -195,11 +212,7 @@ impl Root {
                 cleaned.removed += 1;
             }
         }
-        // Read (by setting it and back) while the server is starting: no other thread makes files.
-        let umask = rustix::process::umask(Mode::from_raw_mode(0o022));
-        rustix::process::umask(umask);
-        let umask_keeps_mode = umask.as_raw_mode() & UPLOAD_MODE == 0;
-        self.staging = Some(Staging { dir, dev, umask_keeps_mode });
+        self.staging = Some(Staging { dir, dev, ino });
         Ok(cleaned)
     }
 
@@ -270,33 +283,28 @@ impl Root {
         Ok(Some(Partial { file, key, held, on_disk, hasher }))
     }
 
-    /// The mode an unnamed file is created with: the upload mode itself where the umask keeps
-    /// it (no `fchmod` then), else owner-only until it is changed.
-    fn created_mode(&self) -> u32 {
-        match &self.staging {
-            Some(s) if s.umask_keeps_mode => UPLOAD_MODE,
-            _ => 0o600,
-        }
+    /// The permissions an upload with the sender's `perm` gets: less setuid, setgid and sticky,
+    /// masked by the umask.
+    pub fn upload_mode(&self, perm: u32) -> u32 {
+        perm & 0o777 & !self.umask
     }
 
-    /// Stores the file `name` of `len` bytes, the bytes from offset `from` on read from `body`,
-    /// as the module doc says: checked against the `expected` digest, with mode [`UPLOAD_MODE`] and
-    /// modification time `mtime` (seconds, nanoseconds). The bytes before `from` are those of
-    /// `partial` (from [`Root::partial`]), which must hold exactly that many; with `from` 0 any
-    /// partial is started over. An existing `name` is replaced only if `replace`. Reads exactly
-    /// `len - from` bytes from `body` unless it ends or fails first.
-    #[allow(clippy::too_many_arguments)]
+    /// Stores the file `up.name` of `up.len` bytes, the bytes from offset `from` on read from
+    /// `body`, as the module doc says: checked against the `expected` digest, with the sender's
+    /// mode as [`Root::upload_mode`] makes it and its modification time. The bytes before `from`
+    /// are those of `partial` (from [`Root::partial`]), which must hold exactly that many; with
+    /// `from` 0 any partial is started over. An existing name is replaced only if `up.replace`.
+    /// Reads exactly `len - from` bytes from `body` unless it ends or fails first.
     pub fn put(
         &self,
-        name: &Name,
-        len: u64,
+        up: &Upload<'_>,
         expected: Expected<'_>,
-        mtime: (i64, u32),
         body: &mut dyn Read,
-        replace: bool,
         from: u64,
         partial: Option<Partial>,
     ) -> Result<Stored, PutError> {
+        let Upload { name, len, mtime, perm, replace } = *up;
+        let mode = self.upload_mode(perm);
         if is_reserved(name) {
             return Err(PutError::Reserved);
         }
@@ -320,7 +328,9 @@ impl Root {
                 let hasher = std::mem::take(&mut p.hasher);
                 (Target::Partial(p), hasher)
             }
-            None => (Target::Unnamed(unnamed_in(&existing, self.created_mode())?), Hasher::default()),
+            // Created with its final mode (already masked, so the umask changes nothing): no one
+            // can open an unnamed file before it is linked, and no fchmod is needed.
+            None => (Target::Unnamed(unnamed_in(&existing, mode)?), Hasher::default()),
         };
         let out = match &target {
             Target::Unnamed(f) => f,
@@ -355,8 +365,8 @@ impl Root {
             drop_partial();
             return Err(PutError::Mismatch { expected: digest, got });
         }
-        if matches!(target, Target::Partial(_)) || self.created_mode() != UPLOAD_MODE {
-            rustix::fs::fchmod(out, Mode::from_raw_mode(UPLOAD_MODE))?;
+        if matches!(target, Target::Partial(_)) {
+            rustix::fs::fchmod(out, Mode::from_raw_mode(mode))?;
         }
         let when = Timespec { tv_sec: mtime.0, tv_nsec: mtime.1.into() };
         rustix::fs::futimens(out, &Timestamps { last_access: when, last_modification: when })?;
@@ -371,6 +381,30 @@ impl Root {
             }
         }
         Ok(Stored { digest, from })
+    }
+
+    /// Makes the folder `name` (and the folders above it) if missing, each opened without
+    /// following a symlink, and gives it the sender's mode (as [`Root::upload_mode`] makes it)
+    /// and modification time. Something else at the name (a file, a symlink) is refused.
+    pub fn make_folder(&self, name: &Name, perm: u32, mtime: (i64, u32)) -> Result<(), PutError> {
+        if is_reserved(name) {
+            return Err(PutError::Reserved);
+        }
+        let (existing, missing, last) = self.existing_folder(name)?;
+        let above = make_folders(existing, &missing, name)?;
+        match rustix::fs::mkdirat(&above, last, Mode::from_raw_mode(FOLDER_MODE)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let folder = match rustix::fs::openat(&above, last, FOLDER_FLAGS, Mode::empty()) {
+            Ok(folder) => folder,
+            Err(Errno::LOOP | Errno::NOTDIR) => return Err(PutError::NotFolder(name.to_string())),
+            Err(e) => return Err(e.into()),
+        };
+        rustix::fs::fchmod(&folder, Mode::from_raw_mode(self.upload_mode(perm)))?;
+        let when = Timespec { tv_sec: mtime.0, tv_nsec: mtime.1.into() };
+        rustix::fs::futimens(&folder, &Timestamps { last_access: when, last_modification: when })?;
+        Ok(())
     }
 
     /// Removes an interrupted upload of the file just stored another way (its staging file was
@@ -392,7 +426,7 @@ impl Root {
 
     /// Gives a finished upload in the staging folder its name: linked (failing if the name is
     /// taken), or renamed over the old file when replacing. It leaves the staging folder either way.
-    fn name_partial(&self, p: &Partial, folder: &Folder, file: &str, replace: bool) -> Result<(), PutError> {
+    fn name_partial(&self, p: &Partial, folder: &Folder, file: &[u8], replace: bool) -> Result<(), PutError> {
         let Some(staging) = &self.staging else { return Err(PutError::NoPartial(0)) };
         if replace {
             rustix::fs::renameat(&staging.dir, p.key.as_str(), folder, file)?;
@@ -409,7 +443,7 @@ impl Root {
     /// Gives an unnamed file its name: linked (failing if the name is taken), or when replacing
     /// linked under a name of its own first (in the staging folder, else beside the old file),
     /// then renamed over the old file in one step.
-    fn name_unnamed(&self, tmp: &File, folder: &Folder, file: &str, replace: bool) -> Result<(), PutError> {
+    fn name_unnamed(&self, tmp: &File, folder: &Folder, file: &[u8], replace: bool) -> Result<(), PutError> {
         if !replace {
             return match link_unnamed(tmp, folder, file) {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(PutError::Exists),
@@ -421,7 +455,7 @@ impl Root {
         let same_fs = |s: &&Staging| rustix::fs::fstat(folder).is_ok_and(|st| st.st_dev == s.dev);
         let (dir, staged) = match self.staging.as_ref().filter(same_fs) {
             Some(staging) => (staging.dir.as_fd(), format!("stage-{}-{n}", std::process::id())),
-            None => (folder.as_fd(), format!(".{file}.{}-{n}.ft-put", std::process::id())),
+            None => (folder.as_fd(), format!(".ft-put.{}-{n}", std::process::id())),
         };
         link_unnamed(tmp, dir, &staged)?;
         if let Err(e) = rustix::fs::renameat(dir, staged.as_str(), folder, file) {
@@ -434,23 +468,27 @@ impl Root {
     /// The deepest folder on the way to `name` that exists, opened without following a symlink
     /// (the root itself is not opened again), the components beneath it still to be made, and
     /// the last component of `name`.
-    fn existing_folder<'n>(&self, name: &'n Name) -> Result<(Folder<'_>, Vec<&'n str>, &'n str), PutError> {
+    fn existing_folder<'n>(&self, name: &'n Name) -> Result<Existing<'_, 'n>, PutError> {
         let mut folder = Folder::Root(self.dir.as_fd());
-        let Some((folders, file)) = name.as_str().rsplit_once('/') else {
-            return Ok((folder, Vec::new(), name.as_str()));
+        let (Some(folders), file) = name.split() else {
+            return Ok((folder, Vec::new(), name.as_bytes()));
         };
-        let parts: Vec<&str> = folders.split('/').collect();
+        let parts: Vec<&[u8]> = folders.split(|&b| b == b'/').collect();
         for (i, part) in parts.iter().enumerate() {
             folder = match rustix::fs::openat(&folder, *part, FOLDER_FLAGS, Mode::empty()) {
                 Ok(next) => Folder::Open(next),
                 Err(Errno::NOENT) => return Ok((folder, parts[i..].to_vec(), file)),
-                Err(Errno::LOOP | Errno::NOTDIR) => return Err(PutError::NotFolder(parts[..=i].join("/"))),
+                Err(Errno::LOOP | Errno::NOTDIR) => return Err(PutError::NotFolder(shown(&parts[..=i]))),
                 Err(e) => return Err(e.into()),
             };
         }
         Ok((folder, Vec::new(), file))
     }
 }
+
+/// What [`Root::existing_folder`] finds: the deepest folder that exists, the components beneath
+/// it still to be made, and the name's last component.
+type Existing<'r, 'n> = (Folder<'r>, Vec<&'n [u8]>, &'n [u8]);
 
 /// A folder beneath the root, or the root itself (borrowed, not opened again).
 enum Folder<'r> {
@@ -472,8 +510,8 @@ const FOLDER_FLAGS: OFlags = OFlags::DIRECTORY.union(OFlags::NOFOLLOW).union(OFl
 
 /// Makes the folders `missing` one inside the other beneath `folder`, each opened without
 /// following a symlink (another upload may make one meanwhile: that is fine; a symlink is not).
-fn make_folders<'r>(mut folder: Folder<'r>, missing: &[&str], name: &Name) -> Result<Folder<'r>, PutError> {
-    let above = name.as_str().matches('/').count() - missing.len();
+fn make_folders<'r>(mut folder: Folder<'r>, missing: &[&[u8]], name: &Name) -> Result<Folder<'r>, PutError> {
+    let above = name.depth() - missing.len();
     for (i, part) in missing.iter().enumerate() {
         match rustix::fs::mkdirat(&folder, *part, Mode::from_raw_mode(FOLDER_MODE)) {
             Ok(()) | Err(Errno::EXIST) => {}
@@ -482,8 +520,8 @@ fn make_folders<'r>(mut folder: Folder<'r>, missing: &[&str], name: &Name) -> Re
         folder = match rustix::fs::openat(&folder, *part, FOLDER_FLAGS, Mode::empty()) {
             Ok(next) => Folder::Open(next),
             Err(Errno::LOOP | Errno::NOTDIR) => {
-                let shown: Vec<&str> = name.as_str().split('/').take(above + i + 1).collect();
-                return Err(PutError::NotFolder(shown.join("/")));
+                let parts: Vec<&[u8]> = name.components().take(above + i + 1).collect();
+                return Err(PutError::NotFolder(shown(&parts)));
             }
             Err(e) => return Err(e.into()),
         };
@@ -491,9 +529,16 @@ fn make_folders<'r>(mut folder: Folder<'r>, missing: &[&str], name: &Name) -> Re
     Ok(folder)
 }
 
+/// Components of a name joined again, shown to people (escaped).
+fn shown(parts: &[&[u8]]) -> String {
+    crate::escape::escape_bytes(&parts.join(&b'/'))
+}
+
 /// The staging file's name for an upload of `name`, `len` bytes, modified at `mtime`.
 fn partial_key(name: &Name, len: u64, mtime: (i64, u32)) -> String {
-    format!("{}.part", Digest::of(format!("{len} {} {} {name}", mtime.0, mtime.1).as_bytes()))
+    let mut key = format!("{len} {} {} ", mtime.0, mtime.1).into_bytes();
+    key.extend_from_slice(name.as_bytes());
+    format!("{}.part", Digest::of(&key))
 }
 
 /// An unnamed file (`O_TMPFILE`) in `folder` with permissions `mode`, for writing.
@@ -538,7 +583,7 @@ fn copy_hashed(body: &mut dyn Read, out: &File, from: u64, len: u64, mut hasher:
 /// holds that name. Linking the descriptor itself (`AT_EMPTY_PATH`) is cheapest but needs
 /// `CAP_DAC_READ_SEARCH`; its `/proc/self/fd` path works for anyone. Which one this process may
 /// use is remembered.
-pub(crate) fn link_unnamed(tmp: &File, dir: impl AsFd, name: &str) -> io::Result<()> {
+pub(crate) fn link_unnamed(tmp: &File, dir: impl AsFd, name: impl rustix::path::Arg + Copy) -> io::Result<()> {
     static EMPTY_PATH_WORKS: AtomicBool = AtomicBool::new(true);
     if EMPTY_PATH_WORKS.load(Ordering::Relaxed) {
         match rustix::fs::linkat(tmp, "", &dir, name, AtFlags::EMPTY_PATH) {
@@ -554,6 +599,7 @@ pub(crate) fn link_unnamed(tmp: &File, dir: impl AsFd, name: &str) -> io::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::current_umask;
     use std::fs;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
@@ -561,9 +607,15 @@ mod tests {
         Name::parse(s).unwrap()
     }
 
+    fn up(name: &Name, len: u64) -> Upload<'_> {
+        Upload { name, len, mtime: (0, 0), perm: 0o644, replace: false }
+    }
+
     fn put(root: &Root, n: &str, bytes: &[u8], replace: bool) -> Result<Stored, PutError> {
         let expected = Expected::Known(Digest::of(bytes));
-        root.put(&name(n), bytes.len() as u64, expected, (1_000_000_000, 5), &mut &bytes[..], replace, 0, None)
+        let n = name(n);
+        let up = Upload { name: &n, len: bytes.len() as u64, mtime: (1_000_000_000, 5), perm: 0o644, replace };
+        root.put(&up, expected, &mut &bytes[..], 0, None)
     }
 
     /// Everything beneath `dir`, as relative paths.
@@ -591,7 +643,7 @@ mod tests {
         let path = tmp.path().join("a/b c/new.sh");
         assert_eq!(fs::read(&path).unwrap(), b"#!/bin/sh\n");
         let meta = fs::metadata(&path).unwrap();
-        assert_eq!(meta.permissions().mode() & 0o7777, UPLOAD_MODE, "never executable");
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o644 & !current_umask(), "the sender's mode, masked");
         assert_eq!((meta.mtime(), meta.mtime_nsec()), (1_000_000_000, 5));
         assert!(tmp.path().join("a/b c").is_dir());
         put(&root, "empty", b"", false).unwrap();
@@ -619,32 +671,15 @@ mod tests {
     fn a_wrong_or_short_body_leaves_nothing() {
         let tmp = tempfile::tempdir().unwrap();
         let root = Root::open(tmp.path()).unwrap();
-        let lie = root.put(
-            &name("new/deeper/f"),
-            5,
-            Expected::Known(Digest::of(b"other")),
-            (0, 0),
-            &mut &b"bytes"[..],
-            false,
-            0,
-            None,
-        );
+        let (deeper, g, h) = (name("new/deeper/f"), name("g"), name("h"));
+        let lie = root.put(&up(&deeper, 5), Expected::Known(Digest::of(b"other")), &mut &b"bytes"[..], 0, None);
         assert!(matches!(lie, Err(PutError::Mismatch { .. })), "{lie:?}");
-        let short = root.put(
-            &name("g"),
-            10,
-            Expected::Known(Digest::of(b"0123456789")),
-            (0, 0),
-            &mut &b"01234"[..],
-            false,
-            0,
-            None,
-        );
+        let short = root.put(&up(&g, 10), Expected::Known(Digest::of(b"0123456789")), &mut &b"01234"[..], 0, None);
         assert!(matches!(short, Err(PutError::Short { expected: 10, received: 5 })), "{short:?}");
         assert!(tree(tmp.path()).is_empty(), "{:?}", tree(tmp.path()));
         // Only what was announced is read: a longer body's rest is left for the caller.
         let mut body = &b"abcdef"[..];
-        root.put(&name("h"), 3, Expected::Known(Digest::of(b"abc")), (0, 0), &mut body, false, 0, None).unwrap();
+        root.put(&up(&h, 3), Expected::Known(Digest::of(b"abc")), &mut body, 0, None).unwrap();
         assert_eq!((fs::read(tmp.path().join("h")).unwrap().as_slice(), body), (&b"abc"[..], &b"def"[..]));
     }
 
@@ -700,7 +735,8 @@ mod tests {
         root.enable_uploads().unwrap();
         let data: Vec<u8> = (0..RESUMABLE_FROM as usize * 2).map(|i| (i % 251) as u8).collect();
         let (n, len, digest) = (name("d/big"), data.len() as u64, Digest::of(&data));
-        let cut = root.put(&n, len, Expected::Known(digest), (0, 0), &mut &data[..1000], false, 0, None);
+        let up = Upload { name: &n, len, mtime: (0, 0), perm: 0o644, replace: false };
+        let cut = root.put(&up, Expected::Known(digest), &mut &data[..1000], 0, None);
         assert!(matches!(cut, Err(PutError::Short { received: 1000, .. })), "{cut:?}");
         assert!(root.partial(&n, len, (0, 1)).unwrap().is_none(), "another version: none");
         let held = root.partial(&n, len, (0, 0)).unwrap().unwrap();
@@ -709,11 +745,12 @@ mod tests {
         assert!(root.partial(&n, len, (0, 0)).unwrap().is_none());
         // The digest may come after the bytes.
         let mut after = || Ok(digest);
-        root.put(&n, len, Expected::After(&mut after), (0, 0), &mut &data[1000..], false, 1000, Some(held)).unwrap();
+        root.put(&up, Expected::After(&mut after), &mut &data[1000..], 1000, Some(held)).unwrap();
         assert!(fs::read(tmp.path().join("d/big")).unwrap() == data);
         assert!(tree(&tmp.path().join(STAGING)).is_empty());
         // Continuing from bytes not held is refused.
-        let gone = root.put(&name("e"), len, Expected::Known(digest), (0, 0), &mut &data[5..], false, 5, None);
+        let e = name("e");
+        let gone = root.put(&Upload { name: &e, ..up }, Expected::Known(digest), &mut &data[5..], 5, None);
         assert!(matches!(gone, Err(PutError::NoPartial(5))), "{gone:?}");
         assert!(matches!(put(&root, ".ft-partial/x", b"x", false), Err(PutError::Reserved)));
     }

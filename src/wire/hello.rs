@@ -10,19 +10,53 @@
 //! client that predates `hello` is served as before. A server that predates it answers
 //! `ERR unknown-command`, which the client reads the same way (version 1, no features) and the
 //! connection stays in step. `hello` is only valid as the first request, so what was agreed holds
-//! for the whole connection (TLS and tokens will need that). This version of ft speaks version 1
-//! and grants the features in [`SERVER_FEATURES`]; coming ones are named here when they land. With `list-meta` a `list` line has `key=value` fields,
-//! then a TAB, then the name (a name holds no control character, so no TAB), and folders are
-//! listed too; without it the line stays `<size> <mtime> <name>`.
+//! for the whole connection (TLS and tokens will need that). This version of ft speaks up to
+//! version 2 and grants the features in [`SERVER_FEATURES`]; coming ones are named here when they
+//! land. Version 2 changes how every name is written (escaped, one token: see [`Form`]) and adds
+//! the verbs `walk`, `stat` and `mkdir`; a client that asked for it reads the agreed version
+//! before it sends a name whose two forms differ. With `list-meta` a `list` line has `key=value`
+//! fields, then a TAB, then the name (which holds no TAB in either form), and folders are listed
+//! too; without it the line stays `<size> <mtime> <name>`.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io::{self, Write};
+
+use crate::name::{Name, NameError};
 
 use super::line::ProtocolError;
 use super::text::{malformed, parse_u64};
 
-/// The highest protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The highest protocol version this build speaks. Version 2 writes every name escaped
+/// ([`Form::Escaped`]), so a name may hold any byte but NUL, and adds `walk`, `stat` and `mkdir`
+/// and the mode of a `put`.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// How names are written on a connection: as they are (version 1, which cannot carry a name
+/// that is not UTF-8 or holds a control character), or escaped, one token each (version 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    Plain,
+    Escaped,
+}
+
+impl Form {
+    /// A name as this form writes it; `Err` if it cannot be (version 1 and an unusual name).
+    pub fn write(self, name: &Name) -> Result<Cow<'_, str>, NameError> {
+        match self {
+            Form::Plain => name.plain().map(Cow::Borrowed),
+            Form::Escaped => Ok(name.escaped()),
+        }
+    }
+
+    /// A name as this form reads it.
+    pub fn read(self, s: &str) -> Result<Name, NameError> {
+        match self {
+            Form::Plain => Name::from_plain(s),
+            Form::Escaped => Name::from_escaped(s),
+        }
+    }
+}
 
 /// A `get` or `resume` reply may leave the digest out of its header and send it after the body
 /// (see `reply.rs`), so the first byte never waits for a whole file to be hashed.
@@ -107,6 +141,11 @@ impl Agreed {
         self.features.iter().any(|f| f == feature)
     }
 
+    /// How names are written on this connection.
+    pub fn form(&self) -> Form {
+        if self.version >= 2 { Form::Escaped } else { Form::Plain }
+    }
+
     /// Writes `OK <version> features=<f>,<f>`.
     pub fn write(&self, w: &mut impl Write) -> io::Result<()> {
         writeln!(w, "OK {} features={}", self.version, self.features.join(","))
@@ -154,6 +193,8 @@ mod tests {
     fn agreement_is_the_lower_version_and_the_common_features() {
         let hello = Hello::parse_args("7 tls zstd").unwrap();
         let agreed = hello.agree(1, &["zstd", "tokens"]);
+        assert_eq!(agreed.form(), Form::Plain);
+        assert_eq!(hello.agree(2, &[]).form(), Form::Escaped);
         assert_eq!(agreed, Agreed { version: 1, features: vec!["zstd".into()] });
         assert!(agreed.has("zstd") && !agreed.has("tls"));
         let mut out = Vec::new();

@@ -6,8 +6,9 @@ use crate::name::MAX_NAME_LEN;
 
 /// Longest request line the server reads, in bytes, excluding the line feed.
 pub const MAX_REQUEST_LINE: usize = 4096;
-/// Longest reply line a client reads: a list entry is two numbers and a name.
-pub const MAX_REPLY_LINE: usize = MAX_NAME_LEN + 64;
+/// Longest reply line a client reads: a list entry is a few numbers, a name and (for a symlink)
+/// its target, each escaped (at most three bytes on the wire per byte).
+pub const MAX_REPLY_LINE: usize = 3 * (MAX_NAME_LEN + super::reply::MAX_TARGET_LEN) + 256;
 
 /// Errors reading or decoding the wire. After any of these the stream is out of step.
 #[derive(Debug, thiserror::Error)]

@@ -43,9 +43,10 @@ mod request;
 mod text;
 
 pub use hello::{
-    Agreed, FEATURE_LIST_END, FEATURE_LIST_META, FEATURE_PUT, FEATURE_TRAILER, Hello, PROTOCOL_VERSION, SERVER_FEATURES,
+    Agreed, FEATURE_LIST_END, FEATURE_LIST_META, FEATURE_PUT, FEATURE_TRAILER, Form, Hello, PROTOCOL_VERSION,
+    SERVER_FEATURES,
 };
 pub use line::{MAX_REPLY_LINE, MAX_REQUEST_LINE, ProtocolError, read_line, read_line_with};
 pub use reply::*;
-pub use request::{PutTrailer, Request, RequestError, Secret};
+pub use request::{PLAIN_PUT_PERM, PutTrailer, Request, RequestError, Secret, Unsayable};
 pub use text::{escape, parse_u64};

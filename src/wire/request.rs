@@ -6,7 +6,7 @@ use std::fmt;
 use crate::digest::Digest;
 use crate::name::{Name, NameError};
 
-use super::hello::Hello;
+use super::hello::{Form, Hello};
 use super::reply::ErrorCode;
 use super::text::{escape, parse_u64};
 
@@ -44,6 +44,14 @@ pub enum Request {
     Hello(Hello),
     /// Every servable file, or those under one folder.
     List(Option<Name>),
+    /// Every entry of the tree beneath a folder (or the root), whatever it is: files, folders,
+    /// symlinks, fifos, devices, and what could not be read, each said so (`walk links|follow
+    /// [FOLDER]`, version 2). With `follow`, symlinks that stay inside the root are followed, as
+    /// `get` follows them, and listed as what they lead to; without, they are listed as links.
+    Walk {
+        follow: bool,
+        folder: Option<Name>,
+    },
     Get(Name),
     /// The file from `offset` on, if its first `offset` bytes have digest `prefix`; else all of it.
     Resume {
@@ -60,18 +68,32 @@ pub enum Request {
     Auth(Secret),
     /// A file's digest without its bytes (`sum NAME`), for comparing a local copy.
     Sum(Name),
+    /// What is at a name, without following a symlink at its end (`stat NAME`, version 2):
+    /// answered with one entry as `walk` writes it, or `ERR not-found`.
+    Stat(Name),
+    /// Make a folder (and the folders above it) if missing and give it a mode and modification
+    /// time (`mkdir PERM MTIME MTIME_NS NAME`, version 2): what `put -r` sends for each folder
+    /// once its files are in, so empty folders arrive and every folder keeps its time.
+    Mkdir {
+        perm: u32,
+        mtime: (i64, u32),
+        name: Name,
+    },
     /// Store a file of `size` bytes as `name` (`put SIZE XXH3|- MTIME MTIME_NS FROM new|replace
-    /// NAME`): its bytes from offset `from` on follow the line at once (those before are the
-    /// partial upload a `partial` request proved); checked against `digest`, or with `-` against
-    /// the digest on the line that follows the bytes ([`PutTrailer`]), so a sender can hash a
-    /// big file as it sends it; given modification time `mtime`; an existing file is replaced
-    /// only with `replace` (and a server that allows it).
+    /// [PERM] NAME`, PERM from version 2 on): its bytes from offset `from` on follow the line at
+    /// once (those before are the partial upload a `partial` request proved); checked against
+    /// `digest`, or with `-` against the digest on the line that follows the bytes
+    /// ([`PutTrailer`]), so a sender can hash a big file as it sends it; given modification time
+    /// `mtime` and permissions `perm` (as the server allows); an existing file is replaced only
+    /// with `replace` (and a server that allows it).
     Put {
         size: u64,
         digest: Option<Digest>,
         mtime: (i64, u32),
         from: u64,
         replace: bool,
+        /// The sender's permission bits (version 1 cannot say: 0644).
+        perm: u32,
         name: Name,
     },
     /// Whether this upload may go ahead, and how much of an interrupted upload of this very file
@@ -85,6 +107,18 @@ pub enum Request {
         replace: bool,
         name: Name,
     },
+}
+
+/// The permissions a version 1 `put` (which cannot say) gets.
+pub const PLAIN_PUT_PERM: u32 = 0o644;
+
+/// Why a request cannot be written in a form: a name version 1 cannot carry, or a verb it lacks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unsayable {
+    #[error("{0}")]
+    Name(NameError),
+    #[error("this server speaks protocol version 1, which has no '{0}'")]
+    Verb(&'static str),
 }
 
 /// The line after a `put -`'s bytes: the digest of the whole file, or the sender giving up on it
@@ -122,7 +156,9 @@ pub enum RequestError {
     NotUtf8,
     #[error("empty request")]
     Empty,
-    #[error("unknown command '{0}' (try list, get NAME, resume, sum NAME, put, partial, stats, health, auth, quit)")]
+    #[error(
+        "unknown command '{0}' (try list, walk, get NAME, resume, sum NAME, stat NAME, put, partial, mkdir, stats, health, auth, quit)"
+    )]
     UnknownCommand(String),
     #[error("'{0}' needs a file name")]
     MissingName(&'static str),
@@ -136,10 +172,14 @@ pub enum RequestError {
     BadHello,
     #[error("usage: auth TOKEN")]
     BadAuth,
+    #[error("usage: walk links|follow [FOLDER]")]
+    BadWalk,
+    #[error("usage: mkdir PERM MTIME MTIME_NS NAME")]
+    BadMkdir,
     /// A `put` line that cannot be read: its body cannot be told from requests, so the
     /// connection ends after this error.
     #[error(
-        "usage: put SIZE XXH3|- MTIME MTIME_NS FROM new|replace NAME (the connection closes: its body cannot be skipped)"
+        "usage: put SIZE XXH3|- MTIME MTIME_NS FROM new|replace [PERM] NAME (the connection closes: its body cannot be skipped)"
     )]
     BadPut,
     #[error("bad name: {0} (the connection closes: the put's body cannot be skipped)")]
@@ -165,8 +205,9 @@ impl RequestError {
 }
 
 impl Request {
-    /// Parses one request line (without its line feed; a trailing CR is tolerated).
-    pub fn parse(line: &[u8]) -> Result<Request, RequestError> {
+    /// Parses one request line (without its line feed; a trailing CR is tolerated), its names
+    /// written in `form`.
+    pub fn parse(line: &[u8], form: Form) -> Result<Request, RequestError> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let line = std::str::from_utf8(line).map_err(|_| RequestError::NotUtf8)?;
         let (verb, arg) = match line.split_once(' ') {
@@ -176,24 +217,29 @@ impl Request {
         if verb.is_empty() {
             return Err(RequestError::Empty);
         }
-        if verb.eq_ignore_ascii_case("get") {
+        let v2 = form == Form::Escaped;
+        let name = |s: &str| form.read(s).map_err(RequestError::BadName);
+        let is = |v: &str| verb.eq_ignore_ascii_case(v);
+        if is("get") {
             match arg {
-                Some(name) if !name.is_empty() => Ok(Request::Get(Name::parse(name)?)),
+                Some(n) if !n.is_empty() => Ok(Request::Get(name(n)?)),
                 _ => Err(RequestError::MissingName("get")),
             }
-        } else if verb.eq_ignore_ascii_case("resume") {
+        } else if is("resume") {
             let mut parts = arg.unwrap_or("").splitn(3, ' ');
             let offset = parts.next().and_then(parse_u64).ok_or(RequestError::BadResume)?;
             let prefix = parts.next().and_then(Digest::parse).ok_or(RequestError::BadResume)?;
-            let name = parts.next().filter(|n| !n.is_empty()).ok_or(RequestError::BadResume)?;
-            Ok(Request::Resume { offset, prefix, name: Name::parse(name)? })
-        } else if verb.eq_ignore_ascii_case("sum") {
-            match arg {
-                Some(name) if !name.is_empty() => Ok(Request::Sum(Name::parse(name)?)),
-                _ => Err(RequestError::MissingName("sum")),
-            }
-        } else if verb.eq_ignore_ascii_case("put") {
-            let mut parts = arg.unwrap_or("").splitn(7, ' ');
+            let n = parts.next().filter(|n| !n.is_empty()).ok_or(RequestError::BadResume)?;
+            Ok(Request::Resume { offset, prefix, name: name(n)? })
+        } else if is("sum") || (v2 && is("stat")) {
+            let n = match arg {
+                Some(n) if !n.is_empty() => name(n)?,
+                _ => return Err(RequestError::MissingName(if is("sum") { "sum" } else { "stat" })),
+            };
+            Ok(if is("sum") { Request::Sum(n) } else { Request::Stat(n) })
+        } else if is("put") {
+            let fields = if v2 { 8 } else { 7 };
+            let mut parts = arg.unwrap_or("").splitn(fields, ' ');
             let size = parts.next().and_then(parse_u64).ok_or(RequestError::BadPut)?;
             let digest = match parts.next() {
                 Some("-") => None,
@@ -203,37 +249,107 @@ impl Request {
             let mtime = parse_mtime(&mut parts).ok_or(RequestError::BadPut)?;
             let from = parts.next().and_then(parse_u64).filter(|&from| from <= size).ok_or(RequestError::BadPut)?;
             let replace = parts.next().and_then(parse_mode).ok_or(RequestError::BadPut)?;
-            let name = parts.next().filter(|n| !n.is_empty()).ok_or(RequestError::BadPut)?;
-            let name = Name::parse(name).map_err(RequestError::BadPutName)?;
-            Ok(Request::Put { size, digest, mtime, from, replace, name })
-        } else if verb.eq_ignore_ascii_case("partial") {
+            let perm = if v2 { parts.next().and_then(parse_perm).ok_or(RequestError::BadPut)? } else { PLAIN_PUT_PERM };
+            let n = parts.next().filter(|n| !n.is_empty()).ok_or(RequestError::BadPut)?;
+            let name = form.read(n).map_err(RequestError::BadPutName)?;
+            Ok(Request::Put { size, digest, mtime, from, replace, perm, name })
+        } else if is("partial") {
             let mut parts = arg.unwrap_or("").splitn(5, ' ');
             let size = parts.next().and_then(parse_u64).ok_or(RequestError::BadPartial)?;
             let mtime = parse_mtime(&mut parts).ok_or(RequestError::BadPartial)?;
             let replace = parts.next().and_then(parse_mode).ok_or(RequestError::BadPartial)?;
-            let name = parts.next().filter(|n| !n.is_empty()).ok_or(RequestError::BadPartial)?;
-            Ok(Request::Partial { size, mtime, replace, name: Name::parse(name)? })
-        } else if verb.eq_ignore_ascii_case("auth") {
+            let n = parts.next().filter(|n| !n.is_empty()).ok_or(RequestError::BadPartial)?;
+            Ok(Request::Partial { size, mtime, replace, name: name(n)? })
+        } else if v2 && is("mkdir") {
+            let mut parts = arg.unwrap_or("").splitn(4, ' ');
+            let perm = parts.next().and_then(parse_perm).ok_or(RequestError::BadMkdir)?;
+            let mtime = parse_mtime(&mut parts).ok_or(RequestError::BadMkdir)?;
+            let n = parts.next().filter(|n| !n.is_empty()).ok_or(RequestError::BadMkdir)?;
+            Ok(Request::Mkdir { perm, mtime, name: name(n)? })
+        } else if v2 && is("walk") {
+            let mut parts = arg.unwrap_or("").splitn(2, ' ');
+            let follow = match parts.next() {
+                Some("links") => false,
+                Some("follow") => true,
+                _ => return Err(RequestError::BadWalk),
+            };
+            let folder = match parts.next() {
+                None | Some("") => None,
+                Some(n) => Some(name(n)?),
+            };
+            Ok(Request::Walk { follow, folder })
+        } else if is("auth") {
             match arg {
                 Some(token) if !token.is_empty() && !token.contains(' ') => Ok(Request::Auth(Secret::new(token))),
                 _ => Err(RequestError::BadAuth),
             }
-        } else if verb.eq_ignore_ascii_case("hello") {
+        } else if is("hello") {
             Hello::parse_args(arg.unwrap_or("")).map(Request::Hello).ok_or(RequestError::BadHello)
-        } else if verb.eq_ignore_ascii_case("list") {
+        } else if is("list") {
             match arg {
                 None | Some("") => Ok(Request::List(None)),
-                Some(folder) => Ok(Request::List(Some(Name::parse(folder)?))),
+                Some(folder) => Ok(Request::List(Some(name(folder)?))),
             }
-        } else if verb.eq_ignore_ascii_case("stats") {
+        } else if is("stats") {
             no_argument(arg, "stats").map(|()| Request::Stats)
-        } else if verb.eq_ignore_ascii_case("health") {
+        } else if is("health") {
             no_argument(arg, "health").map(|()| Request::Health)
-        } else if verb.eq_ignore_ascii_case("quit") {
+        } else if is("quit") {
             no_argument(arg, "quit").map(|()| Request::Quit)
         } else {
             let shown: String = verb.chars().take(32).collect();
             Err(RequestError::UnknownCommand(escape(&shown)))
+        }
+    }
+
+    /// The request line (without its line feed) with its names written in `form`: an error for a
+    /// name version 1 cannot carry, or a request it does not have.
+    pub fn to_line(&self, form: Form) -> Result<String, Unsayable> {
+        let n = |name: &Name| form.write(name).map(|n| n.into_owned()).map_err(Unsayable::Name);
+        let v2 = form == Form::Escaped;
+        Ok(match self {
+            Request::Hello(hello) => hello.to_string(),
+            Request::List(None) => "list".to_string(),
+            Request::List(Some(folder)) => format!("list {}", n(folder)?),
+            Request::Walk { .. } if !v2 => return Err(Unsayable::Verb("walk")),
+            Request::Stat(_) if !v2 => return Err(Unsayable::Verb("stat")),
+            Request::Mkdir { .. } if !v2 => return Err(Unsayable::Verb("mkdir")),
+            Request::Walk { follow, folder } => {
+                let how = if *follow { "follow" } else { "links" };
+                match folder {
+                    Some(folder) => format!("walk {how} {}", n(folder)?),
+                    None => format!("walk {how}"),
+                }
+            }
+            Request::Get(name) => format!("get {}", n(name)?),
+            Request::Resume { offset, prefix, name } => format!("resume {offset} {prefix} {}", n(name)?),
+            Request::Stats => "stats".to_string(),
+            Request::Health => "health".to_string(),
+            Request::Quit => "quit".to_string(),
+            Request::Auth(token) => format!("auth {}", token.expose()),
+            Request::Sum(name) => format!("sum {}", n(name)?),
+            Request::Stat(name) => format!("stat {}", n(name)?),
+            Request::Mkdir { perm, mtime, name } => format!("mkdir {perm:o} {} {} {}", mtime.0, mtime.1, n(name)?),
+            Request::Put { size, digest, mtime, from, replace, perm, name } => {
+                let digest = digest.map_or("-".to_string(), |d| d.to_string());
+                let (secs, nanos, mode) = (mtime.0, mtime.1, mode(*replace));
+                match v2 {
+                    true => format!("put {size} {digest} {secs} {nanos} {from} {mode} {perm:o} {}", n(name)?),
+                    false => format!("put {size} {digest} {secs} {nanos} {from} {mode} {}", n(name)?),
+                }
+            }
+            Request::Partial { size, mtime, replace, name } => {
+                format!("partial {size} {} {} {} {}", mtime.0, mtime.1, mode(*replace), n(name)?)
+            }
+        })
+    }
+
+    /// The request as a log shows it: as on the wire (version 2), but a token is `<secret>`, and
+    /// escaped for a terminal.
+    pub fn for_log(&self) -> String {
+        match self {
+            Request::Auth(_) => "auth <secret>".to_string(),
+            other => escape(&other.to_string()),
         }
     }
 }
@@ -245,21 +361,19 @@ fn no_argument(arg: Option<&str>, verb: &'static str) -> Result<(), RequestError
     }
 }
 
-impl Request {
-    /// The request as a log shows it: as on the wire, but a token is `<secret>`.
-    pub fn for_log(&self) -> String {
-        match self {
-            Request::Auth(_) => "auth <secret>".to_string(),
-            other => other.to_string(),
-        }
-    }
-}
-
 /// A modification time as two fields: seconds (may be negative) and nanoseconds.
 fn parse_mtime<'a>(parts: &mut impl Iterator<Item = &'a str>) -> Option<(i64, u32)> {
     let secs = parts.next()?.parse::<i64>().ok()?;
     let nanos = parts.next()?.parse::<u32>().ok().filter(|&n| n < 1_000_000_000)?;
     Some((secs, nanos))
+}
+
+/// Permission bits in octal, at most `7777`.
+fn parse_perm(s: &str) -> Option<u32> {
+    if s.is_empty() || s.len() > 4 || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return None;
+    }
+    u32::from_str_radix(s, 8).ok()
 }
 
 /// An upload's mode on the wire: `new` (never replaces) or `replace`.
@@ -277,27 +391,12 @@ fn mode(replace: bool) -> &'static str {
     if replace { "replace" } else { "new" }
 }
 
-/// The canonical request line, without its line feed (a token included: this is what is sent).
+/// The request line in version 2's form (a token included: this is what is sent).
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Request::Hello(hello) => write!(f, "{hello}"),
-            Request::List(None) => f.write_str("list"),
-            Request::List(Some(folder)) => write!(f, "list {folder}"),
-            Request::Get(name) => write!(f, "get {name}"),
-            Request::Resume { offset, prefix, name } => write!(f, "resume {offset} {prefix} {name}"),
-            Request::Stats => f.write_str("stats"),
-            Request::Health => f.write_str("health"),
-            Request::Quit => f.write_str("quit"),
-            Request::Auth(token) => write!(f, "auth {}", token.expose()),
-            Request::Sum(name) => write!(f, "sum {name}"),
-            Request::Put { size, digest, mtime, from, replace, name } => {
-                let digest = digest.map_or("-".to_string(), |d| d.to_string());
-                write!(f, "put {size} {digest} {} {} {from} {} {name}", mtime.0, mtime.1, mode(*replace))
-            }
-            Request::Partial { size, mtime, replace, name } => {
-                write!(f, "partial {size} {} {} {} {name}", mtime.0, mtime.1, mode(*replace))
-            }
+        match self.to_line(Form::Escaped) {
+            Ok(line) => f.write_str(&line),
+            Err(_) => Err(fmt::Error),
         }
     }
 }
@@ -310,34 +409,80 @@ mod tests {
         Name::parse(s).unwrap()
     }
 
+    fn v1(line: &[u8]) -> Result<Request, RequestError> {
+        Request::parse(line, Form::Plain)
+    }
+
+    fn v2(line: &[u8]) -> Result<Request, RequestError> {
+        Request::parse(line, Form::Escaped)
+    }
+
     #[test]
     fn parses_each_verb_case_insensitively() {
-        assert_eq!(Request::parse(b"list"), Ok(Request::List(None)));
-        assert_eq!(Request::parse(b"LIST docs"), Ok(Request::List(Some(name("docs")))));
-        assert_eq!(Request::parse(b"Get file1.txt\r"), Ok(Request::Get(name("file1.txt"))));
-        assert_eq!(Request::parse(b"get a b  c"), Ok(Request::Get(name("a b  c"))));
-        assert_eq!(Request::parse(b"stats"), Ok(Request::Stats));
+        assert_eq!(v1(b"list"), Ok(Request::List(None)));
+        assert_eq!(v1(b"LIST docs"), Ok(Request::List(Some(name("docs")))));
+        assert_eq!(v1(b"Get file1.txt\r"), Ok(Request::Get(name("file1.txt"))));
+        assert_eq!(v1(b"get a b  c"), Ok(Request::Get(name("a b  c"))));
+        assert_eq!(v1(b"stats"), Ok(Request::Stats));
         let prefix = Digest::of(b"abc");
         assert_eq!(
-            Request::parse(format!("resume 3 {prefix} a b").as_bytes()),
+            v1(format!("resume 3 {prefix} a b").as_bytes()),
             Ok(Request::Resume { offset: 3, prefix, name: name("a b") })
         );
-        assert_eq!(Request::parse(b"QUIT"), Ok(Request::Quit));
+        assert_eq!(v1(b"QUIT"), Ok(Request::Quit));
+    }
+
+    #[test]
+    fn version_2_names_are_escaped_tokens_decoded_once() {
+        assert_eq!(v2(b"get a%20b%0Ac"), Ok(Request::Get(Name::from_bytes(b"a b\nc").unwrap())));
+        assert_eq!(v2(b"get %FF"), Ok(Request::Get(Name::from_bytes(b"\xff").unwrap())));
+        assert_eq!(v2(b"get a b").unwrap_err().code(), ErrorCode::BadName, "a raw space is not a version 2 name");
+        assert_eq!(v2(b"get %2e%2e/x").unwrap_err().code(), ErrorCode::BadName);
+        assert_eq!(v2(b"get a%2Fb").unwrap_err().code(), ErrorCode::BadName);
+        assert_eq!(v1(b"get a%20b"), Ok(Request::Get(name("a%20b"))), "version 1 names are literal");
+        assert_eq!(v2(b"walk links"), Ok(Request::Walk { follow: false, folder: None }));
+        assert_eq!(v2(b"walk follow d%20x"), Ok(Request::Walk { follow: true, folder: Some(name("d x")) }));
+        assert_eq!(v2(b"walk d").unwrap_err(), RequestError::BadWalk);
+        assert_eq!(v2(b"stat x"), Ok(Request::Stat(name("x"))));
+        assert_eq!(v2(b"mkdir 700 -3 9 a/b"), Ok(Request::Mkdir { perm: 0o700, mtime: (-3, 9), name: name("a/b") }));
+        assert_eq!(v2(b"mkdir 9 1 0 a").unwrap_err(), RequestError::BadMkdir);
+        assert_eq!(v1(b"walk links").unwrap_err().code(), ErrorCode::UnknownCommand, "not in version 1");
+        let walk = Request::Walk { follow: true, folder: None };
+        assert_eq!(walk.to_line(Form::Plain), Err(Unsayable::Verb("walk")));
+        let odd = Request::Get(Name::from_bytes(b"x\ny").unwrap());
+        assert!(matches!(odd.to_line(Form::Plain), Err(Unsayable::Name(NameError::Control))));
+        assert_eq!(odd.to_line(Form::Escaped).unwrap(), "get x%0Ay");
     }
 
     #[test]
     fn a_put_line_that_cannot_be_read_ends_the_connection() {
         let d = Digest::of(b"hi");
         assert_eq!(
-            Request::parse(format!("PUT 2 {d} -5 9 1 Replace up/a b").as_bytes()),
-            Ok(Request::Put { size: 2, digest: Some(d), mtime: (-5, 9), from: 1, replace: true, name: name("up/a b") })
+            v1(format!("PUT 2 {d} -5 9 1 Replace up/a b").as_bytes()),
+            Ok(Request::Put {
+                size: 2,
+                digest: Some(d),
+                mtime: (-5, 9),
+                from: 1,
+                replace: true,
+                perm: PLAIN_PUT_PERM,
+                name: name("up/a b")
+            })
         );
         assert_eq!(
-            Request::parse(b"put 2 - 7 0 0 new a"),
-            Ok(Request::Put { size: 2, digest: None, mtime: (7, 0), from: 0, replace: false, name: name("a") })
+            v2(b"put 2 - 7 0 0 new 600 a%20b"),
+            Ok(Request::Put {
+                size: 2,
+                digest: None,
+                mtime: (7, 0),
+                from: 0,
+                replace: false,
+                perm: 0o600,
+                name: name("a b")
+            })
         );
         assert_eq!(
-            Request::parse(b"partial 2 -5 9 new up/a b"),
+            v1(b"partial 2 -5 9 new up/a b"),
             Ok(Request::Partial { size: 2, mtime: (-5, 9), replace: false, name: name("up/a b") })
         );
         let bad = [
@@ -351,21 +496,28 @@ mod tests {
             format!("put 2 {d} 1 0 a"),
         ];
         for line in bad {
-            let e = Request::parse(line.as_bytes()).unwrap_err();
+            let e = v1(line.as_bytes()).unwrap_err();
             assert_eq!(
                 (e.clone(), e.ends_connection(), e.code()),
                 (RequestError::BadPut, true, ErrorCode::BadRequest),
                 "{line}"
             );
         }
-        let e = Request::parse(format!("put 2 {d} 1 0 0 new ../a").as_bytes()).unwrap_err();
+        for line in [
+            format!("put 2 {d} 1 0 0 new a"),
+            format!("put 2 {d} 1 0 0 new 8 a"),
+            format!("put 2 {d} 1 0 0 new 17777 a"),
+        ] {
+            assert_eq!(v2(line.as_bytes()).unwrap_err(), RequestError::BadPut, "{line}");
+        }
+        let e = v1(format!("put 2 {d} 1 0 0 new ../a").as_bytes()).unwrap_err();
         assert!(e.ends_connection() && e.code() == ErrorCode::BadName, "{e:?}");
-        assert!(!Request::parse(b"get ../a").unwrap_err().ends_connection());
+        assert!(!v1(b"get ../a").unwrap_err().ends_connection());
     }
 
     #[test]
     fn refuses_bad_requests_with_the_right_code() {
-        let code = |line: &[u8]| Request::parse(line).unwrap_err().code();
+        let code = |line: &[u8]| v1(line).unwrap_err().code();
         assert_eq!(code(b""), ErrorCode::BadRequest);
         assert_eq!(code(b" get x"), ErrorCode::BadRequest);
         assert_eq!(code(b"get"), ErrorCode::BadRequest);
@@ -375,6 +527,7 @@ mod tests {
         assert_eq!(code(b"fetch x"), ErrorCode::UnknownCommand);
         assert_eq!(code(b"get ../x"), ErrorCode::BadName);
         assert_eq!(code(b"get /etc/passwd"), ErrorCode::BadName);
+        assert_eq!(code(b"get a\x1bb"), ErrorCode::BadName, "version 1 names hold no control character");
         assert_eq!(code(b"list a/../.."), ErrorCode::BadName);
         assert_eq!(code(b"resume"), ErrorCode::BadRequest);
         assert_eq!(code(b"resume 1 abc x"), ErrorCode::BadRequest);
@@ -393,7 +546,9 @@ mod tests {
             Request::Stats,
             Request::Quit,
         ] {
-            assert_eq!(Request::parse(req.to_string().as_bytes()), Ok(req));
+            for form in [Form::Plain, Form::Escaped] {
+                assert_eq!(Request::parse(req.to_line(form).unwrap().as_bytes(), form), Ok(req.clone()));
+            }
         }
     }
 }
@@ -404,26 +559,44 @@ mod props {
     use proptest::prelude::*;
 
     fn name() -> impl Strategy<Value = Name> {
-        "[a-zA-Z0-9 ._é-]{1,12}(/[a-zA-Z0-9 ._é-]{1,12}){0,3}"
-            .prop_filter_map("valid names only", |s| Name::parse(&s).ok())
+        prop_oneof![
+            "[a-zA-Z0-9 ._é-]{1,12}(/[a-zA-Z0-9 ._é-]{1,12}){0,3}"
+                .prop_filter_map("valid names only", |s| Name::parse(&s).ok()),
+            proptest::collection::vec(any::<u8>(), 1..24)
+                .prop_filter_map("valid names only", |b| Name::from_bytes(&b).ok()),
+        ]
     }
 
     fn request() -> impl Strategy<Value = Request> {
         prop_oneof![
             proptest::option::of(name()).prop_map(Request::List),
+            (any::<bool>(), proptest::option::of(name())).prop_map(|(follow, folder)| Request::Walk { follow, folder }),
             name().prop_map(Request::Get),
+            name().prop_map(Request::Stat),
+            (0u32..0o7777, any::<i64>(), 0u32..1_000_000_000, name())
+                .prop_map(|(perm, secs, nanos, name)| Request::Mkdir { perm, mtime: (secs, nanos), name }),
             (any::<u64>(), any::<u128>(), name()).prop_map(|(offset, d, name)| Request::Resume {
                 offset,
                 prefix: Digest(d),
                 name
             }),
-            (any::<u64>(), any::<u128>(), any::<i64>(), 0u32..1_000_000_000, any::<u64>(), any::<bool>(), name())
-                .prop_map(|(size, d, secs, nanos, from, replace, name)| Request::Put {
+            (
+                any::<u64>(),
+                any::<u128>(),
+                any::<i64>(),
+                0u32..1_000_000_000,
+                any::<u64>(),
+                any::<bool>(),
+                0u32..0o7777,
+                name()
+            )
+                .prop_map(|(size, d, secs, nanos, from, replace, perm, name)| Request::Put {
                     size,
                     digest: (d % 3 != 0).then_some(Digest(d)),
                     mtime: (secs, nanos),
                     from: from % size.saturating_add(1),
                     replace,
+                    perm,
                     name
                 }),
             (any::<u64>(), any::<i64>(), 0u32..1_000_000_000, any::<bool>(), name()).prop_map(
@@ -440,17 +613,29 @@ mod props {
     proptest! {
         #[test]
         fn format_then_parse_round_trips(req in request()) {
-            prop_assert_eq!(Request::parse(req.to_string().as_bytes()), Ok(req));
+            prop_assert_eq!(Request::parse(req.to_line(Form::Escaped).unwrap().as_bytes(), Form::Escaped), Ok(req.clone()));
+            if let Ok(line) = req.to_line(Form::Plain) {
+                let back = Request::parse(line.as_bytes(), Form::Plain);
+                // Version 1 has no mode on a put: it reads back as 0644.
+                let req = match req {
+                    Request::Put { size, digest, mtime, from, replace, name, .. } =>
+                        Request::Put { size, digest, mtime, from, replace, perm: PLAIN_PUT_PERM, name },
+                    other => other,
+                };
+                prop_assert_eq!(back, Ok(req));
+            }
         }
 
         /// Any bytes at all: no panic, and whatever name comes out is a checked one.
         #[test]
         fn parsing_arbitrary_bytes_is_total(line in proptest::collection::vec(any::<u8>(), 0..80)) {
-            match Request::parse(&line) {
-                Ok(Request::Get(n)) | Ok(Request::Resume { name: n, .. }) | Ok(Request::List(Some(n))) => {
-                    prop_assert_eq!(Name::parse(n.as_str()), Ok(n.clone()));
+            for form in [Form::Plain, Form::Escaped] {
+                match Request::parse(&line, form) {
+                    Ok(Request::Get(n)) | Ok(Request::Resume { name: n, .. }) | Ok(Request::List(Some(n))) => {
+                        prop_assert_eq!(Name::from_bytes(n.as_bytes()), Ok(n.clone()));
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
         }
     }

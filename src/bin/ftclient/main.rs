@@ -1,6 +1,7 @@
 //! `ftclient`: flags to [`ft::client::Client`] calls; data on stdout, messages on stderr.
 
 use std::collections::{HashMap, VecDeque};
+use std::ffi::{OsStr, OsString};
 use std::io::{self, IsTerminal, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -17,12 +18,12 @@ use ft::client::{Client, ClientError, OutDir, Progress, PutOptions, Skipped};
 use ft::fingerprint::Fingerprint;
 use ft::human::Span;
 use ft::name::Name;
-use ft::wire::{ErrorCode, ListEntry, escape};
+use ft::wire::{EntryKind, ErrorCode, ListEntry, escape};
 
 mod listing;
 mod shell;
 
-/// Download files from an ftserver.
+/// Download files from an ftserver, and upload files to one.
 #[derive(Parser, Debug)]
 #[command(version, after_help = EXIT_CODES)]
 struct Args {
@@ -73,7 +74,7 @@ enum Command {
     /// List the files the server offers (size, modification time, name)
     List {
         /// Only the files beneath this folder
-        folder: Option<String>,
+        folder: Option<OsString>,
         /// Machine-readable output: a JSON array of {name, size (bytes), mtime (RFC 3339 UTC), mtime_unix}
         #[arg(long)]
         json: bool,
@@ -107,9 +108,12 @@ enum Command {
         /// With -r: compare files by digest (the server's, and one read of the local copy) instead of size and time
         #[arg(short = 'c', long, requires = "recursive")]
         checksum: bool,
-        /// Names as `list` shows them (with -r, folders too)
+        /// With -r: follow symlinks on the server (inside what it serves) and fetch what they lead to, as rsync -L; without it, each symlink arrives as a symlink
+        #[arg(short = 'L', long, requires = "recursive")]
+        copy_links: bool,
+        /// Names as `list` shows them (with -r, folders too; a trailing / is ignored)
         #[arg(required = true)]
-        names: Vec<String>,
+        names: Vec<OsString>,
     },
     /// Upload files to the server over one connection (it must run with --allow-upload); with -r, folders
     Put {
@@ -144,7 +148,7 @@ enum Command {
     Bench {
         /// Files to request, in turn
         #[arg(required = true)]
-        names: Vec<String>,
+        names: Vec<OsString>,
         /// Connections, each on its own thread
         #[arg(long, default_value_t = 16)]
         conns: usize,
@@ -176,6 +180,8 @@ const EXIT_CODES: &str = "Exit codes:
   7    the server's key is not the one expected (known-hosts file or --fingerprint): possible interception
   8    unauthorized: the server needs a token ($FT_TOKEN or --token-file), or refused the one given
   9    unknown server: not in the known-hosts file, and not accepted (--accept-new, or yes at the prompt)
+  23   partial transfer: get -r or list met entries that were not transferred (devices, what the
+       server could not read; nothing is deleted then), each named on stderr
   130  interrupted (Ctrl-C); partial downloads are kept as .part files; the server keeps
        an interrupted upload of 1 MiB or more, and put again continues it
 
@@ -210,7 +216,7 @@ impl Progress for Bar {
     fn begin(&self, name: &Name, len: u64) {
         let n = self.files.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         self.bar.inc_length(len);
-        self.bar.set_message(format!("[{n}] {}", escape(name.as_str())));
+        self.bar.set_message(format!("[{n}] {name}"));
     }
     fn advance(&self, bytes: u64) {
         self.bar.inc(bytes);
@@ -242,6 +248,8 @@ mod code {
     pub const KEY_MISMATCH: u8 = 7;
     pub const UNAUTHORIZED: u8 = 8;
     pub const UNKNOWN_HOST: u8 = 9;
+    /// Some entries were not transferred (devices, what the server could not read): as rsync's 23.
+    pub const PARTIAL: u8 = 23;
 }
 
 /// A mistake in how ftclient was called, found after clap's own checks.
@@ -270,6 +278,7 @@ fn code_of(e: &ClientError) -> u8 {
         | ClientError::Broken => code::CONNECTION,
         ClientError::HostKeyChanged(_) | ClientError::NotPinned(_) => code::KEY_MISMATCH,
         ClientError::TokenInPlainText { .. } => code::USAGE,
+        ClientError::Unsayable(_) => code::FAILED,
         ClientError::UnknownHost { .. } => code::UNKNOWN_HOST,
         ClientError::Kept { .. } => 0,
     }
@@ -415,9 +424,11 @@ fn run(args: Args) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::List { folder, json } => {
-            let folder =
-                folder.map(|f| Name::parse(&f).with_context(|| format!("bad folder name {f:?}"))).transpose()?;
-            let what = folder.as_ref().map_or("list".to_string(), |f| format!("list {}", escape(f.as_str())));
+            let folder = match folder {
+                Some(f) => arg_folder(&f)?,
+                None => None,
+            };
+            let what = folder.as_ref().map_or("list".to_string(), |f| format!("list {f}"));
             // Sorted by name; past listing::SORT_UP_TO entries, printed as they arrive instead,
             // so a listing of any length takes bounded memory.
             let mut out = io::BufWriter::new(io::stdout().lock());
@@ -435,13 +446,25 @@ fn run(args: Args) -> anyhow::Result<u8> {
                 first = false;
                 Ok(())
             });
-            let listed = connect()?.list_each(folder.as_ref(), |entry| sorting.push(entry));
+            let mut unreadable = 0u64;
+            let listed = connect()?.list_each_reporting(
+                folder.as_ref(),
+                |entry| sorting.push(entry),
+                |name, why| {
+                    unreadable += 1;
+                    eprintln!("ftclient: {name}: the server cannot read it: {}", escape(why));
+                },
+            );
             sorting.finish()?;
             if json && listed.is_ok() {
                 out.write_all(b"\n]\n")?;
             }
             out.flush()?;
             listed.context(what)?;
+            if unreadable > 0 {
+                eprintln!("ftclient: the listing is incomplete: the server could not read {unreadable} entries");
+                return Ok(code::PARTIAL);
+            }
             Ok(0)
         }
         Command::Put { to, recursive, checksum, force, resume: _, no_resume, json, files } => {
@@ -486,6 +509,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
             delete,
             dry_run,
             checksum,
+            copy_links,
         } => {
             // Resuming is checked by the prefix digest, so it is the safe default.
             let resume = !no_resume;
@@ -493,17 +517,11 @@ fn run(args: Args) -> anyhow::Result<u8> {
                 if output == Path::new("-") {
                     return Err(Usage("-r saves into a folder; -o - writes one file".into()).into());
                 }
-                let tops = names
-                    .iter()
-                    .map(|n| match n.as_str() {
-                        "." => Ok(None),
-                        n => Name::parse(n).map(Some).with_context(|| format!("{}: bad name", escape(n))),
-                    })
-                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let tops = names.iter().map(|n| arg_folder(n)).collect::<anyhow::Result<Vec<_>>>()?;
                 let dir = OutDir::create(&output)
                     .with_context(|| format!("cannot create {}", output.display()))?
                     .keep_existing(no_clobber);
-                let options = TreeOptions { resume, delete, dry_run, checksum, queue: None };
+                let options = TreeOptions { resume, delete, dry_run, checksum, copy_links, queue: None };
                 // Listed on a second connection while the first fetches.
                 let mut retry = retry;
                 let code = get_tree(
@@ -602,7 +620,7 @@ fn get_all(
         let mut again = Vec::new();
         let left = client.download_all(&batch, dir, resume, |name, result| {
             let mut code = 0;
-            let mut record = serde_json::json!({ "name": name.as_str() });
+            let mut record = name_json(name);
             match &result {
                 Ok(done) => {
                     if done.started_over && !quiet {
@@ -745,7 +763,7 @@ fn put(
         let mut answered = 0;
         let result = client.put_all(&named, options, |name, result| {
             answered += 1;
-            let mut record = serde_json::json!({ "name": name.as_str() });
+            let mut record = name_json(name);
             match result {
                 Ok(done) => {
                     sent += 1;
@@ -910,12 +928,31 @@ fn client_chain(e: &ClientError) -> String {
 }
 
 fn entry_json(e: &ListEntry) -> serde_json::Value {
-    serde_json::json!({
-        "name": e.name.as_str(),
+    let mut value = serde_json::json!({
         "size": e.size,
         "mtime": ft::human::utc(e.mtime),
         "mtime_unix": e.mtime,
-    })
+    });
+    add_name(&mut value, &e.name);
+    value
+}
+
+/// A JSON object for `name`: `{"name": ...}` with the name exactly (or, for a name that is not
+/// UTF-8, its escaped form, and `"name_encoding": "percent"`).
+fn name_json(name: &Name) -> serde_json::Value {
+    let mut value = serde_json::json!({});
+    add_name(&mut value, name);
+    value
+}
+
+fn add_name(value: &mut serde_json::Value, name: &Name) {
+    match name.to_str() {
+        Some(s) => value["name"] = s.into(),
+        None => {
+            value["name"] = name.escaped().into_owned().into();
+            value["name_encoding"] = "percent".into();
+        }
+    }
 }
 
 fn print_json(value: &serde_json::Value) -> io::Result<()> {
@@ -954,34 +991,45 @@ fn get_tree(
     quiet: bool,
 ) -> anyhow::Result<u8> {
     let started = std::time::Instant::now();
-    let mut out = io::stdout().lock();
     // Counts over every attempt: what earlier ones fetched, later ones skip.
     let (mut fetched, mut bytes, mut deleted) = (0u64, 0u64, 0u64);
     let (summary, first_failure) = loop {
         let mut first_failure = None;
         let mut transient_failure = false;
         let mut printed = Ok(());
+        // Dry-run lines on stdout (a whole line per write); stdout is not held locked, as the
+        // listing reports from its own thread.
+        let mut print = |line: String| {
+            if printed.is_ok() {
+                printed = writeln!(io::stdout(), "{line}");
+            }
+        };
         let report = |event: TreeEvent<'_>| match event {
             TreeEvent::Fetched(name, Err(e)) => {
                 transient_failure |= transient_client(e);
                 first_failure.get_or_insert(code_of(e));
-                eprintln!("ftclient: {}: {}", escape(name.as_str()), escape(&client_chain(e)));
+                eprintln!("ftclient: {name}: {}", escape(&client_chain(e)));
             }
             TreeEvent::Fetched(_, Ok(_)) => {}
-            TreeEvent::WouldFetch(name) => {
-                if printed.is_ok() {
-                    printed = writeln!(out, "fetch {}", escape(name.as_str()));
-                }
+            TreeEvent::WouldFetch(name) => print(format!("fetch {name}")),
+            TreeEvent::Made(name, kind) if options.dry_run => match kind {
+                EntryKind::Symlink(target) => print(format!("link {name} -> {}", ft::escape::escape_bytes(target))),
+                kind => print(format!("make {name} ({})", kind.describe())),
+            },
+            TreeEvent::Made(..) => {}
+            TreeEvent::NotCopied(name, why) => {
+                first_failure.get_or_insert(code::PARTIAL);
+                eprintln!("ftclient: {name}: not copied: {}", escape(why));
             }
-            TreeEvent::Deleted(name) if options.dry_run => {
-                if printed.is_ok() {
-                    printed = writeln!(out, "delete {}", escape(name));
-                }
-            }
+            TreeEvent::Deleted(name) if options.dry_run => print(format!("delete {}", ft::escape::escape_bytes(name))),
             TreeEvent::Deleted(name) => {
                 if !quiet {
-                    eprintln!("deleted {}", escape(name));
+                    eprintln!("deleted {}", ft::escape::escape_bytes(name));
                 }
+            }
+            TreeEvent::DeletionSkipped(n) => {
+                first_failure.get_or_insert(code::PARTIAL);
+                eprintln!("ftclient: the server could not read {n} entries: skipping deletion (nothing was deleted)");
             }
         };
         let summary = match source {
@@ -1019,16 +1067,26 @@ fn get_tree(
         let value = serde_json::json!({
             "fetched": fetched,
             "skipped": skipped,
+            "made": summary.made,
             "deleted": deleted,
+            "deletion_skipped": summary.deletion_skipped,
             "failed": summary.failed,
+            "not_copied": summary.not_copied,
             "bytes_received": bytes,
             "dry_run": options.dry_run,
             "elapsed_secs": secs,
         });
-        writeln!(out, "{value}")?;
+        writeln!(io::stdout(), "{value}")?;
     } else if !quiet {
+        let made = if summary.made > 0 {
+            format!(", {} {} links and specials", if options.dry_run { "would make" } else { "made" }, summary.made)
+        } else {
+            String::new()
+        };
+        let not_copied =
+            if summary.not_copied > 0 { format!(", {} not copied", summary.not_copied) } else { String::new() };
         eprintln!(
-            "{verb} {} files ({}), skipped {} unchanged, {} {}, {} failed, in {secs:.2} s",
+            "{verb} {} files ({}), skipped {} unchanged{made}, {} {}, {} failed{not_copied}, in {secs:.2} s",
             fetched,
             ft::human::size(bytes),
             skipped,
@@ -1040,8 +1098,31 @@ fn get_tree(
     Ok(first_failure.unwrap_or(0))
 }
 
-fn parse_names(names: &[String]) -> anyhow::Result<Vec<Name>> {
-    names.iter().map(|n| Name::parse(n).with_context(|| format!("{}: bad name", escape(n)))).collect()
+fn parse_names(names: &[OsString]) -> anyhow::Result<Vec<Name>> {
+    names.iter().map(|n| arg_name(n)).collect()
+}
+
+/// A name given on the command line (or typed in the shell): any bytes but NUL, a trailing `/`
+/// (as tab completion leaves on a folder) ignored.
+pub(crate) fn arg_name(arg: &OsStr) -> anyhow::Result<Name> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = arg.as_bytes();
+    let trimmed = match bytes.iter().rposition(|&b| b != b'/') {
+        Some(end) => &bytes[..=end],
+        None => bytes,
+    };
+    Name::from_bytes(trimmed)
+        .map_err(|e| Usage(format!("{}: bad name: {e}", ft::escape::escape_bytes(bytes))))
+        .map_err(Into::into)
+}
+
+/// A folder given on the command line: [`arg_name`], or the whole server for `.` (or nothing).
+pub(crate) fn arg_folder(arg: &OsStr) -> anyhow::Result<Option<Name>> {
+    use std::os::unix::ffi::OsStrExt;
+    match arg.as_bytes() {
+        b"" | b"." | b"./" | b"/" => Ok(None),
+        _ => arg_name(arg).map(Some),
+    }
 }
 
 fn print_bench(config: &BenchConfig, r: &BenchReport) -> io::Result<()> {
@@ -1067,7 +1148,7 @@ fn print_bench(config: &BenchConfig, r: &BenchReport) -> io::Result<()> {
 
 /// A table for people: human size, modification time (UTC), then the name, escaped.
 fn print_entry(out: &mut impl Write, e: &ListEntry) -> io::Result<()> {
-    writeln!(out, "{:>10}  {}  {}", ft::human::size(e.size), ft::human::utc(e.mtime), escape(e.name.as_str()))
+    writeln!(out, "{:>10}  {}  {}", ft::human::size(e.size), ft::human::utc(e.mtime), e.name)
 }
 
 /// Ctrl-C (or SIGTERM) ends the client at once with 128 + the signal (130 for Ctrl-C). Files being

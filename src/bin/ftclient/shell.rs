@@ -7,7 +7,6 @@ use std::path::Path;
 
 use anyhow::Context;
 use ft::client::{Client, ClientError, OutDir};
-use ft::name::Name;
 use ft::wire::escape;
 
 use super::{Usage, code_of_error, print_entry};
@@ -123,7 +122,7 @@ fn attempt(
 }
 
 fn shell_list(client: &mut Client, folder: &str, lines: &mut Lines) -> anyhow::Result<()> {
-    let folder = if folder.is_empty() { None } else { Some(Name::parse(folder).context("bad folder name")?) };
+    let folder = super::arg_folder(std::ffi::OsStr::new(folder))?;
     // Sorted as `ftclient list` sorts it; a full listing also feeds Tab completion, up to
     // COMPLETION_NAMES.
     let mut out = io::stdout().lock();
@@ -137,7 +136,7 @@ fn shell_list(client: &mut Client, folder: &str, lines: &mut Lines) -> anyhow::R
     });
     sorting.finish()?;
     match &folder {
-        Some(f) => listed.with_context(|| format!("list {}", escape(f.as_str())))?,
+        Some(f) => listed.with_context(|| format!("list {f}"))?,
         None => listed?,
     };
     if folder.is_none() {
@@ -147,7 +146,7 @@ fn shell_list(client: &mut Client, folder: &str, lines: &mut Lines) -> anyhow::R
 }
 
 fn shell_get(client: &mut Client, name: &str, output: &Path, quiet: bool) -> anyhow::Result<()> {
-    let name = Name::parse(name).with_context(|| format!("{}: bad name", escape(name)))?;
+    let name = super::arg_name(std::ffi::OsStr::new(name))?;
     let dir = OutDir::create(output).with_context(|| format!("cannot create {}", output.display()))?;
     // Resumes an existing .part, as `ftclient get` does (the server checks its prefix digest),
     // with a progress bar on a terminal, as `ftclient get` draws.
@@ -170,10 +169,7 @@ fn shell_get(client: &mut Client, name: &str, output: &Path, quiet: bool) -> any
 
 /// `get -r FOLDER` in the shell: as `ftclient get -r` does, its summary on stderr.
 fn shell_get_tree(client: &mut Client, folder: &str, output: &Path, quiet: bool) -> anyhow::Result<()> {
-    let top = match folder {
-        "." => None,
-        f => Some(Name::parse(f).with_context(|| format!("{}: bad name", escape(f)))?),
-    };
+    let top = super::arg_folder(std::ffi::OsStr::new(folder))?;
     let dir = OutDir::create(output).with_context(|| format!("cannot create {}", output.display()))?;
     let options = ft::client::tree::TreeOptions { resume: true, ..Default::default() };
     let code = super::get_tree(&mut super::TreeSource::Shell(client), None, &[top], &dir, options, false, quiet)?;
