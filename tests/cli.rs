@@ -1245,14 +1245,26 @@ fn ftclient_put_uploads_files_and_names_each_failure() {
     let served = work.path().join("server_downloads/inbox");
     assert_eq!(fs::read(served.join("note.txt")).unwrap(), b"a note\n");
     assert!(fs::read(served.join("big.bin")).unwrap() == pattern(3 << 20));
-    // Taken names, a folder and a missing file: each named with its cause; the others still go.
+    // Put again: unchanged files are not sent (exit 0); a folder and a missing file are each
+    // named with their cause (exit 6, local I/O); the others still go.
     fs::write(local.join("new.txt"), b"new").unwrap();
+    let (code, _, err) = run(&["put", "note.txt", "big.bin", "--to", "inbox"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("ftclient: inbox/note.txt: unchanged on the server; not sent"), "{err}");
     let (code, _, err) = run(&["put", "note.txt", "folder", "missing.txt", "new.txt", "--to", "inbox"]);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("ftclient: put inbox/note.txt: inbox/note.txt exists (ftclient put --force"), "{err}");
+    assert_eq!(code, 6, "{err}");
     assert!(err.contains("put inbox/folder: cannot read folder: not a regular file"), "{err}");
     assert!(err.contains("put inbox/missing.txt: cannot read missing.txt: "), "{err}");
     assert_eq!(fs::read(served.join("new.txt")).unwrap(), b"new");
+    // Changed here, on a server that does not replace files: refused, and said why, once.
+    fs::write(local.join("note.txt"), b"a new note\n").unwrap();
+    let (code, _, err) = run(&["put", "note.txt", "--to", "inbox"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("ftclient: put inbox/note.txt: it exists and differs, and this server does not replace files"),
+        "{err}"
+    );
+    assert_eq!(err.matches("note.txt").count(), 1, "the name once: {err}");
     assert_eq!(fs::read(served.join("note.txt")).unwrap(), b"a note\n", "never replaced");
     // A server that takes no uploads says so.
     let plain = RealServer::start(work.path(), &[]);
@@ -1274,26 +1286,42 @@ fn ftclient_put_r_sends_folders_skips_what_the_server_has_and_replaces_only_with
     let run = |args: &[&str]| ftclient(&local, server.port, args, b"");
     let served = work.path().join("server_downloads/inbox");
     let (code, _, err) = run(&["put", "-r", "proj", "--to", "inbox"]);
-    assert_eq!(code, 0, "{err}");
-    assert!(err.contains("skipping non-regular file proj/link"), "{err}");
+    assert_eq!(code, 23, "a symlink not sent makes a partial transfer: {err}");
+    assert!(err.contains("ftclient: proj/link: not sent: a symlink"), "{err}");
     assert!(err.contains("sent 3 files") && err.contains("skipped 0 unchanged"), "{err}");
     assert_eq!(fs::read(served.join("proj/src/main.rs")).unwrap(), b"fn main() {}\n");
     assert!(!served.join("proj/link").exists());
-    // Again: nothing to send. A changed file is sent, and refused without --force.
+    fs::remove_file(local.join("proj/link")).unwrap();
+    // Again: nothing to send. A changed file is sent and replaces the server's copy.
+    let (code, _, err) = run(&["put", "-r", "proj", "--to", "inbox"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("sent 0 files") && err.contains("skipped 3 unchanged"), "{err}");
     fs::write(local.join("proj/README"), b"read me twice\n").unwrap();
     let (code, out, err) = run(&["put", "-r", "proj", "--to", "inbox", "--json"]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 0, "{err}");
     let summary: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(
         (summary["sent"].as_u64(), summary["skipped"].as_u64(), summary["failed"].as_u64()),
-        (Some(0), Some(2), Some(1))
+        (Some(1), Some(2), Some(0))
     );
-    assert!(err.contains("put inbox/proj/README: inbox/proj/README exists (ftclient put --force"), "{err}");
-    assert_eq!(fs::read(served.join("proj/README")).unwrap(), b"read me\n");
+    assert_eq!(fs::read(served.join("proj/README")).unwrap(), b"read me twice\n");
+    // --force sends even what is unchanged.
     let (code, _, err) = run(&["put", "-r", "proj", "--to", "inbox", "--force"]);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("sent 1 files") && err.contains("skipped 2 unchanged"), "{err}");
+    assert!(err.contains("sent 3 files") && err.contains("skipped 0 unchanged"), "{err}");
+    // A server that does not replace files refuses a changed one, and says so.
+    let strict = RealServer::start(work.path(), &["--allow-upload=inbox"]);
+    fs::write(local.join("proj/README"), b"read me thrice\n").unwrap();
+    let (code, _, err) = ftclient(&local, strict.port, &["put", "-r", "proj", "--to", "inbox"], b"");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("put inbox/proj/README: it exists and differs, and this server does not replace files"),
+        "{err}"
+    );
     assert_eq!(fs::read(served.join("proj/README")).unwrap(), b"read me twice\n");
+    fs::write(local.join("proj/README"), b"read me twice\n").unwrap();
+    let readme = fs::metadata(served.join("proj/README")).unwrap().modified().unwrap();
+    fs::File::options().write(true).open(local.join("proj/README")).unwrap().set_modified(readme).unwrap();
     // --checksum: the same bytes under another time are not sent again.
     let (code, _, err) = run(&["put", "-r", "proj", "--to", "inbox", "--checksum"]);
     assert_eq!(code, 0, "{err}");

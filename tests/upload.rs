@@ -1,6 +1,7 @@
 //! Uploads (`put`) on the wire: off by default, who may upload, size and digest checks, names,
 //! and nothing written through a symlink or left half-written.
 
+use ft::client::LocalFile;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -80,9 +81,9 @@ fn a_refusal_after_the_body_keeps_the_connection_in_step_and_stores_nothing() {
     w.send(put_line("taken.txt", b"theirs")).send(b"theirs");
     w.send(format!("put 5 {} 0 0 0 new lie.txt\n", Digest::of(b"other"))).send(b"bytes");
     w.send(put_line("out/evil.txt", b"evil")).send(b"evil");
-    assert_eq!(w.line(), "ERR exists taken.txt exists (ftclient put --force replaces it, where the server allows)");
-    assert!(w.line().starts_with("ERR bad-request lie.txt: the bytes received have digest "));
-    assert_eq!(w.line(), "ERR denied out/evil.txt: out is not a folder (or is a symlink)");
+    assert_eq!(w.line(), "ERR exists it exists (ftclient put --force replaces it, where the server allows)");
+    assert!(w.line().starts_with("ERR bad-request the bytes received have digest "));
+    assert_eq!(w.line(), "ERR denied out is not a folder (or is a symlink)");
     assert_eq!(w.get("taken.txt"), b"mine");
     assert_eq!(tree(dirs.root.path()), ["out", "taken.txt"]);
     assert!(tree(outside.path()).is_empty());
@@ -123,7 +124,7 @@ fn a_refused_small_body_is_skipped_and_the_connection_goes_on() {
     w.send(put_line("taken.txt", b"xy")).send(b"xy");
     w.send(put_line("b.txt", b"ok")).send(b"ok");
     assert_eq!(w.line(), "ERR too-big 6 bytes is more than this server takes (4)");
-    assert!(w.line().starts_with("ERR exists taken.txt exists"));
+    assert!(w.line().starts_with("ERR exists it exists"));
     assert_eq!(w.line(), format!("OK 2 xxh3={}", Digest::of(b"ok")));
     assert_eq!(tree(dirs.root.path()), ["b.txt", "taken.txt"]);
 }
@@ -233,7 +234,10 @@ fn an_interrupted_upload_resumes_from_the_bytes_the_server_proves() {
     w.stream.shutdown(std::net::Shutdown::Write).unwrap();
     assert!(w.closed());
     server.wait_connections(0);
-    let files = [(local.path().join("good.bin"), name("good.bin")), (local.path().join("bad.bin"), name("bad.bin"))];
+    let files = [
+        (LocalFile::Path(local.path().join("good.bin")), name("good.bin")),
+        (LocalFile::Path(local.path().join("bad.bin")), name("bad.bin")),
+    ];
     let mut results = Vec::new();
     server.client().put_all(&files, ft::client::PutOptions::default(), |_, r| results.push(r.unwrap())).unwrap();
     assert_eq!(results.iter().map(|r| r.resumed_from).collect::<Vec<_>>(), [700_000, 0]);
@@ -260,7 +264,7 @@ fn an_interrupted_upload_resumes_from_the_bytes_the_server_proves() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     w.stream.shutdown(std::net::Shutdown::Write).unwrap();
-    let files = [(local.path().join("now.bin"), name("now.bin"))];
+    let files = [(LocalFile::Path(local.path().join("now.bin")), name("now.bin"))];
     server
         .client()
         .put_all(&files, ft::client::PutOptions::default(), |_, r| assert_eq!(r.unwrap().resumed_from, 200_000))
@@ -270,7 +274,7 @@ fn an_interrupted_upload_resumes_from_the_bytes_the_server_proves() {
     server.wait_connections(0);
     // --no-resume sends it whole.
     interrupted(&server, "again.bin", &good, 700_000);
-    let files = [(local.path().join("good.bin"), name("again.bin"))];
+    let files = [(LocalFile::Path(local.path().join("good.bin")), name("again.bin"))];
     let options = ft::client::PutOptions { resume: false, ..Default::default() };
     server.client().put_all(&files, options, |_, r| assert_eq!(r.unwrap().resumed_from, 0)).unwrap();
     assert!(fs::read(dirs.root.path().join("again.bin")).unwrap() == good);
@@ -292,7 +296,7 @@ fn a_file_is_replaced_only_when_the_server_allows_and_the_client_asks_and_its_ca
     w.send(put_from("doc.txt", new.len(), digest, 0, true)).send(new);
     assert_eq!(
         w.line(),
-        "ERR exists doc.txt exists, and this server does not replace files (ftserver --allow-overwrite)"
+        "ERR exists it exists and differs, and this server does not replace files (ftserver --allow-overwrite)"
     );
     drop(server);
     // Allowed: replaced only when asked; a cached copy is not served again.
@@ -302,7 +306,7 @@ fn a_file_is_replaced_only_when_the_server_allows_and_the_client_asks_and_its_ca
     assert_eq!(w.get("doc.txt"), b"old text");
     assert_eq!(server.server.cache_stats().entries, 1);
     w.send(put_from("doc.txt", new.len(), digest, 0, false)).send(new);
-    assert!(w.line().starts_with("ERR exists doc.txt exists (ftclient put --force"));
+    assert!(w.line().starts_with("ERR exists it exists (ftclient put --force"));
     w.send(put_from("doc.txt", new.len(), digest, 0, true)).send(new);
     assert_eq!(w.line(), format!("OK {} xxh3={digest}", new.len()));
     assert_eq!(server.server.cache_stats().entries, 0, "the entry went at once");
@@ -345,7 +349,7 @@ fn a_symlink_planted_in_the_upload_folder_between_two_uploads_is_not_followed() 
     std::os::unix::fs::symlink(outside.path(), &sub).unwrap();
     for (n, bytes) in [("inbox/sub/b.txt", &b"second"[..]), ("inbox/sub/big.bin", &big[..])] {
         w.send(put_line(n, bytes)).send(bytes);
-        assert_eq!(w.line(), format!("ERR denied {n}: inbox/sub is not a folder (or is a symlink)"));
+        assert_eq!(w.line(), "ERR denied inbox/sub is not a folder (or is a symlink)", "{n}");
     }
     fs::remove_file(&sub).unwrap();
     std::os::unix::fs::symlink("../moved", &sub).unwrap();
@@ -402,7 +406,7 @@ fn two_puts_of_one_name_at_once_never_mix() {
             assert_eq!(oks, 1, "{ra} / {rb}");
             let winner = if ra.starts_with("OK ") { &a } else { &b };
             assert!(landed == *winner);
-            assert!([&ra, &rb].iter().any(|r| r.starts_with("ERR exists same.bin exists")), "{ra} / {rb}");
+            assert!([&ra, &rb].iter().any(|r| r.starts_with("ERR exists it exists")), "{ra} / {rb}");
         }
         assert_eq!(tree(dirs.root.path()), ["same.bin"]);
         assert!(staged(dirs.root.path()).is_empty(), "{len} {replace}: {:?}", staged(dirs.root.path()));
@@ -532,12 +536,9 @@ fn a_digest_after_the_bytes_is_checked_and_an_abort_stores_nothing() {
         assert_eq!(w.line(), format!("OK {len} xxh3={}", Digest::of(&data)), "{n}");
         let other = format!("other-{n}");
         w.send(format!("put {len} - 5 0 0 new {other}\n")).send(&data).send("abort\n");
-        assert_eq!(
-            w.line(),
-            format!("ERR changed {other}: the sender gave up on the file (it changed or shrank while it was read)")
-        );
+        assert_eq!(w.line(), "ERR changed the sender gave up on the file (it changed or shrank while it was read)");
         w.send(format!("put {len} - 5 0 0 new {other}\n")).send(&data).send(format!("xxh3={}\n", Digest::of(b"x")));
-        assert!(w.line().starts_with(&format!("ERR bad-request {other}: the bytes received have digest ")));
+        assert!(w.line().starts_with("ERR bad-request the bytes received have digest "), "{other}");
     }
     assert_eq!(tree(dirs.root.path()), ["big.bin", "small.bin"]);
     assert!(staged(dirs.root.path()).is_empty(), "{:?}", staged(dirs.root.path()));
@@ -570,8 +571,93 @@ fn a_file_that_changes_while_it_is_put_is_given_up_on_and_stores_nothing() {
     let mut client = server.client();
     client.set_progress(std::sync::Arc::new(Meddler(path.clone(), Default::default())));
     let mut results = Vec::new();
-    client.put_all(&[(path, name("moving.bin"))], ft::client::PutOptions::default(), |_, r| results.push(r)).unwrap();
+    client
+        .put_all(&[(LocalFile::Path(path), name("moving.bin"))], ft::client::PutOptions::default(), |_, r| {
+            results.push(r)
+        })
+        .unwrap();
     let e = results.pop().unwrap().unwrap_err();
     assert!(e.to_string().contains("the sender gave up on the file"), "{e}");
     assert!(tree(dirs.root.path()).is_empty() && staged(dirs.root.path()).is_empty());
+}
+
+#[test]
+fn uploads_keep_their_modes_never_wider_and_put_r_makes_every_folder_with_its_time() {
+    let dirs = Dirs::new();
+    let server = taking_uploads(&dirs, |c| c);
+    let local = tempfile::tempdir().unwrap();
+    let proj = local.path().join("proj");
+    fs::create_dir_all(proj.join("empty/deeper")).unwrap();
+    fs::create_dir_all(proj.join("bin")).unwrap();
+    let when = std::time::UNIX_EPOCH + std::time::Duration::new(1_500_000_000, 123_456_789);
+    for (n, mode) in [("key", 0o600), ("bin/run.sh", 0o755), ("bin/setuid", 0o4755), ("plain.txt", 0o664)] {
+        let path = proj.join(n);
+        fs::write(&path, n.as_bytes()).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        fs::File::options().write(true).open(&path).unwrap().set_modified(when).unwrap();
+    }
+    fs::set_permissions(proj.join("empty/deeper"), fs::Permissions::from_mode(0o750)).unwrap();
+    for d in ["empty/deeper", "empty", "bin", ""] {
+        fs::File::open(proj.join(d)).unwrap().set_modified(when).unwrap();
+    }
+    let tree = ft::client::local_tree(&proj, None, |s| panic!("{s:?}")).unwrap();
+    let mut client = server.client();
+    let mut sent = 0;
+    client.put_sync(&tree.files, None, Default::default(), |_, r| sent += usize::from(r.is_ok())).unwrap();
+    assert_eq!(sent, 4);
+    let mut made = 0;
+    client.make_folders(&tree.folders, |n, r| made += usize::from(r.map_err(|e| panic!("{n}: {e}")).is_ok())).unwrap();
+    assert_eq!(made, 4, "the folder itself and the three beneath it");
+    let served = dirs.root.path().join("proj");
+    let umask = !0o022 & 0o777;
+    for (n, mode) in [("key", 0o600), ("bin/run.sh", 0o755), ("bin/setuid", 0o755), ("plain.txt", 0o664 & umask)] {
+        let meta = fs::metadata(served.join(n)).unwrap();
+        assert_eq!(meta.mode() & 0o7777, mode, "{n}: the sender's mode, no setuid, never wider");
+        assert_eq!((meta.mtime(), meta.mtime_nsec()), (1_500_000_000, 123_456_789), "{n}");
+    }
+    let deeper = fs::metadata(served.join("empty/deeper")).unwrap();
+    assert!(deeper.is_dir(), "an empty folder arrives");
+    assert_eq!(deeper.mode() & 0o777, 0o750);
+    for d in ["empty/deeper", "empty", "bin", ""] {
+        let meta = fs::metadata(served.join(d)).unwrap();
+        assert_eq!((meta.mtime(), meta.mtime_nsec()), (1_500_000_000, 123_456_789), "{d}/: its time");
+    }
+    // Again: nothing is sent.
+    let remote = client.remote_files(Some(&tree.top)).unwrap();
+    let mut unchanged = 0;
+    client
+        .put_sync(&tree.files, Some(&remote), Default::default(), |_, r| {
+            unchanged += usize::from(matches!(r, Ok(ft::client::Put::Unchanged)))
+        })
+        .unwrap();
+    assert_eq!(unchanged, 4);
+}
+
+#[test]
+fn a_file_swapped_for_a_symlink_after_put_r_walked_its_folder_is_not_sent() {
+    let dirs = Dirs::new();
+    let server = taking_uploads(&dirs, |c| c);
+    let local = tempfile::tempdir().unwrap();
+    let secret = tempfile::tempdir().unwrap();
+    fs::write(secret.path().join("id_secret"), b"PRIVATE KEY").unwrap();
+    fs::set_permissions(secret.path().join("id_secret"), fs::Permissions::from_mode(0o600)).unwrap();
+    let proj = local.path().join("proj");
+    fs::create_dir_all(proj.join("sub")).unwrap();
+    fs::write(proj.join("a.txt"), b"a").unwrap();
+    fs::write(proj.join("sub/b.txt"), b"b").unwrap();
+    let tree = ft::client::local_tree(&proj, None, |s| panic!("{s:?}")).unwrap();
+    // After the walk: the file becomes a symlink to the secret, and the folder one to its folder.
+    fs::remove_file(proj.join("a.txt")).unwrap();
+    std::os::unix::fs::symlink(secret.path().join("id_secret"), proj.join("a.txt")).unwrap();
+    fs::rename(proj.join("sub"), local.path().join("moved")).unwrap();
+    fs::write(secret.path().join("b.txt"), b"PRIVATE TOO").unwrap();
+    std::os::unix::fs::symlink(secret.path(), proj.join("sub")).unwrap();
+    let mut results = Vec::new();
+    server.client().put_sync(&tree.files, None, Default::default(), |n, r| results.push((n.to_string(), r))).unwrap();
+    assert_eq!(results.len(), 2);
+    for (n, r) in &results {
+        let e = r.as_ref().expect_err(n).to_string();
+        assert!(e.contains("it is a symlink now"), "{n}: {e}");
+    }
+    assert!(all(dirs.root.path()).iter().all(|p| !p.ends_with(".txt")), "{:?}", all(dirs.root.path()));
 }

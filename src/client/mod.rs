@@ -27,7 +27,7 @@ mod upload;
 pub use outdir::{Local, OutDir, PART_SUFFIX, Partial};
 pub use result::{ClientError, Downloaded, KeyMismatch, Uploaded};
 pub use saver::WRITERS;
-pub use upload::{PutOptions, Skipped, local_tree};
+pub use upload::{LocalFile, LocalFolder, LocalTree, Put, PutOptions, Remote, Skipped, local_tree};
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, Write};

@@ -194,12 +194,12 @@ impl Read for Limited<'_, '_> {
 /// past it the connection ends rather than take bytes it will not keep.
 const SKIP_REFUSED_UP_TO: u64 = 1 << 20;
 
-/// What an upload is told when its name is taken.
-fn exists_message(name: &Name, asked_to_replace: bool) -> String {
+/// What an upload is told when its name is taken (the sender knows the name).
+fn exists_message(asked_to_replace: bool) -> &'static str {
     if asked_to_replace {
-        format!("{name} exists, and this server does not replace files (ftserver --allow-overwrite)")
+        "it exists and differs, and this server does not replace files (ftserver --allow-overwrite)"
     } else {
-        format!("{name} exists (ftclient put --force replaces it, where the server allows)")
+        "it exists (ftclient put --force replaces it, where the server allows)"
     }
 }
 
@@ -495,7 +495,7 @@ impl<'a> Connection<'a> {
         // A taken name is found before a big body; a small one is read, and the name's
         // `linkat` tells (one lookup fewer per small file).
         if !(replace && config.allow_overwrite) && size > SKIP_REFUSED_UP_TO && self.shared.root.holds(name) {
-            return Some((ErrorCode::Exists, exists_message(name, replace)));
+            return Some((ErrorCode::Exists, exists_message(replace).to_string()));
         }
         match self.shared.root.free_bytes() {
             Ok(free) if free < size => Some((ErrorCode::NoSpace, format!("{size} bytes to store, {free} free"))),
@@ -521,10 +521,8 @@ impl<'a> Connection<'a> {
                 self.partial = held.map(|p| (name.clone(), size, mtime, p));
                 Ok(protocol::write_ok_fields(&mut self.stream, &format!("{len} xxh3={prefix}"))?)
             }
-            Err(e @ (PutError::NotFolder(_) | PutError::Reserved)) => {
-                self.err(ErrorCode::Denied, &format!("{name}: {e}"))
-            }
-            Err(e) => self.err(ErrorCode::Internal, &format!("{name}: {e}")),
+            Err(e @ (PutError::NotFolder(_) | PutError::Reserved)) => self.err(ErrorCode::Denied, &e),
+            Err(e) => self.err(ErrorCode::Internal, &e),
         }
     }
 
@@ -676,15 +674,18 @@ impl<'a> Connection<'a> {
             Err(PutError::Short { .. }) => return Err(ConnError::Truncated),
             Err(PutError::Body(e)) => return Err(e.into()),
             Err(e @ PutError::BadTrailer) => return Err(put_trailer_error(e)),
-            Err(e @ PutError::Aborted) => (ErrorCode::Changed, format!("{name}: {e}")),
-            Err(PutError::Exists) => (ErrorCode::Exists, exists_message(name, asked_to_replace)),
-            Err(e @ PutError::Mismatch { .. }) => (ErrorCode::BadRequest, format!("{name}: {e}")),
-            Err(e @ (PutError::NotFolder(_) | PutError::Reserved)) => (ErrorCode::Denied, format!("{name}: {e}")),
-            Err(e @ PutError::NoPartial(_)) => (ErrorCode::Changed, format!("{name}: {e}")),
+            Err(e @ PutError::Aborted) => (ErrorCode::Changed, e.to_string()),
+            Err(PutError::Exists) => (ErrorCode::Exists, exists_message(asked_to_replace).to_string()),
+            Err(e @ PutError::Mismatch { .. }) => (ErrorCode::BadRequest, e.to_string()),
+            Err(e @ (PutError::NotFolder(_) | PutError::Reserved)) => (ErrorCode::Denied, e.to_string()),
+            Err(e @ PutError::NoPartial(_)) => (ErrorCode::Changed, e.to_string()),
             Err(PutError::Io(e)) if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) => {
-                (ErrorCode::NoSpace, format!("{name}: the disk filled up"))
+                (ErrorCode::NoSpace, "the disk filled up".to_string())
             }
-            Err(e) => (ErrorCode::Internal, format!("{name}: {e}")),
+            Err(PutError::Io(e)) if matches!(e.raw_os_error(), Some(n) if n == rustix::io::Errno::ISDIR.raw_os_error() || n == rustix::io::Errno::NOTEMPTY.raw_os_error()) => {
+                (ErrorCode::Denied, "a folder holds that name on the server".to_string())
+            }
+            Err(e) => (ErrorCode::Internal, e.to_string()),
         };
         info!(peer = %self.peer, %name, size, "upload refused: {why}");
         self.err(code, &why)

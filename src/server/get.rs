@@ -437,8 +437,7 @@ impl Hashing<'_> {
     /// settled). Else the body is not to be trusted: `ERR changed`.
     pub(crate) fn finish(self) -> Result<Digest, Refusal> {
         if !bytes_unchanged(&self.file, &self.version) {
-            let message = format_args!("{} changed while it was being sent; try again", self.name);
-            return Err(Refusal::new(ErrorCode::Changed, message));
+            return Err(Refusal::new(ErrorCode::Changed, "it changed while it was being sent; try again"));
         }
         let digest = self.progress.state.digest();
         self.shared.digests_computed.fetch_add(1, Ordering::Relaxed);

@@ -115,18 +115,18 @@ enum Command {
         #[arg(required = true)]
         names: Vec<OsString>,
     },
-    /// Upload files to the server over one connection (it must run with --allow-upload); with -r, folders
+    /// Upload files to the server over one connection (it must run with --allow-upload), as a sync: files the server has unchanged are skipped, changed ones replaced where it allows; with -r, folders
     Put {
         /// Folder on the server to put them in (default: the top of what it serves)
         #[arg(long, value_name = "FOLDER")]
         to: Option<String>,
-        /// Send folders with all they hold (as FOLDER/... beneath --to), skipping files the server has with the same size and modification time; symlinks are not followed
+        /// Send folders with all they hold (as FOLDER/... beneath --to), their empty folders, modes and times too; symlinks, fifos and devices are not sent (each is named, exit 23)
         #[arg(short = 'r', long)]
         recursive: bool,
-        /// With -r: compare files by digest (the server's, and one read of the local copy) instead of size and time
-        #[arg(short = 'c', long, requires = "recursive")]
+        /// Decide "unchanged" by digest (the server's, and one read of the local copy) instead of size and modification time
+        #[arg(short = 'c', long)]
         checksum: bool,
-        /// Replace files the server has (the server must run with --allow-overwrite); the swap is atomic
+        /// Send every file, even one the server has unchanged (a changed one is replaced anyway, where the server allows it: ftserver --allow-overwrite)
         #[arg(short = 'f', long)]
         force: bool,
         /// Continue an interrupted upload the server holds, once it proves its bytes are this file's (the default)
@@ -472,20 +472,10 @@ fn run(args: Args) -> anyhow::Result<u8> {
                 None | Some("" | ".") => None,
                 Some(t) => Some(Name::parse(t).map_err(|e| Usage(format!("--to {}: {e}", escape(t))))?),
             };
-            let options = PutOptions { force, resume: !no_resume };
+            let options = PutOptions { force, resume: !no_resume, checksum };
             let mut retry = retry;
-            let code = put(
-                &connect,
-                &mut retry,
-                &files,
-                to.as_ref(),
-                recursive,
-                checksum,
-                options,
-                json,
-                args.quiet,
-                bar.as_ref(),
-            )?;
+            let code =
+                put(&connect, &mut retry, &files, to.as_ref(), recursive, options, json, args.quiet, bar.as_ref())?;
             if let Some(bar) = &bar {
                 bar.bar.finish_and_clear();
             }
@@ -695,9 +685,10 @@ fn get_all(
     Ok(failed)
 }
 
-/// `put`: uploads the files (with `-r`, what the folders hold, less what the server has
-/// unchanged), reporting failures on stderr as they happen; ends with a summary (stderr with
-/// `-r`, or `--json` on stdout). The exit code is the first failure's.
+/// `put`: uploads the files (with `-r`, what the folders hold, and then their folders), as a sync:
+/// what the server has unchanged is skipped, what changed is replaced where the server allows it;
+/// reports failures on stderr as they happen; ends with a summary (stderr with `-r`, or `--json`
+/// on stdout). The exit code is the first failure's.
 #[allow(clippy::too_many_arguments)]
 fn put(
     connect: &dyn Fn() -> Result<Client, ClientError>,
@@ -705,7 +696,6 @@ fn put(
     files: &[PathBuf],
     to: Option<&Name>,
     recursive: bool,
-    checksum: bool,
     options: PutOptions,
     json: bool,
     quiet: bool,
@@ -713,8 +703,9 @@ fn put(
 ) -> anyhow::Result<u8> {
     let started = std::time::Instant::now();
     let mut first_failure = None;
-    let mut named = Vec::new();
-    let mut skipped = 0u64;
+    // What to send, each batch with the server's listing of its folder (for -r), and the folders.
+    let mut batches = Vec::new();
+    let mut folders = Vec::new();
     let mut client = retry.connect(connect, bar)?;
     if recursive {
         for folder in files {
@@ -722,10 +713,12 @@ fn put(
                 return Err(Usage(format!("{}: not a folder (put -r sends folders)", folder.display())).into());
             }
             let tree = ft::client::local_tree(folder, to, |skip| match skip {
-                Skipped::NotRegular(path) => {
-                    if !quiet {
-                        say(bar, &format!("ftclient: skipping non-regular file {}", path.display()));
-                    }
+                Skipped::NotRegular(path, what) => {
+                    first_failure.get_or_insert(code::PARTIAL);
+                    say(
+                        bar,
+                        &format!("ftclient: {}: not sent: {what} (put -r sends files and folders)", path.display()),
+                    );
                 }
                 Skipped::BadName(path, why) => {
                     first_failure.get_or_insert(code::LOCAL_IO);
@@ -736,67 +729,88 @@ fn put(
                     say(bar, &format!("ftclient: {e}"));
                 }
             });
-            let Some((top, mut local)) = tree else { continue };
-            let remote = client.remote_files(Some(&top)).context("put -r: list")?;
-            let before = local.len();
-            local = unchanged_removed(&mut client, local, &remote, checksum)?;
-            skipped += (before - local.len()) as u64;
-            named.extend(local);
+            let Some(tree) = tree else { continue };
+            let remote = client.remote_files(Some(&tree.top)).context("put -r: list")?;
+            batches.push((tree.files, Some(remote)));
+            folders.extend(tree.folders);
         }
     } else {
+        let mut named = Vec::new();
         for local in files {
-            let Some(file_name) = local.file_name().and_then(|n| n.to_str()) else {
+            let Some(file_name) = local.file_name() else {
                 return Err(Usage(format!("{}: not a file name", local.display())).into());
             };
             let name = match to {
-                Some(folder) => folder.join(file_name),
-                None => Name::parse(file_name),
+                Some(folder) => folder.join(file_name.as_encoded_bytes()),
+                None => Name::from_os(file_name),
             };
-            let name = name.map_err(|e| Usage(format!("{}: bad name: {e}", escape(file_name))))?;
-            named.push((local.clone(), name));
+            let name = name.map_err(|e| Usage(format!("{}: bad name: {e}", local.display())))?;
+            named.push((ft::client::LocalFile::Path(local.clone()), name));
         }
+        batches.push((named, None));
     }
     let mut records = Vec::new();
-    let (mut sent, mut failed, mut bytes) = (0u64, 0u64, 0u64);
-    loop {
-        // Files answered (stored or refused for good) are not sent again after a retry.
-        let mut answered = 0;
-        let result = client.put_all(&named, options, |name, result| {
-            answered += 1;
-            let mut record = name_json(name);
-            match result {
-                Ok(done) => {
-                    sent += 1;
-                    bytes += done.size - done.resumed_from;
-                    if done.resumed_from > 0 && !quiet {
-                        say(bar, &format!("ftclient: {name}: resumed from byte {}", done.resumed_from));
+    let (mut sent, mut skipped, mut failed, mut bytes) = (0u64, 0u64, 0u64, 0u64);
+    for (mut files, remote) in batches {
+        loop {
+            // Files answered (stored, unchanged or refused for good) are not sent again after a retry.
+            let mut answered = std::collections::HashSet::new();
+            let result = client.put_sync(&files, remote.as_ref(), options, |name, result| {
+                answered.insert(name.clone());
+                let mut record = name_json(name);
+                match result {
+                    Ok(ft::client::Put::Unchanged) => {
+                        skipped += 1;
+                        if !recursive && !quiet {
+                            say(
+                                bar,
+                                &format!("ftclient: {name}: unchanged on the server; not sent (--force sends it)"),
+                            );
+                        }
+                        record["status"] = "unchanged".into();
                     }
-                    record["status"] = "ok".into();
-                    record["size"] = done.size.into();
-                    record["xxh3"] = done.digest.to_string().into();
-                    record["resumed_from"] = done.resumed_from.into();
+                    Ok(ft::client::Put::Sent(done)) => {
+                        sent += 1;
+                        bytes += done.size - done.resumed_from;
+                        if done.resumed_from > 0 && !quiet {
+                            say(bar, &format!("ftclient: {name}: resumed from byte {}", done.resumed_from));
+                        }
+                        record["status"] = "ok".into();
+                        record["size"] = done.size.into();
+                        record["xxh3"] = done.digest.to_string().into();
+                        record["resumed_from"] = done.resumed_from.into();
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        first_failure.get_or_insert(code_of(&e));
+                        say(bar, &format!("ftclient: put {name}: {}", client_chain(&e)));
+                        record["status"] = "error".into();
+                        record["exit_code"] = code_of(&e).into();
+                        record["error"] = e.to_string().into();
+                    }
                 }
-                Err(e) => {
-                    failed += 1;
-                    first_failure.get_or_insert(code_of(&e));
-                    say(bar, &format!("ftclient: put {name}: {}", client_chain(&e)));
-                    record["status"] = "error".into();
-                    record["exit_code"] = code_of(&e).into();
-                    record["error"] = e.to_string().into();
+                if json && !recursive {
+                    records.push(record);
                 }
+            });
+            match result {
+                Err(e) if transient_client(&e) && retry.again(bar, &client_chain(&e)) => {
+                    files.retain(|(_, name)| !answered.contains(name));
+                    client = retry.connect(connect, bar)?;
+                }
+                other => break other.context("put")?,
             }
-            if json && !recursive {
-                records.push(record);
-            }
-        });
-        match result {
-            Err(e) if transient_client(&e) && retry.again(bar, &client_chain(&e)) => {
-                named.drain(..answered.min(named.len()));
-                client = retry.connect(connect, bar)?;
-            }
-            other => break other.context("put")?,
         }
     }
+    client
+        .make_folders(&folders, |name, result| {
+            if let Err(e) = result {
+                failed += 1;
+                first_failure.get_or_insert(code_of(&e));
+                say(bar, &format!("ftclient: put {name}/: {}", client_chain(&e)));
+            }
+        })
+        .context("put -r: folders")?;
     let secs = started.elapsed().as_secs_f64();
     if json {
         let mut summary = serde_json::json!({
@@ -820,55 +834,6 @@ fn put(
         );
     }
     Ok(first_failure.unwrap_or(0))
-}
-
-/// `local` less the files the server has unchanged: the same size and modification time, or
-/// with `checksum` the same size and digest.
-fn unchanged_removed(
-    client: &mut Client,
-    local: Vec<(PathBuf, Name)>,
-    remote: &HashMap<Name, (u64, i64, u32)>,
-    checksum: bool,
-) -> anyhow::Result<Vec<(PathBuf, Name)>> {
-    let mut keep = Vec::with_capacity(local.len());
-    let mut to_sum = Vec::new();
-    for (path, name) in local {
-        let same = match (remote.get(&name), std::fs::metadata(&path)) {
-            (Some(&(size, secs, nanos)), Ok(meta)) if size == meta.len() => {
-                use std::os::unix::fs::MetadataExt;
-                checksum || (secs, i64::from(nanos)) == (meta.mtime(), meta.mtime_nsec())
-            }
-            _ => false,
-        };
-        match (same, checksum) {
-            (false, _) => keep.push((path, name)),
-            (true, false) => {}
-            (true, true) => to_sum.push((path, name)),
-        }
-    }
-    if to_sum.is_empty() {
-        return Ok(keep);
-    }
-    let names: Vec<Name> = to_sum.iter().map(|(_, n)| n.clone()).collect();
-    let mut theirs = HashMap::new();
-    client.sum_all(&names, |name, result| {
-        if let Ok((_, digest)) = result {
-            theirs.insert(name.clone(), digest);
-        }
-    })?;
-    for (path, name) in to_sum {
-        let ours = std::fs::File::open(&path)
-            .and_then(|f| {
-                let len = f.metadata()?.len();
-                ft::digest::hash_file(&f, len, None)
-            })
-            .map(|(digest, _)| digest);
-        if ours.ok() != theirs.get(&name).copied() {
-            keep.push((path, name));
-        }
-    }
-    keep.sort_by(|a, b| a.1.cmp(&b.1));
-    Ok(keep)
 }
 
 /// What is left of `--retry` for this command, and the wait before the next.
