@@ -1034,7 +1034,7 @@ fn tokens_as_an_operator_and_a_user_meet_them() {
     };
     let (code, _, err) = client(None, &["list"]);
     assert_eq!(code, Some(8), "{err}");
-    assert!(err.contains("unauthorized"), "{err}");
+    assert!(err.contains("unauthorized") && err.contains("FT_TOKEN or --token-file"), "what to do: {err}");
     let (code, out, err) = client(Some(&token), &["get", "file1.txt", "-o", "-"]);
     assert_eq!((code, out), (Some(0), b"hello from file1\n".to_vec()), "{err}");
     // The same token from a file, which must be private.
@@ -1054,6 +1054,14 @@ fn tokens_as_an_operator_and_a_user_meet_them() {
     ftserver(&["token", "revoke", "alice"]);
     let (code, _, err) = client(Some(&token), &["list"]);
     assert_eq!(code, Some(8), "{err}");
+    // The token file stays; --no-auth runs a server without tokens anyway, on this machine only.
+    let anonymous = RealServer::start(work.path(), &["--no-auth"]);
+    assert!(anonymous.listening.contains("auth=none"), "{}", anonymous.listening);
+    let (code, out, err) = ftclient(work.path(), anonymous.port, &["get", "file1.txt", "-o", "-"], b"");
+    assert_eq!((code, out), (0, b"hello from file1\n".to_vec()), "{err}");
+    let (code, _, err) = ftserver(&["--port", "0", "--bind", "0.0.0.0", "--no-auth"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--allow-anonymous"), "{err}");
 
     // Not a trace of a secret in the server's log, even at debug level (read up to the last
     // refusal's line, which is logged before its reply is sent).

@@ -14,6 +14,7 @@ fn behind_proxy(dirs: &Dirs, tweak: impl FnOnce(Config) -> Config) -> TestServer
         proxy_protocol: true,
         trusted_proxies: vec!["127.0.0.1/32".parse().unwrap()],
         allow_plaintext: true,
+        allow_anonymous: true,
         ..dirs.config()
     }))
 }
@@ -52,12 +53,50 @@ fn a_header_from_a_trusted_proxy_names_the_client_and_what_follows_it_is_kept() 
     let header = v1("203.0.113.9");
     w.send(&header[..10]).send(&header[10..]).send("get a.txt\n");
     assert!(w.line().starts_with("OK 5 "));
-    // A proxy's own health check (v2 LOCAL) is answered as itself.
-    let mut w = server.connect();
+    // A proxy's own connection (v2 LOCAL, v1 UNKNOWN) is answered health, and nothing else: no
+    // client's rights are the proxy's (not even this machine's, which the proxy is).
     let mut local = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
     local.extend([0x20, 0x00, 0, 0]);
-    w.send(local).send("stats\n");
-    assert!(w.line().starts_with("OK "));
+    for header in [local, b"PROXY UNKNOWN\r\n".to_vec()] {
+        let mut w = server.connect();
+        w.send(&header).send("health\n");
+        assert_eq!(w.line(), "OK ready");
+        w.send("get a.txt\n");
+        assert_eq!(w.line(), "ERR denied a proxy's own connection (PROXY LOCAL or UNKNOWN) is answered health only");
+        assert!(w.closed());
+        let mut w = server.connect();
+        w.send(&header).send("put 2 - 1 0 0 new b.txt\nhi");
+        assert!(w.line().starts_with("ERR denied a proxy's own"), "no upload as this machine");
+    }
+    assert!(!dirs.root.path().join("b.txt").exists());
+}
+
+#[test]
+fn behind_a_proxy_a_server_without_tokens_starts_only_when_told_anyone_may_read() {
+    let dirs = Dirs::new();
+    let config =
+        Config { proxy_protocol: true, trusted_proxies: vec!["127.0.0.1/32".parse().unwrap()], ..dirs.config() };
+    let server = ft::server::Server::new(config).unwrap();
+    let refused = server.may_listen_on("127.0.0.1:9000".parse().unwrap()).unwrap_err().to_string();
+    assert!(
+        refused.contains("behind a proxy (--proxy-protocol), clients reach 127.0.0.1:9000 from other machines"),
+        "{refused}"
+    );
+    assert!(refused.contains("--allow-anonymous"), "{refused}");
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(work.path().join("server_downloads")).unwrap();
+    let out = std::process::Command::new(crate::util::bin("ftserver"))
+        .args(["--port", "0", "--proxy-protocol", "--trusted-proxy", "127.0.0.1"])
+        .current_dir(work.path())
+        .env("XDG_CONFIG_HOME", work.path().join(".config"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("behind a proxy"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -125,8 +164,11 @@ fn forwarder(target: SocketAddr, header: Vec<u8>) -> SocketAddr {
 fn tls_through_a_proxy_works_and_the_server_logs_the_client() {
     let work = tempfile::tempdir().unwrap();
     crate::util::put(&work.path().join("server_downloads"), "docs/a.txt", b"through the proxy");
-    let mut server =
-        RealServer::start_logging(work.path(), &["--proxy-protocol", "--trusted-proxy", "127.0.0.1"], "debug");
+    let mut server = RealServer::start_logging(
+        work.path(),
+        &["--proxy-protocol", "--trusted-proxy", "127.0.0.1", "--allow-anonymous"],
+        "debug",
+    );
     let target: SocketAddr = format!("127.0.0.1:{}", server.port).parse().unwrap();
     let via = forwarder(target, v2([203, 0, 113, 50], 50123));
     let fingerprint = server.listening.split("fingerprint=").nth(1).unwrap().split_whitespace().next().unwrap();
@@ -156,8 +198,14 @@ fn health_says_ready_without_a_token_and_draining_while_the_server_still_serves(
     let mut w = server.connect();
     w.send(&local).send("health\r\n");
     assert_eq!(w.line(), "OK ready");
-    assert!(w.send("list\n").line().starts_with("ERR unauthorized"), "nothing else without a token");
+    assert!(w.send("list\n").line().starts_with("ERR denied"), "nothing else");
+    let mut client = server.connect();
+    client.send(v1("203.0.113.5")).send("list\n");
+    assert!(client.line().starts_with("ERR unauthorized"), "a client needs a token");
     // Draining: the check fails at once, and clients are still served until the delay is over.
+    let mut w = server.connect();
+    w.send(&local).send("health\n");
+    assert_eq!(w.line(), "OK ready");
     server.drain(std::time::Duration::from_secs(30));
     assert_eq!(w.send("health\n").line(), "ERR draining shutting down: no new clients");
     assert!(w.closed(), "closed at once, so a check waiting for more fails now");

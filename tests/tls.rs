@@ -216,9 +216,22 @@ fn with_an_auth_file_nothing_is_answered_before_a_valid_token() {
     let mut w = server.connect();
     w.send("hello 1\nlist\nget a.txt\nstats\n");
     assert_eq!(w.line(), "OK 1 features=");
+    let needs =
+        "ERR unauthorized this server needs a token (ftclient: FT_TOKEN or --token-file; on the wire: auth TOKEN)";
     for _ in 0..3 {
-        assert_eq!(w.line(), "ERR unauthorized this server needs a token first: auth TOKEN");
+        assert_eq!(w.line(), needs);
     }
+    // A put before a token is refused with its body skipped, never read as requests: a body of
+    // auth lines costs no failed attempt.
+    let body = format!("auth ft_00000000_{}\n", "A".repeat(43)).repeat(11);
+    w.send(format!(
+        "put {} - 1 0 0 new up.txt\n{body}xxh3={}\nstats\n",
+        body.len(),
+        ft::digest::Digest::of(body.as_bytes())
+    ));
+    assert_eq!(w.line(), needs);
+    assert_eq!(w.line(), needs, "the next request is the next line after the body");
+    assert_eq!(server.stat("auth_failed"), 0);
     // A wrong secret for a real token is named; garbage is not a token.
     let wrong = format!("{}{}", &secrets[0].expose()[..12], "A".repeat(43));
     w.send(format!("auth {wrong}\nauth hunter2\n"));
@@ -238,8 +251,15 @@ fn with_an_auth_file_nothing_is_answered_before_a_valid_token() {
         Err(ClientError::Server(reply)) => assert_eq!(reply.code, "unauthorized"),
         other => panic!("{other:?}"),
     }
-    // Revoked while the server runs: refused from then on.
+    // Revoked while the server runs: refused from then on, on a connection that already
+    // presented it too, from its next request.
+    let mut session = server.connect();
+    session.send(format!("auth {}\n", secrets[0].expose()));
+    assert_eq!(session.line(), "OK rights=read");
+    assert_eq!(session.get("a.txt"), b"a");
     auth::revoke(&dirs.keys.path().join("tokens"), "alice").unwrap();
+    session.send("get a.txt\n");
+    assert_eq!(session.line(), needs);
     let mut client = server.client();
     assert!(matches!(client.authenticate(&secrets[0]), Err(ClientError::Server(r)) if r.code == "unauthorized"));
     assert_eq!(server.stat("auth_failed"), 3);
@@ -269,15 +289,45 @@ fn guessing_tokens_from_one_address_is_slowed_then_cut_off() {
     assert_eq!(w.line(), "ERR unauthorized too many failed attempts from your address; try again later");
     assert!(w.closed());
     let mut again = server.connect();
+    again.send("hello 2\n");
     assert_eq!(again.line(), "ERR unauthorized too many failed attempts from your address; try again later");
     assert!(again.closed());
-    // A TLS client turned away so is told what happened, not just that TLS failed.
-    match Client::connect_with(&server.addr.to_string(), WAIT, &server.pinned()) {
-        Err(e @ ClientError::Tls { .. }) => assert!(e.to_string().contains("turning connections away"), "{e}"),
-        other => panic!("{:?}", other.map(|_| ())),
+    // A TLS client is told so inside TLS, plainly, even with a good token.
+    let mut client = Client::connect_with(&server.addr.to_string(), WAIT, &server.pinned()).unwrap();
+    match client.authenticate(&secrets[0]) {
+        Err(ClientError::Server(reply)) => {
+            assert_eq!(reply.kind(), Some(ft::wire::ErrorCode::Unauthorized));
+            assert!(reply.message.contains("too many failed attempts"), "{reply}");
+        }
+        other => panic!("{other:?}"),
     }
-    drop(secrets);
     assert_eq!(server.stat("auth_failed"), u64::from(auth::CUT_AFTER));
+}
+
+#[test]
+fn a_client_cut_off_for_failed_tokens_is_told_so_and_exits_8_even_with_a_good_token() {
+    let dirs = Dirs::new();
+    dirs.put("a.txt", b"a");
+    let (server, secrets) =
+        with_tokens(&dirs, &[("alice", false)], |c| Config { auth_delay: Duration::from_millis(1), ..c });
+    let mut w = server.connect();
+    for _ in 0..auth::CUT_AFTER {
+        w.send(format!("auth ft_00000000_{}\n", "A".repeat(43)));
+        assert!(w.line().starts_with("ERR unauthorized"));
+    }
+    let fingerprint = server.server.fingerprint().to_string();
+    for transport in [&["--plaintext"][..], &["--tls", "--fingerprint", &fingerprint]] {
+        let out = std::process::Command::new(crate::util::bin("ftclient"))
+            .args(["--port", &server.addr.port().to_string()])
+            .args(transport)
+            .args(["list"])
+            .env("FT_TOKEN", secrets[0].expose())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(8), "{transport:?}: {err}");
+        assert!(err.contains("too many failed attempts from your address"), "{transport:?}: {err}");
+    }
 }
 
 #[test]

@@ -62,21 +62,17 @@ struct Args {
     /// On SIGTERM/SIGINT, first answer `health` with "draining" and keep serving for this long (so a load balancer sends new clients elsewhere), then stop accepting (e.g. 5s; 0: stop at once)
     #[arg(long, value_name = "AGE", default_value = "0s")]
     drain: Span,
-    /// TLS identity file (private key and self-signed certificate), generated on first start
-    #[arg(long, global = true, value_name = "FILE", default_value_os_t = ft::server::tls::default_identity_path())]
-    identity: PathBuf,
-    /// TLS certificate chain (PEM) to use instead of the identity file, e.g. one a CA issued
-    #[arg(long, global = true, value_name = "FILE", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// Private key (PEM) of --tls-cert
-    #[arg(long, global = true, value_name = "FILE", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    identity: IdentityArgs,
     /// Serve plain text to peers on other machines too (by default only TLS is served to them)
     #[arg(long)]
     allow_plaintext: bool,
     /// Tokens the server requires (see `ftserver token`); default ~/.config/ft/server_tokens, used if it exists
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "no_auth")]
     auth_file: Option<PathBuf>,
+    /// Require no token even if the default auth file exists (on loopback; elsewhere only with --allow-anonymous)
+    #[arg(long)]
+    no_auth: bool,
     /// Listen where other machines can connect without an auth file: every file served to anyone
     #[arg(long)]
     allow_anonymous: bool,
@@ -102,6 +98,28 @@ struct Args {
     command: Option<Extra>,
 }
 
+/// Where the TLS identity comes from (the server, and `ftserver fingerprint`).
+#[derive(clap::Args, Debug, Clone)]
+struct IdentityArgs {
+    /// TLS identity file (private key and self-signed certificate), generated on first start
+    #[arg(long, value_name = "FILE", default_value_os_t = ft::server::tls::default_identity_path())]
+    identity: PathBuf,
+    /// TLS certificate chain (PEM) to use instead of the identity file, e.g. one a CA issued
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+/// The auth file `ftserver token` edits.
+#[derive(clap::Args, Debug, Clone)]
+struct AuthFileArg {
+    /// The auth file (default ~/.config/ft/server_tokens; created 0600 if missing)
+    #[arg(long, value_name = "FILE")]
+    auth_file: Option<PathBuf>,
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum LogFormat {
     Text,
@@ -113,7 +131,10 @@ enum Extra {
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout and exit
     Completions { shell: clap_complete::Shell },
     /// Print the fingerprint of the server's TLS identity (making the identity if there is none) and exit
-    Fingerprint,
+    Fingerprint {
+        #[command(flatten)]
+        identity: IdentityArgs,
+    },
     /// Manage the tokens clients authenticate with (in --auth-file)
     #[command(subcommand)]
     Token(TokenCommand),
@@ -125,14 +146,23 @@ enum TokenCommand {
     Add {
         /// A name for whoever holds it (shown in logs and `token list`)
         name: String,
-        /// Also allow uploads (reserved: there are none yet)
+        /// Also allow uploads (put, put -r), where the server takes them (ftserver --allow-upload)
         #[arg(long)]
         write: bool,
+        #[command(flatten)]
+        file: AuthFileArg,
     },
     /// Show the tokens' names and rights (never the tokens)
-    List,
-    /// Remove a token; a running server refuses it from then on
-    Revoke { name: String },
+    List {
+        #[command(flatten)]
+        file: AuthFileArg,
+    },
+    /// Remove a token; a running server refuses it from its next request on, on every connection
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        file: AuthFileArg,
+    },
 }
 
 /// The library's defaults, which the help shows.
@@ -162,7 +192,7 @@ fn main() -> ExitCode {
         LogFormat::Json => logs.json().init(),
     }
     let result = match &args.command {
-        Some(Extra::Fingerprint) => fingerprint(&args),
+        Some(Extra::Fingerprint { identity }) => fingerprint(&args, identity),
         Some(Extra::Token(command)) => token(&args, command),
         _ => run(args),
     };
@@ -176,23 +206,29 @@ fn main() -> ExitCode {
 }
 
 /// The TLS identity the flags name.
-fn identity(args: &Args) -> Identity {
+fn identity(args: &IdentityArgs) -> Identity {
     match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Identity::Pem { cert: cert.clone(), key: key.clone() },
         _ => Identity::File(args.identity.clone()),
     }
 }
 
-/// The auth file: `--auth-file`, or the default one if it exists.
+/// The auth file: `--auth-file`, or the default one if it exists, unless `--no-auth`.
 fn auth_file(args: &Args) -> Option<PathBuf> {
+    if args.no_auth {
+        return None;
+    }
     args.auth_file.clone().or_else(|| Some(auth::default_auth_path()).filter(|p| p.exists()))
 }
 
 /// `ftserver token ...`.
 fn token(args: &Args, command: &TokenCommand) -> anyhow::Result<()> {
-    let path = args.auth_file.clone().unwrap_or_else(auth::default_auth_path);
+    let file = match command {
+        TokenCommand::Add { file, .. } | TokenCommand::List { file } | TokenCommand::Revoke { file, .. } => file,
+    };
+    let path = file.auth_file.clone().or_else(|| args.auth_file.clone()).unwrap_or_else(auth::default_auth_path);
     match command {
-        TokenCommand::Add { name, write } => {
+        TokenCommand::Add { name, write, .. } => {
             let rights = auth::Rights { read: true, write: *write };
             let secret = auth::add(&path, name, rights)?;
             println!("{}", secret.expose());
@@ -202,12 +238,12 @@ fn token(args: &Args, command: &TokenCommand) -> anyhow::Result<()> {
                 path.display()
             );
         }
-        TokenCommand::List => {
+        TokenCommand::List { .. } => {
             for entry in auth::list(&path)? {
                 println!("{}\t{}\t{}", entry.name, entry.rights, entry.id);
             }
         }
-        TokenCommand::Revoke { name } => {
+        TokenCommand::Revoke { name, .. } => {
             auth::revoke(&path, name)?;
             eprintln!("token {name:?} revoked in {}", path.display());
         }
@@ -215,11 +251,17 @@ fn token(args: &Args, command: &TokenCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `ftserver fingerprint`: the identity's fingerprint on stdout.
-fn fingerprint(args: &Args) -> anyhow::Result<()> {
-    let tls = ServerTls::load(&identity(args))?;
+/// `ftserver fingerprint`: the identity's fingerprint on stdout (the subcommand's identity flags,
+/// else the server's).
+fn fingerprint(args: &Args, own: &IdentityArgs) -> anyhow::Result<()> {
+    let chosen = if own.tls_cert.is_some() || own.identity != ft::server::tls::default_identity_path() {
+        own
+    } else {
+        &args.identity
+    };
+    let tls = ServerTls::load(&identity(chosen))?;
     if tls.created {
-        tracing::info!("generated a new TLS identity in {}", args.identity.display());
+        tracing::info!("generated a new TLS identity in {}", chosen.identity.display());
     }
     println!("{}", tls.fingerprint);
     Ok(())
@@ -227,7 +269,7 @@ fn fingerprint(args: &Args) -> anyhow::Result<()> {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let config = Config {
-        identity: identity(&args),
+        identity: identity(&args.identity),
         allow_plaintext: args.allow_plaintext,
         auth_file: auth_file(&args),
         allow_anonymous: args.allow_anonymous,
@@ -268,7 +310,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
     if server.identity_created() {
-        tracing::info!("generated a new TLS identity in {}", args.identity.display());
+        tracing::info!("generated a new TLS identity in {}", args.identity.identity.display());
     }
     tracing::info!(
         root = %config.root.display(),

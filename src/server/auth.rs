@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use parking_lot::Mutex;
+use std::sync::Arc;
 
 use super::private::{ReadError, read_private, write_private};
 use crate::wire::Secret;
@@ -32,9 +33,9 @@ use crate::wire::Secret;
 /// What a token allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rights {
-    /// `list`, `get`, `resume`, `stats`: every token has it.
+    /// `list`, `walk`, `get`, `resume`, `sum`, `stat`, `stats`: every token has it.
     pub read: bool,
-    /// Uploads (reserved: the server has none yet).
+    /// Uploads (`put`, `partial`, `mkdir`), where the server takes them.
     pub write: bool,
 }
 
@@ -129,14 +130,14 @@ impl Stamp {
 #[derive(Debug)]
 pub struct AuthFile {
     path: PathBuf,
-    state: Mutex<(Option<Stamp>, Vec<TokenEntry>)>,
+    state: Mutex<(Option<Stamp>, Arc<Vec<TokenEntry>>)>,
 }
 
 impl AuthFile {
     /// Loads `path`; it must exist, be private, and parse.
     pub fn open(path: &Path) -> Result<AuthFile, AuthFileError> {
         let (stamp, entries) = read_file(path)?;
-        Ok(AuthFile { path: path.to_path_buf(), state: Mutex::new((Some(stamp), entries)) })
+        Ok(AuthFile { path: path.to_path_buf(), state: Mutex::new((Some(stamp), Arc::new(entries))) })
     }
 
     pub fn path(&self) -> &Path {
@@ -154,15 +155,15 @@ impl AuthFile {
 
     /// The entries as the file has them now: reread if it changed. A file that became unreadable
     /// or malformed grants nothing until fixed (and the error is logged).
-    fn current(&self) -> Vec<TokenEntry> {
+    fn current(&self) -> Arc<Vec<TokenEntry>> {
         let mut state = self.state.lock();
         let now = fs::metadata(&self.path).ok().map(|m| Stamp::of(&m));
         if now != state.0 {
             match read_file(&self.path) {
-                Ok((stamp, entries)) => *state = (Some(stamp), entries),
+                Ok((stamp, entries)) => *state = (Some(stamp), Arc::new(entries)),
                 Err(e) => {
                     tracing::warn!("auth file unusable, no token accepted until it is fixed: {e}");
-                    *state = (now, Vec::new());
+                    *state = (now, Arc::new(Vec::new()));
                 }
             }
         }
@@ -173,8 +174,19 @@ impl AuthFile {
     pub fn check(&self, presented: &Secret) -> Result<TokenEntry, Refused> {
         let (id, secret) = split_token(presented.expose()).ok_or(Refused::Malformed)?;
         let entries = self.current();
-        let entry = entries.into_iter().find(|e| e.id == id).ok_or(Refused::Unknown)?;
-        if constant_time_eq(&hash(secret), &entry.hash) { Ok(entry) } else { Err(Refused::Wrong(entry.name)) }
+        let entry = entries.iter().find(|e| e.id == id).ok_or(Refused::Unknown)?;
+        if constant_time_eq(&hash(secret), &entry.hash) {
+            Ok(entry.clone())
+        } else {
+            Err(Refused::Wrong(entry.name.clone()))
+        }
+    }
+
+    /// The rights of a token checked earlier, as the auth file has them now (reread if it
+    /// changed); `None` once it is revoked (or replaced by another secret, or the file is unusable).
+    pub fn still_valid(&self, token: &TokenEntry) -> Option<Rights> {
+        let entries = self.current();
+        entries.iter().find(|e| e.id == token.id && e.hash == token.hash).map(|e| e.rights)
     }
 }
 
@@ -316,32 +328,66 @@ pub const FORGET_AFTER: Duration = Duration::from_secs(600);
 /// Longest delay added to one failed attempt.
 const MAX_DELAY: Duration = Duration::from_secs(5);
 
-/// Failed attempts per peer address.
+/// Most addresses whose failures are remembered at once. A flood from more addresses than this
+/// forgets the oldest first: memory stays bounded, and each failure costs the same whatever the
+/// flood (an address forgotten early only gets its few slowed attempts again; a token has 256
+/// random bits, so the slowing is against noise, not against guessing).
+pub const MAX_ADDRESSES: usize = 65_536;
+
+/// Failed attempts per peer address: bounded memory, constant time per failure and per lookup.
 #[derive(Debug, Default)]
 pub struct Limiter {
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    table: Mutex<Failures>,
+}
+
+#[derive(Debug, Default)]
+struct Failures {
+    /// Per address: failures counted, and the last one's time.
+    by_addr: HashMap<IpAddr, (u32, Instant)>,
+    /// Every failure's address and time, oldest first: what to forget next. An address that
+    /// failed again has a later entry too; only the entry matching its last failure forgets it.
+    order: std::collections::VecDeque<(IpAddr, Instant)>,
+    /// Entries looked at, for tests to see the work stay constant per failure.
+    work: u64,
+}
+
+impl Failures {
+    /// Forgets failures older than [`FORGET_AFTER`], and the oldest ones past the bound.
+    fn forget(&mut self, now: Instant) {
+        while let Some(&(addr, at)) = self.order.front() {
+            let full = self.order.len() > 2 * MAX_ADDRESSES || self.by_addr.len() > MAX_ADDRESSES;
+            if !full && now.duration_since(at) < FORGET_AFTER {
+                break;
+            }
+            self.work += 1;
+            self.order.pop_front();
+            if self.by_addr.get(&addr).is_some_and(|&(_, last)| last == at) {
+                self.by_addr.remove(&addr);
+            }
+        }
+    }
 }
 
 impl Limiter {
     /// Whether `addr` is cut off now.
     pub fn is_cut_off(&self, addr: IpAddr, now: Instant) -> bool {
-        matches!(self.failures.lock().get(&addr), Some((n, last)) if *n >= CUT_AFTER && now.duration_since(*last) < FORGET_AFTER)
+        matches!(self.table.lock().by_addr.get(&addr), Some((n, last)) if *n >= CUT_AFTER && now.duration_since(*last) < FORGET_AFTER)
     }
 
     /// Counts a failure from `addr`; returns how long to wait before answering it, and whether
     /// the address is now cut off. The delay doubles from `base` after [`SLOW_AFTER`] failures.
     pub fn failed(&self, addr: IpAddr, now: Instant, base: Duration) -> (Duration, bool) {
-        let mut failures = self.failures.lock();
-        if failures.len() > 100_000 {
-            failures.retain(|_, (_, last)| now.duration_since(*last) < FORGET_AFTER);
-        }
-        let entry = failures.entry(addr).or_insert((0, now));
+        let mut table = self.table.lock();
+        table.work += 1;
+        let entry = table.by_addr.entry(addr).or_insert((0, now));
         if now.duration_since(entry.1) >= FORGET_AFTER {
             entry.0 = 0;
         }
         entry.0 += 1;
         entry.1 = now;
         let n = entry.0;
+        table.order.push_back((addr, now));
+        table.forget(now);
         let delay = match n.checked_sub(SLOW_AFTER + 1) {
             None => Duration::ZERO,
             Some(k) => base.saturating_mul(1 << k.min(16)).min(MAX_DELAY),
@@ -351,7 +397,13 @@ impl Limiter {
 
     /// Forgets the failures of an address that has just authenticated.
     pub fn succeeded(&self, addr: IpAddr) {
-        self.failures.lock().remove(&addr);
+        self.table.lock().by_addr.remove(&addr);
+    }
+
+    /// How many addresses' failures are remembered, and the work done so far (for tests).
+    pub fn load(&self) -> (usize, usize, u64) {
+        let table = self.table.lock();
+        (table.by_addr.len(), table.order.len(), table.work)
     }
 }
 
@@ -416,5 +468,29 @@ mod tests {
         assert!(!limiter.is_cut_off(addr, now + FORGET_AFTER), "forgotten after a while");
         limiter.succeeded(addr);
         assert!(!limiter.is_cut_off(addr, now));
+    }
+
+    #[test]
+    fn a_flood_from_a_million_addresses_takes_bounded_memory_and_constant_work() {
+        let limiter = Limiter::default();
+        let now = Instant::now();
+        let flood = 1_000_000u32;
+        for i in 0..flood {
+            let addr = IpAddr::V4(std::net::Ipv4Addr::from(0x7f00_0000 | i));
+            limiter.failed(addr, now, Duration::ZERO);
+            if i % 100_000 == 0 {
+                let (addrs, order, _) = limiter.load();
+                assert!(addrs <= MAX_ADDRESSES && order <= 2 * MAX_ADDRESSES + 1, "{addrs} {order}");
+            }
+        }
+        let (addrs, order, work) = limiter.load();
+        assert!(addrs <= MAX_ADDRESSES && order <= 2 * MAX_ADDRESSES + 1, "{addrs} {order}");
+        assert!(work <= 2 * u64::from(flood), "{work} entries looked at for {flood} failures");
+        // An address failing over and over is still cut off in the middle of it all.
+        let loud: IpAddr = "10.9.9.9".parse().unwrap();
+        for _ in 0..CUT_AFTER {
+            limiter.failed(loud, now, Duration::ZERO);
+        }
+        assert!(limiter.is_cut_off(loud, now));
     }
 }

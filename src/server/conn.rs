@@ -110,8 +110,8 @@ pub(crate) struct Connection<'a> {
     agreed: Agreed,
     /// Request lines read, `hello` included: only the first may be a `hello`.
     lines: u64,
-    /// The name of the token this connection authenticated with, if any.
-    token: Option<String>,
+    /// The token this connection authenticated with, if any (checked again on each request).
+    token: Option<super::auth::TokenEntry>,
     /// Whether that token has the write right.
     may_write: bool,
     /// The interrupted upload a `partial` request found (its name, size and digest), held for
@@ -119,10 +119,26 @@ pub(crate) struct Connection<'a> {
     partial: Option<(Name, u64, (i64, u32), crate::store::Partial)>,
     /// Upload answers written since the buffer was last flushed on their account.
     unflushed_answers: usize,
-    /// Plain text from another machine, which is not allowed: only `health` and `quit` are
-    /// answered; anything else is refused and ends the connection.
-    health_only: bool,
+    /// Why only `health` and `quit` are answered here, if so (anything else is refused and ends
+    /// the connection): plain text from another machine, or a proxy speaking for itself.
+    health_only: Option<&'static str>,
+    /// The address was cut off for failed tokens: its first request is answered so, and the
+    /// connection ends.
+    cut_off: bool,
 }
+
+/// Who a connection speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Speaker {
+    /// A client: the peer, or the one a trusted proxy's header named.
+    Client,
+    /// A trusted proxy for itself (a `LOCAL` or `UNKNOWN` header: its health check): it is
+    /// answered `health` alone, since no client's rights are its.
+    ProxyItself,
+}
+
+/// What a request is told that needs a token first.
+const NEEDS_TOKEN: &str = "this server needs a token (ftclient: FT_TOKEN or --token-file; on the wire: auth TOKEN)";
 
 /// Upload answers held back at most before they are sent while requests keep coming.
 const FLUSH_ANSWERS: usize = 32;
@@ -212,7 +228,12 @@ impl<'a> Connection<'a> {
     /// The first byte also says what the peer speaks: 0x16 begins a TLS handshake (which must
     /// complete within the request timeout); anything else is plain text, served only to a peer
     /// on this machine unless the server allows plain text from anywhere.
-    pub(crate) fn open(shared: &'a Shared, transport: Transport, peer: SocketAddr) -> Result<Option<Self>, ConnError> {
+    pub(crate) fn open(
+        shared: &'a Shared,
+        transport: Transport,
+        peer: SocketAddr,
+        speaker: Speaker,
+    ) -> Result<Option<Self>, ConnError> {
         let idle = shared.config.idle_timeout;
         let tcp = transport.tcp_handle();
         tcp.set_read_timeout(Some(idle))?;
@@ -222,7 +243,10 @@ impl<'a> Connection<'a> {
         }
         tcp.set_nodelay(true)?;
         tcp.set_write_timeout(Some(shared.config.send_timeout))?;
-        let mut health_only = false;
+        let mut health_only = match speaker {
+            Speaker::ProxyItself => Some("a proxy's own connection (PROXY LOCAL or UNKNOWN) is answered health only"),
+            Speaker::Client => None,
+        };
         let transport = if first[0] == TLS_HANDSHAKE {
             let session = rustls::ServerConnection::new(shared.tls.config.clone()).map_err(io::Error::other)?;
             let mut tls = Transport::tls_server(tcp.clone(), session);
@@ -232,7 +256,11 @@ impl<'a> Connection<'a> {
         } else {
             // Plain text from another machine is refused, but for `health` (a load balancer's
             // check, which carries nothing): see `serve_with`.
-            health_only = !(peer.ip().to_canonical().is_loopback() || shared.config.allow_plaintext);
+            if !(peer.ip().to_canonical().is_loopback() || shared.config.allow_plaintext) {
+                health_only.get_or_insert(
+                    "plain text is served only to this machine: connect with TLS (ftclient does, to any other host)",
+                );
+            }
             transport
         };
         let stream = BufStream::new(transport, 8 << 10, 64 << 10);
@@ -252,6 +280,8 @@ impl<'a> Connection<'a> {
             partial: None,
             unflushed_answers: 0,
             health_only,
+            cut_off: shared.auth.is_some()
+                && shared.auth_failures.is_cut_off(super::shared::addr_key(peer.ip()), Instant::now()),
         }))
     }
 
@@ -317,19 +347,32 @@ impl<'a> Connection<'a> {
             if !matches!(request, Ok(Request::Put { .. })) {
                 self.answer_stored(storers, true)?;
             }
-            if self.health_only && !matches!(request, Ok(Request::Health | Request::Quit)) {
-                let why =
-                    "plain text is served only to this machine: connect with TLS (ftclient does, to any other host)";
+            if let Some(why) = self.health_only
+                && !matches!(request, Ok(Request::Health | Request::Quit))
+            {
                 self.err(ErrorCode::Denied, &why)?;
                 self.stream.flush()?;
                 return Err(ConnError::PlainRefused);
             }
+            if self.cut_off && !matches!(request, Ok(Request::Health | Request::Quit)) {
+                self.err(ErrorCode::Unauthorized, &super::auth::Refused::CutOff)?;
+                self.stream.flush()?;
+                return Err(ConnError::CutOff);
+            }
+            // A token is checked again on every request: one revoked (or whose rights changed)
+            // since it was presented stops working at once.
+            if self.token.is_some() && !matches!(request, Ok(Request::Quit | Request::Health)) {
+                self.recheck_token();
+            }
             // With an auth file, only setting up, leaving and the health check are answered before
-            // a valid token.
-            let open =
-                matches!(request, Ok(Request::Hello(_) | Request::Auth(_) | Request::Health | Request::Quit) | Err(_));
+            // a valid token (a put is refused with its body skipped, as any refused upload's).
+            let open = matches!(
+                request,
+                Ok(Request::Hello(_) | Request::Auth(_) | Request::Health | Request::Quit | Request::Put { .. })
+                    | Err(_)
+            );
             if self.shared.auth.is_some() && self.token.is_none() && !open {
-                self.err(ErrorCode::Unauthorized, &"this server needs a token first: auth TOKEN")?;
+                self.err(ErrorCode::Unauthorized, &NEEDS_TOKEN)?;
                 continue;
             }
             match request {
@@ -414,8 +457,8 @@ impl<'a> Connection<'a> {
                 info!(peer = %self.peer, token = %entry.name, "authenticated");
                 self.shared.auth_failures.succeeded(key);
                 protocol::write_ok_fields(&mut self.stream, &format!("rights={}", entry.rights))?;
-                self.token = Some(entry.name);
                 self.may_write = entry.rights.write;
+                self.token = Some(entry);
                 Ok(true)
             }
             Err(why) => {
@@ -431,6 +474,21 @@ impl<'a> Connection<'a> {
                 }
                 self.err(ErrorCode::Unauthorized, &why)?;
                 Ok(true)
+            }
+        }
+    }
+
+    /// Checks that the token this connection presented is still in the auth file with the same
+    /// secret, and takes its rights as they are now; else the connection is as if it had
+    /// presented none (and the revocation is logged once).
+    fn recheck_token(&mut self) {
+        let (Some(file), Some(token)) = (&self.shared.auth, &self.token) else { return };
+        match file.still_valid(token) {
+            Some(rights) => self.may_write = rights.write,
+            None => {
+                info!(peer = %self.peer, token = %token.name, "token revoked: the connection needs a token again");
+                self.token = None;
+                self.may_write = false;
             }
         }
     }
@@ -463,6 +521,9 @@ impl<'a> Connection<'a> {
     fn upload_refusal(&self, size: u64, name: &Name, replace: bool) -> Option<(ErrorCode, String)> {
         let config = &self.shared.config;
         let loopback = self.peer.ip().to_canonical().is_loopback();
+        if self.shared.auth.is_some() && self.token.is_none() {
+            return Some((ErrorCode::Unauthorized, NEEDS_TOKEN.into()));
+        }
         if !config.allow_upload {
             return Some((ErrorCode::Denied, "this server takes no uploads (ftserver --allow-upload)".into()));
         }
@@ -666,7 +727,7 @@ impl<'a> Connection<'a> {
             Ok(stored) => {
                 self.shared.uploads.fetch_add(1, Ordering::Relaxed);
                 self.shared.bytes_received.fetch_add(size - stored.from, Ordering::Relaxed);
-                let token = self.token.as_deref().unwrap_or("-");
+                let token = self.token.as_ref().map_or("-", |t| t.name.as_str());
                 info!(peer = %self.peer, token = %token, %name, size, from = stored.from, "uploaded");
                 self.unflushed_answers += 1;
                 return Ok(protocol::write_ok_fields(&mut self.stream, &format!("{size} xxh3={}", stored.digest))?);

@@ -87,11 +87,13 @@ pub enum ServerError {
     #[error("auth file: {0}")]
     AuthFile(#[from] auth::AuthFileError),
     #[error(
-        "{addr} can be reached from other machines and there is no auth file, so every file would be \
-         served to anyone who connects: add a token (ftserver token add NAME) and start with \
-         --auth-file, or pass --allow-anonymous if that is intended"
+        "{} and there is no auth file, so every file would be served to anyone who connects: add a \
+         token (ftserver token add NAME) and start with --auth-file, or pass --allow-anonymous if \
+         that is intended",
+        if *proxied { format!("behind a proxy (--proxy-protocol), clients reach {addr} from other machines,") }
+        else { format!("{addr} can be reached from other machines") }
     )]
-    Anonymous { addr: SocketAddr },
+    Anonymous { addr: SocketAddr, proxied: bool },
     #[error(
         "the TLS identity {} is inside the served folder {}: its private key would be served; \
          choose a file outside it",
@@ -249,12 +251,15 @@ impl Server {
         self.shared.tls.fingerprint
     }
 
-    /// Refuses to listen on `addr` if other machines can reach it and the server serves anyone
-    /// (no auth file), unless that was said to be intended (`allow_anonymous`).
+    /// Refuses to listen on `addr` if other machines can reach it (or reach the server through a
+    /// proxy) and the server serves anyone (no auth file), unless that was said to be intended
+    /// (`allow_anonymous`).
     pub fn may_listen_on(&self, addr: SocketAddr) -> Result<(), ServerError> {
-        let exposed = !addr.ip().to_canonical().is_loopback();
+        // Behind a proxy, clients are other machines whatever address the server binds.
+        let proxied = self.shared.config.proxy_protocol;
+        let exposed = proxied || !addr.ip().to_canonical().is_loopback();
         if exposed && self.shared.auth.is_none() && !self.shared.config.allow_anonymous {
-            return Err(ServerError::Anonymous { addr });
+            return Err(ServerError::Anonymous { addr, proxied });
         }
         Ok(())
     }
@@ -385,9 +390,10 @@ impl Server {
             // The peer goes on each event, not in a span: tracing-subscriber's span registry
             // holds at most 4,096 threads, and connections may be many more.
             let started = Instant::now();
-            let Some(peer) = through_proxy(&mut guard, &stream, peer, proxied) else { return };
+            let Some((peer, speaker)) = through_proxy(&mut guard, &stream, peer, proxied) else { return };
             debug!(%peer, "connected");
-            let (result, requests, bytes) = match Connection::open(&guard.shared, Transport::plain(stream), peer) {
+            let opened = Connection::open(&guard.shared, Transport::plain(stream), peer, speaker);
+            let (result, requests, bytes) = match opened {
                 Ok(Some(mut conn)) => {
                     let result = conn.serve();
                     (result, conn.requests, conn.bytes)
@@ -422,15 +428,11 @@ fn turn_away_with(stream: &TcpStream, code: ErrorCode, message: &str) {
     let _ = wire::write_err(&mut &*stream, code, &message);
 }
 
-/// Checks a peer's address against the auth cut-off and the per-address limit, and counts it;
-/// `None` if it was turned away, else the address it counts against (if the limit applies).
+/// Checks a peer's address against the per-address limit, and counts it; `None` if it was turned
+/// away, else the address it counts against (if the limit applies). (An address cut off for
+/// failed tokens is told so in its own protocol, TLS included, once it speaks: see `conn.rs`.)
 fn claim_addr(shared: &Shared, stream: &TcpStream, peer: SocketAddr) -> Option<Option<IpAddr>> {
     let key = addr_key(peer.ip());
-    if shared.auth.is_some() && shared.auth_failures.is_cut_off(key, Instant::now()) {
-        debug!(%peer, "refused: too many failed auth attempts from its address");
-        turn_away_with(stream, ErrorCode::Unauthorized, "too many failed attempts from your address; try again later");
-        return None;
-    }
     let limited = shared.config.max_conns_per_addr > 0 && (shared.config.limit_loopback || !key.is_loopback());
     if limited {
         let mut per_addr = shared.per_addr.lock();
@@ -448,14 +450,25 @@ fn claim_addr(shared: &Shared, stream: &TcpStream, peer: SocketAddr) -> Option<O
 }
 
 /// The address a connection is from: for one from a trusted proxy, the client its PROXY header
-/// names (then checked and counted as [`claim_addr`] does at accept for others); for any other
+/// names (then checked and counted as [`claim_addr`] does at accept for others), or the proxy
+/// itself for a header that names no client (`LOCAL`, `UNKNOWN`: a health check); for any other
 /// with PROXY protocol on, its own, after making sure it does not send a header itself. `None`
 /// if the connection was refused.
-fn through_proxy(guard: &mut Live, stream: &TcpStream, peer: SocketAddr, proxied: bool) -> Option<SocketAddr> {
+fn through_proxy(
+    guard: &mut Live,
+    stream: &TcpStream,
+    peer: SocketAddr,
+    proxied: bool,
+) -> Option<(SocketAddr, conn::Speaker)> {
     let shared = &guard.shared;
     if proxied {
         let client = match proxy::read_header(stream, shared.config.request_timeout) {
-            Ok(client) => client.unwrap_or(peer),
+            Ok(Some(client)) => client,
+            Ok(None) => {
+                guard.addr = claim_addr(shared, stream, peer)?;
+                debug!(proxy = %peer, "the proxy speaking for itself: health only");
+                return Some((peer, conn::Speaker::ProxyItself));
+            }
             Err(e) => {
                 warn!(%peer, "refused: {e}");
                 turn_away_with(stream, ErrorCode::BadRequest, &e.to_string());
@@ -464,7 +477,7 @@ fn through_proxy(guard: &mut Live, stream: &TcpStream, peer: SocketAddr, proxied
         };
         guard.addr = claim_addr(shared, stream, client)?;
         debug!(%client, proxy = %peer, "through a trusted proxy");
-        return Some(client);
+        return Some((client, conn::Speaker::Client));
     }
     if shared.config.proxy_protocol {
         let mut start = [0u8; 16];
@@ -475,7 +488,7 @@ fn through_proxy(guard: &mut Live, stream: &TcpStream, peer: SocketAddr, proxied
             return None;
         }
     }
-    Some(peer)
+    Some((peer, conn::Speaker::Client))
 }
 
 /// Counts a connection as open until dropped (also when its thread could not start).
