@@ -305,6 +305,66 @@ fn guessing_tokens_from_one_address_is_slowed_then_cut_off() {
 }
 
 #[test]
+fn an_auth_file_someone_else_could_replace_grants_nothing_at_start_or_on_reread() {
+    use std::os::unix::fs::PermissionsExt;
+    let dirs = Dirs::new();
+    dirs.put("a.txt", b"a");
+    let folder = dirs.keys.path().join("auth");
+    let path = folder.join("tokens");
+    let alice = auth::add(&path, "alice", Rights::READ).unwrap();
+    let server = TestServer::start(Config { auth_file: Some(path.clone()), ..dirs.config() });
+    assert_eq!(server.client().authenticate(&alice).unwrap(), "read");
+    // The folder becomes writable by anyone, and someone puts their own file in its place.
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::rename(&path, folder.join("old")).unwrap();
+    let mallory = auth::add(&path, "mallory", Rights { read: true, write: true }).unwrap();
+    let mut client = server.client();
+    assert!(matches!(client.authenticate(&mallory), Err(ClientError::Server(r)) if r.code == "unauthorized"));
+    // And a server does not start on it.
+    let refused = match ft::server::Server::new(Config { auth_file: Some(path.clone()), ..dirs.config() }) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("started on an auth file anyone could replace"),
+    };
+    assert!(refused.contains("may be written by others (mode 0777)") && refused.contains("StrictModes"), "{refused}");
+}
+
+#[test]
+fn a_known_server_is_known_however_its_address_is_typed_and_an_impostor_is_refused() {
+    let dirs = Dirs::new();
+    dirs.put("a.txt", b"a");
+    let server = TestServer::start_on(dirs.config(), "[::1]:0");
+    let port = server.addr.port().to_string();
+    let known = tempfile::tempdir().unwrap();
+    let client = |host: &str, extra: &[&str]| {
+        let out = std::process::Command::new(crate::util::bin("ftclient"))
+            .args(["--host", host, "--port", &port, "--tls"])
+            .args(extra)
+            .args(["get", "a.txt", "-o", "-"])
+            .env("FT_KNOWN_HOSTS", known.path().join("known_hosts"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    assert_eq!(client("::1", &["--accept-new"]).0, Some(0));
+    for same in ["[::1]", "0:0:0:0:0:0:0:1", "[0::1]", "[0:0::1]"] {
+        let (code, err) = client(same, &[]);
+        assert_eq!(code, Some(0), "{same}: known, not a new server: {err}");
+    }
+    // Another key on that address, reached by another spelling of it: refused, and not recorded.
+    drop(server);
+    let other = Dirs::new();
+    other.put("a.txt", b"impostor");
+    let _impostor = TestServer::start_on(other.config(), &format!("[::1]:{port}"));
+    let (code, err) = client("[0::1]", &["--accept-new"]);
+    assert_eq!(code, Some(7), "{err}");
+    assert!(err.contains("REMOTE HOST IDENTIFICATION HAS CHANGED"), "{err}");
+    let lines = std::fs::read_to_string(known.path().join("known_hosts")).unwrap();
+    assert_eq!(lines.lines().count(), 1, "{lines}");
+    assert!(lines.starts_with(&format!("[::1]:{port} ")), "{lines}");
+}
+
+#[test]
 fn a_client_cut_off_for_failed_tokens_is_told_so_and_exits_8_even_with_a_good_token() {
     let dirs = Dirs::new();
     dirs.put("a.txt", b"a");

@@ -969,7 +969,8 @@ pub fn tls_handshake(
     timeout: Duration,
     trust: &Trust,
 ) -> Result<Transport, ClientError> {
-    let host_port = addr.to_ascii_lowercase();
+    // Known however the address was written (`::1`, `[0::1]`, a host name in capitals).
+    let host_port = trust::host_key(addr).unwrap_or_else(|| addr.to_ascii_lowercase());
     let host = match host_port.rsplit_once(':') {
         Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
         None => host_port.as_str(),

@@ -88,10 +88,29 @@ pub fn default_known_hosts() -> PathBuf {
     }
 }
 
+/// How a server is known in the known-hosts file, whatever way its address was written: an IP
+/// address in its canonical form (`[::1]:9000` for `::1`, `[0::1]`, `0:0:0:0:0:0:0:1`; an
+/// IPv4-mapped IPv6 address as the IPv4 one), a host name in lower case without a trailing dot,
+/// then `:port`. `None` if `host_port` has no port.
+pub fn host_key(host_port: &str) -> Option<String> {
+    let (host, port) = host_port.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    Some(match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => match ip.to_canonical() {
+            std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+            v4 => format!("{v4}:{port}"),
+        },
+        Err(_) => format!("{}:{port}", host.trim_end_matches('.').to_ascii_lowercase()),
+    })
+}
+
 /// The fingerprint recorded for `host_port` in a known-hosts file, and its line number; `None`
 /// if the file or the line is missing. Lines are `host:port fingerprint`; blank lines and lines
-/// starting with `#` are skipped, as are lines that do not parse.
+/// starting with `#` are skipped, as are lines that do not parse. Both the line's host and the
+/// one asked for are compared as [`host_key`] writes them.
 pub fn lookup(path: &Path, host_port: &str) -> io::Result<Option<(Fingerprint, usize)>> {
+    let wanted = host_key(host_port).unwrap_or_else(|| host_port.to_ascii_lowercase());
     let text = match fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -104,7 +123,7 @@ pub fn lookup(path: &Path, host_port: &str) -> io::Result<Option<(Fingerprint, u
         }
         let mut fields = line.split_whitespace();
         if let (Some(host), Some(fp)) = (fields.next(), fields.next())
-            && host.eq_ignore_ascii_case(host_port)
+            && host_key(host).unwrap_or_else(|| host.to_ascii_lowercase()) == wanted
             && let Some(fp) = Fingerprint::parse(fp)
         {
             return Ok(Some((fp, i + 1)));
@@ -113,9 +132,10 @@ pub fn lookup(path: &Path, host_port: &str) -> io::Result<Option<(Fingerprint, u
     Ok(None)
 }
 
-/// Appends `host_port fingerprint` to a known-hosts file, creating it (0600) and its folder
-/// (0700) if missing.
+/// Appends `host_port fingerprint` to a known-hosts file (the host as [`host_key`] writes it),
+/// creating it (0600) and its folder (0700) if missing.
 pub fn record(path: &Path, host_port: &str, fingerprint: &Fingerprint) -> io::Result<()> {
+    let host_port = host_key(host_port).unwrap_or_else(|| host_port.to_ascii_lowercase());
     if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(folder)?;
     }
@@ -289,5 +309,26 @@ mod tests {
         text.insert_str(0, "# a comment\n\ngarbage\n");
         fs::write(&path, text).unwrap();
         assert_eq!(lookup(&path, "[::1]:9000").unwrap(), Some((b, 5)));
+    }
+
+    #[test]
+    fn a_server_is_known_however_its_address_is_written() {
+        for same in ["[::1]:9000", "::1:9000", "[0::1]:9000", "[0:0:0:0:0:0:0:1]:9000", "0:0:0:0:0:0:0:1:9000"] {
+            assert_eq!(host_key(same).as_deref(), Some("[::1]:9000"), "{same}");
+        }
+        assert_eq!(host_key("[::ffff:10.0.0.1]:1").as_deref(), Some("10.0.0.1:1"));
+        assert_eq!(host_key("Server.Example.:22").as_deref(), Some("server.example:22"));
+        assert_eq!(host_key("127.000.0.1:5"), Some("127.000.0.1:5".into()), "not an address: a name, as written");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        let fp = Fingerprint::of_spki(b"k");
+        record(&path, "::1:9000", &fp).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), format!("[::1]:9000 {fp}\n"));
+        for same in ["[::1]:9000", "[0::1]:9000", "0:0:0:0:0:0:0:1:9000"] {
+            assert_eq!(lookup(&path, same).unwrap(), Some((fp, 1)), "{same}");
+        }
+        // A line written before, as the address was typed, is found the same way.
+        fs::write(&path, format!("0:0::1:9000 {fp}\n")).unwrap();
+        assert_eq!(lookup(&path, "[::1]:9000").unwrap(), Some((fp, 1)));
     }
 }

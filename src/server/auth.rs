@@ -83,6 +83,8 @@ pub enum AuthFileError {
         path.display()
     )]
     TooOpen { path: PathBuf, mode: u32 },
+    #[error("refusing {}: {why} (as OpenSSH's StrictModes refuses such a key)", path.display())]
+    Unsafe { path: PathBuf, why: String },
     #[error("{}, line {line}: expected NAME RIGHTS ID SHA256", path.display())]
     Malformed { path: PathBuf, line: usize },
     #[error("a token named {0:?} already exists")]
@@ -230,6 +232,7 @@ fn read_file(path: &Path) -> Result<(Stamp, Vec<TokenEntry>), AuthFileError> {
     let (meta, bytes) = read_private(path, true, 16 << 20).map_err(|e| match e {
         ReadError::Io(source) => AuthFileError::Read { path: path.to_path_buf(), source },
         ReadError::TooOpen(mode) => AuthFileError::TooOpen { path: path.to_path_buf(), mode },
+        ReadError::Unsafe(why) => AuthFileError::Unsafe { path: path.to_path_buf(), why },
     })?;
     let text = String::from_utf8(bytes).map_err(|e| AuthFileError::Read {
         path: path.to_path_buf(),

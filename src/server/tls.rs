@@ -39,6 +39,8 @@ pub enum IdentityError {
         path.display()
     )]
     TooOpen { path: PathBuf, mode: u32 },
+    #[error("refusing {}: {why} (as OpenSSH's StrictModes refuses such a key)", path.display())]
+    Unsafe { path: PathBuf, why: String },
     #[error("{} holds no usable {what}", path.display())]
     Missing { path: PathBuf, what: &'static str },
     #[error("cannot generate a key pair: {0}")]
@@ -112,6 +114,7 @@ fn read_pem(path: &Path, secret: bool) -> Result<Vec<u8>, IdentityError> {
         Ok((_, bytes)) => Ok(bytes),
         Err(ReadError::Io(source)) => Err(IdentityError::Read { path: path.to_path_buf(), source }),
         Err(ReadError::TooOpen(mode)) => Err(IdentityError::TooOpen { path: path.to_path_buf(), mode }),
+        Err(ReadError::Unsafe(why)) => Err(IdentityError::Unsafe { path: path.to_path_buf(), why }),
     }
 }
 

@@ -398,7 +398,11 @@ fn ask_about(host: &str, fingerprint: &Fingerprint) -> bool {
 /// Runs the command; `Ok(code)` is 0, or the exit code of a failure already reported.
 fn run(args: Args) -> anyhow::Result<u8> {
     let retry = Retry { left: args.retry, delay: args.retry_delay.0 };
-    let addr = format!("{}:{}", args.host, args.port);
+    // An IPv6 address is written in brackets before its port, however it was given.
+    let addr = match args.host.parse::<std::net::Ipv6Addr>() {
+        Ok(v6) => format!("[{v6}]:{}", args.port),
+        Err(_) => format!("{}:{}", args.host, args.port),
+    };
     // One bar per command; the shell keeps its own notes instead (a bar would linger between prompts).
     let bar = Bar::new(args.quiet || matches!(args.command, Command::Shell { .. }));
     let tls = tls_options(&args);
