@@ -661,3 +661,106 @@ fn a_file_swapped_for_a_symlink_after_put_r_walked_its_folder_is_not_sent() {
     }
     assert!(all(dirs.root.path()).iter().all(|p| !p.ends_with(".txt")), "{:?}", all(dirs.root.path()));
 }
+
+#[test]
+fn abandoned_uploads_create_nothing_before_their_body_and_are_capped_oldest_reclaimed_first() {
+    let dirs = Dirs::new();
+    let server = taking_uploads(&dirs, |c| Config { max_staging: 64 << 20, max_staging_files: 4, ..c });
+    let staging = dirs.root.path().join(".ft-partial");
+    let staged = || fs::read_dir(&staging).unwrap().count();
+    let big = pattern(2 << 20);
+    // Put lines whose body never comes: nothing is created, not an inode.
+    for i in 0..50 {
+        let mut w = server.connect();
+        w.send(put_line(&format!("nobody-{i}.bin"), &big));
+        w.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        assert!(w.closed());
+    }
+    server.wait_connections(0);
+    assert_eq!(staged(), 0, "no staging file for an upload that sent no byte");
+    // Forty uploads cut off part-way from one address: it holds at most half the files (2), its
+    // oldest reclaimed first; the server says how much it holds.
+    for i in 0..40 {
+        interrupted(&server, &format!("cut-{i}.bin"), &big, 100_000 + i);
+    }
+    assert_eq!(staged(), 2);
+    assert_eq!((server.stat("staging_files"), server.stat("staging_bytes")), (2, 2 * big.len() as u64));
+    let mut w = server.connect();
+    w.send(format!("partial {} 1000000000 7 new cut-39.bin\n", big.len()));
+    assert!(w.line().starts_with("OK 100039 "), "the newest is kept");
+    w.send(format!("partial {} 1000000000 7 new cut-0.bin\n", big.len()));
+    assert!(w.line().starts_with("OK 0 "), "the oldest was reclaimed");
+    drop(w);
+    server.wait_connections(0);
+    // While uploads hold their staging files, a new one past the cap is refused before its body.
+    let mut holders = Vec::new();
+    for i in 0..2 {
+        let mut h = server.connect();
+        h.send(format!("partial {} 1000000000 7 new cut-{}.bin\n", big.len(), 38 + i));
+        assert!(h.line().starts_with("OK "));
+        holders.push(h);
+    }
+    let mut w = server.connect();
+    w.send(put_line("one-more.bin", &big));
+    let refused = w.line();
+    assert!(refused.starts_with("ERR no-space this sender's interrupted uploads hold 2 files"), "{refused}");
+    drop(holders);
+}
+
+#[test]
+fn asking_what_is_held_again_and_again_reads_the_held_bytes_at_most_once() {
+    let dirs = Dirs::new();
+    let server = taking_uploads(&dirs, |c| c);
+    let big = pattern(8 << 20);
+    interrupted(&server, "big.bin", &big, 6 << 20);
+    let before = server.stat("bytes_hashed");
+    let mut w = server.connect();
+    for _ in 0..20 {
+        w.send(format!("partial {} 1000000000 7 new big.bin\n", big.len()));
+        assert_eq!(w.line(), format!("OK {} xxh3={}", 6 << 20, Digest::of(&big[..6 << 20])));
+    }
+    assert_eq!(server.stat("bytes_hashed") - before, 0, "remembered from the upload that wrote them");
+}
+
+#[test]
+fn an_interrupted_upload_is_never_served_whatever_path_leads_to_it() {
+    let dirs = Dirs::new();
+    dirs.put("public.txt", b"public");
+    std::os::unix::fs::symlink(".", dirs.root.path().join("self")).unwrap();
+    let server = taking_uploads(&dirs, |c| c);
+    let secret = pattern(2 << 20);
+    interrupted(&server, "private.bin", &secret, 1 << 20);
+    let key = fs::read_dir(dirs.root.path().join(".ft-partial")).unwrap().next().unwrap().unwrap().file_name();
+    let key = key.to_str().unwrap().to_string();
+    std::os::unix::fs::symlink(format!(".ft-partial/{key}"), dirs.root.path().join("peek")).unwrap();
+    let mut w = server.connect();
+    for name in [format!("self/.ft-partial/{key}"), "peek".to_string(), format!("self/self/.ft-partial/{key}")] {
+        w.send(format!("get {name}\n"));
+        assert!(w.line().starts_with("ERR not-found "), "{name}");
+        w.send(format!("sum {name}\n"));
+        assert!(w.line().starts_with("ERR not-found "), "{name}");
+    }
+    w.send("list self/.ft-partial\n");
+    assert!(w.line().starts_with("ERR not-found "));
+    let mut w = server.connect();
+    w.send("hello 2\n");
+    assert!(w.line().starts_with("OK 2 "));
+    w.send("walk follow self/.ft-partial\nstat peek\n");
+    assert!(w.line().starts_with("ERR not-found "));
+    assert!(w.line().starts_with("OK type=l "), "the link itself may be seen, not what it leads to");
+    w.send("walk follow\n");
+    assert_eq!(w.line(), "OK");
+    let mut listing = Vec::new();
+    loop {
+        let line = w.line();
+        if line.starts_with("OK ") || line.starts_with("ERR ") {
+            break;
+        }
+        listing.push(line);
+    }
+    assert!(
+        listing.iter().all(|l| !l.contains(&key) && !l.ends_with("\tpeek") || l.starts_with("type=l")),
+        "{listing:?}"
+    );
+    assert!(listing.iter().any(|l| l.ends_with("\tpublic.txt")), "{listing:?}");
+}

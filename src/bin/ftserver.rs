@@ -85,6 +85,12 @@ struct Args {
     /// Largest upload taken, checked before any of its bytes is read (e.g. 4GiB)
     #[arg(long, default_value_t = Size(defaults().max_upload))]
     max_upload: Size,
+    /// Most bytes interrupted uploads (kept to resume) may hold beneath the root, each counted at its whole size; one token (or address, without tokens) at most half; past it the oldest no upload holds are removed first
+    #[arg(long, value_name = "SIZE", default_value_t = Size(defaults().max_staging))]
+    max_staging: Size,
+    /// Most interrupted uploads kept at once; one token (or address) at most half
+    #[arg(long, value_name = "N", default_value_t = defaults().max_staging_files)]
+    max_staging_files: usize,
     /// Expect a PROXY protocol header (v1 or v2, as HAProxy's send-proxy sends) on connections from --trusted-proxy addresses: the client it names is used in logs, per-address limits and failed-token slowing
     #[arg(long, requires = "trusted_proxy")]
     proxy_protocol: bool,
@@ -285,6 +291,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         proxy_protocol: args.proxy_protocol,
         trusted_proxies: args.trusted_proxy.clone(),
         max_upload: args.max_upload.0,
+        max_staging: args.max_staging.0,
+        max_staging_files: args.max_staging_files,
         cache_dir: Some(args.cache_dir),
         cache_size: args.cache_size.0,
         cache_ttl: args.cache_ttl.0,

@@ -72,6 +72,11 @@ pub struct Config {
     pub trusted_proxies: Vec<super::proxy::Cidr>,
     /// Largest `put` taken, checked against the announced size before a byte of it is read.
     pub max_upload: u64,
+    /// Most bytes interrupted uploads may hold in the staging folder (each counted at its whole
+    /// size once its first byte is in); one sender (token, or address without tokens) at most half.
+    pub max_staging: u64,
+    /// Most interrupted uploads the staging folder may hold; one sender at most half.
+    pub max_staging_files: usize,
 }
 
 impl Config {
@@ -100,6 +105,8 @@ impl Config {
             trusted_proxies: Vec::new(),
             allow_overwrite: false,
             max_upload: 4 << 30,
+            max_staging: 16 << 30,
+            max_staging_files: 1000,
         }
     }
 }

@@ -478,6 +478,15 @@ impl<'a> Connection<'a> {
         }
     }
 
+    /// Whose uploads these are, for the staging folder's share per sender: the token's name, or
+    /// without tokens the peer's address.
+    fn owner(&self) -> String {
+        match &self.token {
+            Some(token) => format!("token {}", token.name),
+            None => format!("address {}", super::shared::addr_key(self.peer.ip())),
+        }
+    }
+
     /// Checks that the token this connection presented is still in the auth file with the same
     /// secret, and takes its rights as they are now; else the connection is as if it had
     /// presented none (and the revocation is logged once).
@@ -518,7 +527,7 @@ impl<'a> Connection<'a> {
     /// Why an upload of `size` bytes as `name` may not happen here, found before any of its bytes
     /// is read: uploads off, no write right, outside the upload folder, too big, no room, or
     /// (when it may not replace) the name taken.
-    fn upload_refusal(&self, size: u64, name: &Name, replace: bool) -> Option<(ErrorCode, String)> {
+    fn upload_refusal(&self, size: u64, mtime: (i64, u32), name: &Name, replace: bool) -> Option<(ErrorCode, String)> {
         let config = &self.shared.config;
         let loopback = self.peer.ip().to_canonical().is_loopback();
         if self.shared.auth.is_some() && self.token.is_none() {
@@ -558,6 +567,9 @@ impl<'a> Connection<'a> {
         if !(replace && config.allow_overwrite) && size > SKIP_REFUSED_UP_TO && self.shared.root.holds(name) {
             return Some((ErrorCode::Exists, exists_message(replace).to_string()));
         }
+        if let Err(full) = self.shared.root.staging_room(name, size, mtime, &self.owner()) {
+            return Some((ErrorCode::NoSpace, full.to_string()));
+        }
         match self.shared.root.free_bytes() {
             Ok(free) if free < size => Some((ErrorCode::NoSpace, format!("{size} bytes to store, {free} free"))),
             Ok(_) => None,
@@ -570,7 +582,7 @@ impl<'a> Connection<'a> {
     /// next `put`.
     fn partial(&mut self, size: u64, mtime: (i64, u32), replace: bool, name: &Name) -> Result<(), ConnError> {
         self.partial = None;
-        if let Some((code, why)) = self.upload_refusal(size, name, replace) {
+        if let Some((code, why)) = self.upload_refusal(size, mtime, name, replace) {
             return self.err(code, &why);
         }
         match self.shared.root.partial(name, size, mtime) {
@@ -599,7 +611,7 @@ impl<'a> Connection<'a> {
             _ => None,
         };
         let body_len = size - from;
-        if let Some((code, why)) = self.upload_refusal(size, &name, replace) {
+        if let Some((code, why)) = self.upload_refusal(size, mtime, &name, replace) {
             self.answer_stored(storers, true)?;
             info!(peer = %self.peer, %name, size, "upload refused: {why}");
             self.err(code, &why)?;
@@ -662,6 +674,7 @@ impl<'a> Connection<'a> {
             return Ok(true);
         }
         self.answer_stored(storers, true)?;
+        let owner = self.owner();
         // The body and the digest after it (if it comes after) are read from the one stream, in
         // turn: shared through a cell, since both readers are handed to `Root::put` at once.
         let stream = std::cell::RefCell::new(&mut self.stream);
@@ -675,7 +688,7 @@ impl<'a> Connection<'a> {
             Some(digest) => Expected::Known(digest),
             None => Expected::After(&mut after),
         };
-        let up = crate::store::Upload { name: &name, len: size, mtime, perm, replace };
+        let up = crate::store::Upload { name: &name, len: size, mtime, perm, replace, owner: &owner };
         let stored = self.shared.root.put(&up, expected, &mut body, from, partial);
         // What a refusal left unread is skipped, to stay in step with the peer.
         let mut skipped = io::copy(&mut body, &mut io::sink()).map(drop).map_err(ConnError::from);
@@ -743,6 +756,7 @@ impl<'a> Connection<'a> {
             Err(PutError::Io(e)) if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) => {
                 (ErrorCode::NoSpace, "the disk filled up".to_string())
             }
+            Err(e @ PutError::StagingFull(_)) => (ErrorCode::NoSpace, e.to_string()),
             Err(PutError::Io(e)) if matches!(e.raw_os_error(), Some(n) if n == rustix::io::Errno::ISDIR.raw_os_error() || n == rustix::io::Errno::NOTEMPTY.raw_os_error()) => {
                 (ErrorCode::Denied, "a folder holds that name on the server".to_string())
             }
@@ -839,7 +853,7 @@ impl<'a> Connection<'a> {
     /// Answers `mkdir PERM MTIME MTIME_NS NAME`: refused as an upload of no bytes would be, else
     /// the folder is made (or found) and given the sender's mode and time.
     fn mkdir(&mut self, perm: u32, mtime: (i64, u32), name: &Name) -> Result<(), ConnError> {
-        if let Some((code, why)) = self.upload_refusal(0, name, true) {
+        if let Some((code, why)) = self.upload_refusal(0, mtime, name, true) {
             return self.err(code, &why);
         }
         match self.shared.root.make_folder(name, perm, mtime) {

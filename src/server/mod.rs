@@ -180,11 +180,13 @@ impl Server {
         let mut root =
             Root::open(&config.root).map_err(|source| ServerError::Root { path: config.root.clone(), source })?;
         if config.allow_upload {
-            let cleaned = root.enable_uploads().map_err(|source| ServerError::Staging { source })?;
+            let caps = crate::store::Caps { bytes: config.max_staging, files: config.max_staging_files };
+            let cleaned = root.enable_uploads(caps).map_err(|source| ServerError::Staging { source })?;
             if cleaned.removed + cleaned.kept > 0 {
                 info!(
                     removed = cleaned.removed,
                     kept = cleaned.kept,
+                    kept_bytes = cleaned.kept_bytes,
                     "{} beneath the root: removed what earlier runs left, kept recent interrupted uploads",
                     crate::store::STAGING
                 );

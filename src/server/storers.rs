@@ -168,7 +168,8 @@ impl<'scope, 'env> Storers<'scope, 'env> {
 /// Stores one small upload; on success its cache entry and digest memo go at once.
 pub(crate) fn store(shared: &Shared, job: &Job) -> Result<Stored, PutError> {
     let len = job.bytes.len() as u64;
-    let up = Upload { name: &job.name, len, mtime: job.mtime, perm: job.perm, replace: job.replace };
+    // Small: never staged, so never counted against anyone's share of the staging folder.
+    let up = Upload { name: &job.name, len, mtime: job.mtime, perm: job.perm, replace: job.replace, owner: "-" };
     let result = shared.root.put(&up, Expected::Known(job.digest), &mut &job.bytes[..], 0, None);
     if result.is_ok() {
         shared.cache.forget(&job.name);

@@ -18,7 +18,9 @@ use rustix::io::Errno;
 
 use crate::name::Name;
 
+mod held;
 mod put;
+pub use held::{Caps, Full};
 pub(crate) use put::link_unnamed;
 pub use put::{
     Cleaned, Expected, FOLDER_MODE, PARTIAL_TTL, Partial, PutError, RESUMABLE_FROM, STAGING, Stored, Upload,
@@ -252,6 +254,9 @@ pub struct Root {
     staging: Option<put::Staging>,
     /// The process's umask when the root was opened: uploads are masked by it.
     umask: u32,
+    /// Bytes of interrupted uploads read to hash them (what a `partial` costs when its digest
+    /// was not remembered), for `stats`.
+    hashed: std::sync::atomic::AtomicU64,
 }
 
 /// The process's umask. Read from `/proc/self/status` where the kernel shows it: the only other
@@ -278,7 +283,7 @@ pub fn is_reserved(name: &Name) -> bool {
 impl Root {
     pub fn open(path: &Path) -> io::Result<Root> {
         let dir = Dir::open_ambient_dir(path, cap_std::ambient_authority())?;
-        Ok(Root { dir, path: path.to_path_buf(), staging: None, umask: current_umask() })
+        Ok(Root { dir, path: path.to_path_buf(), staging: None, umask: current_umask(), hashed: Default::default() })
     }
 
     pub fn path(&self) -> &Path {
@@ -288,6 +293,34 @@ impl Root {
     /// Whether the folder `(dev, ino)` is the uploads' staging folder, however it was reached.
     fn is_staging(&self, dev: u64, ino: u64) -> bool {
         self.staging.as_ref().is_some_and(|s| (s.dev(), s.ino) == (dev, ino))
+    }
+
+    /// Whether the file `(dev, ino)` is an interrupted upload in the staging folder, however it
+    /// was reached (such a file is neither served nor listed).
+    fn is_staged(&self, dev: u64, ino: u64) -> bool {
+        self.staging.as_ref().is_some_and(|s| s.held.holds(dev, ino))
+    }
+
+    /// Interrupted uploads held, and the bytes they are counted as (`None`: uploads are off).
+    pub fn staging_usage(&self) -> Option<(usize, u64)> {
+        self.staging.as_ref().map(|s| s.held.usage())
+    }
+
+    /// Whether an upload of `name` (`len` bytes, modified at `mtime`) from `owner` would find room
+    /// for its staging file (see [`Caps`]): always for one too small to be resumable, or whose
+    /// interrupted upload is held already.
+    pub fn staging_room(&self, name: &Name, len: u64, mtime: (i64, u32), owner: &str) -> Result<(), Full> {
+        match &self.staging {
+            Some(staging) if len >= RESUMABLE_FROM => {
+                staging.held.room(&put::partial_key(name, len, mtime), len, owner)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Bytes of interrupted uploads read to hash them.
+    pub fn bytes_hashed(&self) -> u64 {
+        self.hashed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Bytes an unprivileged writer may still store beneath the root.
@@ -310,6 +343,9 @@ impl Root {
         let meta = self.dir.metadata(name.as_path())?;
         if !meta.is_file() {
             return Err(OpenError::NotFile);
+        }
+        if self.is_staged(meta.dev(), meta.ino()) {
+            return Err(OpenError::NotFound);
         }
         Ok(FileVersion::of_cap(&meta))
     }
@@ -344,6 +380,7 @@ impl Root {
                 Kind::Symlink(target.into_bytes())
             }
             Kind::Folder if self.is_staging(meta.dev(), meta.ino()) => return Err(OpenError::NotFound),
+            Kind::File if self.is_staged(meta.dev(), meta.ino()) => return Err(OpenError::NotFound),
             kind => kind,
         };
         Ok(FileEntry::of(name.clone(), Some(&meta), kind))
@@ -361,6 +398,10 @@ impl Root {
         let st = rustix::fs::fstat(&file).map_err(io::Error::from)?;
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             return Err(OpenError::NotFile);
+        }
+        // Reached through a symlink into the staging folder: someone's interrupted upload.
+        if self.is_staged(st.st_dev, st.st_ino) {
+            return Err(OpenError::NotFound);
         }
         Ok((file, FileVersion::of_stat(&st)))
     }
@@ -552,6 +593,7 @@ impl Root {
             };
             let kind = Kind::of(meta.file_type());
             match kind {
+                Kind::File if self.is_staged(meta.dev(), meta.ino()) => {}
                 Kind::File => hand(Found::Entry(FileEntry::of(name, Some(&meta), kind)), &mut count)?,
                 Kind::Folder => {
                     let id = (meta.dev(), meta.ino());

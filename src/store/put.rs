@@ -15,12 +15,14 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
+use super::held::{Caps, Held, Stamp};
 use super::{Root, is_reserved};
 use crate::digest::{Digest, Hasher};
 use crate::name::Name;
@@ -41,6 +43,9 @@ pub struct Upload<'a> {
     pub perm: u32,
     /// Replace what the name holds (else an existing name is refused).
     pub replace: bool,
+    /// Whose upload it is (a token's name, or without tokens the peer's address): interrupted
+    /// uploads are capped per owner.
+    pub owner: &'a str,
 }
 
 /// The folder beneath the root where uploads of [`RESUMABLE_FROM`] bytes or more are written (so
@@ -82,6 +87,9 @@ pub enum PutError {
     NoPartial(u64),
     #[error("this file system cannot hold unnamed files (O_TMPFILE), which uploads need")]
     Unsupported,
+    /// No room for another interrupted upload.
+    #[error("{0}")]
+    StagingFull(#[from] super::held::Full),
     /// Reading the body failed (the sender is gone or stalled).
     #[error("reading the body: {0}")]
     Body(io::Error),
@@ -119,6 +127,8 @@ pub(super) struct Staging {
     /// The folder's inode: whatever path reaches it (a symlink `self -> .` in the root, say), it
     /// is never listed or served.
     pub(super) ino: u64,
+    /// What it holds.
+    pub(super) held: Arc<Held>,
 }
 
 impl Staging {
@@ -145,6 +155,8 @@ pub struct Cleaned {
     pub removed: usize,
     /// Interrupted uploads kept for resuming.
     pub kept: usize,
+    /// Their bytes.
+    pub kept_bytes: u64,
 }
 
 /// An interrupted upload of one file (one name, size and modification time), held by one caller: no other
@@ -156,6 +168,22 @@ pub struct Partial {
     /// The file's length, which may exceed what is held (bytes past the upload's size).
     on_disk: u64,
     hasher: Hasher,
+    /// The staging folder's bookkeeping, told when this is let go.
+    book: Arc<Held>,
+    /// The file left the staging folder (named, or removed): forgotten when this is dropped;
+    /// else it stays, with the digest of what is held noted.
+    gone: bool,
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if self.gone {
+            self.book.gone(&self.key);
+            return;
+        }
+        let noted = rustix::fs::fstat(&self.file).ok().map(|st| (Stamp::of(&st), self.held, self.hasher.clone()));
+        self.book.released(&self.key, noted);
+    }
 }
 
 impl Partial {
@@ -181,7 +209,7 @@ enum Target {
 impl Root {
     /// Makes (if need be) and opens the staging folder [`STAGING`], never through a symlink, and
     /// removes what earlier runs left there but the recent interrupted uploads.
-    pub fn enable_uploads(&mut self) -> io::Result<Cleaned> {
+    pub fn enable_uploads(&mut self, caps: Caps) -> io::Result<Cleaned> {
         match rustix::fs::mkdirat(&self.dir, STAGING, Mode::from_raw_mode(0o700)) {
             Ok(()) | Err(Errno::EXIST) => {}
             Err(e) => return Err(e.into()),
@@ -192,6 +220,7 @@ impl Root {
         })?;
         let st = rustix::fs::fstat(&dir)?;
         let (dev, ino) = (st.st_dev, st.st_ino);
+        let held = Arc::new(Held::new(caps));
         let mut cleaned = Cleaned::default();
         let now = SystemTime::now();
         for entry in rustix::fs::Dir::read_from(&dir)? {
@@ -208,11 +237,15 @@ impl Root {
             let recent = now.duration_since(written).is_ok_and(|age| age < PARTIAL_TTL);
             if name.ends_with(b".part") && recent {
                 cleaned.kept += 1;
+                cleaned.kept_bytes += st.st_size.max(0) as u64;
+                if let Ok(key) = std::str::from_utf8(name) {
+                    held.found(key, (st.st_dev, st.st_ino), st.st_size.max(0) as u64, written);
+                }
             } else if rustix::fs::unlinkat(&dir, entry.file_name(), AtFlags::empty()).is_ok() {
                 cleaned.removed += 1;
             }
         }
-        self.staging = Some(Staging { dir, dev, ino });
+        self.staging = Some(Staging { dir, dev, ino, held });
         Ok(cleaned)
     }
 
@@ -275,14 +308,22 @@ impl Root {
                 Err(e) => return Err(e.into()),
             }
         };
+        staging.held.opened(&key, (st.st_dev, st.st_ino));
         let on_disk = st.st_size.max(0) as u64;
         let held = on_disk.min(len);
-        let mut hasher = Hasher::default();
-        // Locked: nothing else changes it meanwhile.
-        crate::digest::feed_file(&file, 0, held, &mut hasher)?;
-        Ok(Some(Partial { file, key, held, on_disk, hasher }))
+        // Locked: nothing else changes it meanwhile. What the last upload to write it hashed is
+        // remembered while the file is unchanged: asking again costs no read.
+        let hasher = match staging.held.hashed(&key, &Stamp::of(&st)) {
+            Some((noted, hasher)) if noted == held => hasher,
+            _ => {
+                let mut hasher = Hasher::default();
+                crate::digest::feed_file(&file, 0, held, &mut hasher)?;
+                self.hashed.fetch_add(held, Ordering::Relaxed);
+                hasher
+            }
+        };
+        Ok(Some(Partial { file, key, held, on_disk, hasher, book: staging.held.clone(), gone: false }))
     }
-
     /// The permissions an upload with the sender's `perm` gets: less setuid, setgid and sticky,
     /// masked by the umask.
     pub fn upload_mode(&self, perm: u32) -> u32 {
@@ -303,27 +344,43 @@ impl Root {
         from: u64,
         partial: Option<Partial>,
     ) -> Result<Stored, PutError> {
-        let Upload { name, len, mtime, perm, replace } = *up;
+        let Upload { name, len, mtime, perm, replace, owner } = *up;
         let mode = self.upload_mode(perm);
         if is_reserved(name) {
             return Err(PutError::Reserved);
         }
         let (existing, missing, file) = self.existing_folder(name)?;
-        let partial = match partial {
+        let mut partial = match partial {
             Some(p) if from == p.held || from == 0 => Some(p),
-            None if from == 0 => self.open_partial(&existing, name, len, mtime, true)?,
+            None if from == 0 => None,
             _ => return Err(PutError::NoPartial(from)),
         };
-        let (target, hasher) = match partial {
+        // A new resumable upload: nothing is created before the first bytes of its body are in,
+        // and its staging file is counted against the caps (reclaiming the oldest, if need be).
+        let mut first = Vec::new();
+        if partial.is_none()
+            && let Some(staging) = self.staging.as_ref().filter(|s| len >= RESUMABLE_FROM && same_fs(&existing, s))
+        {
+            read_first(body, &mut first, len)?;
+            let key = partial_key(name, len, mtime);
+            for victim in staging.held.start(&key, len, owner)? {
+                let _ = rustix::fs::unlinkat(&staging.dir, victim.as_str(), AtFlags::empty());
+            }
+            partial = self.open_partial(&existing, name, len, mtime, true)?;
+        }
+        let mut body = io::Read::chain(&first[..], body);
+        let (mut target, mut hasher) = match partial {
             Some(mut p) => {
                 if from == 0 {
                     p.hasher = Hasher::default();
+                    p.held = 0;
                 }
                 // Only when there is something to cut: ext4 flushes a file that was truncated
                 // to nothing when it is closed (auto_da_alloc), which would write a fresh upload
                 // out to disk synchronously.
                 if p.on_disk != from {
                     p.file.set_len(from)?;
+                    p.on_disk = from;
                 }
                 let hasher = std::mem::take(&mut p.hasher);
                 (Target::Partial(p), hasher)
@@ -336,35 +393,49 @@ impl Root {
             Target::Unnamed(f) => f,
             Target::Partial(p) => &p.file,
         };
-        // A partial is kept for resuming only if the sender stopped; bytes that are wrong, or
-        // could not be written (a full disk), are not worth keeping.
-        let drop_partial = || {
-            if let (Target::Partial(p), Some(staging)) = (&target, &self.staging) {
+        let mut done = from;
+        let copied = copy_hashed(&mut body, out, &mut done, len, &mut hasher);
+        // A partial is kept for resuming only if the sender stopped (with the digest of what it
+        // holds noted); bytes that are wrong, or could not be written (a full disk), are not
+        // worth keeping.
+        let drop_partial = |target: &mut Target| {
+            if let (Target::Partial(p), Some(staging)) = (target, &self.staging) {
                 let _ = rustix::fs::unlinkat(&staging.dir, p.key.as_str(), AtFlags::empty());
+                p.gone = true;
             }
         };
-        let got = match copy_hashed(body, out, from, len, hasher) {
-            Ok(got) => got,
+        match copied {
+            Ok(()) => {}
             Err(e @ PutError::Io(_)) => {
-                drop_partial();
+                drop_partial(&mut target);
                 return Err(e);
             }
-            Err(e) => return Err(e),
-        };
+            Err(e) => {
+                if let Target::Partial(p) = &mut target {
+                    (p.held, p.hasher) = (done, hasher);
+                }
+                return Err(e);
+            }
+        }
+        let got = hasher.digest();
         let digest = match expected {
             Expected::Known(digest) => digest,
             Expected::After(read) => match read() {
                 Ok(digest) => digest,
                 Err(e) => {
-                    drop_partial();
+                    drop_partial(&mut target);
                     return Err(e);
                 }
             },
         };
         if got != digest {
-            drop_partial();
+            drop_partial(&mut target);
             return Err(PutError::Mismatch { expected: digest, got });
         }
+        let out = match &target {
+            Target::Unnamed(f) => f,
+            Target::Partial(p) => &p.file,
+        };
         if matches!(target, Target::Partial(_)) {
             rustix::fs::fchmod(out, Mode::from_raw_mode(mode))?;
         }
@@ -374,7 +445,10 @@ impl Root {
         // file system), so a refused upload leaves no empty folders behind either.
         let folder = make_folders(existing, &missing, name)?;
         match target {
-            Target::Partial(p) => self.name_partial(&p, &folder, file, replace)?,
+            Target::Partial(mut p) => {
+                self.name_partial(&p, &folder, file, replace)?;
+                p.gone = true;
+            }
             Target::Unnamed(tmp) => {
                 self.name_unnamed(&tmp, &folder, file, replace)?;
                 self.forget_partial(name, len, mtime);
@@ -535,7 +609,7 @@ fn shown(parts: &[&[u8]]) -> String {
 }
 
 /// The staging file's name for an upload of `name`, `len` bytes, modified at `mtime`.
-fn partial_key(name: &Name, len: u64, mtime: (i64, u32)) -> String {
+pub(super) fn partial_key(name: &Name, len: u64, mtime: (i64, u32)) -> String {
     let mut key = format!("{len} {} {} ", mtime.0, mtime.1).into_bytes();
     key.extend_from_slice(name.as_bytes());
     format!("{}.part", Digest::of(&key))
@@ -551,32 +625,61 @@ fn unnamed_in(folder: &Folder, mode: u32) -> Result<File, PutError> {
     }
 }
 
-/// Copies the bytes of `body` into `out` from offset `from` up to `len`, continuing `hasher`
-/// (which has hashed the bytes before `from`), and returns the whole file's digest.
-fn copy_hashed(body: &mut dyn Read, out: &File, from: u64, len: u64, mut hasher: Hasher) -> Result<Digest, PutError> {
-    let mut buf = vec![0u8; usize::try_from(len - from).unwrap_or(usize::MAX).clamp(1, 256 << 10)];
-    let mut done = from;
-    while done < len {
+/// Copies the bytes of `body` into `out` from offset `done` up to `len`, continuing `hasher`
+/// (which has hashed the bytes before `done`); `done` and `hasher` say how far it got, also when
+/// it stops early.
+fn copy_hashed(body: &mut dyn Read, out: &File, done: &mut u64, len: u64, hasher: &mut Hasher) -> Result<(), PutError> {
+    let mut buf = vec![0u8; usize::try_from(len - *done).unwrap_or(usize::MAX).clamp(1, 256 << 10)];
+    while *done < len {
         // The buffer is filled before it is written: one write for a small file, however its
         // bytes arrived.
-        let want = (len - done).min(buf.len() as u64) as usize;
+        let want = (len - *done).min(buf.len() as u64) as usize;
         let mut n = 0;
+        let mut failed = None;
         while n < want {
             match body.read(&mut buf[n..want]) {
                 Ok(0) => break,
                 Ok(got) => n += got,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(PutError::Body(e)),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
             }
         }
+        // What arrived before a failure is kept too: a resume goes on from it.
+        out.write_all_at(&buf[..n], *done)?;
         hasher.update(&buf[..n]);
-        out.write_all_at(&buf[..n], done)?;
-        done += n as u64;
+        *done += n as u64;
+        if let Some(e) = failed {
+            return Err(PutError::Body(e));
+        }
         if n < want {
-            return Err(PutError::Short { expected: len, received: done });
+            return Err(PutError::Short { expected: len, received: *done });
         }
     }
-    Ok(hasher.digest())
+    Ok(())
+}
+
+/// Reads the first bytes of a body (at least one, at most 64 KiB or `len`) into `first`.
+fn read_first(body: &mut dyn Read, first: &mut Vec<u8>, len: u64) -> Result<(), PutError> {
+    first.resize(usize::try_from(len).unwrap_or(usize::MAX).min(64 << 10), 0);
+    loop {
+        match body.read(first) {
+            Ok(0) => return Err(PutError::Short { expected: len, received: 0 }),
+            Ok(n) => {
+                first.truncate(n);
+                return Ok(());
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(PutError::Body(e)),
+        }
+    }
+}
+
+/// Whether `folder` is on the staging folder's file system (a partial can only be renamed there).
+fn same_fs(folder: &Folder, staging: &Staging) -> bool {
+    rustix::fs::fstat(folder).is_ok_and(|st| st.st_dev == staging.dev)
 }
 
 /// Gives the unnamed file `tmp` the name `name` in `dir`; fails with `AlreadyExists` if anything
@@ -607,14 +710,17 @@ mod tests {
         Name::parse(s).unwrap()
     }
 
+    const CAPS: Caps = Caps { bytes: 1 << 40, files: 1000 };
+
     fn up(name: &Name, len: u64) -> Upload<'_> {
-        Upload { name, len, mtime: (0, 0), perm: 0o644, replace: false }
+        Upload { name, len, mtime: (0, 0), perm: 0o644, replace: false, owner: "-" }
     }
 
     fn put(root: &Root, n: &str, bytes: &[u8], replace: bool) -> Result<Stored, PutError> {
         let expected = Expected::Known(Digest::of(bytes));
         let n = name(n);
-        let up = Upload { name: &n, len: bytes.len() as u64, mtime: (1_000_000_000, 5), perm: 0o644, replace };
+        let up =
+            Upload { name: &n, len: bytes.len() as u64, mtime: (1_000_000_000, 5), perm: 0o644, replace, owner: "-" };
         root.put(&up, expected, &mut &bytes[..], 0, None)
     }
 
@@ -719,23 +825,23 @@ mod tests {
         fs::File::options().write(true).open(staging.join("old.part")).unwrap().set_modified(two_days_ago).unwrap();
         fs::create_dir(staging.join("folder")).unwrap();
         let mut root = Root::open(tmp.path()).unwrap();
-        assert_eq!(root.enable_uploads().unwrap(), Cleaned { removed: 3, kept: 1 });
+        assert_eq!(root.enable_uploads(CAPS).unwrap(), Cleaned { removed: 3, kept: 1, kept_bytes: 1 });
         assert_eq!(tree(&staging), ["folder", "recent.part"]);
         // A symlink in its place is refused, not followed.
         let other = tempfile::tempdir().unwrap();
         let tmp2 = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(other.path(), tmp2.path().join(STAGING)).unwrap();
-        assert!(Root::open(tmp2.path()).unwrap().enable_uploads().is_err());
+        assert!(Root::open(tmp2.path()).unwrap().enable_uploads(CAPS).is_err());
     }
 
     #[test]
     fn a_partial_continues_where_it_stopped_and_is_gone_once_named() {
         let tmp = tempfile::tempdir().unwrap();
         let mut root = Root::open(tmp.path()).unwrap();
-        root.enable_uploads().unwrap();
+        root.enable_uploads(CAPS).unwrap();
         let data: Vec<u8> = (0..RESUMABLE_FROM as usize * 2).map(|i| (i % 251) as u8).collect();
         let (n, len, digest) = (name("d/big"), data.len() as u64, Digest::of(&data));
-        let up = Upload { name: &n, len, mtime: (0, 0), perm: 0o644, replace: false };
+        let up = Upload { name: &n, len, mtime: (0, 0), perm: 0o644, replace: false, owner: "-" };
         let cut = root.put(&up, Expected::Known(digest), &mut &data[..1000], 0, None);
         assert!(matches!(cut, Err(PutError::Short { received: 1000, .. })), "{cut:?}");
         assert!(root.partial(&n, len, (0, 1)).unwrap().is_none(), "another version: none");
