@@ -16,7 +16,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rustls::{ClientConnection, ServerConnection};
 
@@ -30,6 +30,82 @@ pub fn tls_provider() -> Arc<rustls::crypto::CryptoProvider> {
 pub struct Transport {
     tcp: Arc<TcpStream>,
     kind: Kind,
+    /// How reads wait: what is asked of every read of the socket, TLS records included.
+    timing: Timing,
+}
+
+/// How long reads may wait, applied to each read of the socket itself, so that a peer trickling
+/// bytes (a ClientHello a byte at a time, a TLS record split into single bytes) cannot stretch
+/// a wait that is meant to end at a time.
+#[derive(Debug, Clone, Copy, Default)]
+struct Timing {
+    /// The longest one read of the socket may wait (the socket's receive timeout).
+    timeout: Option<Duration>,
+    /// A time by which reading must be done, however the bytes trickle (a request line's).
+    deadline: Option<Instant>,
+    /// The longest one read of the stream may take to give data, however many socket reads it
+    /// takes (for TLS: a record trickled byte by byte gives nothing until it is whole).
+    progress: Option<Duration>,
+    /// Once the first byte of the socket arrives, the rest must arrive within this: a request
+    /// begins with its first byte, also when that byte is only part of a TLS record.
+    after_first: Option<Duration>,
+    /// When that first byte arrived.
+    first_at: Option<Instant>,
+    /// The receive timeout set on the socket now (`None`: not known), to skip redundant calls.
+    applied: Option<Option<Duration>>,
+}
+
+/// The socket as a TLS session reads and writes it: each read waits only as long as the
+/// transport's timing allows (see [`Timing`]).
+struct Sock<'a> {
+    tcp: &'a TcpStream,
+    timing: &'a mut Timing,
+    /// When the read of the stream under way must have given data.
+    until: Option<Instant>,
+}
+
+impl Read for Sock<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let wait = match self.until {
+            None => self.timing.timeout,
+            Some(until) => {
+                let left = until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero());
+                let left = left.ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "not done in time"))?;
+                Some(self.timing.timeout.map_or(left, |t| t.min(left)))
+            }
+        };
+        if self.timing.applied != Some(wait) {
+            self.tcp.set_read_timeout(wait)?;
+            self.timing.applied = Some(wait);
+        }
+        let mut tcp = self.tcp;
+        let n = tcp.read(buf)?;
+        if n > 0
+            && self.timing.first_at.is_none()
+            && let Some(within) = self.timing.after_first
+        {
+            let now = Instant::now();
+            self.timing.first_at = Some(now);
+            self.until = Some(self.until.map_or(now + within, |u| u.min(now + within)));
+        }
+        Ok(n)
+    }
+}
+
+impl Write for Sock<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut tcp = self.tcp;
+        tcp.write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let mut tcp = self.tcp;
+        tcp.write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 enum Kind {
@@ -41,13 +117,18 @@ enum Kind {
     TlsClient(Box<ClientConnection>),
 }
 
-/// Runs `$body` with `$stream` bound to a `rustls::Stream` over the transport's TLS session and
-/// socket, or evaluates `$plain` for a plain transport.
+/// Runs `$body` with `$stream` bound to a stream over the transport's socket: a `rustls::Stream`
+/// over its TLS session, or the [`Sock`] itself for a plain transport; each read of the socket
+/// waits as [`Timing`] says, the stream's data due by `$until`.
 macro_rules! with_stream {
-    ($self:ident, $stream:ident => $body:expr, plain => $plain:expr) => {{
-        let mut sock: &TcpStream = &$self.tcp;
+    ($self:ident, $until:expr, $stream:ident => $body:expr) => {{
+        let until = $until;
+        let mut sock = Sock { tcp: &$self.tcp, timing: &mut $self.timing, until };
         match &mut $self.kind {
-            Kind::Plain => $plain,
+            Kind::Plain => {
+                let $stream = &mut sock;
+                $body
+            }
             Kind::TlsServer(conn) => {
                 let mut $stream = rustls::Stream::new(conn.as_mut(), &mut sock);
                 $body
@@ -63,25 +144,66 @@ macro_rules! with_stream {
 impl Transport {
     /// A plain TCP stream.
     pub fn plain(tcp: impl Into<Arc<TcpStream>>) -> Transport {
-        Transport { tcp: tcp.into(), kind: Kind::Plain }
+        Transport { tcp: tcp.into(), kind: Kind::Plain, timing: Timing::default() }
     }
 
     /// A TLS session over `tcp`, this side the server; the handshake happens on first use, or
     /// within a deadline by [`Transport::handshake`].
     pub fn tls_server(tcp: impl Into<Arc<TcpStream>>, conn: ServerConnection) -> Transport {
-        Transport { tcp: tcp.into(), kind: Kind::TlsServer(Box::new(conn)) }
+        Transport { tcp: tcp.into(), kind: Kind::TlsServer(Box::new(conn)), timing: Timing::default() }
     }
 
     /// A TLS session over `tcp`, this side the client.
     pub fn tls_client(tcp: impl Into<Arc<TcpStream>>, conn: ClientConnection) -> Transport {
-        Transport { tcp: tcp.into(), kind: Kind::TlsClient(Box::new(conn)) }
+        Transport { tcp: tcp.into(), kind: Kind::TlsClient(Box::new(conn)), timing: Timing::default() }
+    }
+
+    /// The longest one read of the socket may wait (its receive timeout; `None`: forever).
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
+        self.timing.timeout = timeout;
+    }
+
+    /// A time by which reading must be done (`None`: none), however the peer trickles its bytes:
+    /// every read of the socket waits at most until then, and fails with `TimedOut` after it.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.timing.deadline = deadline;
+    }
+
+    /// The longest one read of this stream may take to give data (`None`: as the socket's
+    /// timeout alone says), however many reads of the socket it takes: what a reply or a body
+    /// must keep up with. Over TLS a record trickled a byte at a time gives no data until it is
+    /// whole, so only this bounds it.
+    pub fn set_progress(&mut self, progress: Option<Duration>) {
+        self.timing.progress = progress;
+    }
+
+    /// Watches for the first byte of the socket (`Some(within)`): once it arrives, the rest of
+    /// the read under way must arrive `within` of it, and [`Transport::first_byte_at`] says when
+    /// it came. `None` stops watching.
+    pub fn watch_first_byte(&mut self, within: Option<Duration>) {
+        self.timing.after_first = within;
+        self.timing.first_at = None;
+    }
+
+    /// When the first byte watched for arrived, if it has.
+    pub fn first_byte_at(&self) -> Option<Instant> {
+        self.timing.first_at
+    }
+
+    /// When the read of the stream that starts now must be done.
+    fn until(&self) -> Option<Instant> {
+        let progress = self.timing.progress.map(|p| Instant::now() + p);
+        match (self.timing.deadline, progress) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Completes a TLS handshake by `deadline` (each read of the socket waits at most until
-    /// then; a peer that stalls or trickles is cut off); nothing to do for plain TCP. Restores
-    /// no timeout: the caller sets the ones it wants afterwards.
+    /// then, whatever it gets: a peer that stalls or trickles is cut off at the deadline);
+    /// nothing to do for plain TCP.
     pub fn handshake(&mut self, deadline: Instant) -> io::Result<()> {
-        let mut sock: &TcpStream = &self.tcp;
+        let mut sock = Sock { tcp: &self.tcp, timing: &mut self.timing, until: Some(deadline) };
         loop {
             let handshaking = match &self.kind {
                 Kind::Plain => false,
@@ -91,17 +213,18 @@ impl Transport {
             if !handshaking {
                 return Ok(());
             }
-            let left = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero());
-            let left =
-                left.ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake not complete in time"))?;
-            self.tcp.set_read_timeout(Some(left))?;
             let done = match &mut self.kind {
                 Kind::Plain => return Ok(()),
                 Kind::TlsServer(conn) => conn.complete_io(&mut sock),
                 Kind::TlsClient(conn) => conn.complete_io(&mut sock),
             };
-            if let (0, 0) = done? {
-                return Err(io::ErrorKind::UnexpectedEof.into());
+            match done {
+                Ok((0, 0)) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake not complete in time"));
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -152,21 +275,21 @@ impl Transport {
 
 impl Read for Transport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        with_stream!(self, stream => stream.read(buf), plain => (&*self.tcp).read(buf))
+        with_stream!(self, self.until(), stream => stream.read(buf))
     }
 }
 
 impl Write for Transport {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        with_stream!(self, stream => stream.write(buf), plain => (&*self.tcp).write(buf))
+        with_stream!(self, self.until(), stream => stream.write(buf))
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        with_stream!(self, stream => stream.write_vectored(bufs), plain => (&*self.tcp).write_vectored(bufs))
+        with_stream!(self, self.until(), stream => stream.write_vectored(bufs))
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        with_stream!(self, stream => stream.flush(), plain => Ok(()))
+        with_stream!(self, self.until(), stream => stream.flush())
     }
 }
 

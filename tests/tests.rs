@@ -14,6 +14,7 @@ mod proxy;
 mod soak;
 mod sync;
 mod tls;
+mod trickle;
 mod upload;
 mod util;
 mod wire;

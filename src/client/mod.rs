@@ -222,9 +222,12 @@ impl Client {
             TlsMode::Never => false,
             TlsMode::Auto => !stream.peer_addr().map_err(fail)?.ip().to_canonical().is_loopback(),
         };
-        let transport =
+        let mut transport =
             if use_tls { tls_handshake(addr, stream, timeout, &tls.trust)? } else { Transport::plain(stream) };
-        transport.tcp().set_read_timeout(Some(timeout)).map_err(fail)?;
+        // Each read gets data within the timeout, or fails: also when a server trickles its TLS
+        // records a byte at a time (each byte would restart a socket's own timeout).
+        transport.set_read_timeout(Some(timeout));
+        transport.set_progress(Some(timeout));
         Client::over(transport).map_err(fail)
     }
 

@@ -100,8 +100,6 @@ pub(crate) struct Connection<'a> {
     tcp: Arc<TcpStream>,
     /// The transport, buffered both ways.
     stream: BufStream,
-    /// The receive timeout currently set on the socket, to skip redundant system calls.
-    read_timeout: Option<Duration>,
     /// Requests answered on this connection, for its closing log line.
     pub(crate) requests: u64,
     /// File bytes sent on this connection.
@@ -251,7 +249,6 @@ impl<'a> Connection<'a> {
             let session = rustls::ServerConnection::new(shared.tls.config.clone()).map_err(io::Error::other)?;
             let mut tls = Transport::tls_server(tcp.clone(), session);
             tls.handshake(Instant::now() + shared.config.request_timeout).map_err(ConnError::Handshake)?;
-            tcp.set_read_timeout(Some(idle))?;
             tls
         } else {
             // Plain text from another machine is refused, but for `health` (a load balancer's
@@ -263,14 +260,14 @@ impl<'a> Connection<'a> {
             }
             transport
         };
+        let mut transport = transport;
+        transport.set_read_timeout(Some(idle));
         let stream = BufStream::new(transport, 8 << 10, 64 << 10);
-        let read_timeout = Some(idle);
         Ok(Some(Connection {
             shared,
             peer,
             tcp,
             stream,
-            read_timeout,
             requests: 0,
             bytes: 0,
             agreed: Agreed::baseline(),
@@ -301,20 +298,35 @@ impl<'a> Connection<'a> {
                 self.answer_stored(storers, true)?;
                 self.stream.flush()?;
                 self.unflushed_answers = 0;
-                set_timeout(&self.tcp, &mut self.read_timeout, config.idle_timeout)?;
-                if self.stream.fill_buf()?.is_empty() {
+                let transport = self.stream.get_mut();
+                transport.set_read_timeout(Some(config.idle_timeout));
+                transport.set_progress(None);
+                // The request begins with its first byte, even one that is only part of a TLS
+                // record: from then on the request timeout runs.
+                transport.watch_first_byte(Some(config.request_timeout));
+                let waited = self.stream.fill_buf().map(|b| b.is_empty());
+                if let Err(e) = &waited
+                    && matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+                    && self.stream.get_ref().first_byte_at().is_some()
+                {
+                    return Err(self.last_word(ErrorCode::Timeout, ConnError::RequestTimeout(config.request_timeout)));
+                }
+                if waited? {
                     break;
                 }
             }
-            // A request has begun: all of it must arrive by the deadline.
-            let deadline = Instant::now() + config.request_timeout;
-            let (tcp, current) = (&self.tcp, &mut self.read_timeout);
-            let read = protocol::read_line_with(&mut self.stream, &mut line, config.max_line, || {
-                match deadline.checked_duration_since(Instant::now()).filter(|left| !left.is_zero()) {
-                    Some(left) => set_timeout(tcp, current, left),
-                    None => Err(io::ErrorKind::TimedOut.into()),
-                }
-            });
+            // A request has begun: all of it must arrive by the deadline, however it trickles
+            // (every read of the socket, inside TLS records too, waits at most until then).
+            let began = self.stream.get_ref().first_byte_at().unwrap_or_else(Instant::now);
+            let transport = self.stream.get_mut();
+            transport.watch_first_byte(None);
+            transport.set_deadline(Some(began + config.request_timeout));
+            let read = protocol::read_line(&mut self.stream, &mut line, config.max_line);
+            // A body that follows must keep up, one read at a time (see `put`).
+            let transport = self.stream.get_mut();
+            transport.set_deadline(None);
+            transport.set_read_timeout(Some(config.request_timeout));
+            transport.set_progress(Some(config.request_timeout));
             match read {
                 Ok(true) => {}
                 Ok(false) => break,
@@ -514,8 +526,10 @@ impl<'a> Connection<'a> {
         let mut dropped = 0;
         let mut buf = [0u8; 16 << 10];
         while dropped < LINGER_BYTES {
-            let Some(left) = until.checked_duration_since(Instant::now()).filter(|l| !l.is_zero()) else { break };
-            set_timeout(&self.tcp, &mut self.read_timeout, left)?;
+            if until <= Instant::now() {
+                break;
+            }
+            self.stream.get_mut().set_deadline(Some(until));
             match io::Read::read(&mut self.stream, &mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => dropped += n,
@@ -618,7 +632,6 @@ impl<'a> Connection<'a> {
             if body_len > SKIP_REFUSED_UP_TO {
                 return Ok(false);
             }
-            set_timeout(&self.tcp, &mut self.read_timeout, self.shared.config.request_timeout)?;
             let skipped = io::copy(&mut io::Read::take(&mut self.stream, body_len), &mut io::sink())?;
             if skipped != body_len {
                 return Err(ConnError::Truncated);
@@ -630,7 +643,6 @@ impl<'a> Connection<'a> {
         }
         let asked_to_replace = replace;
         let replace = replace && self.shared.config.allow_overwrite;
-        set_timeout(&self.tcp, &mut self.read_timeout, self.shared.config.request_timeout)?;
         if size <= SMALL_UPLOAD && from == 0 && partial.is_none() {
             // Whole in memory, then stored on a store thread while the next request is read.
             if storers.holds(&name) {
@@ -935,18 +947,9 @@ fn copy_file(file: &File, offset: u64, len: u64, out: &mut impl Write) -> io::Re
     Ok(sent)
 }
 
-/// Sets the socket's receive timeout unless it already has that value.
 /// How long, and how many bytes, [`Connection::linger`] reads before closing.
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 4 << 20;
-
-fn set_timeout(stream: &TcpStream, current: &mut Option<Duration>, want: Duration) -> io::Result<()> {
-    if *current != Some(want) {
-        stream.set_read_timeout(Some(want))?;
-        *current = Some(want);
-    }
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {

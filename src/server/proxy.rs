@@ -95,7 +95,14 @@ pub(crate) fn looks_like_header(start: &[u8]) -> bool {
 /// address, or `None` when the proxy speaks for itself (a version 2 `LOCAL` header, such as its
 /// health checks send, or version 1 `UNKNOWN`).
 pub(crate) fn read_header(stream: &TcpStream, timeout: Duration) -> Result<Option<SocketAddr>, ProxyError> {
-    stream.set_read_timeout(Some(timeout))?;
+    // A deadline, not a timeout per read: a header trickled a byte at a time is cut off then.
+    let deadline = std::time::Instant::now() + timeout;
+    let wait = || -> Result<(), ProxyError> {
+        let left = deadline.checked_duration_since(std::time::Instant::now()).filter(|d| !d.is_zero());
+        stream.set_read_timeout(Some(left.ok_or(ProxyError::Timeout)?))?;
+        Ok(())
+    };
+    wait()?;
     let timed_out = |e: io::Error| match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ProxyError::Timeout,
         _ => ProxyError::Io(e),
@@ -104,6 +111,7 @@ pub(crate) fn read_header(stream: &TcpStream, timeout: Duration) -> Result<Optio
     let mut buf = [0u8; MAX_HEADER];
     let seen = stream.peek(&mut buf).map_err(timed_out)?;
     if let Some((len, addr)) = parse(&buf[..seen])? {
+        wait()?;
         (&*stream).read_exact(&mut buf[..len]).map_err(timed_out)?;
         return Ok(addr);
     }
@@ -111,6 +119,7 @@ pub(crate) fn read_header(stream: &TcpStream, timeout: Duration) -> Result<Optio
     let mut header = Vec::with_capacity(256);
     let mut byte = [0u8; 1];
     while header.len() < MAX_HEADER {
+        wait()?;
         if (&*stream).read(&mut byte).map_err(timed_out)? == 0 {
             return Err(ProxyError::Invalid("the connection ended inside the header".into()));
         }
