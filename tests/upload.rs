@@ -764,3 +764,44 @@ fn an_interrupted_upload_is_never_served_whatever_path_leads_to_it() {
     );
     assert!(listing.iter().any(|l| l.ends_with("\tpublic.txt")), "{listing:?}");
 }
+
+#[test]
+fn every_thread_a_connection_starts_comes_out_of_one_budget_and_past_it_busy() {
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(work.path().join("server_downloads")).unwrap();
+    let cap = 12;
+    let server = crate::util::RealServer::start(
+        work.path(),
+        &["--allow-upload", "--max-conns", "100", "--max-threads", &cap.to_string()],
+    );
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", server.port).parse().unwrap();
+    let (mut open, mut stored, mut busy) = (Vec::new(), 0, 0);
+    for i in 0..20 {
+        let mut w = crate::util::Wire::connect(addr);
+        // Each upload starts its connection's two store threads.
+        w.send(put_line(&format!("f{i}.txt"), b"x")).send(b"x");
+        let reply = w.line();
+        if reply.starts_with("OK 1 ") {
+            stored += 1;
+            open.push(w);
+        } else {
+            assert!(reply.starts_with("ERR busy "), "{reply}");
+            busy += 1;
+        }
+    }
+    let status = fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let threads: usize = status.lines().find_map(|l| l.strip_prefix("Threads:")).unwrap().trim().parse().unwrap();
+    // The budget, and the few the server runs for itself (accept loop, cache janitor, signals).
+    assert!(threads <= cap + 4, "{threads} threads for a budget of {cap}");
+    assert!(stored >= 3 && busy >= 10, "{stored} stored, {busy} busy");
+    for i in 0..stored {
+        assert_eq!(fs::read(work.path().join(format!("server_downloads/f{i}.txt"))).unwrap(), b"x");
+    }
+    // Those served still are; once they go, others are served again.
+    assert!(open[0].send("stats\n").line().starts_with("OK "));
+    drop(open);
+    let mut fresh = (0..50)
+        .map(|_| crate::util::Wire::connect(addr))
+        .find_map(|mut w| w.send("stats\n").line().starts_with("OK ").then_some(w));
+    assert!(fresh.take().is_some(), "served again once the others closed");
+}

@@ -38,6 +38,9 @@ struct Args {
     /// Most connections served at once; more are answered with an ERR busy line and closed
     #[arg(long, default_value_t = defaults().max_conns)]
     max_conns: usize,
+    /// Most threads connections may run at once, theirs and their helpers' (two store threads per uploading connection, hashing helpers); past it a connection gets ERR busy and a helper is not started. 0: what the system allows
+    #[arg(long, value_name = "N", default_value_t = defaults().max_threads)]
+    max_threads: usize,
     /// Most connections served at once from one address (an IPv6 /64); more are answered with an ERR busy line. 0: no limit
     #[arg(long, default_value_t = defaults().max_conns_per_addr)]
     max_conns_per_addr: usize,
@@ -297,6 +300,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         cache_size: args.cache_size.0,
         cache_ttl: args.cache_ttl.0,
         max_conns: args.max_conns,
+        max_threads: args.max_threads,
         max_conns_per_addr: args.max_conns_per_addr,
         limit_loopback: args.limit_loopback,
         max_line: args.max_line,

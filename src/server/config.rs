@@ -30,6 +30,10 @@ pub struct Config {
     pub max_line: usize,
     /// Most connections served at once; more get `ERR busy`.
     pub max_conns: usize,
+    /// Most threads connections may run at once, their own and their helpers' (store threads,
+    /// hashing): a connection past it gets `ERR busy`, a helper past it is not started. 0: what
+    /// the system allows.
+    pub max_threads: usize,
     /// Most connections served at once from one peer address (an IPv6 peer counts by its /64,
     /// which one host may hold whole); more get `ERR busy`. 0: no limit but `max_conns`.
     pub max_conns_per_addr: usize,
@@ -88,6 +92,7 @@ impl Config {
             cache_ttl: Duration::from_secs(3600),
             max_line: MAX_REQUEST_LINE,
             max_conns: 1024,
+            max_threads: 0,
             max_conns_per_addr: 64,
             limit_loopback: false,
             idle_timeout: Duration::from_secs(300),

@@ -338,18 +338,24 @@ impl Hashing<'_> {
     ) -> io::Result<u64> {
         // Only a few helpers at a time: hashing is CPU work, and each is a thread beyond the one
         // per connection that the connection limit was sized for (limits.rs keeps room for them).
+        // The helper's thread comes out of the server's thread budget too.
         let helpers = &self.shared.hash_helpers;
         let helper = self.len >= HELPER_FROM
             && helpers
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_HELPERS).then_some(n + 1))
                 .is_ok();
-        let sent = match helper {
-            true => {
+        let budget = if helper { self.shared.threads.take() } else { None };
+        if helper && budget.is_none() {
+            helpers.fetch_sub(1, Ordering::AcqRel);
+        }
+        let sent = match budget {
+            Some(thread) => {
                 let sent = self.send_with_helper(&mut send_at);
+                drop(thread);
                 helpers.fetch_sub(1, Ordering::AcqRel);
                 sent
             }
-            false => None,
+            None => None,
         };
         let sent = match sent {
             Some(sent) => sent,

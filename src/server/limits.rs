@@ -48,6 +48,54 @@ pub fn connection_capacity() -> Option<(usize, String)> {
     best.map(|(cap, why)| (usize::try_from(cap).unwrap_or(usize::MAX), why))
 }
 
+/// The threads connections may run at once: their own, their store threads, the hashing helpers.
+/// Each is taken before it is started and given back when it ends, so the process never asks
+/// for a thread past what the system allows (std's thread start-up aborts the process then):
+/// a connection past the budget is answered `ERR busy`; a helper past it is not started, and its
+/// work is done on the connection's own thread.
+#[derive(Debug, Clone)]
+pub(crate) struct Threads(std::sync::Arc<Budget>);
+
+#[derive(Debug)]
+struct Budget {
+    cap: usize,
+    used: std::sync::atomic::AtomicUsize,
+}
+
+impl Threads {
+    pub(crate) fn new(cap: usize) -> Threads {
+        Threads(std::sync::Arc::new(Budget { cap, used: Default::default() }))
+    }
+
+    /// Takes one thread from the budget; `None` if none is left. The thread is given back when
+    /// the [`Thread`] is dropped (move it into the thread it stands for).
+    pub(crate) fn take(&self) -> Option<Thread> {
+        use std::sync::atomic::Ordering;
+        let taken =
+            self.0.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.0.cap).then_some(n + 1));
+        taken.ok().map(|_| Thread(self.0.clone()))
+    }
+
+    /// Threads taken now.
+    pub(crate) fn used(&self) -> usize {
+        self.0.used.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn cap(&self) -> usize {
+        self.0.cap
+    }
+}
+
+/// One thread of the budget, given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Thread(std::sync::Arc<Budget>);
+
+impl Drop for Thread {
+    fn drop(&mut self) {
+        self.0.used.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 fn read_number(path: &str) -> Option<u64> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
 }

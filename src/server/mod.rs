@@ -168,12 +168,20 @@ impl Server {
     pub fn new(mut config: Config) -> Result<Server, ServerError> {
         // Never more connections than the system can give threads and descriptors to: past
         // that, std's thread start-up would abort the process (see limits.rs).
-        if let Some((cap, why)) = limits::connection_capacity()
-            && config.max_conns > cap
+        let system = limits::connection_capacity();
+        if let Some((cap, why)) = &system
+            && config.max_conns > *cap
         {
             warn!(requested = config.max_conns, allowed = cap, "max-conns lowered to what the system allows ({why})");
-            config.max_conns = cap;
+            config.max_conns = *cap;
         }
+        // Every thread a connection can start comes out of one budget: the system's (or less,
+        // if asked), and never less than the connections themselves need.
+        let system_threads = system.map_or(usize::MAX, |(cap, _)| cap);
+        let threads = match config.max_threads {
+            0 => system_threads,
+            asked => asked.min(system_threads),
+        };
         if config.proxy_protocol && config.trusted_proxies.is_empty() {
             return Err(ServerError::NoTrustedProxy);
         }
@@ -238,6 +246,7 @@ impl Server {
             digests_computed: AtomicU64::new(0),
             bytes_hashed: AtomicU64::new(0),
             hash_helpers: AtomicU64::new(0),
+            threads: limits::Threads::new(threads),
         });
         let _janitor = spawn_janitor(&shared).map_err(|source| ServerError::Thread { source })?;
         Ok(Server { shared, warmed, _janitor })
@@ -370,6 +379,13 @@ impl Server {
             turn_away(&stream, "too many connections; try again later");
             return;
         }
+        // The connection's own thread, out of the budget its helpers draw from too.
+        let Some(thread) = shared.threads.take() else {
+            shared.connections_refused.fetch_add(1, Ordering::Relaxed);
+            debug!(%peer, "refused: no thread left in the budget");
+            turn_away(&stream, "too many connections and transfers at once; try again later");
+            return;
+        };
         // Behind a trusted proxy the client's address is known only once its header is read.
         let proxied =
             shared.config.proxy_protocol && shared.config.trusted_proxies.iter().any(|c| c.contains(peer.ip()));
@@ -389,6 +405,7 @@ impl Server {
         let refuse = stream.clone();
         let mut guard = Live { shared: shared.clone(), id, addr: limited, _alive: alive };
         let spawned = thread::Builder::new().name(format!("conn {peer}")).stack_size(128 << 10).spawn(move || {
+            let _thread = thread;
             // The peer goes on each event, not in a span: tracing-subscriber's span registry
             // holds at most 4,096 threads, and connections may be many more.
             let started = Instant::now();

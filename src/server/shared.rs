@@ -53,6 +53,8 @@ pub(crate) struct Shared {
     pub(crate) bytes_hashed: AtomicU64,
     /// Helper threads hashing a body while it is sent (see `get.rs`), at most a few.
     pub(crate) hash_helpers: AtomicU64,
+    /// The threads connections may run, their own and their helpers'.
+    pub(crate) threads: super::limits::Threads,
     /// Files stored by `put`, and their bytes.
     pub(crate) uploads: AtomicU64,
     pub(crate) bytes_received: AtomicU64,
@@ -68,6 +70,8 @@ impl Shared {
             ("connections_total", get(&self.connections_total)),
             ("connections_refused", get(&self.connections_refused)),
             ("connections_refused_per_addr", get(&self.connections_refused_addr)),
+            ("threads", self.threads.used() as u64),
+            ("threads_cap", self.threads.cap() as u64),
             ("auth_failed", get(&self.auth_failed)),
             ("requests", get(&self.requests)),
             ("bytes_sent", get(&self.bytes_sent)),

@@ -140,10 +140,14 @@ impl<'scope, 'env> Storers<'scope, 'env> {
         let rx = Arc::new(Mutex::new(rx));
         let mut started = 0;
         for _ in 0..WORKERS {
+            // Out of the server's thread budget: none left, and uploads are stored on the
+            // connection's own thread.
+            let Some(thread) = self.shared.threads.take() else { break };
             let (rx, done, shared) = (rx.clone(), self.done.0.clone(), self.shared);
             let spawned = std::thread::Builder::new().name("store".into()).stack_size(128 << 10).spawn_scoped(
                 self.scope,
                 move || {
+                    let _thread = thread;
                     loop {
                         let next = rx.lock().recv();
                         let Ok((seq, job)) = next else { break };
