@@ -32,6 +32,25 @@ pub struct Transport {
     kind: Kind,
     /// How reads wait: what is asked of every read of the socket, TLS records included.
     timing: Timing,
+    /// `close_notify` was sent (or the stream is plain): a TLS stream that is dropped without
+    /// it sends it then, so its peer can tell the end from a cut connection.
+    closed: bool,
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        let handshaking = match &self.kind {
+            Kind::Plain => false,
+            Kind::TlsServer(conn) => conn.is_handshaking(),
+            Kind::TlsClient(conn) => conn.is_handshaking(),
+        };
+        // Not during a handshake: writing then would wait on the peer to go on with it.
+        if !self.closed && self.is_tls() && !handshaking {
+            // Best effort, and never a long wait on a peer that stopped reading.
+            let _ = self.tcp.set_write_timeout(Some(Duration::from_millis(200)));
+            let _ = self.close_notify();
+        }
+    }
 }
 
 /// How long reads may wait, applied to each read of the socket itself, so that a peer trickling
@@ -144,18 +163,18 @@ macro_rules! with_stream {
 impl Transport {
     /// A plain TCP stream.
     pub fn plain(tcp: impl Into<Arc<TcpStream>>) -> Transport {
-        Transport { tcp: tcp.into(), kind: Kind::Plain, timing: Timing::default() }
+        Transport { tcp: tcp.into(), kind: Kind::Plain, timing: Timing::default(), closed: false }
     }
 
     /// A TLS session over `tcp`, this side the server; the handshake happens on first use, or
     /// within a deadline by [`Transport::handshake`].
     pub fn tls_server(tcp: impl Into<Arc<TcpStream>>, conn: ServerConnection) -> Transport {
-        Transport { tcp: tcp.into(), kind: Kind::TlsServer(Box::new(conn)), timing: Timing::default() }
+        Transport { tcp: tcp.into(), kind: Kind::TlsServer(Box::new(conn)), timing: Timing::default(), closed: false }
     }
 
     /// A TLS session over `tcp`, this side the client.
     pub fn tls_client(tcp: impl Into<Arc<TcpStream>>, conn: ClientConnection) -> Transport {
-        Transport { tcp: tcp.into(), kind: Kind::TlsClient(Box::new(conn)), timing: Timing::default() }
+        Transport { tcp: tcp.into(), kind: Kind::TlsClient(Box::new(conn)), timing: Timing::default(), closed: false }
     }
 
     /// The longest one read of the socket may wait (its receive timeout; `None`: forever).
@@ -232,6 +251,10 @@ impl Transport {
     /// Tells a TLS peer the stream ends here (its `close_notify`), so it can tell the end from a
     /// cut connection; nothing to do for plain TCP.
     pub fn close_notify(&mut self) -> io::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        self.closed = true;
         match &mut self.kind {
             Kind::Plain => return Ok(()),
             Kind::TlsServer(conn) => conn.send_close_notify(),

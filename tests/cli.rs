@@ -129,7 +129,7 @@ fn the_client_leaves_no_final_file_when_the_server_dies_mid_body() {
     let (code, _, err) = ftclient(work.path(), port, &["get", "f.bin"], b"");
     fake.join().unwrap();
     assert_eq!(code, 4, "connection lost");
-    assert!(err.contains("f.bin") && err.contains("closed after 7 of 1000000 bytes"), "{err}");
+    assert!(err.contains("f.bin") && err.contains("connection lost after 7 of 1000000 bytes"), "{err}");
     assert!(!work.path().join("client_downloads/f.bin").exists());
 }
 
@@ -1445,4 +1445,98 @@ fn retry_resumes_a_download_cut_off_and_waits_out_a_busy_server() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("retrying") && err.contains("inbox/up.bin: resumed from byte "), "{err}");
     assert!(fs::read(work.path().join("server_downloads/inbox/up.bin")).unwrap() == pattern(3 << 20));
+}
+
+#[test]
+fn tls_sessions_end_cleanly_and_a_lost_one_says_how_far_it_got() {
+    let work = workdir();
+    let mut server = RealServer::start(work.path(), &[]);
+    let fingerprint = server.listening.split("fingerprint=").nth(1).unwrap().split_whitespace().next().unwrap();
+    let fingerprint = fingerprint.to_string();
+    let tls = |port: u16, args: &[&str]| {
+        let mut all = vec!["--tls", "--fingerprint", &fingerprint];
+        all.extend_from_slice(args);
+        ftclient(work.path(), port, &all, b"")
+    };
+    for args in [&["list"][..], &["get", "file1.txt", "-o", "-"], &["get", "big.bin", "-o", "out"], &["stats"]] {
+        let (code, _, err) = tls(server.port, args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
+    let mut closed = Vec::new();
+    while closed.len() < 4 {
+        let line = server.next_log().expect("the server's log ended early");
+        if line.contains("closed") || line.contains("ended") {
+            closed.push(line);
+        }
+    }
+    for line in &closed {
+        assert!(!line.contains("close_notify") && !line.contains("docs.rs"), "a normal session logged: {line}");
+    }
+    // Cut part-way through a TLS body: said plainly, with how far it got; the server counts
+    // what it sent.
+    let via = crate::util::cutting_forwarder(format!("127.0.0.1:{}", server.port).parse().unwrap(), 400_000, 1);
+    let (code, _, err) = tls(via.port(), &["get", "big.bin", "-o", "cut"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("big.bin: connection lost after "), "{err}");
+    assert!(!err.contains("close_notify") && !err.contains("docs.rs"), "{err}");
+    let line = server.wait_log("peer=127.0.0.1");
+    let bytes: u64 = line.split("bytes=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(bytes > 0, "a transfer cut part-way counts what went out: {line}");
+}
+
+#[test]
+fn health_checks_are_not_logged_at_info_and_peer_text_in_debug_logs_is_escaped() {
+    let work = workdir();
+    let mut server = RealServer::start(work.path(), &[]);
+    for _ in 0..5 {
+        let mut w = crate::util::Wire::connect(format!("127.0.0.1:{}", server.port).parse().unwrap());
+        assert_eq!(w.send("health\r\n").line(), "OK ready");
+    }
+    let mut w = crate::util::Wire::connect(format!("127.0.0.1:{}", server.port).parse().unwrap());
+    w.sync().send("quit\n");
+    assert_eq!(w.line(), "OK bye");
+    let line = server.wait_log("closed");
+    assert!(line.contains("requests=2"), "the first closing line at info is the stats session's: {line}");
+    drop(server);
+    let mut debug = RealServer::start_logging(work.path(), &[], "debug");
+    let mut w = crate::util::Wire::connect(format!("127.0.0.1:{}", debug.port).parse().unwrap());
+    w.send("get invoice\u{202e}fdp.exe\n");
+    assert!(w.line().starts_with("ERR not-found "));
+    let line = debug.wait_log("request=");
+    assert!(line.contains("invoice\\u{202e}fdp.exe") && !line.contains('\u{202e}'), "{line}");
+}
+
+#[test]
+fn help_says_what_is_there_and_one_mistake_gets_one_code_whatever_the_command() {
+    let help = |bin_name: &str, args: &[&str]| {
+        let out = Command::new(bin(bin_name)).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let client = help("ftclient", &["--help"]);
+    assert!(client.contains("Download files from an ftserver, and upload files to one"), "{client}");
+    let add = help("ftserver", &["token", "add", "--help"]);
+    assert!(!add.contains("--identity") && !add.contains("--tls-cert") && !add.contains("--tls-key"), "{add}");
+    assert!(add.contains("Also allow uploads") && !add.contains("reserved"), "{add}");
+    assert!(help("ftserver", &["fingerprint", "--help"]).contains("--identity"));
+
+    let work = workdir();
+    fs::create_dir_all(work.path().join("proj")).unwrap();
+    fs::write(work.path().join("proj/p.txt"), b"p").unwrap();
+    let server = RealServer::start(work.path(), &["--allow-upload"]);
+    let run = |args: &[&str]| ftclient(work.path(), server.port, args, b"");
+    // A trailing slash, as tab completion leaves it, just works.
+    for args in [&["list", "docs/"][..], &["get", "-r", "docs/", "-o", "o"], &["put", "-r", "proj/"]] {
+        let (code, _, err) = run(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
+    // What is not there: 3 on the server, 6 here, whichever command says it.
+    for args in [&["list", "nope/"][..], &["get", "-r", "nope/"], &["get", "nope"], &["list", "nope"]] {
+        let (code, _, err) = run(args);
+        assert_eq!(code, 3, "{args:?}: {err}");
+        assert_eq!(err.matches("nope").count(), 1, "named once: {err}");
+    }
+    for args in [&["put", "-r", "missing/"][..], &["put", "-r", "missing"], &["put", "missing"]] {
+        let (code, _, err) = run(args);
+        assert_eq!(code, 6, "{args:?}: {err}");
+    }
 }

@@ -942,6 +942,10 @@ impl Client {
                 Ok([]) => return Err(ClientError::ShortBody { expected: len, received: len - left }),
                 Ok(chunk) => chunk,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Cut (over TLS: closed without ending TLS): lost part-way, as said plainly.
+                Err(e) if matches!(e.kind(), io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset) => {
+                    return Err(ClientError::ShortBody { expected: len, received: len - left });
+                }
                 Err(e) => return Err(e.into()),
             };
             let n = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));

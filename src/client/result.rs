@@ -21,7 +21,7 @@ pub enum ClientError {
     Protocol(ProtocolError),
     #[error("{0}")]
     Server(ErrorReply),
-    #[error("connection closed after {received} of {expected} bytes")]
+    #[error("connection lost after {received} of {expected} bytes")]
     ShortBody { expected: u64, received: u64 },
     #[error("integrity check failed: the server announced xxh3 {expected}, the bytes received hash to {actual}")]
     Integrity { expected: Digest, actual: Digest },
@@ -74,8 +74,11 @@ pub struct KeyMismatch {
 impl From<io::Error> for ClientError {
     fn from(e: io::Error) -> ClientError {
         // A socket timeout surfaces as EAGAIN ("resource temporarily unavailable"): say what it is.
+        // A TLS stream cut without its close_notify is a connection closed, said so plainly
+        // (rustls's own words carry a link to its manual).
         match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout,
+            io::ErrorKind::UnexpectedEof => ClientError::Protocol(ProtocolError::Closed),
             _ => ClientError::Network(e),
         }
     }

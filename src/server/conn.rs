@@ -40,7 +40,7 @@ const TLS_HANDSHAKE: u8 = 0x16;
 /// Why a connection ended early.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConnError {
-    #[error(transparent)]
+    #[error("{}", shown_io(.0))]
     Io(#[from] io::Error),
     #[error("request line longer than {0} bytes")]
     LineTooLong(usize),
@@ -52,12 +52,21 @@ pub(crate) enum ConnError {
     Shrank { name: Name, sent: u64, len: u64 },
     #[error("the folder changed while it was listed: {sent} of {announced} entries found")]
     ListChanged { announced: u64, sent: u64 },
-    #[error("TLS handshake failed: {0}")]
+    #[error("TLS handshake failed: {}", shown_io(.0))]
     Handshake(io::Error),
     #[error("plain text refused from a peer that is not on this machine")]
     PlainRefused,
     #[error("cut off after too many failed auth attempts")]
     CutOff,
+}
+
+/// An I/O error as a log line says it: a peer gone part-way over TLS (rustls's words carry a link
+/// to its manual) said plainly.
+fn shown_io(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof => "the peer left without ending TLS (no close_notify)".to_string(),
+        _ => e.to_string(),
+    }
 }
 
 impl ConnError {
@@ -123,6 +132,9 @@ pub(crate) struct Connection<'a> {
     /// The address was cut off for failed tokens: its first request is answered so, and the
     /// connection ends.
     cut_off: bool,
+    /// Nothing but `health` (and `hello`, `quit`) was asked: a load balancer's check, whose
+    /// closing is logged at debug level, not once a second per replica at info.
+    pub(crate) only_health: bool,
 }
 
 /// Who a connection speaks for.
@@ -277,6 +289,7 @@ impl<'a> Connection<'a> {
             partial: None,
             unflushed_answers: 0,
             health_only,
+            only_health: true,
             cut_off: shared.auth.is_some()
                 && shared.auth_failures.is_cut_off(super::shared::addr_key(peer.ip()), Instant::now()),
         }))
@@ -352,7 +365,10 @@ impl<'a> Connection<'a> {
             }
             match &request {
                 Ok(request) => debug!(peer = %self.peer, request = %request.for_log(), "request"),
-                Err(e) => debug!(peer = %self.peer, "bad request: {e}"),
+                Err(e) => debug!(peer = %self.peer, "bad request: {}", protocol::escape(&e.to_string())),
+            }
+            if !matches!(request, Ok(Request::Health | Request::Quit | Request::Hello(_))) {
+                self.only_health = false;
             }
             // Replies go out in request order: uploads handed over are answered before anything
             // but another upload.
@@ -792,16 +808,23 @@ impl<'a> Connection<'a> {
         };
         answer.header.write(&mut self.stream)?;
         let len = answer.header.len;
+        // Body bytes that went out, counted as they go: a transfer cut part-way still counts
+        // what it sent.
+        let went = std::cell::Cell::new(0u64);
+        let count = |n: usize| went.set(went.get() + n as u64);
         let sent = match &mut answer.body {
             Source::Hashing(hashing) => {
                 self.flush_header(len)?;
                 match self.stream.get_ref().sendfile_fd() {
-                    Some(socket) => hashing.send(|file, at, most, _| send_file_once(socket, file, at, most)),
+                    Some(socket) => {
+                        hashing.send(|file, at, most, _| send_file_once(socket, file, at, most).inspect(|&n| count(n)))
+                    }
                     None => {
                         let out = self.stream.get_mut();
                         hashing.send(|file, at, most, buf| {
                             let n = file.read_at(&mut buf[..most], at)?;
                             out.write_all(&buf[..n])?;
+                            count(n);
                             Ok(n)
                         })
                     }
@@ -809,12 +832,15 @@ impl<'a> Connection<'a> {
             }
             Source::Memory { bytes, from } => match bytes.bytes() {
                 // One write with the header (both fit the buffer, or go out together).
-                Bytes::Heap(heap) => self.stream.write_all(&heap[*from as usize..]).map(|()| len),
-                Bytes::Sealed { file, .. } => self.send_range(file, *from, len),
+                Bytes::Heap(heap) => self.stream.write_all(&heap[*from as usize..]).map(|()| {
+                    count(len as usize);
+                    len
+                }),
+                Bytes::Sealed { file, .. } => self.send_range(file, *from, len, &went),
             },
-            Source::File { file, from, len } => self.send_range(file, *from, *len),
+            Source::File { file, from, len } => self.send_range(file, *from, *len, &went),
         };
-        let counted = *sent.as_ref().unwrap_or(&0);
+        let counted = went.get();
         self.shared.bytes_sent.fetch_add(counted, Ordering::Relaxed);
         self.bytes += counted;
         match sent? {
@@ -843,11 +869,11 @@ impl<'a> Connection<'a> {
     /// Sends the buffered header, then `len` bytes of `file` from `from`: by `sendfile` where the
     /// transport can take it, else through it. Returns how many bytes of the file went (fewer if
     /// it ended early).
-    fn send_range(&mut self, file: &File, from: u64, len: u64) -> io::Result<u64> {
+    fn send_range(&mut self, file: &File, from: u64, len: u64, went: &std::cell::Cell<u64>) -> io::Result<u64> {
         self.flush_header(len)?;
         match self.stream.get_ref().sendfile_fd() {
-            Some(socket) => send_file(socket, file, from, len),
-            None => copy_file(file, from, len, self.stream.get_mut()),
+            Some(socket) => send_file(socket, file, from, len, went),
+            None => copy_file(file, from, len, self.stream.get_mut(), went),
         }
     }
 
@@ -905,14 +931,23 @@ impl<'a> Connection<'a> {
 /// Sends `len` bytes of `file` from `offset` with `sendfile`: the kernel moves them from the page
 /// cache to the socket with no copy through this process. Returns how many were sent, fewer if
 /// the file ended early. The socket's send timeout bounds each call, as it does a `write`.
-fn send_file(socket: BorrowedFd<'_>, file: &File, offset: u64, len: u64) -> io::Result<u64> {
+fn send_file(
+    socket: BorrowedFd<'_>,
+    file: &File,
+    offset: u64,
+    len: u64,
+    went: &std::cell::Cell<u64>,
+) -> io::Result<u64> {
     let mut at = offset;
     let mut sent = 0u64;
     while sent < len {
         let chunk = usize::try_from(len - sent).unwrap_or(usize::MAX).min(1 << 30);
         match rustix::fs::sendfile(socket, file, Some(&mut at), chunk) {
             Ok(0) => break,
-            Ok(n) => sent += n as u64,
+            Ok(n) => {
+                sent += n as u64;
+                went.set(went.get() + n as u64);
+            }
             Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
@@ -929,7 +964,7 @@ fn send_file_once(socket: BorrowedFd<'_>, file: &File, offset: u64, most: usize)
 
 /// [`send_file`] for a transport the kernel cannot write file bytes into (one that encrypts):
 /// positioned reads into a buffer, written through the transport. Returns how many were sent.
-fn copy_file(file: &File, offset: u64, len: u64, out: &mut impl Write) -> io::Result<u64> {
+fn copy_file(file: &File, offset: u64, len: u64, out: &mut impl Write, went: &std::cell::Cell<u64>) -> io::Result<u64> {
     let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX).clamp(1, 256 << 10)];
     let mut sent = 0u64;
     while sent < len {
@@ -942,6 +977,7 @@ fn copy_file(file: &File, offset: u64, len: u64, out: &mut impl Write) -> io::Re
         };
         out.write_all(&buf[..n])?;
         sent += n as u64;
+        went.set(went.get() + n as u64);
     }
     out.flush()?;
     Ok(sent)
@@ -961,10 +997,12 @@ mod tests {
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(&data).unwrap();
         let mut out = Vec::new();
-        assert_eq!(copy_file(&file, 5, 600_000, &mut out).unwrap(), 600_000);
+        let went = std::cell::Cell::new(0);
+        assert_eq!(copy_file(&file, 5, 600_000, &mut out, &went).unwrap(), 600_000);
+        assert_eq!(went.get(), 600_000);
         assert_eq!(out, &data[5..600_005]);
         out.clear();
-        assert_eq!(copy_file(&file, 699_990, 100, &mut out).unwrap(), 10, "the file ends early");
+        assert_eq!(copy_file(&file, 699_990, 100, &mut out, &went).unwrap(), 10, "the file ends early");
         assert_eq!(out, &data[699_990..]);
     }
 }

@@ -412,16 +412,18 @@ impl Server {
             let Some((peer, speaker)) = through_proxy(&mut guard, &stream, peer, proxied) else { return };
             debug!(%peer, "connected");
             let opened = Connection::open(&guard.shared, Transport::plain(stream), peer, speaker);
-            let (result, requests, bytes) = match opened {
+            let (result, requests, bytes, health) = match opened {
                 Ok(Some(mut conn)) => {
                     let result = conn.serve();
-                    (result, conn.requests, conn.bytes)
+                    (result, conn.requests, conn.bytes, conn.only_health)
                 }
-                Ok(None) => (Ok(()), 0, 0),
-                Err(e) => (Err(e), 0, 0),
+                Ok(None) => (Ok(()), 0, 0, true),
+                Err(e) => (Err(e), 0, 0, false),
             };
             let secs = started.elapsed().as_secs_f64();
             match result {
+                // A load balancer's health check, every second or so: not worth a line at info.
+                Ok(()) if health => debug!(%peer, requests, secs, "closed (health check)"),
                 Ok(()) => info!(%peer, requests, bytes, secs, "closed"),
                 Err(e) if e.is_peer() => info!(%peer, requests, bytes, secs, "closed: {e}"),
                 Err(e) => warn!(%peer, requests, bytes, secs, "ended: {e}"),

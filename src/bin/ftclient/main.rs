@@ -713,8 +713,11 @@ fn put(
     let mut client = retry.connect(connect, bar)?;
     if recursive {
         for folder in files {
-            if !folder.is_dir() {
-                return Err(Usage(format!("{}: not a folder (put -r sends folders)", folder.display())).into());
+            match std::fs::metadata(folder) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => return Err(Usage(format!("{}: not a folder (put -r sends folders)", folder.display())).into()),
+                // As put of a missing file: the local file cannot be read (exit 6).
+                Err(source) => return Err(ClientError::Unreadable { path: folder.clone(), source }.into()),
             }
             let tree = ft::client::local_tree(folder, to, |skip| match skip {
                 Skipped::NotRegular(path, what) => {
@@ -1025,7 +1028,8 @@ fn get_tree(
             _ => false,
         };
         if !again {
-            break (summary.context("get -r")?, first_failure);
+            let what = tops.iter().map(|t| t.as_ref().map_or(".".to_string(), Name::to_string)).collect::<Vec<_>>();
+            break (summary.with_context(|| format!("get -r {}", what.join(" ")))?, first_failure);
         }
     };
     let skipped = summary.skipped.saturating_sub(fetched.saturating_sub(summary.fetched));
