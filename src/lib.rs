@@ -7,8 +7,10 @@
 //!
 //! # Layout
 //! Each folder is one side of the system; imports run one way: binaries -> [`server`] /
-//! [`client`] -> [`wire`], [`store`] -> [`name`], [`digest`], [`fingerprint`], [`transport`].
-//! - [`name`]: [`name::Name`], the checked relative file name both sides resolve paths with.
+//! [`client`] -> [`wire`], [`store`] -> [`name`], [`escape`], [`digest`], [`fingerprint`], [`transport`].
+//! - [`name`]: [`name::Name`], the checked relative file name both sides resolve paths with: any
+//!   bytes but NUL, never a component that climbs; its wire forms and its form for people.
+//! - [`escape`]: showing peer text on a terminal, and the printable token form the wire uses.
 //! - [`digest`]: XXH3-128 digests of bytes and files, and their hex form on the wire.
 //! - [`wire`]: requests and typed replies, each parser beside its formatter; the bounded line
 //!   reader; numbers; escaping of peer text.
@@ -25,7 +27,8 @@
 //!
 //! # Wire format in brief
 //! ```text
-//! hello VERSION [FEATURE...]\n  ->  OK <version> features=<f>,...\n   (optional, first request only)
+//! hello VERSION [FEATURE...]\n  ->  OK <version> features=<f>,...\n   (optional, first request only;
+//!                                   version 2 writes names escaped, and adds walk, stat, mkdir)
 //! list [FOLDER]\n               ->  OK\n  then "<size> <mtime> <name>\n" per file, then OK <count>\n
 //!                                   (feature list-end; without it: OK <count>\n first, then the entries)
 //! get NAME\n                    ->  OK <size> xxh3=<digest> mode=<octal>\n  then <size> raw bytes

@@ -1087,6 +1087,13 @@ fn a_server_for_other_machines_with_tokens_and_tls_as_readme_shows() {
             .output()
             .unwrap();
         let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let out = Command::new(bin("ftserver"))
+            .args(["fingerprint"])
+            .current_dir(work.path())
+            .env("XDG_CONFIG_HOME", &config_home)
+            .output()
+            .unwrap();
+        let fingerprint = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let server = RealServer::start(work.path(), &["--bind", "10.77.0.1"]);
         assert!(server.listening.contains("tokens=1"), "{}", server.listening);
         let client = |token: Option<&str>, args: &[&str]| {
@@ -1104,6 +1111,11 @@ fn a_server_for_other_machines_with_tokens_and_tls_as_readme_shows() {
             let out = command.output().unwrap();
             (out.status.code(), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
         };
+        // As README's five commands: the token in FT_TOKEN, the key checked against the
+        // fingerprint the server printed.
+        let (code, out, err) = client(Some(&token), &["--fingerprint", &fingerprint, "list"]);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(String::from_utf8_lossy(&out).contains("file1.txt"));
         // TLS by default to this address, an unknown key refused off a terminal, then accepted.
         assert_eq!(client(Some(&token), &["list"]).0, Some(9));
         let (code, out, err) = client(Some(&token), &["--accept-new", "list"]);

@@ -10,12 +10,18 @@
 //! ```text
 //! request  = verb [SP argument] LF          ; a CR before LF is dropped; verbs are case-insensitive
 //!   hello VERSION [FEATURE...]              ; optional, first request only (see hello.rs)
-//!   list [FOLDER]                           ; FOLDER and NAME are everything after the first space
+//!   list [FOLDER]                           ; version 1: FOLDER and NAME are everything after the first space
+//!   walk links|follow [FOLDER]              ; version 2: every entry, what it is, what could not be read
 //!   get NAME
 //!   resume OFFSET PREFIX-XXH3 NAME          ; continue a download (see README)
 //!   stats
 //!   sum NAME                                ; a file's size and digest, without its bytes
+//!   stat NAME                               ; version 2: one entry, as walk writes it
+//!   put SIZE XXH3|- MTIME MTIME_NS FROM new|replace [PERM] NAME   ; then the body (PERM: version 2)
+//!   partial SIZE MTIME MTIME_NS new|replace NAME
+//!   mkdir PERM MTIME MTIME_NS NAME          ; version 2: a folder, with its mode and time
 //!   auth TOKEN                              ; present a token (a server with an auth file needs one)
+//!   health
 //!   quit
 //! reply    = "OK" [SP fields] LF [payload]  |  "ERR" SP code SP message LF
 //!   get   -> OK <size> xxh3=<digest> mode=<octal>                 then exactly <size> raw bytes
@@ -27,10 +33,15 @@
 //!   list  -> OK                    then lines "<size> <mtime-unix-seconds> <name>", then OK <count>
 //!            (feature list-end; the end may be an ERR: the listing is incomplete)
 //!         -> OK <count>            then <count> lines "<size> <mtime-unix-seconds> <name>" (without it)
+//!   walk  -> OK                    then entries "type=.. key=value..\t<name>" (see MetaEntry), then OK <count>
 //!   stats -> OK <count>            then <count> lines "<key> <value>"
 //!   auth  -> OK rights=<read|read,write>, or ERR unauthorized
 //!   quit  -> OK bye                then the server closes the connection
 //! ```
+//!
+//! Names are written in the connection's [`Form`]: as they are in version 1 (which cannot carry
+//! control characters or bytes that are not UTF-8), escaped in version 2 (one printable token,
+//! `%HH` for what is not; see `name.rs`).
 //!
 //! Numbers are plain decimal. Fields after the first on an `OK` line are `key=value` pairs that a
 //! reader must ignore when it does not know them, so later versions can add them (a digest, a
