@@ -79,20 +79,47 @@ struct Timing {
 struct Sock<'a> {
     tcp: &'a TcpStream,
     timing: &'a mut Timing,
-    /// When the read of the stream under way must have given data.
+    /// When the read of the stream under way must be done (a deadline, or the first byte's).
     until: Option<Instant>,
+    /// When the first read of the socket for it began, once it has (for the progress limit).
+    began: Option<Instant>,
+}
+
+impl Sock<'_> {
+    /// How long the next read of the socket may wait: the socket's timeout, less whatever the
+    /// deadline and the progress limit leave. The first read of a stream's read waits the
+    /// progress limit whole, so a plain stream (one socket read each) sets no new timeout per
+    /// read when the limit equals the timeout.
+    fn wait(&mut self) -> io::Result<Option<Duration>> {
+        let mut wait = self.timing.timeout;
+        let mut bound = |left: Option<Duration>| -> io::Result<()> {
+            if let Some(left) = left {
+                if left.is_zero() {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "not done in time"));
+                }
+                wait = Some(wait.map_or(left, |w| w.min(left)));
+            }
+            Ok(())
+        };
+        if let Some(progress) = self.timing.progress {
+            match self.began {
+                None => {
+                    self.began = Some(Instant::now());
+                    bound(Some(progress))?;
+                }
+                Some(began) => bound(Some(progress.saturating_sub(began.elapsed())))?,
+            }
+        }
+        if let Some(until) = self.until {
+            bound(Some(until.saturating_duration_since(Instant::now())))?;
+        }
+        Ok(wait)
+    }
 }
 
 impl Read for Sock<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let wait = match self.until {
-            None => self.timing.timeout,
-            Some(until) => {
-                let left = until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero());
-                let left = left.ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "not done in time"))?;
-                Some(self.timing.timeout.map_or(left, |t| t.min(left)))
-            }
-        };
+        let wait = self.wait()?;
         if self.timing.applied != Some(wait) {
             self.tcp.set_read_timeout(wait)?;
             self.timing.applied = Some(wait);
@@ -142,7 +169,7 @@ enum Kind {
 macro_rules! with_stream {
     ($self:ident, $until:expr, $stream:ident => $body:expr) => {{
         let until = $until;
-        let mut sock = Sock { tcp: &$self.tcp, timing: &mut $self.timing, until };
+        let mut sock = Sock { tcp: &$self.tcp, timing: &mut $self.timing, until, began: None };
         match &mut $self.kind {
             Kind::Plain => {
                 let $stream = &mut sock;
@@ -209,20 +236,11 @@ impl Transport {
         self.timing.first_at
     }
 
-    /// When the read of the stream that starts now must be done.
-    fn until(&self) -> Option<Instant> {
-        let progress = self.timing.progress.map(|p| Instant::now() + p);
-        match (self.timing.deadline, progress) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
     /// Completes a TLS handshake by `deadline` (each read of the socket waits at most until
     /// then, whatever it gets: a peer that stalls or trickles is cut off at the deadline);
     /// nothing to do for plain TCP.
     pub fn handshake(&mut self, deadline: Instant) -> io::Result<()> {
-        let mut sock = Sock { tcp: &self.tcp, timing: &mut self.timing, until: Some(deadline) };
+        let mut sock = Sock { tcp: &self.tcp, timing: &mut self.timing, until: Some(deadline), began: None };
         loop {
             let handshaking = match &self.kind {
                 Kind::Plain => false,
@@ -298,21 +316,21 @@ impl Transport {
 
 impl Read for Transport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        with_stream!(self, self.until(), stream => stream.read(buf))
+        with_stream!(self, self.timing.deadline, stream => stream.read(buf))
     }
 }
 
 impl Write for Transport {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        with_stream!(self, self.until(), stream => stream.write(buf))
+        with_stream!(self, self.timing.deadline, stream => stream.write(buf))
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        with_stream!(self, self.until(), stream => stream.write_vectored(bufs))
+        with_stream!(self, self.timing.deadline, stream => stream.write_vectored(bufs))
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        with_stream!(self, self.until(), stream => stream.flush())
+        with_stream!(self, self.timing.deadline, stream => stream.flush())
     }
 }
 
