@@ -75,20 +75,28 @@ pub(crate) fn write_ended(
         }
         format.write(entry, w)
     });
+    end_streamed(walked, started, w)
+}
+
+/// Ends a listing streamed as it was walked (`OK`, the entries, then a status line): `OK
+/// <count>`, or, for one that stopped, the refusal of the folder asked for (if nothing was sent
+/// yet) or an `ERR` that says the listing is incomplete.
+fn end_streamed(
+    walked: Result<u64, WalkError<std::io::Error>>,
+    started: bool,
+    w: &mut impl Write,
+) -> Result<(), ConnError> {
     match walked {
-        Ok(count) => {
-            if !started {
-                protocol::write_ok(w)?;
-            }
-            Ok(protocol::write_ok_count(w, count)?)
-        }
         Err(WalkError::Stopped(e)) => Err(e.into()),
-        Err(WalkError::Open(e)) => Ok(refuse(w, &e)?),
-        Err(e @ WalkError::Read { .. }) => {
+        Err(WalkError::Open(e)) if !started => Ok(refuse(w, &e)?),
+        walked => {
             if !started {
                 protocol::write_ok(w)?;
             }
-            Ok(protocol::write_err(w, ErrorCode::Internal, &format_args!("listing incomplete: {e}"))?)
+            match walked {
+                Ok(count) => Ok(protocol::write_ok_count(w, count)?),
+                Err(e) => Ok(protocol::write_err(w, ErrorCode::Internal, &format_args!("listing incomplete: {e}"))?),
+            }
         }
     }
 }
@@ -169,22 +177,7 @@ pub(crate) fn write_walk(
         };
         entry.write(w, Form::Escaped)
     });
-    match walked {
-        Ok(count) => {
-            if !started {
-                protocol::write_ok(w)?;
-            }
-            Ok(protocol::write_ok_count(w, count)?)
-        }
-        Err(WalkError::Stopped(e)) => Err(e.into()),
-        Err(WalkError::Open(e)) if !started => Ok(refuse(w, &e)?),
-        Err(e) => {
-            if !started {
-                protocol::write_ok(w)?;
-            }
-            Ok(protocol::write_err(w, ErrorCode::Internal, &format_args!("listing incomplete: {e}"))?)
-        }
-    }
+    end_streamed(walked, started, w)
 }
 
 /// A store entry as the wire writes it.
