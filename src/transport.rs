@@ -165,10 +165,10 @@ enum Kind {
 
 /// Runs `$body` with `$stream` bound to a stream over the transport's socket: a `rustls::Stream`
 /// over its TLS session, or the [`Sock`] itself for a plain transport; each read of the socket
-/// waits as [`Timing`] says, the stream's data due by `$until`.
+/// waits as [`Timing`] says, the stream's data due by its deadline.
 macro_rules! with_stream {
-    ($self:ident, $until:expr, $stream:ident => $body:expr) => {{
-        let until = $until;
+    ($self:ident, $stream:ident => $body:expr) => {{
+        let until = $self.timing.deadline;
         let mut sock = Sock { tcp: &$self.tcp, timing: &mut $self.timing, until, began: None };
         match &mut $self.kind {
             Kind::Plain => {
@@ -316,21 +316,21 @@ impl Transport {
 
 impl Read for Transport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        with_stream!(self, self.timing.deadline, stream => stream.read(buf))
+        with_stream!(self, stream => stream.read(buf))
     }
 }
 
 impl Write for Transport {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        with_stream!(self, self.timing.deadline, stream => stream.write(buf))
+        with_stream!(self, stream => stream.write(buf))
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        with_stream!(self, self.timing.deadline, stream => stream.write_vectored(bufs))
+        with_stream!(self, stream => stream.write_vectored(bufs))
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        with_stream!(self, self.timing.deadline, stream => stream.flush())
+        with_stream!(self, stream => stream.flush())
     }
 }
 

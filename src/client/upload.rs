@@ -75,6 +75,23 @@ impl LocalFile {
         }
     }
 
+    /// Its size and modification time, looked up without opening it (for deciding whether to
+    /// send it; what is sent is checked again when it is opened). `None` if it cannot be, or if
+    /// it is no longer a regular file.
+    fn stamp(&self) -> Option<(u64, (i64, u32))> {
+        let st = match self {
+            LocalFile::Path(path) => rustix::fs::stat(path).ok()?,
+            LocalFile::Beneath { top, rel, .. } => {
+                rustix::fs::statat(&**top, rel, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).ok()?
+            }
+        };
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+            return None;
+        }
+        let mtime = (st.st_mtime, u32::try_from(st.st_mtime_nsec).unwrap_or(0));
+        Some((st.st_size.max(0) as u64, mtime))
+    }
+
     /// Opens it for reading (non-blocking, so a fifo swapped in cannot stall), and checks it is a
     /// regular file.
     fn open(&self) -> io::Result<File> {
@@ -210,9 +227,8 @@ impl Client {
         // Same size (and, without checksum, the same time): compared by digest with checksum.
         let looks_same = |local: &LocalFile, name: &Name| -> bool {
             let Some(theirs) = remote.get(name).filter(|e| e.is_file()) else { return false };
-            let Ok(meta) = local.open().and_then(|f| f.metadata()) else { return false };
-            let ours = (meta.len(), meta.mtime(), u32::try_from(meta.mtime_nsec()).unwrap_or(0));
-            ours.0 == theirs.size && (options.checksum || (ours.1, ours.2) == theirs.mtime())
+            let Some((size, mtime)) = local.stamp() else { return false };
+            size == theirs.size && (options.checksum || mtime == theirs.mtime())
         };
         let mut send = Vec::with_capacity(files.len());
         let mut compare = Vec::new();

@@ -157,19 +157,26 @@ impl AuthFile {
 
     /// The entries as the file has them now: reread if it changed. A file that became unreadable
     /// or malformed grants nothing until fixed (and the error is logged).
+    /// It is asked on every request of a connection with a token, so the lock is held only to
+    /// compare and swap, never across the file's `stat`, read or checks.
     fn current(&self) -> Arc<Vec<TokenEntry>> {
-        let mut state = self.state.lock();
         let now = fs::metadata(&self.path).ok().map(|m| Stamp::of(&m));
-        if now != state.0 {
-            match read_file(&self.path) {
-                Ok((stamp, entries)) => *state = (Some(stamp), Arc::new(entries)),
-                Err(e) => {
-                    tracing::warn!("auth file unusable, no token accepted until it is fixed: {e}");
-                    *state = (now, Arc::new(Vec::new()));
-                }
+        {
+            let state = self.state.lock();
+            if now == state.0 {
+                return state.1.clone();
             }
         }
-        state.1.clone()
+        let read = match read_file(&self.path) {
+            Ok((stamp, entries)) => (Some(stamp), Arc::new(entries)),
+            Err(e) => {
+                tracing::warn!("auth file unusable, no token accepted until it is fixed: {e}");
+                (now, Arc::new(Vec::new()))
+            }
+        };
+        let entries = read.1.clone();
+        *self.state.lock() = read;
+        entries
     }
 
     /// The entry a presented token matches, compared in constant time.

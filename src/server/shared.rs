@@ -64,6 +64,7 @@ impl Shared {
     pub(crate) fn stats(&self) -> Vec<Stat> {
         let c = self.cache.stats();
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let staging = self.root.staging_usage().unwrap_or_default();
         vec![
             ("uptime_secs", self.started.elapsed().as_secs()),
             ("connections_now", get(&self.connections_now)),
@@ -79,8 +80,8 @@ impl Shared {
             ("bytes_hashed", get(&self.bytes_hashed) + self.root.bytes_hashed()),
             ("uploads", get(&self.uploads)),
             ("bytes_received", get(&self.bytes_received)),
-            ("staging_files", self.root.staging_usage().map_or(0, |(n, _)| n as u64)),
-            ("staging_bytes", self.root.staging_usage().map_or(0, |(_, b)| b)),
+            ("staging_files", staging.0 as u64),
+            ("staging_bytes", staging.1),
             ("cache_entries", c.entries),
             ("cache_bytes", c.bytes),
             ("cache_cap", c.cap),

@@ -204,11 +204,11 @@ impl Held {
         let mut free: Vec<(&String, &Entry)> = table.iter().filter(|(_, e)| !e.in_use).collect();
         free.sort_by_key(|(_, e)| e.last);
         let mut victims = Vec::new();
+        let owner_over = |my_files: usize, my_bytes: u64| {
+            my_files + 1 > owner_files_cap || my_bytes.saturating_add(len) > owner_bytes_cap
+        };
         let over = |files: usize, bytes: u64, my_files: usize, my_bytes: u64| {
-            files + 1 > self.caps.files
-                || bytes.saturating_add(len) > self.caps.bytes
-                || my_files + 1 > owner_files_cap
-                || my_bytes.saturating_add(len) > owner_bytes_cap
+            files + 1 > self.caps.files || bytes.saturating_add(len) > self.caps.bytes || owner_over(my_files, my_bytes)
         };
         // The owner's own oldest go first when the owner is over its share; then anyone's.
         let mut order: Vec<(&String, &Entry)> =
@@ -220,7 +220,7 @@ impl Held {
             }
             let owners = entry.owner.as_deref() == Some(owner);
             // Someone else's file makes no room in this owner's share.
-            if !owners && (my_files + 1 > owner_files_cap || my_bytes.saturating_add(len) > owner_bytes_cap) {
+            if !owners && owner_over(my_files, my_bytes) {
                 continue;
             }
             victims.push(key.clone());
@@ -231,7 +231,7 @@ impl Held {
                 my_bytes -= entry.reserved;
             }
         }
-        if my_files + 1 > owner_files_cap || my_bytes.saturating_add(len) > owner_bytes_cap {
+        if owner_over(my_files, my_bytes) {
             return Err(Full::Owner { files: my_files, bytes: my_bytes });
         }
         if over(files, bytes, my_files, my_bytes) {

@@ -375,10 +375,7 @@ impl Root {
         }
         let meta = self.dir.symlink_metadata(name.as_path())?;
         let kind = match Kind::of(meta.file_type()) {
-            Kind::Symlink(_) => {
-                let target = rustix::fs::readlinkat(&self.dir, name.as_path(), Vec::new()).map_err(io::Error::from)?;
-                Kind::Symlink(target.into_bytes())
-            }
+            Kind::Symlink(_) => Kind::Symlink(self.read_link(name)?),
             Kind::Folder if self.is_staging(meta.dev(), meta.ino()) => return Err(OpenError::NotFound),
             Kind::File if self.is_staged(meta.dev(), meta.ino()) => return Err(OpenError::NotFound),
             kind => kind,
@@ -432,14 +429,9 @@ impl Root {
     pub fn walk<E>(
         &self,
         folder: Option<&Name>,
-        mut each: impl FnMut(FileEntry) -> Result<(), E>,
+        each: impl FnMut(FileEntry) -> Result<(), E>,
     ) -> Result<u64, WalkError<E>> {
-        self.walk_with(folder, Walk { follow: true, stat_files: true, folders: false, report: false }, |found| {
-            match found {
-                Found::Entry(entry) => each(entry),
-                Found::Unreadable { .. } => Ok(()),
-            }
-        })
+        self.walk_served(folder, false, each)
     }
 
     /// [`Root::walk`], folders included: each folder beneath `folder` is handed on (before what
@@ -447,14 +439,38 @@ impl Root {
     pub fn walk_all<E>(
         &self,
         folder: Option<&Name>,
+        each: impl FnMut(FileEntry) -> Result<(), E>,
+    ) -> Result<u64, WalkError<E>> {
+        self.walk_served(folder, true, each)
+    }
+
+    /// [`Root::walk`] (`folders`: [`Root::walk_all`]): what `get` serves, each entry as found.
+    fn walk_served<E>(
+        &self,
+        folder: Option<&Name>,
+        folders: bool,
         mut each: impl FnMut(FileEntry) -> Result<(), E>,
     ) -> Result<u64, WalkError<E>> {
-        self.walk_with(folder, Walk { follow: true, stat_files: true, folders: true, report: false }, |found| {
-            match found {
-                Found::Entry(entry) => each(entry),
-                Found::Unreadable { .. } => Ok(()),
-            }
+        let how = Walk { follow: true, stat_files: true, folders, report: false };
+        self.walk_with(folder, how, |found| match found {
+            Found::Entry(entry) => each(entry),
+            Found::Unreadable { .. } => Ok(()),
         })
+    }
+
+    /// The text a symlink holds, read beneath the root (a symlinked folder on the way is followed
+    /// only while it stays inside).
+    fn read_link(&self, name: &Name) -> io::Result<Vec<u8>> {
+        use std::os::unix::ffi::OsStringExt;
+        Ok(self.dir.read_link_contents(name.as_path())?.into_os_string().into_vec())
+    }
+
+    /// `name` as the symlink it is, with its target; or, if that cannot be read, unreadable.
+    fn symlink_found(&self, name: Name, meta: Option<&cap_std::fs::Metadata>) -> Found {
+        match self.read_link(&name) {
+            Ok(target) => Found::Entry(FileEntry::of(name, meta, Kind::Symlink(target))),
+            Err(e) => Found::Unreadable { name, error: WalkProblem::Entry(e.into()) },
+        }
     }
 
     /// Every entry beneath `folder` (or the whole root), each handed to `each` as it is found
@@ -604,17 +620,8 @@ impl Root {
                         // A symlink back to a folder above it: listed as the symlink it is (the
                         // walk must end), not followed.
                         if how.report {
-                            match rustix::fs::readlinkat(&self.dir, name.as_path(), Vec::new()) {
-                                Ok(target) => {
-                                    let link = entry.metadata().ok();
-                                    let kind = Kind::Symlink(target.into_bytes());
-                                    hand(Found::Entry(FileEntry::of(name, link.as_ref(), kind)), &mut count)?;
-                                }
-                                Err(e) => {
-                                    let error = WalkProblem::Entry(io::Error::from(e).into());
-                                    hand(Found::Unreadable { name, error }, &mut count)?;
-                                }
-                            }
+                            let link = entry.metadata().ok();
+                            hand(self.symlink_found(name, link.as_ref()), &mut count)?;
                         }
                         continue;
                     }
@@ -638,17 +645,7 @@ impl Root {
                         Err(source) => return Err(WalkError::Read { folder: name.to_string(), source }),
                     }
                 }
-                Kind::Symlink(_) if how.report => {
-                    let entry = match rustix::fs::readlinkat(&self.dir, name.as_path(), Vec::new()) {
-                        Ok(target) => FileEntry::of(name, Some(&meta), Kind::Symlink(target.into_bytes())),
-                        Err(e) => {
-                            let error = WalkProblem::Entry(io::Error::from(e).into());
-                            hand(Found::Unreadable { name, error }, &mut count)?;
-                            continue;
-                        }
-                    };
-                    hand(Found::Entry(entry), &mut count)?;
-                }
+                Kind::Symlink(_) if how.report => hand(self.symlink_found(name, Some(&meta)), &mut count)?,
                 _ if how.report => hand(Found::Entry(FileEntry::of(name, Some(&meta), kind)), &mut count)?,
                 _ => {}
             }
