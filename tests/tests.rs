@@ -1,12 +1,13 @@
 //! ft's integration tests, built into one binary: raw-wire tests against an in-process server
 //! (`wire`), hostile input (`attack`), faults and resume (`faults`), the library client
-//! (`client`), fetching folders (`sync`), TLS and trust (`tls`), uploads (`upload`), behind a
+//! (`client`), the core under a second speaker with no socket (`core`), fetching folders (`sync`), TLS and trust (`tls`), uploads (`upload`), behind a
 //! load balancer (`proxy`) and failing over behind HAProxy (`failover`), and the real binaries
 //! (`cli`).
 
 mod attack;
 mod cli;
 mod client;
+mod core;
 mod failover;
 mod faithful;
 mod faults;

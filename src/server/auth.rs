@@ -14,7 +14,6 @@
 //! cut off for a while ([`Limiter`]).
 
 use std::collections::HashMap;
-use std::fmt;
 use std::fs;
 use std::io;
 use std::net::IpAddr;
@@ -30,36 +29,7 @@ use std::sync::Arc;
 use super::private::{ReadError, read_private, write_private};
 use crate::wire::Secret;
 
-/// What a token allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rights {
-    /// `list`, `walk`, `get`, `resume`, `sum`, `stat`, `stats`: every token has it.
-    pub read: bool,
-    /// Uploads (`put`, `partial`, `mkdir`), where the server takes them.
-    pub write: bool,
-}
-
-impl Rights {
-    pub const READ: Rights = Rights { read: true, write: false };
-
-    fn parse(s: &str) -> Option<Rights> {
-        let mut rights = Rights { read: false, write: false };
-        for right in s.split(',') {
-            match right {
-                "read" => rights.read = true,
-                "write" => rights.write = true,
-                _ => return None,
-            }
-        }
-        rights.read.then_some(rights)
-    }
-}
-
-impl fmt::Display for Rights {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.write { "read,write" } else { "read" })
-    }
-}
+pub use crate::wire::Rights;
 
 /// One line of the auth file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,7 +224,7 @@ fn read_file(path: &Path) -> Result<(Stamp, Vec<TokenEntry>), AuthFileError> {
         let malformed = || AuthFileError::Malformed { path: path.to_path_buf(), line: i + 1 };
         let fields: Vec<&str> = line.split_whitespace().collect();
         let [name, rights, id, sha] = fields[..] else { return Err(malformed()) };
-        let rights = Rights::parse(rights).ok_or_else(malformed)?;
+        let rights = Rights::parse_list(rights).ok_or_else(malformed)?;
         let hash = unhex(sha).ok_or_else(malformed)?;
         entries.push(TokenEntry { name: name.to_string(), rights, id: id.to_string(), hash });
     }

@@ -18,7 +18,7 @@ const MAPS_PER_THREAD: u64 = 4;
 /// 128 KiB or more (each its own mapping), the hashing buffers.
 const MAPS_RESERVE: u64 = 4096;
 /// Threads and processes kept for everything else (the cache janitor, the hashing helpers of
-/// `get.rs`, at most `MAX_HELPERS` of them, ...).
+/// `hashing.rs`, at most `MAX_HELPERS` of them, ...).
 const OTHER_RESERVE: u64 = 256;
 
 /// The most connections the system allows, and the limit that decides it (for the log line);

@@ -1,11 +1,20 @@
 //! The server: the accept loop, connection limits and graceful shutdown, over the pieces in this
-//! folder: `config.rs` (what it is told, and every default), `shared.rs` (the state connections
-//! share), `conn.rs` (one connection's command loop), `get.rs` (answering a `get` apart from any
-//! transport), `list.rs` (answering `list` as the folder is walked), `cache.rs`, `bytes.rs` and `mirror.rs` (the byte-capped cache, its bytes in memory, and
-//! its files), `memo.rs` (digests
-//! of files streamed from disk), `limits.rs` (how many connections the system allows), `tls.rs`
-//! (the TLS identity), `auth.rs` (tokens), `private.rs`
-//! (reading and writing files that hold secrets).
+//! folder, in three rooms.
+//!
+//! - The core, which no speaker's syntax reaches: `session.rs` (one client's standing: its token
+//!   and rights, and the short verbs), `get.rs` (what a download answers: header and body, from
+//!   the cache or the disk), `hashing.rs` (a body hashed while it streams), `send.rs` (a body
+//!   sent into any [`Sink`], then settled: cache admission, trailer digest), `upload.rs` (whether
+//!   an upload may happen, `partial`, storing, `mkdir`), `storers.rs` (small uploads stored on
+//!   helper threads), `refusal.rs` (why a request is refused).
+//! - The speakers: `ft/` (ft's text protocol over TLS or plain TCP: the command loop, uploads off
+//!   the wire, listings as walked), `proxy.rs` (the PROXY protocol header in front of it).
+//! - What they share: `config.rs` (what the server is told, and every default), `shared.rs` (the
+//!   state connections share, and `stats`), `cache.rs`, `bytes.rs` and `mirror.rs` (the
+//!   byte-capped cache, its bytes in memory, and its files), `memo.rs` (digests of files streamed
+//!   from disk), `limits.rs` (how many connections and threads the system allows), `tls.rs` (the
+//!   TLS identity), `auth.rs` (tokens and the limiter of failed ones), `private.rs` (reading and
+//!   writing files that hold secrets).
 //!
 //! [`Server::run`] takes an already-bound listener (the binary binds; tests bind `127.0.0.1:0`)
 //! and spawns one named `std::thread` with a small stack per accepted connection, which it wraps
@@ -34,24 +43,33 @@ pub mod auth;
 pub mod bytes;
 pub mod cache;
 mod config;
-mod conn;
+mod ft;
 mod get;
+mod hashing;
 mod limits;
-mod list;
 mod memo;
 pub mod mirror;
 mod private;
 pub mod proxy;
+mod refusal;
+mod send;
+mod session;
 mod shared;
 mod storers;
 pub mod tls;
+mod upload;
 
 pub use config::{Config, DEFAULT_BIND, DEFAULT_CACHE_DIR, DEFAULT_ROOT};
-pub use list::SORTED_UP_TO as LIST_SORTED_UP_TO;
+pub use ft::SORTED_UP_TO as LIST_SORTED_UP_TO;
+pub use get::{Answer, Part};
+pub use refusal::Refusal;
+pub use send::{Ending, Sent, Sink};
+pub use session::{AuthFailed, Session};
 pub use shared::Stat;
+pub use upload::{Offer, PutFailed};
 
 use cache::{Cache, CacheStats};
-use conn::Connection;
+use ft::Connection;
 use memo::DigestMemo;
 use mirror::Mirror;
 use shared::{Shared, addr_key};
@@ -250,6 +268,11 @@ impl Server {
         });
         let _janitor = spawn_janitor(&shared).map_err(|source| ServerError::Thread { source })?;
         Ok(Server { shared, warmed, _janitor })
+    }
+
+    /// A session for a client at `peer`: what every speaker answers requests through.
+    pub fn session(&self, peer: SocketAddr) -> Session<'_> {
+        Session::new(&self.shared, peer)
     }
 
     /// How many cache entries were restored from the mirror folder at start-up.
@@ -451,7 +474,7 @@ fn turn_away_with(stream: &TcpStream, code: ErrorCode, message: &str) {
 
 /// Checks a peer's address against the per-address limit, and counts it; `None` if it was turned
 /// away, else the address it counts against (if the limit applies). (An address cut off for
-/// failed tokens is told so in its own protocol, TLS included, once it speaks: see `conn.rs`.)
+/// failed tokens is told so in its own protocol, TLS included, once it speaks: see `ft/conn.rs`.)
 fn claim_addr(shared: &Shared, stream: &TcpStream, peer: SocketAddr) -> Option<Option<IpAddr>> {
     let key = addr_key(peer.ip());
     let limited = shared.config.max_conns_per_addr > 0 && (shared.config.limit_loopback || !key.is_loopback());
@@ -480,7 +503,7 @@ fn through_proxy(
     stream: &TcpStream,
     peer: SocketAddr,
     proxied: bool,
-) -> Option<(SocketAddr, conn::Speaker)> {
+) -> Option<(SocketAddr, ft::Speaker)> {
     let shared = &guard.shared;
     if proxied {
         let client = match proxy::read_header(stream, shared.config.request_timeout) {
@@ -488,7 +511,7 @@ fn through_proxy(
             Ok(None) => {
                 guard.addr = claim_addr(shared, stream, peer)?;
                 debug!(proxy = %peer, "the proxy speaking for itself: health only");
-                return Some((peer, conn::Speaker::ProxyItself));
+                return Some((peer, ft::Speaker::ProxyItself));
             }
             Err(e) => {
                 warn!(%peer, "refused: {e}");
@@ -498,7 +521,7 @@ fn through_proxy(
         };
         guard.addr = claim_addr(shared, stream, client)?;
         debug!(%client, proxy = %peer, "through a trusted proxy");
-        return Some((client, conn::Speaker::Client));
+        return Some((client, ft::Speaker::Client));
     }
     if shared.config.proxy_protocol {
         let mut start = [0u8; 16];
@@ -509,7 +532,7 @@ fn through_proxy(
             return None;
         }
     }
-    Some((peer, conn::Speaker::Client))
+    Some((peer, ft::Speaker::Client))
 }
 
 /// Counts a connection as open until dropped (also when its thread could not start).

@@ -51,7 +51,7 @@ pub(crate) struct Shared {
     pub(crate) digests_computed: AtomicU64,
     /// File bytes read from disk to compute digests (whole files, resume prefixes).
     pub(crate) bytes_hashed: AtomicU64,
-    /// Helper threads hashing a body while it is sent (see `get.rs`), at most a few.
+    /// Helper threads hashing a body while it is sent (see `hashing.rs`), at most a few.
     pub(crate) hash_helpers: AtomicU64,
     /// The threads connections may run, their own and their helpers'.
     pub(crate) threads: super::limits::Threads,

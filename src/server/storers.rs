@@ -14,6 +14,7 @@ use std::thread::Scope;
 use parking_lot::Mutex;
 
 use super::shared::Shared;
+use super::upload::Offer;
 use crate::digest::Digest;
 use crate::name::Name;
 use crate::store::{Expected, PutError, Stored, Upload};
@@ -31,13 +32,10 @@ const MAX_BYTES: usize = 4 << 20;
 pub(crate) struct Job {
     pub(crate) name: Name,
     pub(crate) digest: Digest,
-    pub(crate) mtime: (i64, u32),
-    /// The sender's permission bits.
-    pub(crate) perm: u32,
+    /// What the sender said of it (its size, time, mode, and whether to replace).
+    pub(crate) offer: Offer,
     /// Whether it replaces an existing file (asked for, and allowed).
     pub(crate) replace: bool,
-    /// Whether replacing was asked for, for the reply.
-    pub(crate) asked_to_replace: bool,
     pub(crate) bytes: Vec<u8>,
 }
 
@@ -45,8 +43,7 @@ pub(crate) struct Job {
 pub(crate) struct Waiting {
     seq: u64,
     pub(crate) name: Name,
-    pub(crate) size: u64,
-    pub(crate) asked_to_replace: bool,
+    pub(crate) offer: Offer,
 }
 
 type Done = (u64, Result<Stored, PutError>);
@@ -107,7 +104,7 @@ impl<'scope, 'env> Storers<'scope, 'env> {
         }
         let Some(jobs) = &self.jobs else { return Err(job) };
         let (seq, len) = (self.next, job.bytes.len());
-        let waiting = Waiting { seq, name: job.name.clone(), size: len as u64, asked_to_replace: job.asked_to_replace };
+        let waiting = Waiting { seq, name: job.name.clone(), offer: job.offer };
         if let Err(mpsc::SendError((_, job))) = jobs.send((seq, job)) {
             return Err(job);
         }
@@ -123,7 +120,7 @@ impl<'scope, 'env> Storers<'scope, 'env> {
         loop {
             if let Some(result) = self.early.remove(&seq) {
                 let waiting = self.waiting.pop_front()?;
-                self.bytes -= waiting.size as usize;
+                self.bytes -= waiting.offer.size as usize;
                 return Some((waiting, result));
             }
             let (done, result) = if wait { self.done.1.recv().ok()? } else { self.done.1.try_recv().ok()? };
@@ -173,7 +170,8 @@ impl<'scope, 'env> Storers<'scope, 'env> {
 pub(crate) fn store(shared: &Shared, job: &Job) -> Result<Stored, PutError> {
     let len = job.bytes.len() as u64;
     // Small: never staged, so never counted against anyone's share of the staging folder.
-    let up = Upload { name: &job.name, len, mtime: job.mtime, perm: job.perm, replace: job.replace, owner: "-" };
+    let (mtime, perm) = (job.offer.mtime, job.offer.perm);
+    let up = Upload { name: &job.name, len, mtime, perm, replace: job.replace, owner: "-" };
     let result = shared.root.put(&up, Expected::Known(job.digest), &mut &job.bytes[..], 0, None);
     if result.is_ok() {
         shared.cache.forget(&job.name);

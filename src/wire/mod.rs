@@ -47,12 +47,14 @@
 //! reader must ignore when it does not know them, so later versions can add them (a digest, a
 //! resume offset) without breaking older clients.
 
+mod answer;
 mod hello;
 mod line;
 mod reply;
 mod request;
 mod text;
 
+pub use answer::{Ready, Rights, Summed};
 pub use hello::{
     Agreed, FEATURE_LIST_END, FEATURE_LIST_META, FEATURE_PUT, FEATURE_TRAILER, Form, Hello, PROTOCOL_VERSION,
     SERVER_FEATURES,

@@ -411,6 +411,12 @@ impl MetaEntry {
         (self.mtime, self.mtime_nsec)
     }
 
+    /// Writes the answer to `stat`: `OK ` and the entry, its name escaped.
+    pub fn write_reply(&self, w: &mut impl Write) -> io::Result<()> {
+        w.write_all(b"OK ")?;
+        self.write(w, Form::Escaped)
+    }
+
     /// Writes the entry, its name in `form` (an `InvalidInput` error for a name version 1 cannot
     /// carry).
     pub fn write(&self, w: &mut impl Write, form: Form) -> io::Result<()> {

@@ -12,10 +12,11 @@
 
 use std::io::Write;
 
-use super::conn::ConnError;
-use super::get::open_error_code;
+use super::error::ConnError;
 use crate::name::Name;
-use crate::store::{FileEntry, Found, Kind, OpenError, Root, WalkError};
+use crate::server::get::open_error_code;
+use crate::server::session::meta_entry;
+use crate::store::{FileEntry, Found, OpenError, Root, WalkError};
 use crate::wire::{self as protocol, EntryKind, ErrorCode, Form, ListEntry, MetaEntry};
 
 /// Most entries a listing for a client without `list-end` is held in memory (and sorted) for.
@@ -178,21 +179,6 @@ pub(crate) fn write_walk(
         entry.write(w, Form::Escaped)
     });
     end_streamed(walked, started, w)
-}
-
-/// A store entry as the wire writes it.
-pub(crate) fn meta_entry(entry: FileEntry) -> MetaEntry {
-    let FileEntry { name, kind, size, mtime, mtime_nsec, mode } = entry;
-    let kind = match kind {
-        Kind::File => EntryKind::File,
-        Kind::Folder => EntryKind::Folder,
-        Kind::Symlink(target) => EntryKind::Symlink(target),
-        Kind::Fifo => EntryKind::Fifo,
-        Kind::Socket => EntryKind::Socket,
-        Kind::CharDevice => EntryKind::CharDevice,
-        Kind::BlockDevice => EntryKind::BlockDevice,
-    };
-    MetaEntry { kind, size, mtime, mtime_nsec, mode, name }
 }
 
 /// The `ERR` for a folder that cannot be listed, said of it as a folder.
