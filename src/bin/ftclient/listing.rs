@@ -1,10 +1,73 @@
-//! Printing a listing in name order without holding one of any size: a server streams its listing
-//! in the order its file system yields, so up to [`SORT_UP_TO`] entries are held and printed
-//! sorted at the end; a longer listing prints what is held, sorted, then the rest as it comes.
+//! `ftclient list`, and printing a listing in name order without holding one of any size: a server
+//! streams its listing in the order its file system yields, so up to [`SORT_UP_TO`] entries are
+//! held and printed sorted at the end; a longer listing prints what is held, sorted, then the rest
+//! as it comes.
 
-use std::io;
+use std::ffi::OsString;
+use std::io::{self, Write};
 
-use ft::wire::ListEntry;
+use anyhow::Context;
+use ft::client::{Client, ClientError};
+use ft::wire::{ListEntry, escape};
+
+use crate::exit;
+use crate::names::arg_folder;
+use crate::report::EntryJson;
+
+/// `list [FOLDER]`: a table for people, or with `json` a JSON array; sorted by name (see the
+/// module doc). An entry the server could not read is named on stderr, and the exit code is
+/// [`exit::PARTIAL`].
+pub(crate) fn run(
+    connect: &dyn Fn() -> Result<Client, ClientError>,
+    folder: Option<OsString>,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let folder = match folder {
+        Some(f) => arg_folder(&f)?,
+        None => None,
+    };
+    let what = folder.as_ref().map_or("list".to_string(), |f| format!("list {f}"));
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    let mut first = true;
+    if json {
+        out.write_all(b"[")?;
+    }
+    let mut sorting = Sorting::new(|entry: &ListEntry| {
+        if json {
+            out.write_all(if first { b"\n  " } else { b",\n  " })?;
+            serde_json::to_writer(&mut out, &EntryJson::new(entry))?;
+        } else {
+            print_entry(&mut out, entry)?;
+        }
+        first = false;
+        Ok(())
+    });
+    let mut unreadable = 0u64;
+    let listed = connect()?.list_each_reporting(
+        folder.as_ref(),
+        |entry| sorting.push(entry),
+        |name, why| {
+            unreadable += 1;
+            eprintln!("ftclient: {name}: the server cannot read it: {}", escape(why));
+        },
+    );
+    sorting.finish()?;
+    if json && listed.is_ok() {
+        out.write_all(b"\n]\n")?;
+    }
+    out.flush()?;
+    listed.context(what)?;
+    if unreadable > 0 {
+        eprintln!("ftclient: the listing is incomplete: the server could not read {unreadable} entries");
+        return Ok(exit::PARTIAL);
+    }
+    Ok(0)
+}
+
+/// A table for people: human size, modification time (UTC), then the name, escaped.
+pub(crate) fn print_entry(out: &mut impl Write, e: &ListEntry) -> io::Result<()> {
+    writeln!(out, "{:>10}  {}  {}", ft::human::size(e.size), ft::human::utc(e.mtime), e.name)
+}
 
 /// Most entries held to print a listing sorted (about 10 MB).
 pub const SORT_UP_TO: usize = 100_000;

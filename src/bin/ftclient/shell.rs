@@ -9,7 +9,12 @@ use anyhow::Context;
 use ft::client::{Client, ClientError, OutDir};
 use ft::wire::escape;
 
-use super::{Usage, code_of_error, print_entry};
+use crate::exit::{Usage, code_of_error};
+use crate::listing::print_entry;
+use crate::names::{arg_folder, arg_name};
+use crate::progress::Bar;
+use crate::signals::BUSY;
+use crate::tree::{TreeSource, get_tree};
 
 /// Most names the shell remembers for Tab completion.
 const COMPLETION_NAMES: usize = 100_000;
@@ -98,7 +103,7 @@ fn attempt(
     if !client.is_usable() {
         *client = connect().map_err(|e| Attempt::Failed(e.into()))?;
     }
-    *super::BUSY.lock() = Some(client.interrupter());
+    *BUSY.lock() = Some(client.interrupter());
     let result = match verb {
         "list" | "ls" => shell_list(client, arg, lines),
         "get" => match arg.strip_prefix("-r ") {
@@ -113,7 +118,7 @@ fn attempt(
         other => Err(Usage(format!("unknown command '{}' (try help)", escape(other))).into()),
     };
     // The Ctrl-C handler takes the interrupter when it uses it.
-    let interrupted = super::BUSY.lock().take().is_none();
+    let interrupted = BUSY.lock().take().is_none();
     match result {
         Ok(()) => Ok(()),
         Err(e) if interrupted => Err(Attempt::Interrupted(e)),
@@ -122,7 +127,7 @@ fn attempt(
 }
 
 fn shell_list(client: &mut Client, folder: &str, lines: &mut Lines) -> anyhow::Result<()> {
-    let folder = super::arg_folder(std::ffi::OsStr::new(folder))?;
+    let folder = arg_folder(std::ffi::OsStr::new(folder))?;
     // Sorted as `ftclient list` sorts it; a full listing also feeds Tab completion, up to
     // COMPLETION_NAMES.
     let mut out = io::stdout().lock();
@@ -146,19 +151,17 @@ fn shell_list(client: &mut Client, folder: &str, lines: &mut Lines) -> anyhow::R
 }
 
 fn shell_get(client: &mut Client, name: &str, output: &Path, quiet: bool) -> anyhow::Result<()> {
-    let name = super::arg_name(std::ffi::OsStr::new(name))?;
+    let name = arg_name(std::ffi::OsStr::new(name))?;
     let dir = OutDir::create(output).with_context(|| format!("cannot create {}", output.display()))?;
     // Resumes an existing .part, as `ftclient get` does (the server checks its prefix digest),
     // with a progress bar on a terminal, as `ftclient get` draws.
-    let bar = super::Bar::new(quiet);
+    let bar = Bar::new(quiet);
     if let Some(bar) = &bar {
         client.set_progress(bar.clone());
     }
     let done = client.download(&name, &dir, true);
     client.clear_progress();
-    if let Some(bar) = &bar {
-        bar.bar.finish_and_clear();
-    }
+    Bar::finish(bar.as_ref());
     let done = done.with_context(|| name.to_string())?;
     if !quiet {
         let saved = dir.path().join(name.as_path());
@@ -169,10 +172,10 @@ fn shell_get(client: &mut Client, name: &str, output: &Path, quiet: bool) -> any
 
 /// `get -r FOLDER` in the shell: as `ftclient get -r` does, its summary on stderr.
 fn shell_get_tree(client: &mut Client, folder: &str, output: &Path, quiet: bool) -> anyhow::Result<()> {
-    let top = super::arg_folder(std::ffi::OsStr::new(folder))?;
+    let top = arg_folder(std::ffi::OsStr::new(folder))?;
     let dir = OutDir::create(output).with_context(|| format!("cannot create {}", output.display()))?;
     let options = ft::client::tree::TreeOptions { resume: true, ..Default::default() };
-    let code = super::get_tree(&mut super::TreeSource::Shell(client), None, &[top], &dir, options, false, quiet)?;
+    let code = get_tree(&mut TreeSource::Shell(client), None, &[top], &dir, options, false, quiet)?;
     if code != 0 {
         anyhow::bail!("get -r {}: some files failed", escape(folder));
     }
