@@ -8,7 +8,9 @@ use crate::name::MAX_NAME_LEN;
 pub const MAX_REQUEST_LINE: usize = 4096;
 /// Longest reply line a client reads: a list entry is a few numbers, a name and (for a symlink)
 /// its target, each escaped (at most three bytes on the wire per byte).
-pub const MAX_REPLY_LINE: usize = 3 * (MAX_NAME_LEN + super::reply::MAX_TARGET_LEN) + 256;
+pub const MAX_REPLY_LINE: usize = 3 * (MAX_NAME_LEN + MAX_TARGET_LEN) + 256;
+/// Longest symlink target an entry carries, in bytes (Linux's `PATH_MAX` less its NUL).
+pub const MAX_TARGET_LEN: usize = 4095;
 
 /// Errors reading or decoding the wire. After any of these the stream is out of step.
 #[derive(Debug, thiserror::Error)]

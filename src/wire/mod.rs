@@ -48,18 +48,27 @@
 //! resume offset) without breaking older clients.
 
 mod answer;
+mod entry;
+mod header;
 mod hello;
 mod line;
 mod reply;
 mod request;
+mod secret;
 mod text;
 
 pub use answer::{Ready, Rights, Summed};
+pub use entry::{EntryKind, ListEntry, MetaEntry};
+pub use header::{GetHeader, parse_trailer, write_trailer};
 pub use hello::{
     Agreed, FEATURE_LIST_END, FEATURE_LIST_META, FEATURE_PUT, FEATURE_TRAILER, Form, Hello, PROTOCOL_VERSION,
     SERVER_FEATURES,
 };
-pub use line::{MAX_REPLY_LINE, MAX_REQUEST_LINE, ProtocolError, read_line, read_line_with};
-pub use reply::*;
-pub use request::{PLAIN_PUT_PERM, PutTrailer, Request, RequestError, Secret, Unsayable};
+pub use line::{MAX_REPLY_LINE, MAX_REQUEST_LINE, MAX_TARGET_LEN, ProtocolError, read_line, read_line_with};
+pub use reply::{
+    ErrorCode, ErrorReply, Status, UnknownCode, parse_count, parse_stat, parse_status, read_status, write_bye,
+    write_err, write_ok, write_ok_count, write_stat,
+};
+pub use request::{PLAIN_PUT_PERM, PutTrailer, Request, RequestError, Unsayable};
+pub use secret::Secret;
 pub use text::{escape, parse_u64};

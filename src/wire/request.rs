@@ -8,34 +8,8 @@ use crate::name::{Name, NameError};
 
 use super::hello::{Form, Hello};
 use super::reply::ErrorCode;
+use super::secret::Secret;
 use super::text::{escape, parse_u64};
-
-/// A secret as it travels: shown nowhere (its `Debug` and `Display` say `<secret>`); only
-/// [`Secret::expose`] gives the text, to write it on the wire.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<secret>")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<secret>")
-    }
-}
 
 /// A parsed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -548,94 +522,6 @@ mod tests {
         ] {
             for form in [Form::Plain, Form::Escaped] {
                 assert_eq!(Request::parse(req.to_line(form).unwrap().as_bytes(), form), Ok(req.clone()));
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod props {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn name() -> impl Strategy<Value = Name> {
-        prop_oneof![
-            "[a-zA-Z0-9 ._é-]{1,12}(/[a-zA-Z0-9 ._é-]{1,12}){0,3}"
-                .prop_filter_map("valid names only", |s| Name::parse(&s).ok()),
-            proptest::collection::vec(any::<u8>(), 1..24)
-                .prop_filter_map("valid names only", |b| Name::from_bytes(&b).ok()),
-        ]
-    }
-
-    fn request() -> impl Strategy<Value = Request> {
-        prop_oneof![
-            proptest::option::of(name()).prop_map(Request::List),
-            (any::<bool>(), proptest::option::of(name())).prop_map(|(follow, folder)| Request::Walk { follow, folder }),
-            name().prop_map(Request::Get),
-            name().prop_map(Request::Stat),
-            (0u32..0o7777, any::<i64>(), 0u32..1_000_000_000, name())
-                .prop_map(|(perm, secs, nanos, name)| Request::Mkdir { perm, mtime: (secs, nanos), name }),
-            (any::<u64>(), any::<u128>(), name()).prop_map(|(offset, d, name)| Request::Resume {
-                offset,
-                prefix: Digest(d),
-                name
-            }),
-            (
-                any::<u64>(),
-                any::<u128>(),
-                any::<i64>(),
-                0u32..1_000_000_000,
-                any::<u64>(),
-                any::<bool>(),
-                0u32..0o7777,
-                name()
-            )
-                .prop_map(|(size, d, secs, nanos, from, replace, perm, name)| Request::Put {
-                    size,
-                    digest: (d % 3 != 0).then_some(Digest(d)),
-                    mtime: (secs, nanos),
-                    from: from % size.saturating_add(1),
-                    replace,
-                    perm,
-                    name
-                }),
-            (any::<u64>(), any::<i64>(), 0u32..1_000_000_000, any::<bool>(), name()).prop_map(
-                |(size, secs, nanos, replace, name)| Request::Partial { size, mtime: (secs, nanos), replace, name }
-            ),
-            Just(Request::Stats),
-            Just(Request::Health),
-            Just(Request::Quit),
-            (1u32.., proptest::collection::vec("[a-z0-9-]{1,32}", 0..4))
-                .prop_map(|(version, features)| Request::Hello(Hello { version, features })),
-        ]
-    }
-
-    proptest! {
-        #[test]
-        fn format_then_parse_round_trips(req in request()) {
-            prop_assert_eq!(Request::parse(req.to_line(Form::Escaped).unwrap().as_bytes(), Form::Escaped), Ok(req.clone()));
-            if let Ok(line) = req.to_line(Form::Plain) {
-                let back = Request::parse(line.as_bytes(), Form::Plain);
-                // Version 1 has no mode on a put: it reads back as 0644.
-                let req = match req {
-                    Request::Put { size, digest, mtime, from, replace, name, .. } =>
-                        Request::Put { size, digest, mtime, from, replace, perm: PLAIN_PUT_PERM, name },
-                    other => other,
-                };
-                prop_assert_eq!(back, Ok(req));
-            }
-        }
-
-        /// Any bytes at all: no panic, and whatever name comes out is a checked one.
-        #[test]
-        fn parsing_arbitrary_bytes_is_total(line in proptest::collection::vec(any::<u8>(), 0..80)) {
-            for form in [Form::Plain, Form::Escaped] {
-                match Request::parse(&line, form) {
-                    Ok(Request::Get(n)) | Ok(Request::Resume { name: n, .. }) | Ok(Request::List(Some(n))) => {
-                        prop_assert_eq!(Name::from_bytes(n.as_bytes()), Ok(n.clone()));
-                    }
-                    _ => {}
-                }
             }
         }
     }
