@@ -11,6 +11,7 @@
 //! `accept`, which the accept loop survives by backing off; see `Server::run`.)
 
 use std::fs;
+use std::io;
 
 /// Mappings each connection thread takes (measured: 4).
 const MAPS_PER_THREAD: u64 = 4;
@@ -104,6 +105,18 @@ fn read_number(path: &str) -> Option<u64> {
 fn maps_in_use() -> Option<u64> {
     let maps = fs::read("/proc/self/maps").ok()?;
     Some(maps.iter().filter(|&&b| b == b'\n').count() as u64)
+}
+
+/// Raises the soft limit on open files to the hard limit (each connection holds one), and
+/// returns the new soft limit.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    // `None` is "unlimited".
+    if lim.current.is_some() && lim.current != lim.maximum {
+        setrlimit(Resource::Nofile, Rlimit { current: lim.maximum, maximum: lim.maximum })?;
+    }
+    Ok(lim.maximum.unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

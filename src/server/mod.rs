@@ -9,11 +9,12 @@
 //!   helper threads), `refusal.rs` (why a request is refused).
 //! - The speakers: `ft/` (ft's text protocol over TLS or plain TCP: the command loop, uploads off
 //!   the wire, listings as walked), `proxy.rs` (the PROXY protocol header in front of it).
-//! - What they share: `config.rs` (what the server is told, and every default), `shared.rs` (the
-//!   state connections share, and `stats`), `cache.rs`, `bytes.rs` and `mirror.rs` (the
-//!   byte-capped cache, its bytes in memory, and its files), `memo.rs` (digests of files streamed
-//!   from disk), `limits.rs` (how many connections and threads the system allows), `tls.rs` (the
-//!   TLS identity), `auth.rs` (tokens and the limiter of failed ones), `private.rs` (reading and
+//! - What they share: `config.rs` (what the server is told, and every default), `start.rs` (why it
+//!   could not start), `shutdown.rs` (stopping it, draining first), `shared.rs` (the state
+//!   connections share, and `stats`), `cache.rs`, `bytes.rs` and `mirror.rs` (the byte-capped
+//!   cache, its bytes in memory, and its files), `memo.rs` (digests of files streamed from disk),
+//!   `limits.rs` (how many connections, threads and files the system allows), `tls.rs` (the TLS
+//!   identity), `auth.rs` (tokens and the limiter of failed ones), `private.rs` (reading and
 //!   writing files that hold secrets).
 //!
 //! [`Server::run`] takes an already-bound listener (the binary binds; tests bind `127.0.0.1:0`)
@@ -28,10 +29,10 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -55,6 +56,8 @@ mod refusal;
 mod send;
 mod session;
 mod shared;
+mod shutdown;
+mod start;
 mod storers;
 pub mod tls;
 mod upload;
@@ -62,10 +65,13 @@ mod upload;
 pub use config::{Config, DEFAULT_BIND, DEFAULT_CACHE_DIR, DEFAULT_ROOT};
 pub use ft::SORTED_UP_TO as LIST_SORTED_UP_TO;
 pub use get::{Answer, Part};
+pub use limits::raise_fd_limit;
 pub use refusal::Refusal;
 pub use send::{Ending, Sent, Sink};
 pub use session::{AuthFailed, Session};
 pub use shared::Stat;
+pub use shutdown::Shutdown;
+pub use start::ServerError;
 pub use upload::{Offer, PutFailed};
 
 use cache::{Cache, CacheStats};
@@ -73,6 +79,7 @@ use ft::Connection;
 use memo::DigestMemo;
 use mirror::Mirror;
 use shared::{Shared, addr_key};
+use start::inside;
 
 use crate::store::Root;
 use crate::transport::Transport;
@@ -80,80 +87,6 @@ use crate::wire::{self, ErrorCode};
 
 /// Connections the kernel may queue before the accept loop takes them.
 const LISTEN_BACKLOG: i32 = 4096;
-
-/// Why the server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    #[error("cannot open the served folder {}: {source}", path.display())]
-    Root { path: PathBuf, source: io::Error },
-    #[error("the PROXY protocol needs the addresses of the proxies to trust (--trusted-proxy CIDR)")]
-    NoTrustedProxy,
-    #[error("cannot make the uploads' staging folder {} beneath the served folder: {source}", crate::store::STAGING)]
-    Staging { source: io::Error },
-    #[error("cannot open the cache folder {}: {source}", path.display())]
-    CacheDir { path: PathBuf, source: io::Error },
-    #[error(
-        "the cache folder {} is inside the served folder {}: its files would be served, and files of \
-         the served folder that look like cache files deleted; choose a folder outside it",
-        cache.display(), root.display()
-    )]
-    CacheInRoot { cache: PathBuf, root: PathBuf },
-    #[error("cannot start the cache janitor thread: {source}")]
-    Thread { source: io::Error },
-    #[error("TLS identity: {0}")]
-    Identity(#[from] tls::IdentityError),
-    #[error("auth file: {0}")]
-    AuthFile(#[from] auth::AuthFileError),
-    #[error(
-        "{} and there is no auth file, so every file would be served to anyone who connects: add a \
-         token (ftserver token add NAME) and start with --auth-file, or pass --allow-anonymous if \
-         that is intended",
-        if *proxied { format!("behind a proxy (--proxy-protocol), clients reach {addr} from other machines,") }
-        else { format!("{addr} can be reached from other machines") }
-    )]
-    Anonymous { addr: SocketAddr, proxied: bool },
-    #[error(
-        "the TLS identity {} is inside the served folder {}: its private key would be served; \
-         choose a file outside it",
-        identity.display(), root.display()
-    )]
-    IdentityInRoot { identity: PathBuf, root: PathBuf },
-}
-
-/// Whether `path` (which may not exist yet) is `folder` or lies beneath it, once both are resolved:
-/// the nearest existing ancestor of `path` is resolved (symlinks, `..`), and the components that do
-/// not exist yet are applied to it in order (`..` going up).
-fn inside(path: &Path, folder: &Path) -> bool {
-    use std::path::Component;
-    let Ok(folder) = std::fs::canonicalize(folder) else { return false };
-    let mut existing = path.to_path_buf();
-    let mut rest = Vec::new();
-    let mut resolved = loop {
-        if let Ok(resolved) = std::fs::canonicalize(&existing) {
-            break resolved;
-        }
-        match existing.components().next_back() {
-            Some(last @ (Component::Normal(_) | Component::ParentDir | Component::CurDir)) => {
-                rest.push(last.as_os_str().to_owned());
-                existing.pop();
-                if existing.as_os_str().is_empty() {
-                    existing.push(".");
-                }
-            }
-            _ => return false,
-        }
-    };
-    for part in rest.iter().rev() {
-        match part.to_str() {
-            Some("..") => {
-                resolved.pop();
-            }
-            Some(".") => {}
-            _ => resolved.push(part),
-        }
-    }
-    resolved.starts_with(&folder)
-}
 
 /// Sweeps expired cache entries every half TTL (between 100 ms and a minute) until the returned
 /// sender is dropped or the server is gone.
@@ -560,77 +493,4 @@ impl Drop for Live {
         self.shared.connections_now.fetch_sub(1, Ordering::SeqCst);
         self.shared.ended.notify_all();
     }
-}
-
-/// Stops a running [`Server::run`]: sets a flag and wakes the blocked `accept` by connecting.
-#[derive(Clone, Default)]
-pub struct Shutdown(Arc<ShutdownState>);
-
-#[derive(Default)]
-struct ShutdownState {
-    triggered: AtomicBool,
-    /// Set by [`Shutdown::drain_then_stop`]: `health` says draining while connections are still
-    /// accepted.
-    draining: AtomicBool,
-    /// Where the listener is, to wake its `accept`.
-    addr: Mutex<Option<SocketAddr>>,
-}
-
-impl Shutdown {
-    pub fn new() -> Shutdown {
-        Shutdown::default()
-    }
-
-    pub fn trigger(&self) {
-        self.0.triggered.store(true, Ordering::SeqCst);
-        if let Some(addr) = *self.0.addr.lock() {
-            let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
-        }
-    }
-
-    pub fn is_triggered(&self) -> bool {
-        self.0.triggered.load(Ordering::SeqCst)
-    }
-
-    /// Starts a graceful shutdown that first tells load balancers: `health` answers
-    /// `ERR draining` at once, while clients are still accepted and served for `delay` (the time
-    /// a balancer takes to see it and send new clients elsewhere); then it stops accepting and
-    /// lets connections finish ([`Shutdown::trigger`]). A later `trigger` cuts the delay short.
-    pub fn drain_then_stop(&self, delay: Duration) -> io::Result<()> {
-        self.0.draining.store(true, Ordering::SeqCst);
-        if delay.is_zero() {
-            self.trigger();
-            return Ok(());
-        }
-        let this = self.clone();
-        thread::Builder::new().name("drain".into()).spawn(move || {
-            thread::sleep(delay);
-            this.trigger();
-        })?;
-        Ok(())
-    }
-
-    /// Whether the server is shutting down, or about to.
-    pub fn is_draining(&self) -> bool {
-        self.0.draining.load(Ordering::SeqCst) || self.is_triggered()
-    }
-
-    fn arm(&self, mut addr: SocketAddr) {
-        if addr.ip().is_unspecified() {
-            addr.set_ip(if addr.is_ipv4() { Ipv4Addr::LOCALHOST.into() } else { Ipv6Addr::LOCALHOST.into() });
-        }
-        *self.0.addr.lock() = Some(addr);
-    }
-}
-
-/// Raises the soft limit on open files to the hard limit (each connection holds one), and
-/// returns the new soft limit.
-pub fn raise_fd_limit() -> io::Result<u64> {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let lim = getrlimit(Resource::Nofile);
-    // `None` is "unlimited".
-    if lim.current.is_some() && lim.current != lim.maximum {
-        setrlimit(Resource::Nofile, Rlimit { current: lim.maximum, maximum: lim.maximum })?;
-    }
-    Ok(lim.maximum.unwrap_or(u64::MAX))
 }

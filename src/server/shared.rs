@@ -21,7 +21,7 @@ pub type Stat = (&'static str, u64);
 pub(crate) struct Shared {
     pub(crate) config: Config,
     /// The shutdown of the running server, for `health` to see draining.
-    pub(crate) shutdown: std::sync::OnceLock<super::Shutdown>,
+    pub(crate) shutdown: std::sync::OnceLock<super::shutdown::Shutdown>,
     /// The TLS identity and configuration every TLS connection is served with.
     pub(crate) tls: super::tls::ServerTls,
     /// The tokens accepted, if the server requires one.
