@@ -48,6 +48,7 @@
 pub mod client;
 pub mod digest;
 pub mod escape;
+mod files;
 pub mod fingerprint;
 pub mod human;
 pub mod name;

@@ -22,7 +22,7 @@ use rustix::io::Errno;
 
 use crate::name::Name;
 
-use crate::store::current_umask;
+use crate::files::{current_umask, set_mtime};
 
 /// The `.part` files a folder held when read.
 type PartNames = Arc<HashSet<OsString>>;
@@ -657,16 +657,6 @@ fn part_of(file: &OsStr) -> OsString {
 
 /// Writes `bytes` to an unnamed file in `dir` and links it as `file` (which must not exist; a
 /// symlink there is not followed either: linkat fails with EEXIST).
-/// Gives an open file a modification time (its access time: now), if there is one to give.
-fn set_mtime(file: &impl std::os::fd::AsFd, mtime: Option<(i64, u32)>) -> io::Result<()> {
-    let Some((secs, nanos)) = mtime else { return Ok(()) };
-    let times = rustix::fs::Timestamps {
-        last_access: rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW },
-        last_modification: rustix::fs::Timespec { tv_sec: secs, tv_nsec: nanos.into() },
-    };
-    Ok(rustix::fs::futimens(file, &times)?)
-}
-
 fn link_unnamed(dir: &Dir, file: &OsStr, bytes: &[u8], mode: u32, mtime: Option<(i64, u32)>) -> io::Result<()> {
     let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
     // Created with its final mode at once (the umask is already applied to `mode`, so applying
@@ -675,7 +665,7 @@ fn link_unnamed(dir: &Dir, file: &OsStr, bytes: &[u8], mode: u32, mtime: Option<
     let tmp = std::fs::File::from(rustix::fs::openat(dir, ".", flags, Mode::from_raw_mode(mode))?);
     (&tmp).write_all(bytes)?;
     set_mtime(&tmp, mtime)?;
-    crate::store::link_unnamed(&tmp, dir, file)
+    crate::files::link_unnamed(&tmp, dir, file)
 }
 
 /// Whether an `O_TMPFILE` open failed because the file system (or /proc) cannot do it.

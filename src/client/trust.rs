@@ -13,8 +13,7 @@
 //! the handshake has completed.
 
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -136,11 +135,7 @@ pub fn lookup(path: &Path, host_port: &str) -> io::Result<Option<(Fingerprint, u
 /// creating it (0600) and its folder (0700) if missing.
 pub fn record(path: &Path, host_port: &str, fingerprint: &Fingerprint) -> io::Result<()> {
     let host_port = host_key(host_port).unwrap_or_else(|| host_port.to_ascii_lowercase());
-    if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(folder)?;
-    }
-    let mut file = fs::OpenOptions::new().append(true).create(true).mode(0o600).open(path)?;
-    file.write_all(format!("{host_port} {fingerprint}\n").as_bytes())
+    crate::files::private::append_private(path, format!("{host_port} {fingerprint}\n").as_bytes())
 }
 
 /// What checking a server's key decided.

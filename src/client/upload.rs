@@ -26,7 +26,7 @@ use crate::wire::{self as protocol, EntryKind, MetaEntry, ProtocolError, PutTrai
 
 /// Files of this size and more are resumable: the server says first whether it takes them and
 /// how much of an interrupted upload it holds (the server's `RESUMABLE_FROM`).
-pub const RESUMABLE_FROM: u64 = crate::store::RESUMABLE_FROM;
+pub use crate::wire::RESUMABLE_FROM;
 
 /// How `put` goes about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

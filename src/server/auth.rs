@@ -26,7 +26,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use parking_lot::Mutex;
 use std::sync::Arc;
 
-use super::private::{ReadError, read_private, write_private};
+use crate::files::private::{ReadError, read_private, write_private};
 use crate::wire::Secret;
 
 pub use crate::wire::Rights;

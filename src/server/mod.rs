@@ -14,8 +14,7 @@
 //!   connections share, and `stats`), `cache.rs`, `bytes.rs` and `mirror.rs` (the byte-capped
 //!   cache, its bytes in memory, and its files), `memo.rs` (digests of files streamed from disk),
 //!   `limits.rs` (how many connections, threads and files the system allows), `tls.rs` (the TLS
-//!   identity), `auth.rs` (tokens and the limiter of failed ones), `private.rs` (reading and
-//!   writing files that hold secrets).
+//!   identity), `auth.rs` (tokens and the limiter of failed ones).
 //!
 //! [`Server::run`] takes an already-bound listener (the binary binds; tests bind `127.0.0.1:0`)
 //! and spawns one named `std::thread` with a small stack per accepted connection, which it wraps
@@ -50,7 +49,6 @@ mod hashing;
 mod limits;
 mod memo;
 pub mod mirror;
-mod private;
 pub mod proxy;
 mod refusal;
 mod send;

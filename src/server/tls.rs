@@ -14,7 +14,7 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::private::{ReadError, read_private, write_private};
+use crate::files::private::{ReadError, read_private, write_private};
 use crate::fingerprint::Fingerprint;
 
 /// Where the server's TLS identity comes from.

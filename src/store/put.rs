@@ -13,23 +13,22 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, Timespec, Timestamps};
+use rustix::fs::{AtFlags, Mode, Timespec, Timestamps};
 use rustix::io::Errno;
 
-use super::held::{Caps, Held, Stamp};
-use super::{Root, is_reserved};
 use crate::digest::{Digest, Hasher};
 use crate::name::Name;
 
-/// The mode of a folder an upload makes on the way to its file (masked by the umask); `mkdir`
-/// gives it the sender's afterwards.
-pub const FOLDER_MODE: u32 = 0o755;
+use super::error::PutError;
+use super::folder::{FOLDER_FLAGS, FOLDER_MODE, Folder, make_folders, same_fs, unnamed_in};
+use super::partial::Partial;
+use super::root::Root;
+use super::staging::{RESUMABLE_FROM, Staging, Unstaged, partial_key};
+use crate::files::link_unnamed;
 
 /// What is stored, besides the bytes: the name, the size, and what the sender's copy has.
 #[derive(Debug, Clone, Copy)]
@@ -48,62 +47,6 @@ pub struct Upload<'a> {
     pub owner: &'a str,
 }
 
-/// The folder beneath the root where uploads of [`RESUMABLE_FROM`] bytes or more are written (so
-/// an interrupted one can go on) and replacements are staged; neither listed nor served.
-pub const STAGING: &str = ".ft-partial";
-
-/// Uploads of this many bytes or more are written to a named file in [`STAGING`], kept if they
-/// are cut off, so that sending the same file again continues where the bytes stopped.
-pub const RESUMABLE_FROM: u64 = 1 << 20;
-
-/// How long an upload waits for an interrupted upload of the same file that another connection
-/// still holds, before it starts over in a file of its own.
-const LOCK_WAIT: Duration = Duration::from_secs(2);
-
-/// How long an interrupted upload is kept for resuming (counted from its last write); older ones
-/// are removed when the server starts.
-pub const PARTIAL_TTL: Duration = Duration::from_secs(24 * 3600);
-
-/// Why an upload was not stored. Nothing was left beneath the root in any case (but an
-/// interrupted upload's bytes, in [`STAGING`], for resuming).
-#[derive(Debug, thiserror::Error)]
-pub enum PutError {
-    #[error("already exists")]
-    Exists,
-    #[error("{0} is not a folder (or is a symlink)")]
-    NotFolder(String),
-    #[error("{STAGING} is where uploads are staged, not a place to put files")]
-    Reserved,
-    #[error("the body ended after {received} of {expected} bytes")]
-    Short { expected: u64, received: u64 },
-    #[error("the bytes received have digest {got}, not the {expected} announced")]
-    Mismatch { expected: Digest, got: Digest },
-    #[error("the sender gave up on the file (it changed or shrank while it was read)")]
-    Aborted,
-    /// The line after the bytes is not a digest: the connection is out of step.
-    #[error("the line after the bytes is not xxh3=<digest> or abort")]
-    BadTrailer,
-    #[error("the partial upload to continue from byte {0} is not held here (ask with `partial` first)")]
-    NoPartial(u64),
-    #[error("this file system cannot hold unnamed files (O_TMPFILE), which uploads need")]
-    Unsupported,
-    /// No room for another interrupted upload.
-    #[error("{0}")]
-    StagingFull(#[from] super::held::Full),
-    /// Reading the body failed (the sender is gone or stalled).
-    #[error("reading the body: {0}")]
-    Body(io::Error),
-    /// Writing beneath the root failed.
-    #[error("{0}")]
-    Io(#[from] io::Error),
-}
-
-impl From<Errno> for PutError {
-    fn from(e: Errno) -> PutError {
-        PutError::Io(e.into())
-    }
-}
-
 /// The digest an upload must have: announced with it, or read once its bytes are in (so its
 /// sender could hash it as it sent it).
 pub enum Expected<'a> {
@@ -120,84 +63,6 @@ pub struct Stored {
     pub from: u64,
 }
 
-/// The staging folder, open, and the file system it is on.
-pub(super) struct Staging {
-    dir: OwnedFd,
-    dev: u64,
-    /// The folder's inode: whatever path reaches it (a symlink `self -> .` in the root, say), it
-    /// is never listed or served.
-    pub(super) ino: u64,
-    /// What it holds.
-    pub(super) held: Arc<Held>,
-}
-
-impl Staging {
-    pub(super) fn dev(&self) -> u64 {
-        self.dev
-    }
-
-    /// Whether the staging name `key` still holds the file whose status is `st`: an upload that
-    /// finished meanwhile takes its file out of the staging folder, and a later one may put
-    /// another file under the same name.
-    fn still_names(&self, key: &str, st: &rustix::fs::Stat) -> Result<bool, Errno> {
-        match rustix::fs::statat(&self.dir, key, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(named) => Ok((named.st_dev, named.st_ino) == (st.st_dev, st.st_ino)),
-            Err(Errno::NOENT) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-}
-
-/// What [`Root::enable_uploads`] found in the staging folder.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Cleaned {
-    /// Leftovers removed: staged names, and interrupted uploads older than [`PARTIAL_TTL`].
-    pub removed: usize,
-    /// Interrupted uploads kept for resuming.
-    pub kept: usize,
-    /// Their bytes.
-    pub kept_bytes: u64,
-}
-
-/// An interrupted upload of one file (one name, size and modification time), held by one caller: no other
-/// upload writes it meanwhile (an exclusive lock, released when this is dropped).
-pub struct Partial {
-    file: File,
-    key: String,
-    held: u64,
-    /// The file's length, which may exceed what is held (bytes past the upload's size).
-    on_disk: u64,
-    hasher: Hasher,
-    /// The staging folder's bookkeeping, told when this is let go.
-    book: Arc<Held>,
-    /// The file left the staging folder (named, or removed): forgotten when this is dropped;
-    /// else it stays, with the digest of what is held noted.
-    gone: bool,
-}
-
-impl Drop for Partial {
-    fn drop(&mut self) {
-        if self.gone {
-            self.book.gone(&self.key);
-            return;
-        }
-        let noted = rustix::fs::fstat(&self.file).ok().map(|st| (Stamp::of(&st), self.held, self.hasher.clone()));
-        self.book.released(&self.key, noted);
-    }
-}
-
-impl Partial {
-    /// How many bytes of the file are held.
-    pub fn held(&self) -> u64 {
-        self.held
-    }
-
-    /// The digest of the bytes held.
-    pub fn digest(&self) -> Digest {
-        self.hasher.digest()
-    }
-}
-
 /// Where an upload's bytes are written.
 enum Target {
     /// An `O_TMPFILE` in the folder it goes to: vanishes unless named.
@@ -207,123 +72,6 @@ enum Target {
 }
 
 impl Root {
-    /// Makes (if need be) and opens the staging folder [`STAGING`], never through a symlink, and
-    /// removes what earlier runs left there but the recent interrupted uploads.
-    pub fn enable_uploads(&mut self, caps: Caps) -> io::Result<Cleaned> {
-        match rustix::fs::mkdirat(&self.dir, STAGING, Mode::from_raw_mode(0o700)) {
-            Ok(()) | Err(Errno::EXIST) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let dir = rustix::fs::openat(&self.dir, STAGING, FOLDER_FLAGS, Mode::empty()).map_err(|e| match e {
-            Errno::LOOP | Errno::NOTDIR => io::Error::other(format!("{STAGING} beneath the root is not a folder")),
-            e => e.into(),
-        })?;
-        let st = rustix::fs::fstat(&dir)?;
-        let (dev, ino) = (st.st_dev, st.st_ino);
-        let held = Arc::new(Held::new(caps));
-        let mut cleaned = Cleaned::default();
-        let now = SystemTime::now();
-        for entry in rustix::fs::Dir::read_from(&dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_bytes();
-            if name == b"." || name == b".." {
-                continue;
-            }
-            let Ok(st) = rustix::fs::statat(&dir, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW) else { continue };
-            if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory {
-                continue;
-            }
-            let written = SystemTime::UNIX_EPOCH + Duration::from_secs(st.st_mtime.max(0) as u64);
-            let recent = now.duration_since(written).is_ok_and(|age| age < PARTIAL_TTL);
-            if name.ends_with(b".part") && recent {
-                cleaned.kept += 1;
-                cleaned.kept_bytes += st.st_size.max(0) as u64;
-                if let Ok(key) = std::str::from_utf8(name) {
-                    held.found(key, (st.st_dev, st.st_ino), st.st_size.max(0) as u64, written);
-                }
-            } else if rustix::fs::unlinkat(&dir, entry.file_name(), AtFlags::empty()).is_ok() {
-                cleaned.removed += 1;
-            }
-        }
-        self.staging = Some(Staging { dir, dev, ino, held });
-        Ok(cleaned)
-    }
-
-    /// The interrupted upload of `name` (`len` bytes, modified at `mtime`) held beneath the root, locked
-    /// for the caller, with how much of it there is and their digest; `None` if uploads of this
-    /// size are not resumable here, or another upload holds it now (this one then starts over
-    /// in a file of its own), or there is none.
-    pub fn partial(&self, name: &Name, len: u64, mtime: (i64, u32)) -> Result<Option<Partial>, PutError> {
-        if is_reserved(name) {
-            return Err(PutError::Reserved);
-        }
-        let (existing, _, _) = self.existing_folder(name)?;
-        self.open_partial(&existing, name, len, mtime, false)
-    }
-
-    fn open_partial(
-        &self,
-        folder: &Folder,
-        name: &Name,
-        len: u64,
-        mtime: (i64, u32),
-        create: bool,
-    ) -> Result<Option<Partial>, PutError> {
-        let Some(staging) = &self.staging else { return Ok(None) };
-        if len < RESUMABLE_FROM || rustix::fs::fstat(folder)?.st_dev != staging.dev {
-            return Ok(None);
-        }
-        // The file as its sender has it: the same name, size and modification time. Whether the
-        // bytes held are its first is for the sender to check by their digest.
-        let key = partial_key(name, len, mtime);
-        let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let flags = if create { flags | OFlags::CREATE } else { flags };
-        // Held by another upload: most often the connection of the very upload being resumed,
-        // still writing what the kernel had received when its sender stopped. It is waited for
-        // a moment; past that, this upload starts over in a file of its own.
-        let until = std::time::Instant::now() + LOCK_WAIT;
-        let (file, st) = loop {
-            let file = match rustix::fs::openat(&staging.dir, key.as_str(), flags, Mode::from_raw_mode(0o600)) {
-                Ok(fd) => File::from(fd),
-                Err(Errno::NOENT) if !create => return Ok(None),
-                Err(e) => return Err(e.into()),
-            };
-            match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => {}
-                Err(Errno::WOULDBLOCK) if std::time::Instant::now() < until => {
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
-                Err(Errno::WOULDBLOCK) => return Ok(None),
-                Err(e) => return Err(e.into()),
-            }
-            // Locked; but the upload that held it may have finished meanwhile, giving the file
-            // its final name and taking it out of the staging folder: then this is no longer the
-            // staging file, and must not be written. Only the file the staging name still holds is.
-            let st = rustix::fs::fstat(&file)?;
-            match staging.still_names(&key, &st) {
-                Ok(true) => break (file, st),
-                Ok(false) if std::time::Instant::now() < until => continue,
-                Ok(false) => return Ok(None),
-                Err(e) => return Err(e.into()),
-            }
-        };
-        staging.held.opened(&key, (st.st_dev, st.st_ino));
-        let on_disk = st.st_size.max(0) as u64;
-        let held = on_disk.min(len);
-        // Locked: nothing else changes it meanwhile. What the last upload to write it hashed is
-        // remembered while the file is unchanged: asking again costs no read.
-        let hasher = match staging.held.hashed(&key, &Stamp::of(&st)) {
-            Some((noted, hasher)) if noted == held => hasher,
-            _ => {
-                let mut hasher = Hasher::default();
-                crate::digest::feed_file(&file, 0, held, &mut hasher)?;
-                self.hashed.fetch_add(held, Ordering::Relaxed);
-                hasher
-            }
-        };
-        Ok(Some(Partial { file, key, held, on_disk, hasher, book: staging.held.clone(), gone: false }))
-    }
     /// The permissions an upload with the sender's `perm` gets: less setuid, setgid and sticky,
     /// masked by the umask.
     pub fn upload_mode(&self, perm: u32) -> u32 {
@@ -346,9 +94,7 @@ impl Root {
     ) -> Result<Stored, PutError> {
         let Upload { name, len, mtime, perm, replace, owner } = *up;
         let mode = self.upload_mode(perm);
-        if is_reserved(name) {
-            return Err(PutError::Reserved);
-        }
+        let name = Unstaged::new(name).ok_or(PutError::Reserved)?;
         let (existing, missing, file) = self.existing_folder(name)?;
         let mut partial = match partial {
             Some(p) if from == p.held || from == 0 => Some(p),
@@ -443,7 +189,7 @@ impl Root {
         rustix::fs::futimens(out, &Timestamps { last_access: when, last_modification: when })?;
         // Only now are missing folders made (an unnamed file can be linked into any folder of its
         // file system), so a refused upload leaves no empty folders behind either.
-        let folder = make_folders(existing, &missing, name)?;
+        let folder = make_folders(existing, &missing, &name)?;
         match target {
             Target::Partial(mut p) => {
                 self.name_partial(&p, &folder, file, replace)?;
@@ -461,11 +207,9 @@ impl Root {
     /// following a symlink, and gives it the sender's mode (as [`Root::upload_mode`] makes it)
     /// and modification time. Something else at the name (a file, a symlink) is refused.
     pub fn make_folder(&self, name: &Name, perm: u32, mtime: (i64, u32)) -> Result<(), PutError> {
-        if is_reserved(name) {
-            return Err(PutError::Reserved);
-        }
+        let name = Unstaged::new(name).ok_or(PutError::Reserved)?;
         let (existing, missing, last) = self.existing_folder(name)?;
-        let above = make_folders(existing, &missing, name)?;
+        let above = make_folders(existing, &missing, &name)?;
         match rustix::fs::mkdirat(&above, last, Mode::from_raw_mode(FOLDER_MODE)) {
             Ok(()) | Err(Errno::EXIST) => {}
             Err(e) => return Err(e.into()),
@@ -479,23 +223,6 @@ impl Root {
         let when = Timespec { tv_sec: mtime.0, tv_nsec: mtime.1.into() };
         rustix::fs::futimens(&folder, &Timestamps { last_access: when, last_modification: when })?;
         Ok(())
-    }
-
-    /// Removes an interrupted upload of the file just stored another way (its staging file was
-    /// held when this upload began), unless an upload holds it still.
-    fn forget_partial(&self, name: &Name, len: u64, mtime: (i64, u32)) {
-        let Some(staging) = &self.staging else { return };
-        if len < RESUMABLE_FROM {
-            return;
-        }
-        let key = partial_key(name, len, mtime);
-        let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let Ok(fd) = rustix::fs::openat(&staging.dir, key.as_str(), flags, Mode::empty()) else { return };
-        let locked = rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_ok();
-        // Locked, and still the file under that name (not one an upload made after it went).
-        if locked && rustix::fs::fstat(&fd).is_ok_and(|st| staging.still_names(&key, &st).unwrap_or(false)) {
-            let _ = rustix::fs::unlinkat(&staging.dir, key.as_str(), AtFlags::empty());
-        }
     }
 
     /// Gives a finished upload in the staging folder its name: linked (failing if the name is
@@ -538,93 +265,7 @@ impl Root {
         }
         Ok(())
     }
-
-    /// The deepest folder on the way to `name` that exists, opened without following a symlink
-    /// (the root itself is not opened again), the components beneath it still to be made, and
-    /// the last component of `name`.
-    fn existing_folder<'n>(&self, name: &'n Name) -> Result<Existing<'_, 'n>, PutError> {
-        let mut folder = Folder::Root(self.dir.as_fd());
-        let (Some(folders), file) = name.split() else {
-            return Ok((folder, Vec::new(), name.as_bytes()));
-        };
-        let parts: Vec<&[u8]> = folders.split(|&b| b == b'/').collect();
-        for (i, part) in parts.iter().enumerate() {
-            folder = match rustix::fs::openat(&folder, *part, FOLDER_FLAGS, Mode::empty()) {
-                Ok(next) => Folder::Open(next),
-                Err(Errno::NOENT) => return Ok((folder, parts[i..].to_vec(), file)),
-                Err(Errno::LOOP | Errno::NOTDIR) => return Err(PutError::NotFolder(shown(&parts[..=i]))),
-                Err(e) => return Err(e.into()),
-            };
-        }
-        Ok((folder, Vec::new(), file))
-    }
 }
-
-/// What [`Root::existing_folder`] finds: the deepest folder that exists, the components beneath
-/// it still to be made, and the name's last component.
-type Existing<'r, 'n> = (Folder<'r>, Vec<&'n [u8]>, &'n [u8]);
-
-/// A folder beneath the root, or the root itself (borrowed, not opened again).
-enum Folder<'r> {
-    Root(BorrowedFd<'r>),
-    Open(OwnedFd),
-}
-
-impl AsFd for Folder<'_> {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        match self {
-            Folder::Root(fd) => *fd,
-            Folder::Open(fd) => fd.as_fd(),
-        }
-    }
-}
-
-/// How every folder on the way to an upload is opened: never through a symlink.
-const FOLDER_FLAGS: OFlags = OFlags::DIRECTORY.union(OFlags::NOFOLLOW).union(OFlags::RDONLY).union(OFlags::CLOEXEC);
-
-/// Makes the folders `missing` one inside the other beneath `folder`, each opened without
-/// following a symlink (another upload may make one meanwhile: that is fine; a symlink is not).
-fn make_folders<'r>(mut folder: Folder<'r>, missing: &[&[u8]], name: &Name) -> Result<Folder<'r>, PutError> {
-    let above = name.depth() - missing.len();
-    for (i, part) in missing.iter().enumerate() {
-        match rustix::fs::mkdirat(&folder, *part, Mode::from_raw_mode(FOLDER_MODE)) {
-            Ok(()) | Err(Errno::EXIST) => {}
-            Err(e) => return Err(e.into()),
-        }
-        folder = match rustix::fs::openat(&folder, *part, FOLDER_FLAGS, Mode::empty()) {
-            Ok(next) => Folder::Open(next),
-            Err(Errno::LOOP | Errno::NOTDIR) => {
-                let parts: Vec<&[u8]> = name.components().take(above + i + 1).collect();
-                return Err(PutError::NotFolder(shown(&parts)));
-            }
-            Err(e) => return Err(e.into()),
-        };
-    }
-    Ok(folder)
-}
-
-/// Components of a name joined again, shown to people (escaped).
-fn shown(parts: &[&[u8]]) -> String {
-    crate::escape::escape_bytes(&parts.join(&b'/'))
-}
-
-/// The staging file's name for an upload of `name`, `len` bytes, modified at `mtime`.
-pub(super) fn partial_key(name: &Name, len: u64, mtime: (i64, u32)) -> String {
-    let mut key = format!("{len} {} {} ", mtime.0, mtime.1).into_bytes();
-    key.extend_from_slice(name.as_bytes());
-    format!("{}.part", Digest::of(&key))
-}
-
-/// An unnamed file (`O_TMPFILE`) in `folder` with permissions `mode`, for writing.
-fn unnamed_in(folder: &Folder, mode: u32) -> Result<File, PutError> {
-    match rustix::fs::openat(folder, ".", OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC, Mode::from_raw_mode(mode))
-    {
-        Ok(fd) => Ok(File::from(fd)),
-        Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => Err(PutError::Unsupported),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Copies the bytes of `body` into `out` from offset `done` up to `len`, continuing `hasher`
 /// (which has hashed the bytes before `done`); `done` and `hasher` say how far it got, also when
 /// it stops early.
@@ -677,32 +318,11 @@ fn read_first(body: &mut dyn Read, first: &mut Vec<u8>, len: u64) -> Result<(), 
     }
 }
 
-/// Whether `folder` is on the staging folder's file system (a partial can only be renamed there).
-fn same_fs(folder: &Folder, staging: &Staging) -> bool {
-    rustix::fs::fstat(folder).is_ok_and(|st| st.st_dev == staging.dev)
-}
-
-/// Gives the unnamed file `tmp` the name `name` in `dir`; fails with `AlreadyExists` if anything
-/// holds that name. Linking the descriptor itself (`AT_EMPTY_PATH`) is cheapest but needs
-/// `CAP_DAC_READ_SEARCH`; its `/proc/self/fd` path works for anyone. Which one this process may
-/// use is remembered.
-pub(crate) fn link_unnamed(tmp: &File, dir: impl AsFd, name: impl rustix::path::Arg + Copy) -> io::Result<()> {
-    static EMPTY_PATH_WORKS: AtomicBool = AtomicBool::new(true);
-    if EMPTY_PATH_WORKS.load(Ordering::Relaxed) {
-        match rustix::fs::linkat(tmp, "", &dir, name, AtFlags::EMPTY_PATH) {
-            Ok(()) => return Ok(()),
-            Err(Errno::NOENT | Errno::PERM | Errno::INVAL) => EMPTY_PATH_WORKS.store(false, Ordering::Relaxed),
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(tmp));
-    Ok(rustix::fs::linkat(rustix::fs::CWD, proc_path, &dir, name, AtFlags::SYMLINK_FOLLOW)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::current_umask;
+    use crate::files::current_umask;
+    use crate::store::{Caps, Cleaned, PARTIAL_TTL, STAGING};
     use std::fs;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
