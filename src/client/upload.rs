@@ -22,7 +22,7 @@ use rustix::fs::{Mode, OFlags};
 use super::{Client, ClientError, SMALL_FILE, Uploaded, WINDOW};
 use crate::digest::{Digest, Hasher};
 use crate::name::Name;
-use crate::wire::{self as protocol, EntryKind, MetaEntry, ProtocolError, PutTrailer, Request};
+use crate::wire::{self as protocol, EntryKind, MetaEntry, ProtocolError, PutTrailer, Reply, Request, Summed};
 
 /// Files of this size and more are resumable: the server says first whether it takes them and
 /// how much of an interrupted upload it holds (the server's `RESUMABLE_FROM`).
@@ -267,9 +267,7 @@ impl Client {
             }
             self.flush()?;
             for name in batch {
-                self.broken = true;
-                let status = self.read_status()?;
-                self.broken = false;
+                let status = self.reading(|c| c.read_status())?;
                 if let protocol::Status::Ok(fields) = status {
                     let entry = MetaEntry::parse(fields.as_bytes(), protocol::Form::Escaped)?;
                     if entry.name == **name {
@@ -330,12 +328,14 @@ impl Client {
                 let (size, mtime) = (outgoing.size, outgoing.mtime);
                 self.send(&Request::Partial { size, mtime, replace, name: name.clone() })?;
                 self.flush()?;
-                match self.read_size_and_digest()? {
-                    Err(refused) => {
-                        each(name, Err(refused));
+                match self.read_reply(Summed::parse)? {
+                    Reply::Refused(refused) => {
+                        each(name, Err(ClientError::Server(refused)));
                         continue;
                     }
-                    Ok((held, prefix)) if options.resume && held > 0 && held <= size => {
+                    Reply::Answer(Summed { size: held, digest: prefix })
+                        if options.resume && held > 0 && held <= size =>
+                    {
                         let mut hasher = Hasher::default();
                         crate::digest::feed_file(&outgoing.file, 0, held, &mut hasher)
                             .map_err(|source| ClientError::Unreadable { path: local.path().to_path_buf(), source })?;
@@ -343,7 +343,7 @@ impl Client {
                             start = (held, hasher);
                         }
                     }
-                    Ok(_) => {}
+                    Reply::Answer(_) => {}
                 }
             }
             let from = start.0;
@@ -377,8 +377,8 @@ impl Client {
         self.flush()?;
         while pending.len() > left {
             let Some((name, from)) = pending.pop_front() else { break };
-            let result = self.read_size_and_digest()?;
-            each(name, result.map(|(size, digest)| Uploaded { size, digest, resumed_from: from }));
+            let stored = self.read_reply(Summed::parse)?.into_result().map_err(ClientError::Server);
+            each(name, stored.map(|Summed { size, digest }| Uploaded { size, digest, resumed_from: from }));
         }
         Ok(())
     }
@@ -402,12 +402,14 @@ impl Client {
             progress.begin(name, size - from);
         }
         if let Some((bytes, _)) = whole {
-            self.stream.write_all(&bytes[from as usize..]).inspect_err(|_| self.broken = true)?;
+            let written = self.stream.write_all(&bytes[from as usize..]);
+            self.or_lost(written)?;
             if let Some(progress) = &self.progress {
                 progress.advance(size - from);
             }
             return Ok(());
         }
+        // Out of step until every announced byte and the trailer are written.
         self.broken = true;
         let mut buf = vec![0u8; usize::try_from(size - from).unwrap_or(usize::MAX).clamp(1, 64 << 10)];
         let mut sent = from;
@@ -460,9 +462,7 @@ impl Client {
             }
             self.flush()?;
             for folder in batch {
-                self.broken = true;
-                let status = self.read_status()?;
-                self.broken = false;
+                let status = self.reading(|c| c.read_status())?;
                 each(&folder.name, status.into_result().map(drop).map_err(ClientError::Server));
             }
         }

@@ -43,12 +43,21 @@ impl Rights {
     }
 
     /// Parses the fields of the `OK` line answering `auth`; a server that names no rights (an
-    /// older one) grants reading. Unknown fields are ignored.
+    /// older one) grants reading. Unknown fields, and rights a later version may add, are
+    /// ignored; an empty list is malformed.
     pub fn parse(fields: &str) -> Result<Rights, ProtocolError> {
-        match fields.split(' ').find_map(|f| f.strip_prefix("rights=")) {
-            None => Ok(Rights::READ),
-            Some(list) => Rights::parse_list(list).ok_or_else(|| malformed("bad rights", fields.as_bytes())),
+        let Some(list) = fields.split(' ').find_map(|f| f.strip_prefix("rights=")) else { return Ok(Rights::READ) };
+        if list.is_empty() {
+            return Err(malformed("bad rights", fields.as_bytes()));
         }
+        Ok(Rights { read: true, write: list.split(',').any(|r| r == "write") })
+    }
+}
+
+/// Rights compare with their text: `read` or `read,write`.
+impl PartialEq<&str> for Rights {
+    fn eq(&self, other: &&str) -> bool {
+        Rights::parse_list(other) == Some(*self)
     }
 }
 
@@ -118,8 +127,10 @@ mod tests {
         assert_eq!(written(|w| Rights::READ_WRITE.write(w)), "OK rights=read,write\n");
         assert_eq!(Rights::parse("").unwrap(), Rights::READ, "an older server names none");
         assert_eq!(Rights::parse("later=1 rights=write,read").unwrap(), Rights::READ_WRITE);
-        assert!(Rights::parse("rights=write").is_err(), "reading is always granted");
-        assert!(Rights::parse("rights=root").is_err());
+        assert_eq!(Rights::parse("rights=write").unwrap(), Rights::READ_WRITE, "reading is always granted");
+        assert_eq!(Rights::parse("rights=read,later").unwrap(), Rights::READ, "rights a later version adds");
+        assert!(Rights::parse("rights=").is_err());
+        assert!(Rights::READ_WRITE == "read,write" && Rights::READ == "read" && Rights::READ != "write");
     }
 
     #[test]

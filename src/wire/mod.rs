@@ -66,8 +66,8 @@ pub use hello::{
 };
 pub use line::{MAX_REPLY_LINE, MAX_REQUEST_LINE, MAX_TARGET_LEN, ProtocolError, read_line, read_line_with};
 pub use reply::{
-    ErrorCode, ErrorReply, Status, UnknownCode, parse_count, parse_stat, parse_status, read_status, write_bye,
-    write_err, write_ok, write_ok_count, write_stat,
+    ErrorCode, ErrorReply, Reply, Status, UnknownCode, is_status_line, parse_count, parse_stat, parse_status,
+    read_status, write_bye, write_err, write_ok, write_ok_count, write_stat,
 };
 pub use request::{PLAIN_PUT_PERM, PutTrailer, RESUMABLE_FROM, Request, RequestError, Unsayable};
 pub use secret::Secret;

@@ -134,6 +134,39 @@ impl Status {
     }
 }
 
+/// A reply read to its end, the stream still in step: the answer asked for (the `OK` line's
+/// fields, parsed into what the request expects), or the server's refusal of this request alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply<T> {
+    Answer(T),
+    Refused(ErrorReply),
+}
+
+impl<T> Reply<T> {
+    pub fn into_result(self) -> Result<T, ErrorReply> {
+        match self {
+            Reply::Answer(answer) => Ok(answer),
+            Reply::Refused(reply) => Err(reply),
+        }
+    }
+}
+
+impl Status {
+    /// The reply with its `OK` fields parsed by `parse`.
+    pub fn parsed<T>(self, parse: impl FnOnce(&str) -> Result<T, ProtocolError>) -> Result<Reply<T>, ProtocolError> {
+        match self {
+            Status::Ok(fields) => parse(&fields).map(Reply::Answer),
+            Status::Err(reply) => Ok(Reply::Refused(reply)),
+        }
+    }
+}
+
+/// Whether a line in a listing's place is its closing status line (`OK ...` or `ERR ...`) rather
+/// than an entry (which starts with its size, a digit, or `type=`).
+pub fn is_status_line(line: &[u8]) -> bool {
+    line == b"OK" || line.starts_with(b"OK ") || line.starts_with(b"ERR ")
+}
+
 /// Reads one reply status line.
 pub fn read_status(r: &mut impl BufRead, buf: &mut Vec<u8>) -> Result<Status, ProtocolError> {
     if !read_line(r, buf, MAX_REPLY_LINE)? {
