@@ -1,4 +1,5 @@
-//! A cached file's bytes: on the heap when small, in a sealed `memfd` otherwise.
+//! A cached file's bytes: on the heap when small, in a sealed `memfd` otherwise; and the body
+//! connections share, charged against the cache's cap for as long as it lives.
 //!
 //! A hit from the heap is one `write` of the header and the body together; a hit from a memfd
 //! goes out by `sendfile`, as a miss does from the page cache, so the kernel takes the pages
@@ -10,8 +11,8 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use rustix::fs::{MemfdFlags, SealFlags};
 
@@ -162,6 +163,48 @@ impl Bytes {
                 Ok(())
             }
         }
+    }
+}
+
+/// A cached file's bytes, shared by every connection sending them.
+pub type Body = Arc<Held>;
+
+/// Bytes that count against the cache's cap for as long as they live.
+pub struct Held {
+    /// The file's bytes (on the heap, or in a sealed memfd: see `bytes.rs`).
+    bytes: Bytes,
+    charge: u64,
+    /// The cache's byte count, given `charge` back on drop.
+    account: Arc<AtomicU64>,
+}
+
+impl Held {
+    /// `bytes`, charged `charge` against `account` until dropped.
+    pub(super) fn new(bytes: Bytes, charge: u64, account: Arc<AtomicU64>) -> Held {
+        Held { bytes, charge, account }
+    }
+
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    pub fn len(&self) -> u64 {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// What the bytes are charged against the cache's cap.
+    pub(super) fn charge(&self) -> u64 {
+        self.charge
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.account.fetch_sub(self.charge, Ordering::SeqCst);
     }
 }
 

@@ -29,43 +29,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
-use super::bytes::Bytes;
+use super::bytes::{Body, Bytes, Held};
 use super::mirror::{self, Mirror};
 use crate::digest::Digest;
 use crate::name::Name;
 use crate::store::{FileVersion, Root};
-
-/// A cached file's bytes, shared by every connection sending them.
-pub type Body = Arc<Held>;
-
-/// Bytes that count against the cache's cap for as long as they live.
-pub struct Held {
-    /// The file's bytes (on the heap, or in a sealed memfd: see `bytes.rs`).
-    bytes: Bytes,
-    charge: u64,
-    /// The cache's byte count, given `charge` back on drop.
-    account: Arc<AtomicU64>,
-}
-
-impl Held {
-    pub fn bytes(&self) -> &Bytes {
-        &self.bytes
-    }
-
-    pub fn len(&self) -> u64 {
-        self.bytes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.account.fetch_sub(self.charge, Ordering::SeqCst);
-    }
-}
 
 /// What a hit hands out: the bytes and their digest.
 #[derive(Clone)]
@@ -337,7 +305,7 @@ impl Cache {
 
     /// Wraps bytes whose `charge` was already taken.
     fn hold(&self, bytes: Bytes, charge: u64) -> Body {
-        Arc::new(Held { bytes, charge, account: self.charged.clone() })
+        Arc::new(Held::new(bytes, charge, self.charged.clone()))
     }
 
     /// What an entry for `name` costs besides the file's bytes: its bookkeeping in memory, and
@@ -409,7 +377,7 @@ impl Reservation<'_> {
     /// Admits the file's bytes: writes the mirror file, then publishes the entry.
     pub fn commit(self, body: Body, digest: Digest, version: FileVersion, now: Instant) {
         let cache = self.cache;
-        if body.len() != version.size || body.charge != self.charge {
+        if body.len() != version.size || body.charge() != self.charge {
             return;
         }
         let file = match &cache.mirror {

@@ -23,8 +23,9 @@ use std::time::{Instant, SystemTime};
 
 use tracing::debug;
 
+use super::bytes::Body;
 use super::bytes::Bytes;
-use super::cache::{Body, Reservation, settled};
+use super::cache::{Reservation, settled};
 use super::hashing::{Hashing, unchanged};
 use super::memo::{Hashed, mark_every};
 use super::refusal::Refusal;
