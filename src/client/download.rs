@@ -6,7 +6,8 @@ use std::io::{self, Write};
 use std::sync::mpsc;
 
 use super::conn::Client;
-use super::outdir::{OutDir, Partial};
+use super::outdir::OutDir;
+use super::part::Partial;
 use super::result::{ClientError, Downloaded};
 use super::saver::{Saved, Saver, WRITERS, Whole};
 use crate::digest::{Digest, Hasher, feed_file};

@@ -18,16 +18,21 @@
 //!
 //! The files: `conn.rs` (the connection, its requests and replies, and when it is out of step),
 //! `connect.rs` (connecting, TLS), `trust.rs` (whom to trust), `listing.rs` (listings, walks,
-//! `stat`, `sum`, `stats`), `download.rs` (the download pipeline), `outdir.rs` and `saver.rs`
-//! (saving safely, and the writer threads), `upload.rs` (uploads as a sync), `tree.rs` (`get -r`),
-//! `result.rs` (what each call returns and why it failed), `bench.rs` (the load generator).
+//! `stat`, `sum`, `stats`), `download.rs` (the download pipeline), `outdir.rs`, `part.rs` and
+//! `saver.rs` (saving safely, a file being saved, and the writer threads), `upload.rs` and
+//! `local.rs` (uploads as a sync, and what they read), `tree.rs` and `listed.rs` (`get -r`, and the
+//! names its listings found), `result.rs` (what each call returns and why it failed), `bench.rs`
+//! (the load generator).
 
 pub mod bench;
 mod conn;
 mod connect;
 mod download;
+mod listed;
 mod listing;
+mod local;
 mod outdir;
+mod part;
 mod result;
 mod saver;
 pub mod tree;
@@ -38,7 +43,9 @@ pub use conn::{CLIENT_FEATURES, Client, Interrupter, Progress};
 pub use connect::{DEFAULT_HOST, DEFAULT_TIMEOUT, tls_handshake};
 pub use download::{DEFAULT_OUTPUT, SMALL_FILE, WINDOW};
 pub use listing::{MAX_LIST_KEPT, MAX_STATS};
-pub use outdir::{Local, OutDir, PART_SUFFIX, Partial};
+pub use local::{LocalFile, LocalFolder, LocalTree, Skipped, local_tree};
+pub use outdir::{Local, OutDir};
+pub use part::{PART_SUFFIX, Partial};
 pub use result::{ClientError, Downloaded, KeyMismatch, Uploaded};
 pub use saver::WRITERS;
-pub use upload::{LocalFile, LocalFolder, LocalTree, Put, PutOptions, Remote, Skipped, local_tree};
+pub use upload::{Put, PutOptions, RESUMABLE_FROM, Remote};
