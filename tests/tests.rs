@@ -1,8 +1,9 @@
 //! ft's integration tests, built into one binary: raw-wire tests against an in-process server
 //! (`wire`), hostile input (`attack`), faults and resume (`faults`), the library client
-//! (`client`), the core under a second speaker with no socket (`core`), fetching folders (`sync`), TLS and trust (`tls`), uploads (`upload`), behind a
-//! load balancer (`proxy`) and failing over behind HAProxy (`failover`), and the real binaries
-//! (`cli`).
+//! (`client`), the core under a second speaker with no socket (`core`), fetching folders
+//! (`sync`), TLS and trust (`tls`), uploads (`upload`), behind a load balancer (`proxy`) and
+//! failing over behind HAProxy (`failover`), the real binaries (`cli`), and the layout's rules
+//! read from the source (`layout`).
 
 mod attack;
 mod cli;
@@ -11,6 +12,7 @@ mod core;
 mod failover;
 mod faithful;
 mod faults;
+mod layout;
 mod proxy;
 mod soak;
 mod sync;
