@@ -186,12 +186,13 @@ fn main() -> ExitCode {
         clap_complete::generate(shell, &mut command, "ftserver", &mut std::io::stdout());
         return ExitCode::SUCCESS;
     }
-    // SAFETY: mallopt only adjusts glibc's allocator settings; called before any other thread.
     // A fixed threshold keeps large buffers (cached files, hashing buffers) in their own mappings,
     // returned to the system when freed, instead of letting glibc raise the threshold and keep
     // freed megabytes in its arenas: the server's memory then follows what the cache holds.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts glibc's allocator settings; called before any other thread.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+        glibc::mallopt(glibc::M_MMAP_THRESHOLD, 128 << 10);
     }
     let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -367,4 +368,18 @@ fn watch_signals(shutdown: Shutdown, drain: std::time::Duration) -> anyhow::Resu
         }
     })?;
     Ok(())
+}
+
+/// glibc's `mallopt` (malloc.h), the one C call the server makes: declared here rather than
+/// taking the `libc` crate for it.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod glibc {
+    use std::ffi::c_int;
+
+    /// `M_MMAP_THRESHOLD` in malloc.h: allocations from this size get mappings of their own.
+    pub const M_MMAP_THRESHOLD: c_int = -3;
+
+    unsafe extern "C" {
+        pub fn mallopt(param: c_int, value: c_int) -> c_int;
+    }
 }

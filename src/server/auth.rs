@@ -184,9 +184,11 @@ fn hash(secret: &str) -> [u8; 32] {
     out
 }
 
-/// Whether two hashes are equal, looking at every byte whatever the first difference.
+/// Whether two hashes are equal, in a time that does not depend on where they first differ
+/// (`subtle`'s constant-time comparison, which the compiler cannot turn into an early exit).
 fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    bool::from(a.ct_eq(b))
 }
 
 fn hex(bytes: &[u8]) -> String {

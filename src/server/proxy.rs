@@ -12,6 +12,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::str::FromStr;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use ppp::PartialResult;
 
 /// The longest header taken: a version 1 header is at most 107 bytes; version 2 headers carry
@@ -24,27 +25,15 @@ const V1_MAX: usize = 107;
 /// The 12 bytes every version 2 header starts with.
 const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
 
-/// A range of addresses, `10.0.0.0/8` or `fd00::/8` (a lone address is the range of itself).
+/// A range of addresses, `10.0.0.0/8` or `fd00::/8` (a lone address is the range of itself; an
+/// IPv4 address mapped into IPv6 is taken as IPv4), matched by the `ipnet` crate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    net: IpAddr,
-    bits: u8,
-}
+pub struct Cidr(IpNet);
 
 impl Cidr {
     /// Whether `ip` is in the range (an IPv4 address mapped into IPv6 counts as IPv4).
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.net, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.bits)).unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.bits)).unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
+        self.0.contains(&ip.to_canonical())
     }
 }
 
@@ -57,20 +46,15 @@ impl FromStr for Cidr {
             Some((addr, bits)) => (addr, Some(bits.parse::<u8>().map_err(|_| bad())?)),
             None => (s, None),
         };
-        let net: IpAddr = addr.parse().map_err(|_| bad())?;
-        let net = net.to_canonical();
+        let net = addr.parse::<IpAddr>().map_err(|_| bad())?.to_canonical();
         let most = if net.is_ipv4() { 32 } else { 128 };
-        let bits = bits.unwrap_or(most);
-        if bits > most {
-            return Err(bad());
-        }
-        Ok(Cidr { net, bits })
+        IpNet::new(net, bits.unwrap_or(most)).map(Cidr).map_err(|_| bad())
     }
 }
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.net, self.bits)
+        write!(f, "{}", self.0)
     }
 }
 
