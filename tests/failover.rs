@@ -1,6 +1,6 @@
 //! Failover with real parts: three ftservers, each in its own network namespace, behind a real
 //! HAProxy (configured from `contrib/haproxy.cfg`) in another, and clients in a fourth. While
-//! the clients fetch a folder holding a 1 GiB file, one replica is killed with SIGKILL
+//! the clients fetch a folder holding a 256 MiB file, one replica is killed with SIGKILL
 //! mid-transfer (the one carrying the most transfers) and another drained with SIGTERM. Every client must finish with byte-identical
 //! files, and the replicas' logs must show the clients' real addresses (PROXY protocol v2).
 //!
@@ -21,6 +21,10 @@ use crate::util::{bin, pattern};
 /// How many replicas and clients.
 const REPLICAS: usize = 3;
 const CLIENTS: usize = 3;
+/// The big file's size in MiB: enough that every client is mid-transfer at the kill (at an
+/// eighth of it) and at the drain (at three eighths), and still fetching for the seconds the
+/// drain and HAProxy's checks take. (It was 1 GiB: four times the bytes for the same proof.)
+const BIG_MIB: u64 = 256;
 /// The longest the whole run may take.
 const LIMIT: Duration = Duration::from_secs(600);
 
@@ -180,11 +184,11 @@ fn clients_behind_haproxy_finish_whole_through_a_kill_and_a_drain() {
     let work = tempfile::tempdir_in(if Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" }).unwrap();
     let root = work.path().join("root");
     fs::create_dir_all(root.join("set")).unwrap();
-    // The set: a 1 GiB file and 40 small ones, the same folder for every replica (shared root).
+    // The set: a big file and 40 small ones, the same folder for every replica (shared root).
     {
         let mut big = fs::File::create(root.join("set/big.bin")).unwrap();
         let chunk = pattern(1 << 20);
-        for _ in 0..1024 {
+        for _ in 0..BIG_MIB {
             std::io::Write::write_all(&mut big, &chunk).unwrap();
         }
     }
@@ -309,13 +313,13 @@ fn clients_behind_haproxy_finish_whole_through_a_kill_and_a_drain() {
         let (_, rx) = lab.spawn(&cl, &ftclient, &args, work.path());
         clients.push((out_dir, rx, Vec::new(), lab.children.len() - 1));
     }
-    // Watch progress: once every client has 100 MiB, kill replica 1; once they have 400 MiB,
-    // drain replica 2. The longest time any client's bytes did not grow is its stall.
+    // Watch progress: once every client has an eighth of the big file, kill the busiest replica;
+    // once they have three eighths, drain the busiest of the others. The longest time any client's bytes did not grow is its stall.
     let mut last = [(0u64, Instant::now()); CLIENTS];
     let mut stall = [Duration::ZERO; CLIENTS];
     let (mut killed_at, mut drained) = (None, false);
     let (mut victim, mut drainee) = (0, 1);
-    let total: u64 = (1 << 30) + (0..40).map(|i| 1000 + i * 997).sum::<u64>();
+    let total: u64 = (BIG_MIB << 20) + (0..40).map(|i| 1000 + i * 997).sum::<u64>();
     loop {
         assert!(started.elapsed() < LIMIT, "the clients did not finish in time");
         let mut finished = 0;
@@ -347,13 +351,13 @@ fn clients_behind_haproxy_finish_whole_through_a_kill_and_a_drain() {
             finished += usize::from(done);
         }
         let least = last.iter().map(|(b, _)| *b).min().unwrap_or(0);
-        if killed_at.is_none() && least >= 100 << 20 {
+        if killed_at.is_none() && least >= (BIG_MIB << 20) / 8 {
             // The replica carrying the most transfers now: the kill must cut someone off.
             victim = (0..REPLICAS).max_by_key(|&i| established(&replicas[i])).unwrap_or(0);
             assert_eq!(unsafe { libc::kill(pids[victim] as i32, libc::SIGKILL) }, 0);
             killed_at = Some(Instant::now());
         }
-        if killed_at.is_some() && !drained && least >= 400 << 20 {
+        if killed_at.is_some() && !drained && least >= (BIG_MIB << 20) * 3 / 8 {
             drainee = (0..REPLICAS).filter(|&i| i != victim).max_by_key(|&i| established(&replicas[i])).unwrap_or(0);
             assert_eq!(unsafe { libc::kill(pids[drainee] as i32, libc::SIGTERM) }, 0);
             drained = true;

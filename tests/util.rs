@@ -381,17 +381,6 @@ impl RealServer {
         self.child.id()
     }
 
-    /// CPU time the server has used so far (user + system).
-    pub fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
-        // Fields after the command name, which is in parentheses: utime and stime are 14 and 15.
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        let fields: Vec<u64> = after.split(' ').skip(11).take(2).map(|f| f.parse().unwrap()).collect();
-        // SAFETY: sysconf has no preconditions.
-        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-        Duration::from_millis((fields[0] + fields[1]) * 1000 / ticks)
-    }
-
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill only sends a signal to our own child process.
         assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
