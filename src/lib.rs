@@ -7,22 +7,28 @@
 //!
 //! # Layout
 //! Each folder is one side of the system; imports run one way: binaries -> [`server`] /
-//! [`client`] -> [`wire`], [`store`] -> [`name`], [`escape`], [`digest`], [`fingerprint`], [`transport`].
+//! [`client`] -> [`wire`], [`store`], `files` -> [`name`], [`escape`], [`digest`], [`fingerprint`],
+//! [`transport`]. No file imports one that imports it back (`tests/layout.rs` checks it).
 //! - [`name`]: [`name::Name`], the checked relative file name both sides resolve paths with: any
 //!   bytes but NUL, never a component that climbs; its wire forms and its form for people.
 //! - [`escape`]: showing peer text on a terminal, and the printable token form the wire uses.
 //! - [`digest`]: XXH3-128 digests of bytes and files, and their hex form on the wire.
-//! - [`wire`]: requests and typed replies, each parser beside its formatter; the bounded line
-//!   reader; numbers; escaping of peer text.
+//! - [`wire`]: requests and typed replies (the get header, rights, size and digest, entries,
+//!   `Reply<T>`), each parser beside its formatter; the bounded line reader; numbers; escaping.
 //! - [`fingerprint`]: a public key's SHA-256 fingerprint, as OpenSSH writes host-key ones.
 //! - [`transport`]: the byte stream a connection runs over (plain TCP, or TLS as a server or a
 //!   client), and whether it can take `sendfile`; buffered both ways over one owner, never split.
-//! - [`store`]: the served folder: file versions, open and list strictly beneath the root.
-//! - [`server`]: configuration and defaults, the listener and its limits, the connection loop,
-//!   answering a `get`, the byte-capped cache and its mirror in `server_cache/`, the digest memo,
-//!   the TLS identity.
-//! - [`client`]: a connection (TLS and whom to trust), pipelined and verified downloads, the
-//!   output folder's safe writes, the load generator behind `ftclient bench`.
+//! - `files`: the umask, naming an unnamed file, setting times, and private files, for both sides.
+//! - [`store`]: the served folder: file versions, open and walk strictly beneath the root, store
+//!   uploads (verified, atomic), the staging folder and interrupted uploads.
+//! - [`server`]: a core that knows no syntax ([`server::Session`]: rights, and what `get` (with
+//!   ranges), `sum`, `stat`, `health`, `partial`, `put` and `mkdir` mean, answered from the
+//!   byte-capped cache and its mirror in `server_cache/`, the digest memo and the store), ft's
+//!   text protocol as one speaker over it, the PROXY protocol in front, the listener and its
+//!   limits, configuration, the TLS identity and tokens.
+//! - [`client`]: a connection (TLS and whom to trust), listings, pipelined and verified downloads
+//!   and uploads, the output folder's safe writes, `get -r`, the load generator behind
+//!   `ftclient bench`.
 //! - [`human`]: sizes and times for people.
 //!
 //! # Wire format in brief

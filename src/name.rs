@@ -16,7 +16,7 @@
 //! - for people, its `Display`: escaped so that nothing in it acts on a terminal.
 //!
 //! Containment against symlinks is not decided here (a name cannot know the disk); it is enforced
-//! when a file is opened, by opening beneath the root directory (see `store/mod.rs`).
+//! when a file is opened, by opening beneath the root directory (see `store/root.rs`).
 
 use std::borrow::Cow;
 use std::ffi::OsStr;

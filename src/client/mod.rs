@@ -1,6 +1,6 @@
 //! The client: one connection, the requests over it, and saving downloads safely.
 //!
-//! A [`Client`] speaks the protocol over one connection (a [`Transport`], read and written by one
+//! A [`Client`] speaks the protocol over one connection (a [`Transport`](crate::transport::Transport), read and written by one
 //! owner, never split) and never trusts it: status lines and list entries are parsed strictly, a body is read to exactly its announced size through a
 //! fixed buffer (a body that ends early is an error, bytes beyond it are never written), and
 //! every body is hashed as it streams in and checked against the digest the server announced

@@ -57,7 +57,7 @@ impl Partial {
         self.mtime = mtime;
     }
 
-    /// The permissions the file gets when committed (from [`OutDir::mode_for`]).
+    /// The permissions the file gets when committed (from [`OutDir::mode_for`](super::OutDir::mode_for)).
     pub fn set_mode(&mut self, mode: u32) {
         self.mode = mode & 0o777;
     }

@@ -38,7 +38,7 @@ pub enum Bytes {
     },
 }
 
-/// A memfd, counted (in [`MEMFDS`]) against [`memfd_budget`] for as long as it is open.
+/// A memfd, counted (in `MEMFDS`) against `memfd_budget` for as long as it is open.
 pub struct Memfd(File, &'static AtomicUsize);
 
 impl std::ops::Deref for Memfd {

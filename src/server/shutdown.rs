@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-/// Stops a running [`Server::run`]: sets a flag and wakes the blocked `accept` by connecting.
+/// Stops a running [`Server::run`](super::Server::run): sets a flag and wakes the blocked `accept` by connecting.
 #[derive(Clone, Default)]
 pub struct Shutdown(Arc<ShutdownState>);
 

@@ -145,7 +145,7 @@ impl Session<'_> {
 
     /// Stores an upload whose body (`offer.size - from` bytes; those before `from` are held in
     /// `partial`) is read from `body`, checked against `expected`, and answers it
-    /// ([`Session::stored`]).
+    /// (`Session::stored`).
     pub fn put(
         &self,
         name: &Name,

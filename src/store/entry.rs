@@ -81,7 +81,7 @@ impl FileEntry {
     }
 }
 
-/// What a [`Root::walk_tree`] finds at one name.
+/// What a [`Root::walk_tree`](super::Root::walk_tree) finds at one name.
 #[derive(Debug)]
 pub enum Found {
     Entry(FileEntry),
@@ -121,7 +121,7 @@ impl WalkProblem {
     }
 }
 
-/// Why [`Root::walk`] stopped before the end.
+/// Why [`Root::walk`](super::Root::walk) stopped before the end.
 #[derive(Debug, thiserror::Error)]
 pub enum WalkError<E> {
     /// The folder asked for cannot be listed (missing, not a folder, refused).

@@ -61,7 +61,7 @@ impl Root {
     }
 
     /// Whether an upload of `name` (`len` bytes, modified at `mtime`) from `owner` would find room
-    /// for its staging file (see [`Caps`]): always for one too small to be resumable, or whose
+    /// for its staging file (see [`Caps`](super::Caps)): always for one too small to be resumable, or whose
     /// interrupted upload is held already.
     pub fn staging_room(&self, name: &Name, len: u64, mtime: (i64, u32), owner: &str) -> Result<(), Full> {
         match &self.staging {

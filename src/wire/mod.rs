@@ -1,7 +1,10 @@
-//! The wire protocol: requests (`request.rs`, `hello.rs`), typed replies (`reply.rs`: [`Status`],
-//! [`ErrorCode`], the `get` header, list and stats lines), the bounded line reader (`line.rs`), and
-//! numbers and escaping of peer text (`text.rs`). Each parser sits beside its formatter, and no
-//! reply text is written anywhere else in the crate.
+//! The wire protocol: requests (`request.rs`, `hello.rs`, `secret.rs`), typed replies (`reply.rs`:
+//! [`Status`], [`Reply`], [`ErrorCode`] and stats lines; `header.rs`: the `get` header and the
+//! digest trailer; `answer.rs`: the rights `auth` grants, the size and digest of `sum`, `put` and
+//! `partial`, `health`'s readiness; `entry.rs`: list, walk and stat entries), the bounded line
+//! reader and its limits (`line.rs`), and numbers and escaping of peer text (`text.rs`). Each
+//! parser sits beside its formatter, and no reply text is written anywhere else in the crate
+//! (`tests/layout.rs` checks it).
 //!
 //! Nothing here touches a file or a socket directly: parsing works on byte slices, formatting on
 //! `impl Write`, and reading on `impl BufRead`, so the same code is tested in memory and used over
@@ -36,6 +39,12 @@
 //!   walk  -> OK                    then entries "type=.. key=value..\t<name>" (see MetaEntry), then OK <count>
 //!   stats -> OK <count>            then <count> lines "<key> <value>"
 //!   auth  -> OK rights=<read|read,write>, or ERR unauthorized
+//!   sum   -> OK <size> xxh3=<digest>
+//!   stat  -> OK type=.. key=value..\t<name>   (one entry, as walk writes it)
+//!   put   -> OK <size> xxh3=<digest>            (once stored and checked; see README for the body)
+//!   partial -> OK <held> xxh3=<digest of the held bytes>
+//!   mkdir -> OK
+//!   health -> OK ready, or ERR draining (then the server closes the connection)
 //!   quit  -> OK bye                then the server closes the connection
 //! ```
 //!
