@@ -57,6 +57,7 @@ pub mod escape;
 mod files;
 pub mod fingerprint;
 pub mod human;
+pub mod mtime;
 pub mod name;
 pub mod server;
 pub mod store;

@@ -639,6 +639,7 @@ fn a_saved_file_is_never_more_permissive_than_the_servers_copy() {
 /// Requests: formatting then parsing is the identity, and parsing any bytes is total.
 mod request_props {
     use ft::digest::Digest;
+    use ft::mtime::Mtime;
     use ft::name::Name;
     use ft::wire::{Form, Hello, PLAIN_PUT_PERM, Request};
     use proptest::prelude::*;
@@ -659,7 +660,7 @@ mod request_props {
             name().prop_map(Request::Get),
             name().prop_map(Request::Stat),
             (0u32..0o7777, any::<i64>(), 0u32..1_000_000_000, name())
-                .prop_map(|(perm, secs, nanos, name)| Request::Mkdir { perm, mtime: (secs, nanos), name }),
+                .prop_map(|(perm, secs, nanos, name)| Request::Mkdir { perm, mtime: Mtime::new(secs, nanos), name }),
             (any::<u64>(), any::<u128>(), name()).prop_map(|(offset, d, name)| Request::Resume {
                 offset,
                 prefix: Digest(d),
@@ -678,14 +679,19 @@ mod request_props {
                 .prop_map(|(size, d, secs, nanos, from, replace, perm, name)| Request::Put {
                     size,
                     digest: (d % 3 != 0).then_some(Digest(d)),
-                    mtime: (secs, nanos),
+                    mtime: Mtime::new(secs, nanos),
                     from: from % size.saturating_add(1),
                     replace,
                     perm,
                     name
                 }),
             (any::<u64>(), any::<i64>(), 0u32..1_000_000_000, any::<bool>(), name()).prop_map(
-                |(size, secs, nanos, replace, name)| Request::Partial { size, mtime: (secs, nanos), replace, name }
+                |(size, secs, nanos, replace, name)| Request::Partial {
+                    size,
+                    mtime: Mtime::new(secs, nanos),
+                    replace,
+                    name
+                }
             ),
             Just(Request::Stats),
             Just(Request::Health),

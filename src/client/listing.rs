@@ -7,6 +7,7 @@ use super::conn::Client;
 use super::download::WINDOW;
 use super::result::ClientError;
 use crate::digest::Digest;
+use crate::mtime::Mtime;
 use crate::name::Name;
 use crate::wire::escape;
 use crate::wire::{
@@ -51,7 +52,7 @@ impl Client {
                 return Ok(());
             }
             files += 1;
-            each(ListEntry { size: entry.size, mtime: entry.mtime, name: entry.name })
+            each(ListEntry { size: entry.size, mtime: entry.mtime.secs, name: entry.name })
         })?;
         Ok(files)
     }
@@ -71,7 +72,7 @@ impl Client {
         self.walk_each(folder, true, |entry| match entry.kind {
             EntryKind::File => {
                 files += 1;
-                each(ListEntry { size: entry.size, mtime: entry.mtime, name: entry.name })
+                each(ListEntry { size: entry.size, mtime: entry.mtime.secs, name: entry.name })
             }
             EntryKind::Unreadable { message, .. } => {
                 unreadable(&entry.name, &message);
@@ -178,8 +179,8 @@ impl Client {
                 ListEntry::parse(line, form).map(|e| MetaEntry {
                     kind: EntryKind::File,
                     size: e.size,
-                    mtime: e.mtime,
-                    mtime_nsec: 0,
+                    mtime: Mtime::new(e.mtime, 0),
+
                     mode: 0,
                     name: e.name,
                 })

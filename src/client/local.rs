@@ -18,6 +18,7 @@ use rustix::fs::{Mode, OFlags};
 use super::download::SMALL_FILE;
 use super::result::ClientError;
 use crate::digest::Digest;
+use crate::mtime::Mtime;
 use crate::name::Name;
 use crate::wire::EntryKind;
 
@@ -42,7 +43,7 @@ impl LocalFile {
     /// Its size and modification time, looked up without opening it (for deciding whether to
     /// send it; what is sent is checked again when it is opened). `None` if it cannot be, or if
     /// it is no longer a regular file.
-    pub(super) fn stamp(&self) -> Option<(u64, (i64, u32))> {
+    pub(super) fn stamp(&self) -> Option<(u64, Mtime)> {
         let st = match self {
             LocalFile::Path(path) => rustix::fs::stat(path).ok()?,
             LocalFile::Beneath { top, rel, .. } => {
@@ -52,7 +53,7 @@ impl LocalFile {
         if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
             return None;
         }
-        let mtime = (st.st_mtime, u32::try_from(st.st_mtime_nsec).unwrap_or(0));
+        let mtime = Mtime::of_raw(st.st_mtime, st.st_mtime_nsec as i64);
         Some((st.st_size.max(0) as u64, mtime))
     }
 
@@ -108,7 +109,7 @@ fn open_beneath(top: &OwnedFd, rel: &Path) -> io::Result<File> {
 pub(super) struct Outgoing {
     pub(super) file: File,
     pub(super) size: u64,
-    pub(super) mtime: (i64, u32),
+    pub(super) mtime: Mtime,
     /// Permission bits.
     pub(super) perm: u32,
     /// What identifies this version of the file (size, modification and change times), to see
@@ -125,7 +126,7 @@ impl Outgoing {
         let file = local.open().map_err(local_error)?;
         let meta = file.metadata().map_err(local_error)?;
         let size = meta.len();
-        let mtime = (meta.mtime(), u32::try_from(meta.mtime_nsec()).unwrap_or(0));
+        let mtime = Mtime::of(&meta);
         let perm = meta.mode() & 0o7777;
         let version = version_of(&meta);
         if size <= SMALL_FILE {
@@ -160,7 +161,7 @@ fn version_of(meta: &std::fs::Metadata) -> (u64, i64, i64, i64, i64) {
 pub struct LocalFolder {
     pub name: Name,
     pub perm: u32,
-    pub mtime: (i64, u32),
+    pub mtime: Mtime,
 }
 
 /// What [`local_tree`] found beneath one local folder.
@@ -222,11 +223,8 @@ pub fn local_tree(folder: &Path, to: Option<&Name>, mut skipped: impl FnMut(Skip
             return None;
         }
     };
-    let folder_of = |meta: &std::fs::Metadata, name: Name| LocalFolder {
-        name,
-        perm: meta.mode() & 0o7777,
-        mtime: (meta.mtime(), u32::try_from(meta.mtime_nsec()).unwrap_or(0)),
-    };
+    let folder_of =
+        |meta: &std::fs::Metadata, name: Name| LocalFolder { name, perm: meta.mode() & 0o7777, mtime: Mtime::of(meta) };
     let mut tree = LocalTree { top: top.clone(), files: Vec::new(), folders: Vec::new() };
     if let Ok(meta) = std::fs::metadata(folder) {
         tree.folders.push(folder_of(&meta, top.clone()));

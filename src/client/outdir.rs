@@ -24,6 +24,7 @@ use crate::name::Name;
 
 use super::part::{PART_SUFFIX, Partial, part_of, same_file, shown};
 use crate::files::{current_umask, set_mtime};
+use crate::mtime::Mtime;
 
 /// The `.part` files a folder held when read.
 type PartNames = Arc<HashSet<OsString>>;
@@ -194,7 +195,7 @@ impl OutDir {
         name: &Name,
         bytes: &[u8],
         server_mode: Option<u32>,
-        mtime: Option<(i64, u32)>,
+        mtime: Option<Mtime>,
     ) -> io::Result<()> {
         let mode = self.mode_for(server_mode);
         let (dir, file) = self.parent(name, true)?;
@@ -228,7 +229,7 @@ impl OutDir {
 
     /// Gives the regular file at `<dir>/<name>` a modification time, opening it without
     /// following symlinks.
-    pub fn set_file_mtime(&self, name: &Name, mtime: (i64, u32)) -> io::Result<()> {
+    pub fn set_file_mtime(&self, name: &Name, mtime: Mtime) -> io::Result<()> {
         let (dir, last) = self.parent(name, false)?;
         let options = OpenOptions::new().write(true).follow(FollowSymlinks::No).clone();
         let file = dir.open_with(last, &options)?;
@@ -242,11 +243,11 @@ impl OutDir {
 
     /// The size and modification time (seconds, nanoseconds) of the regular file at
     /// `<dir>/<name>`, without following symlinks; `None` if there is none (or something else).
-    pub fn local_file(&self, name: &Name) -> Option<(u64, i64, u32)> {
+    pub fn local_file(&self, name: &Name) -> Option<(u64, Mtime)> {
         let (dir, last) = self.parent(name, false).ok()?;
         let st = rustix::fs::statat(&*dir, last, AtFlags::SYMLINK_NOFOLLOW).ok()?;
         (rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile)
-            .then(|| (st.st_size as u64, st.st_mtime, u32::try_from(st.st_mtime_nsec).unwrap_or(0)))
+            .then(|| (st.st_size as u64, Mtime::of_raw(st.st_mtime, st.st_mtime_nsec as i64)))
     }
 
     /// The size and digest of the regular file at `<dir>/<name>` (opened without following
@@ -263,7 +264,7 @@ impl OutDir {
 
     /// Gives the folder `<dir>/<name>` the server's permission bits (see [`OutDir::mode_for`])
     /// and modification time, opening it without following symlinks.
-    pub fn set_folder(&self, name: &Name, server_mode: u32, mtime: (i64, u32)) -> io::Result<()> {
+    pub fn set_folder(&self, name: &Name, server_mode: u32, mtime: Mtime) -> io::Result<()> {
         let (dir, last) = self.parent(name, false)?;
         // A real descriptor (not O_PATH, which cannot take fchmod), never through a symlink.
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -278,7 +279,7 @@ impl OutDir {
     pub fn local_entry(&self, name: &Name) -> Option<Local> {
         let (dir, last) = self.parent(name, false).ok()?;
         let st = rustix::fs::statat(&*dir, last, AtFlags::SYMLINK_NOFOLLOW).ok()?;
-        let mtime = (st.st_mtime, u32::try_from(st.st_mtime_nsec).unwrap_or(0));
+        let mtime = Mtime::of_raw(st.st_mtime, st.st_mtime_nsec as i64);
         Some(match rustix::fs::FileType::from_raw_mode(st.st_mode) {
             rustix::fs::FileType::Symlink => {
                 let target = rustix::fs::readlinkat(&*dir, last, Vec::new()).ok()?;
@@ -296,7 +297,7 @@ impl OutDir {
     /// modification time `mtime`, replacing in one step whatever file or symlink is there (a
     /// folder in the way is an error; with `--no-clobber`, anything in the way is kept: an
     /// `AlreadyExists` error). Its folders are made as for a download, never through a symlink.
-    pub fn make_symlink(&self, name: &Name, target: &[u8], mtime: (i64, u32)) -> io::Result<()> {
+    pub fn make_symlink(&self, name: &Name, target: &[u8], mtime: Mtime) -> io::Result<()> {
         let (dir, last) = self.parent(name, true)?;
         let temp = temp_name();
         rustix::fs::symlinkat(OsStr::from_bytes(target), &*dir, &temp)?;
@@ -306,7 +307,7 @@ impl OutDir {
     /// Makes `<dir>/<name>` a fifo (or, with `socket`, a socket file) with the server's mode
     /// (see [`OutDir::mode_for`]) and modification time, replacing as [`OutDir::make_symlink`]
     /// does.
-    pub fn make_special(&self, name: &Name, socket: bool, server_mode: u32, mtime: (i64, u32)) -> io::Result<()> {
+    pub fn make_special(&self, name: &Name, socket: bool, server_mode: u32, mtime: Mtime) -> io::Result<()> {
         let (dir, last) = self.parent(name, true)?;
         let temp = temp_name();
         let kind = if socket { rustix::fs::FileType::Socket } else { rustix::fs::FileType::Fifo };
@@ -323,8 +324,8 @@ impl OutDir {
 
     /// Gives the entry `temp` in `dir` its time and renames it to `last` (over a file or a
     /// symlink; not over a folder, nor anything with `--no-clobber`), or removes it.
-    fn put_in_place(&self, dir: &Dir, temp: &OsStr, last: &OsStr, mtime: (i64, u32)) -> io::Result<()> {
-        let when = rustix::fs::Timespec { tv_sec: mtime.0, tv_nsec: mtime.1.into() };
+    fn put_in_place(&self, dir: &Dir, temp: &OsStr, last: &OsStr, mtime: Mtime) -> io::Result<()> {
+        let when = mtime.timespec();
         let now = rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW };
         let times = rustix::fs::Timestamps { last_access: now, last_modification: when };
         let timed = rustix::fs::utimensat(dir, temp, &times, AtFlags::SYMLINK_NOFOLLOW);
@@ -483,15 +484,15 @@ fn temp_name() -> OsString {
 pub enum Local {
     File,
     Folder,
-    Symlink { target: Vec<u8>, mtime: (i64, u32) },
-    Fifo { mode: u32, mtime: (i64, u32) },
-    Socket { mode: u32, mtime: (i64, u32) },
+    Symlink { target: Vec<u8>, mtime: Mtime },
+    Fifo { mode: u32, mtime: Mtime },
+    Socket { mode: u32, mtime: Mtime },
     Other,
 }
 
 /// Writes `bytes` to an unnamed file in `dir` and links it as `file` (which must not exist; a
 /// symlink there is not followed either: linkat fails with EEXIST).
-fn link_unnamed(dir: &Dir, file: &OsStr, bytes: &[u8], mode: u32, mtime: Option<(i64, u32)>) -> io::Result<()> {
+fn link_unnamed(dir: &Dir, file: &OsStr, bytes: &[u8], mode: u32, mtime: Option<Mtime>) -> io::Result<()> {
     let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
     // Created with its final mode at once (the umask is already applied to `mode`, so applying
     // it again changes nothing): an unnamed file cannot be opened by anyone else before it is

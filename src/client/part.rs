@@ -11,6 +11,7 @@ use rustix::fs::{AtFlags, Mode, RenameFlags};
 use rustix::io::Errno;
 
 use crate::files::set_mtime;
+use crate::mtime::Mtime;
 
 /// What an incomplete download's file name ends with: `<name>.part`.
 pub const PART_SUFFIX: &str = ".part";
@@ -33,7 +34,7 @@ pub struct Partial {
     /// The permissions the file gets when it is put in place.
     mode: u32,
     /// The modification time it gets then (the server's), if known.
-    mtime: Option<(i64, u32)>,
+    mtime: Option<Mtime>,
 }
 
 /// Write buffer for a file streamed to its `.part`.
@@ -53,7 +54,7 @@ impl Partial {
     }
 
     /// The modification time the file gets when committed (the server's copy's).
-    pub fn set_mtime(&mut self, mtime: Option<(i64, u32)>) {
+    pub fn set_mtime(&mut self, mtime: Option<Mtime>) {
         self.mtime = mtime;
     }
 

@@ -11,6 +11,7 @@ use std::thread::Scope;
 
 use super::outdir::OutDir;
 use super::result::{ClientError, Downloaded};
+use crate::mtime::Mtime;
 use crate::name::Name;
 
 /// Threads saving small files while the receive loop goes on (one per core here).
@@ -109,7 +110,7 @@ pub(super) struct Whole {
     /// The server's permission bits, if it sent them.
     pub(super) mode: Option<u32>,
     /// The server's modification time, if it sent it.
-    pub(super) mtime: Option<(i64, u32)>,
+    pub(super) mtime: Option<Mtime>,
 }
 
 impl Whole {

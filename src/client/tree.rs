@@ -17,6 +17,7 @@ use std::collections::HashSet;
 
 use super::listed::Listed;
 use super::{Client, ClientError, Downloaded, Local, OutDir};
+use crate::mtime::Mtime;
 use crate::name::Name;
 use crate::wire::{EntryKind, ErrorCode, MetaEntry};
 
@@ -273,14 +274,14 @@ impl Client {
     /// matched; those get the server's time, as `rsync -a --checksum` gives them (unless `dry_run`).
     fn compare_digests(
         &mut self,
-        candidates: Vec<(Name, (i64, u32))>,
+        candidates: Vec<(Name, Mtime)>,
         dir: &OutDir,
         dry_run: bool,
     ) -> Result<(Vec<Name>, u64), ClientError> {
         let (local, absent): (Vec<_>, Vec<_>) =
             candidates.into_iter().partition(|(name, _)| dir.local_file(name).is_some());
         let mut differ: Vec<Name> = absent.into_iter().map(|(name, _)| name).collect();
-        let (names, times): (Vec<Name>, Vec<(i64, u32)>) = local.into_iter().unzip();
+        let (names, times): (Vec<Name>, Vec<Mtime>) = local.into_iter().unzip();
         let mut same = 0;
         let mut index = 0;
         self.sum_all(&names, |name, theirs| {
@@ -311,7 +312,7 @@ impl Client {
         plan: &mut Plan,
         dir: &OutDir,
         sink: &mut Sink<'_>,
-        candidates: &mut Vec<(Name, (i64, u32))>,
+        candidates: &mut Vec<(Name, Mtime)>,
     ) -> Result<(), ClientError> {
         let walks = self.walks()?;
         if !walks && !self.lists_folders()? {
@@ -370,7 +371,7 @@ impl Client {
                 }
                 EntryKind::File
                     if !in_fresh(&fresh, &entry.name)
-                        && dir.local_file(&entry.name) == Some((entry.size, entry.mtime, entry.mtime_nsec)) =>
+                        && dir.local_file(&entry.name) == Some((entry.size, entry.mtime)) =>
                 {
                     plan.skipped += 1;
                 }

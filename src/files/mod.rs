@@ -6,6 +6,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::mtime::Mtime;
 use rustix::fs::AtFlags;
 use rustix::io::Errno;
 
@@ -45,11 +46,11 @@ pub(crate) fn link_unnamed(tmp: &File, dir: impl AsFd, name: impl rustix::path::
 }
 
 /// Gives an open file a modification time (its access time: now), if there is one to give.
-pub(crate) fn set_mtime(file: &impl std::os::fd::AsFd, mtime: Option<(i64, u32)>) -> io::Result<()> {
-    let Some((secs, nanos)) = mtime else { return Ok(()) };
+pub(crate) fn set_mtime(file: &impl std::os::fd::AsFd, mtime: Option<Mtime>) -> io::Result<()> {
+    let Some(mtime) = mtime else { return Ok(()) };
     let times = rustix::fs::Timestamps {
         last_access: rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW },
-        last_modification: rustix::fs::Timespec { tv_sec: secs, tv_nsec: nanos.into() },
+        last_modification: mtime.timespec(),
     };
     Ok(rustix::fs::futimens(file, &times)?)
 }

@@ -32,6 +32,7 @@ use parking_lot::Mutex;
 use super::bytes::{Body, Bytes, Held};
 use super::mirror::{self, Mirror};
 use crate::digest::Digest;
+use crate::mtime::Mtime;
 use crate::name::Name;
 use crate::store::{FileVersion, Root};
 
@@ -43,7 +44,7 @@ pub struct Cached {
     /// The file's permission bits, for the reply.
     pub mode: u32,
     /// The file's modification time (seconds, nanoseconds), for the reply.
-    pub mtime: (i64, u32),
+    pub mtime: Mtime,
 }
 
 /// What each entry is charged for its bookkeeping in memory (the maps, its name, the shared

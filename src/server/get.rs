@@ -31,6 +31,7 @@ use super::memo::{Hashed, mark_every};
 use super::refusal::Refusal;
 use super::shared::Shared;
 use crate::digest::{Digest, Hasher, hash_file, hash_file_marked, prefix_from, state_at};
+use crate::mtime::Mtime;
 use crate::name::Name;
 use crate::store::{FileVersion, OpenError};
 use crate::wire::{ErrorCode, GetHeader};
@@ -180,7 +181,7 @@ fn from_memory<'a>(
     shared: &'a Shared,
     bytes: Body,
     digest: Digest,
-    (mode, mtime): (u32, (i64, u32)),
+    (mode, mtime): (u32, Mtime),
     (offset, len): (u64, u64),
     admission: Option<Admission<'a>>,
 ) -> Answer<'a> {

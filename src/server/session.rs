@@ -17,6 +17,7 @@ use super::auth::{Refused, TokenEntry};
 use super::get::{self, Answer, Part};
 use super::refusal::Refusal;
 use super::shared::{Shared, Stat, addr_key};
+use crate::mtime::Mtime;
 use crate::name::Name;
 use crate::store::{FileEntry, Kind, Partial};
 use crate::wire::{EntryKind, ErrorCode, MetaEntry, Rights, Secret, Summed};
@@ -35,7 +36,7 @@ pub struct Session<'a> {
     pub(super) rights: Option<Rights>,
     /// The interrupted upload a `partial` found (its name, size and time), held for the `put`
     /// that follows.
-    pub(super) partial: Option<(Name, u64, (i64, u32), Partial)>,
+    pub(super) partial: Option<(Name, u64, Mtime, Partial)>,
 }
 
 /// A token refused.
@@ -161,7 +162,7 @@ impl<'a> Session<'a> {
 
 /// A store entry as the wire writes it.
 pub(crate) fn meta_entry(entry: FileEntry) -> MetaEntry {
-    let FileEntry { name, kind, size, mtime, mtime_nsec, mode } = entry;
+    let FileEntry { name, kind, size, mtime, mode } = entry;
     let kind = match kind {
         Kind::File => EntryKind::File,
         Kind::Folder => EntryKind::Folder,
@@ -171,5 +172,5 @@ pub(crate) fn meta_entry(entry: FileEntry) -> MetaEntry {
         Kind::CharDevice => EntryKind::CharDevice,
         Kind::BlockDevice => EntryKind::BlockDevice,
     };
-    MetaEntry { kind, size, mtime, mtime_nsec, mode, name }
+    MetaEntry { kind, size, mtime, mode, name }
 }

@@ -12,6 +12,7 @@ use super::refusal::Refusal;
 use super::session::{NEEDS_TOKEN, Session};
 use super::shared::addr_key;
 use crate::digest::Digest;
+use crate::mtime::Mtime;
 use crate::name::Name;
 use crate::store::{Expected, Partial, PutError, STAGING, Stored, Upload, is_reserved};
 use crate::wire::{ErrorCode, Summed};
@@ -25,7 +26,7 @@ pub(crate) const SKIP_REFUSED_UP_TO: u64 = 1 << 20;
 pub struct Offer {
     pub size: u64,
     /// Modification time (seconds, nanoseconds).
-    pub mtime: (i64, u32),
+    pub mtime: Mtime,
     /// The sender's permission bits.
     pub perm: u32,
     /// Whether the sender asked to replace a file of that name.
@@ -204,7 +205,7 @@ impl Session<'_> {
 
     /// Answers `mkdir`: refused as an upload of no bytes would be, else the folder is made (or
     /// found) and given the sender's mode and time.
-    pub fn mkdir(&self, perm: u32, mtime: (i64, u32), name: &Name) -> Result<(), Refusal> {
+    pub fn mkdir(&self, perm: u32, mtime: Mtime, name: &Name) -> Result<(), Refusal> {
         let offer = Offer { size: 0, mtime, perm, replace: true };
         if let Some(refusal) = self.upload_refusal(&offer, name) {
             return Err(refusal);

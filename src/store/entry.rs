@@ -5,6 +5,7 @@ use std::io;
 
 use cap_std::fs::MetadataExt as _;
 
+use crate::mtime::Mtime;
 use crate::name::Name;
 
 use super::error::OpenError;
@@ -55,8 +56,7 @@ pub struct FileEntry {
     /// 0 but for a file.
     pub size: u64,
     /// Modification time, seconds since the Unix epoch, and nanoseconds.
-    pub mtime: i64,
-    pub mtime_nsec: u32,
+    pub mtime: Mtime,
     /// Permission bits (`0o7777`).
     pub mode: u32,
 }
@@ -67,12 +67,11 @@ impl FileEntry {
             Some(m) => FileEntry {
                 name,
                 size: if kind == Kind::File { m.len() } else { 0 },
-                mtime: m.mtime(),
-                mtime_nsec: u32::try_from(m.mtime_nsec()).unwrap_or(0),
+                mtime: Mtime::of_raw(m.mtime(), m.mtime_nsec()),
                 mode: m.mode() & 0o7777,
                 kind,
             },
-            None => FileEntry { name, size: 0, mtime: 0, mtime_nsec: 0, mode: 0, kind },
+            None => FileEntry { name, size: 0, mtime: Mtime::default(), mode: 0, kind },
         }
     }
 

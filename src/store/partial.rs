@@ -11,6 +11,7 @@ use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::digest::{Digest, Hasher};
+use crate::mtime::Mtime;
 use crate::name::Name;
 
 use super::error::PutError;
@@ -124,7 +125,7 @@ impl Root {
     /// for the caller, with how much of it there is and their digest; `None` if uploads of this
     /// size are not resumable here, or another upload holds it now (this one then starts over
     /// in a file of its own), or there is none.
-    pub fn partial(&self, name: &Name, len: u64, mtime: (i64, u32)) -> Result<Option<Partial>, PutError> {
+    pub fn partial(&self, name: &Name, len: u64, mtime: Mtime) -> Result<Option<Partial>, PutError> {
         let name = Unstaged::new(name).ok_or(PutError::Reserved)?;
         let (existing, _, _) = self.existing_folder(name)?;
         self.open_partial(&existing, name, len, mtime, false)
@@ -135,7 +136,7 @@ impl Root {
         folder: &Folder,
         name: Unstaged<'_>,
         len: u64,
-        mtime: (i64, u32),
+        mtime: Mtime,
         create: bool,
     ) -> Result<Option<Partial>, PutError> {
         let Some(staging) = &self.staging else { return Ok(None) };
@@ -196,7 +197,7 @@ impl Root {
 
     /// Removes an interrupted upload of the file just stored another way (its staging file was
     /// held when this upload began), unless an upload holds it still.
-    pub(super) fn forget_partial(&self, name: Unstaged<'_>, len: u64, mtime: (i64, u32)) {
+    pub(super) fn forget_partial(&self, name: Unstaged<'_>, len: u64, mtime: Mtime) {
         let Some(staging) = &self.staging else { return };
         if len < RESUMABLE_FROM {
             return;

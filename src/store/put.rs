@@ -17,7 +17,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rustix::fs::{AtFlags, Mode, Timespec, Timestamps};
+use rustix::fs::{AtFlags, Mode, Timestamps};
 use rustix::io::Errno;
 
 use crate::digest::{Digest, Hasher};
@@ -29,6 +29,7 @@ use super::partial::Partial;
 use super::root::Root;
 use super::staging::{RESUMABLE_FROM, Staging, Unstaged, partial_key};
 use crate::files::link_unnamed;
+use crate::mtime::Mtime;
 
 /// What is stored, besides the bytes: the name, the size, and what the sender's copy has.
 #[derive(Debug, Clone, Copy)]
@@ -36,7 +37,7 @@ pub struct Upload<'a> {
     pub name: &'a Name,
     pub len: u64,
     /// Modification time (seconds, nanoseconds).
-    pub mtime: (i64, u32),
+    pub mtime: Mtime,
     /// The sender's permission bits: the file gets them less setuid, setgid and sticky, masked
     /// by the server's umask, so never wider than the sender's copy.
     pub perm: u32,
@@ -185,7 +186,7 @@ impl Root {
         if matches!(target, Target::Partial(_)) {
             rustix::fs::fchmod(out, Mode::from_raw_mode(mode))?;
         }
-        let when = Timespec { tv_sec: mtime.0, tv_nsec: mtime.1.into() };
+        let when = mtime.timespec();
         rustix::fs::futimens(out, &Timestamps { last_access: when, last_modification: when })?;
         // Only now are missing folders made (an unnamed file can be linked into any folder of its
         // file system), so a refused upload leaves no empty folders behind either.
@@ -206,7 +207,7 @@ impl Root {
     /// Makes the folder `name` (and the folders above it) if missing, each opened without
     /// following a symlink, and gives it the sender's mode (as [`Root::upload_mode`] makes it)
     /// and modification time. Something else at the name (a file, a symlink) is refused.
-    pub fn make_folder(&self, name: &Name, perm: u32, mtime: (i64, u32)) -> Result<(), PutError> {
+    pub fn make_folder(&self, name: &Name, perm: u32, mtime: Mtime) -> Result<(), PutError> {
         let name = Unstaged::new(name).ok_or(PutError::Reserved)?;
         let (existing, missing, last) = self.existing_folder(name)?;
         let above = make_folders(existing, &missing, &name)?;
@@ -220,7 +221,7 @@ impl Root {
             Err(e) => return Err(e.into()),
         };
         rustix::fs::fchmod(&folder, Mode::from_raw_mode(self.upload_mode(perm)))?;
-        let when = Timespec { tv_sec: mtime.0, tv_nsec: mtime.1.into() };
+        let when = mtime.timespec();
         rustix::fs::futimens(&folder, &Timestamps { last_access: when, last_modification: when })?;
         Ok(())
     }
@@ -333,14 +334,20 @@ mod tests {
     const CAPS: Caps = Caps { bytes: 1 << 40, files: 1000 };
 
     fn up(name: &Name, len: u64) -> Upload<'_> {
-        Upload { name, len, mtime: (0, 0), perm: 0o644, replace: false, owner: "-" }
+        Upload { name, len, mtime: Mtime::new(0, 0), perm: 0o644, replace: false, owner: "-" }
     }
 
     fn put(root: &Root, n: &str, bytes: &[u8], replace: bool) -> Result<Stored, PutError> {
         let expected = Expected::Known(Digest::of(bytes));
         let n = name(n);
-        let up =
-            Upload { name: &n, len: bytes.len() as u64, mtime: (1_000_000_000, 5), perm: 0o644, replace, owner: "-" };
+        let up = Upload {
+            name: &n,
+            len: bytes.len() as u64,
+            mtime: Mtime::new(1_000_000_000, 5),
+            perm: 0o644,
+            replace,
+            owner: "-",
+        };
         root.put(&up, expected, &mut &bytes[..], 0, None)
     }
 
@@ -461,14 +468,14 @@ mod tests {
         root.enable_uploads(CAPS).unwrap();
         let data: Vec<u8> = (0..RESUMABLE_FROM as usize * 2).map(|i| (i % 251) as u8).collect();
         let (n, len, digest) = (name("d/big"), data.len() as u64, Digest::of(&data));
-        let up = Upload { name: &n, len, mtime: (0, 0), perm: 0o644, replace: false, owner: "-" };
+        let up = Upload { name: &n, len, mtime: Mtime::new(0, 0), perm: 0o644, replace: false, owner: "-" };
         let cut = root.put(&up, Expected::Known(digest), &mut &data[..1000], 0, None);
         assert!(matches!(cut, Err(PutError::Short { received: 1000, .. })), "{cut:?}");
-        assert!(root.partial(&n, len, (0, 1)).unwrap().is_none(), "another version: none");
-        let held = root.partial(&n, len, (0, 0)).unwrap().unwrap();
+        assert!(root.partial(&n, len, Mtime::new(0, 1)).unwrap().is_none(), "another version: none");
+        let held = root.partial(&n, len, Mtime::new(0, 0)).unwrap().unwrap();
         assert_eq!((held.held(), held.digest()), (1000, Digest::of(&data[..1000])));
         // Held by one caller at a time.
-        assert!(root.partial(&n, len, (0, 0)).unwrap().is_none());
+        assert!(root.partial(&n, len, Mtime::new(0, 0)).unwrap().is_none());
         // The digest may come after the bytes.
         let mut after = || Ok(digest);
         root.put(&up, Expected::After(&mut after), &mut &data[1000..], 1000, Some(held)).unwrap();

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use cap_std::fs::{Dir, MetadataExt as _, OpenOptions, OpenOptionsExt as _};
 use rustix::fs::{AtFlags, FileType, OFlags};
 
+use crate::mtime::Mtime;
 use crate::name::Name;
 
 use super::entry::{FileEntry, Kind};
@@ -63,7 +64,7 @@ impl Root {
     /// Whether an upload of `name` (`len` bytes, modified at `mtime`) from `owner` would find room
     /// for its staging file (see [`Caps`](super::Caps)): always for one too small to be resumable, or whose
     /// interrupted upload is held already.
-    pub fn staging_room(&self, name: &Name, len: u64, mtime: (i64, u32), owner: &str) -> Result<(), Full> {
+    pub fn staging_room(&self, name: &Name, len: u64, mtime: Mtime, owner: &str) -> Result<(), Full> {
         match &self.staging {
             Some(staging) if len >= RESUMABLE_FROM => match Unstaged::new(name) {
                 Some(name) => staging.held.room(&partial_key(name, len, mtime), len, owner),

@@ -8,6 +8,7 @@ use rustix::fs::AtFlags;
 use rustix::io::Errno;
 
 use crate::digest::Digest;
+use crate::mtime::Mtime;
 use crate::name::Name;
 
 use super::held::Held;
@@ -79,8 +80,8 @@ impl std::ops::Deref for Unstaged<'_> {
 }
 
 /// The staging file's name for an upload of `name`, `len` bytes, modified at `mtime`.
-pub(super) fn partial_key(name: Unstaged<'_>, len: u64, mtime: (i64, u32)) -> String {
-    let mut key = format!("{len} {} {} ", mtime.0, mtime.1).into_bytes();
+pub(super) fn partial_key(name: Unstaged<'_>, len: u64, mtime: Mtime) -> String {
+    let mut key = format!("{len} {} {} ", mtime.secs, mtime.nanos).into_bytes();
     key.extend_from_slice(name.as_bytes());
     format!("{}.part", Digest::of(&key))
 }

@@ -2,6 +2,7 @@
 
 use std::io;
 
+use crate::mtime::Mtime;
 use cap_std::fs::MetadataExt as _;
 
 /// What identifies one version of a file's contents: a change to any field means new contents.
@@ -62,8 +63,8 @@ impl FileVersion {
     }
 
     /// The modification time: seconds and nanoseconds.
-    pub fn mtime(&self) -> (i64, u32) {
-        (self.mtime_sec, u32::try_from(self.mtime_nsec).unwrap_or(0))
+    pub fn mtime(&self) -> Mtime {
+        Mtime::of_raw(self.mtime_sec, self.mtime_nsec)
     }
 
     /// The later of the modification and change times: when the contents last changed, as far

@@ -3,6 +3,7 @@
 
 use std::io::{self, Write};
 
+use crate::mtime::Mtime;
 use crate::name::Name;
 
 use super::hello::Form;
@@ -109,8 +110,7 @@ pub struct MetaEntry {
     pub kind: EntryKind,
     /// 0 but for a file.
     pub size: u64,
-    pub mtime: i64,
-    pub mtime_nsec: u32,
+    pub mtime: Mtime,
     /// Permission bits (`0o7777`).
     pub mode: u32,
     pub name: Name,
@@ -126,8 +126,8 @@ impl MetaEntry {
     }
 
     /// The modification time: seconds and nanoseconds.
-    pub fn mtime(&self) -> (i64, u32) {
-        (self.mtime, self.mtime_nsec)
+    pub fn mtime(&self) -> Mtime {
+        self.mtime
     }
 
     /// Writes the answer to `stat`: `OK ` and the entry, its name escaped.
@@ -148,7 +148,7 @@ impl MetaEntry {
             EntryKind::File => write!(w, " size={}", self.size)?,
             _ => {}
         }
-        write!(w, " mtime={} mtime_ns={} mode={:o}", self.mtime, self.mtime_nsec, self.mode)?;
+        write!(w, " mtime={} mtime_ns={} mode={:o}", self.mtime.secs, self.mtime.nanos, self.mode)?;
         if let EntryKind::Symlink(target) = &self.kind {
             write!(w, " target={}", crate::escape::token(target))?;
         }
@@ -207,8 +207,7 @@ impl MetaEntry {
                 return Ok(MetaEntry {
                     kind: EntryKind::Unreadable { code, message },
                     size: 0,
-                    mtime: 0,
-                    mtime_nsec: 0,
+                    mtime: Mtime::default(),
                     mode: 0,
                     name,
                 });
@@ -218,7 +217,7 @@ impl MetaEntry {
         let size = if kind == EntryKind::File { size.ok_or_else(|| bad("no size in list entry"))? } else { 0 };
         let mtime = mtime.ok_or_else(|| bad("no mtime in list entry"))?;
         let mode = mode.ok_or_else(|| bad("no mode in list entry"))?;
-        Ok(MetaEntry { kind, size, mtime, mtime_nsec, mode, name })
+        Ok(MetaEntry { kind, size, mtime: Mtime::new(mtime, mtime_nsec), mode, name })
     }
 }
 
@@ -248,10 +247,10 @@ mod tests {
     #[test]
     fn meta_entries_round_trip_and_are_checked() {
         let entry =
-            |kind, name: Name| MetaEntry { kind, size: 0, mtime: -3, mtime_nsec: 999_999_999, mode: 0o755, name };
+            |kind, name: Name| MetaEntry { kind, size: 0, mtime: Mtime::new(-3, 999_999_999), mode: 0o755, name };
         let entries = [
             MetaEntry { size: 7, ..entry(EntryKind::File, name("a dir/b c")) },
-            MetaEntry { mtime: 1_700_000_000, mtime_nsec: 0, mode: 0o700, ..entry(EntryKind::Folder, name("empty")) },
+            MetaEntry { mtime: Mtime::new(1_700_000_000, 0), mode: 0o700, ..entry(EntryKind::Folder, name("empty")) },
             entry(EntryKind::Symlink(b"../a b\n\xff".to_vec()), Name::from_bytes(b"l\tink").unwrap()),
             entry(EntryKind::Fifo, name("p")),
             entry(EntryKind::Socket, name("s")),
@@ -263,8 +262,7 @@ mod tests {
                     message: "Permission denied (os error 13)".into(),
                 },
                 size: 0,
-                mtime: 0,
-                mtime_nsec: 0,
+                mtime: Mtime::default(),
                 mode: 0,
                 name: name("secret"),
             },

@@ -4,6 +4,7 @@
 use std::io::{self, Write};
 
 use crate::digest::Digest;
+use crate::mtime::Mtime;
 
 use super::line::ProtocolError;
 use super::text::{malformed, parse_i64, parse_u64};
@@ -23,7 +24,7 @@ pub struct GetHeader {
     pub mode: Option<u32>,
     /// The file's modification time (seconds, nanoseconds), which the client gives its copy;
     /// `None` from a server that does not send it.
-    pub mtime: Option<(i64, u32)>,
+    pub mtime: Option<Mtime>,
 }
 
 impl GetHeader {
@@ -46,7 +47,7 @@ impl GetHeader {
         if let Some(mode) = self.mode {
             write!(w, " mode={mode:o}")?;
         }
-        if let Some((secs, nanos)) = self.mtime {
+        if let Some(Mtime { secs, nanos }) = self.mtime {
             write!(w, " mtime={secs} mtime_ns={nanos}")?;
         }
         writeln!(w)
@@ -79,7 +80,7 @@ impl GetHeader {
                 _ => {}
             }
         }
-        let mtime = mtime.map(|secs| (secs, mtime_ns));
+        let mtime = mtime.map(|secs| Mtime::new(secs, mtime_ns));
         let size = size.unwrap_or(len);
         if offset.checked_add(len) != Some(size) {
             return Err(bad("offset + length disagrees with size"));
@@ -111,7 +112,14 @@ mod tests {
         let d = Digest::of(b"x");
         for h in [
             GetHeader::whole(10, d),
-            GetHeader { len: 4, offset: 6, size: 10, digest: Some(d), mode: None, mtime: Some((-5, 999_999_999)) },
+            GetHeader {
+                len: 4,
+                offset: 6,
+                size: 10,
+                digest: Some(d),
+                mode: None,
+                mtime: Some(Mtime::new(-5, 999_999_999)),
+            },
             GetHeader { mode: Some(0o4755), ..GetHeader::whole(0, d) },
             GetHeader { digest: None, mode: Some(0o644), ..GetHeader::whole(3, d) },
         ] {

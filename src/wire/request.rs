@@ -4,6 +4,7 @@
 use std::fmt;
 
 use crate::digest::Digest;
+use crate::mtime::Mtime;
 use crate::name::{Name, NameError};
 
 use super::hello::{Form, Hello};
@@ -50,7 +51,7 @@ pub enum Request {
     /// once its files are in, so empty folders arrive and every folder keeps its time.
     Mkdir {
         perm: u32,
-        mtime: (i64, u32),
+        mtime: Mtime,
         name: Name,
     },
     /// Store a file of `size` bytes as `name` (`put SIZE XXH3|- MTIME MTIME_NS FROM new|replace
@@ -63,7 +64,7 @@ pub enum Request {
     Put {
         size: u64,
         digest: Option<Digest>,
-        mtime: (i64, u32),
+        mtime: Mtime,
         from: u64,
         replace: bool,
         /// The sender's permission bits (version 1 cannot say: 0644).
@@ -77,7 +78,7 @@ pub enum Request {
     /// first bytes before it sends the rest with `put ... FROM`.
     Partial {
         size: u64,
-        mtime: (i64, u32),
+        mtime: Mtime,
         replace: bool,
         name: Name,
     },
@@ -308,17 +309,19 @@ impl Request {
             Request::Auth(token) => format!("auth {}", token.expose()),
             Request::Sum(name) => format!("sum {}", n(name)?),
             Request::Stat(name) => format!("stat {}", n(name)?),
-            Request::Mkdir { perm, mtime, name } => format!("mkdir {perm:o} {} {} {}", mtime.0, mtime.1, n(name)?),
+            Request::Mkdir { perm, mtime, name } => {
+                format!("mkdir {perm:o} {} {} {}", mtime.secs, mtime.nanos, n(name)?)
+            }
             Request::Put { size, digest, mtime, from, replace, perm, name } => {
                 let digest = digest.map_or("-".to_string(), |d| d.to_string());
-                let (secs, nanos, mode) = (mtime.0, mtime.1, mode(*replace));
+                let (secs, nanos, mode) = (mtime.secs, mtime.nanos, mode(*replace));
                 match v2 {
                     true => format!("put {size} {digest} {secs} {nanos} {from} {mode} {perm:o} {}", n(name)?),
                     false => format!("put {size} {digest} {secs} {nanos} {from} {mode} {}", n(name)?),
                 }
             }
             Request::Partial { size, mtime, replace, name } => {
-                format!("partial {size} {} {} {} {}", mtime.0, mtime.1, mode(*replace), n(name)?)
+                format!("partial {size} {} {} {} {}", mtime.secs, mtime.nanos, mode(*replace), n(name)?)
             }
         })
     }
@@ -341,10 +344,10 @@ fn no_argument(arg: Option<&str>, verb: &'static str) -> Result<(), RequestError
 }
 
 /// A modification time as two fields: seconds (may be negative) and nanoseconds.
-fn parse_mtime<'a>(parts: &mut impl Iterator<Item = &'a str>) -> Option<(i64, u32)> {
+fn parse_mtime<'a>(parts: &mut impl Iterator<Item = &'a str>) -> Option<Mtime> {
     let secs = parts.next()?.parse::<i64>().ok()?;
     let nanos = parts.next()?.parse::<u32>().ok().filter(|&n| n < 1_000_000_000)?;
-    Some((secs, nanos))
+    Some(Mtime::new(secs, nanos))
 }
 
 /// Permission bits in octal, at most `7777`.
@@ -423,7 +426,10 @@ mod tests {
         assert_eq!(v2(b"walk follow d%20x"), Ok(Request::Walk { follow: true, folder: Some(name("d x")) }));
         assert_eq!(v2(b"walk d").unwrap_err(), RequestError::BadWalk);
         assert_eq!(v2(b"stat x"), Ok(Request::Stat(name("x"))));
-        assert_eq!(v2(b"mkdir 700 -3 9 a/b"), Ok(Request::Mkdir { perm: 0o700, mtime: (-3, 9), name: name("a/b") }));
+        assert_eq!(
+            v2(b"mkdir 700 -3 9 a/b"),
+            Ok(Request::Mkdir { perm: 0o700, mtime: Mtime::new(-3, 9), name: name("a/b") })
+        );
         assert_eq!(v2(b"mkdir 9 1 0 a").unwrap_err(), RequestError::BadMkdir);
         assert_eq!(v1(b"walk links").unwrap_err().code(), ErrorCode::UnknownCommand, "not in version 1");
         let walk = Request::Walk { follow: true, folder: None };
@@ -441,7 +447,7 @@ mod tests {
             Ok(Request::Put {
                 size: 2,
                 digest: Some(d),
-                mtime: (-5, 9),
+                mtime: Mtime::new(-5, 9),
                 from: 1,
                 replace: true,
                 perm: PLAIN_PUT_PERM,
@@ -453,7 +459,7 @@ mod tests {
             Ok(Request::Put {
                 size: 2,
                 digest: None,
-                mtime: (7, 0),
+                mtime: Mtime::new(7, 0),
                 from: 0,
                 replace: false,
                 perm: 0o600,
@@ -462,7 +468,7 @@ mod tests {
         );
         assert_eq!(
             v1(b"partial 2 -5 9 new up/a b"),
-            Ok(Request::Partial { size: 2, mtime: (-5, 9), replace: false, name: name("up/a b") })
+            Ok(Request::Partial { size: 2, mtime: Mtime::new(-5, 9), replace: false, name: name("up/a b") })
         );
         let bad = [
             "put".to_string(),

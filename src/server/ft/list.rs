@@ -13,6 +13,7 @@
 use std::io::Write;
 
 use super::error::ConnError;
+use crate::mtime::Mtime;
 use crate::name::Name;
 use crate::server::get::open_error_code;
 use crate::server::session::meta_entry;
@@ -55,7 +56,9 @@ impl Format {
 
     fn write(self, entry: FileEntry, w: &mut impl Write) -> std::io::Result<()> {
         match self {
-            Format::Plain(form) => ListEntry { size: entry.size, mtime: entry.mtime, name: entry.name }.write(w, form),
+            Format::Plain(form) => {
+                ListEntry { size: entry.size, mtime: entry.mtime.secs, name: entry.name }.write(w, form)
+            }
             Format::Meta(form) => meta_entry(entry).write(w, form),
         }
     }
@@ -173,7 +176,7 @@ pub(crate) fn write_walk(
             Found::Unreadable { name, error } => {
                 let code = open_error_code(&error.open_error());
                 let kind = EntryKind::Unreadable { code, message: error.to_string() };
-                MetaEntry { kind, size: 0, mtime: 0, mtime_nsec: 0, mode: 0, name }
+                MetaEntry { kind, size: 0, mtime: Mtime::default(), mode: 0, name }
             }
         };
         entry.write(w, Form::Escaped)
