@@ -18,6 +18,7 @@ use rustix::fs::{Mode, OFlags};
 use super::download::SMALL_FILE;
 use super::result::ClientError;
 use crate::digest::Digest;
+use crate::files::FileVersion;
 use crate::mtime::Mtime;
 use crate::name::Name;
 use crate::wire::EntryKind;
@@ -114,7 +115,7 @@ pub(super) struct Outgoing {
     pub(super) perm: u32,
     /// What identifies this version of the file (size, modification and change times), to see
     /// whether it changed while it was sent.
-    pub(super) version: (u64, i64, i64, i64, i64),
+    pub(super) version: FileVersion,
     /// A small file: read once, whole, with its digest.
     pub(super) whole: Option<(Vec<u8>, Digest)>,
 }
@@ -128,7 +129,7 @@ impl Outgoing {
         let size = meta.len();
         let mtime = Mtime::of(&meta);
         let perm = meta.mode() & 0o7777;
-        let version = version_of(&meta);
+        let version = FileVersion::of_metadata(&meta);
         if size <= SMALL_FILE {
             let mut bytes = vec![0u8; size as usize];
             file.read_exact_at(&mut bytes, 0).map_err(local_error)?;
@@ -140,7 +141,7 @@ impl Outgoing {
 
     /// Whether the file is still the version that was opened.
     pub(super) fn unchanged(&self) -> bool {
-        self.file.metadata().is_ok_and(|meta| version_of(&meta) == self.version)
+        self.file.metadata().is_ok_and(|meta| FileVersion::of_metadata(&meta) == self.version)
     }
 
     /// Its digest: a small file's is known; a big one is read for it.
@@ -150,10 +151,6 @@ impl Outgoing {
             None => crate::digest::hash_file(&self.file, self.size, None).map(|(digest, _)| digest),
         }
     }
-}
-
-fn version_of(meta: &std::fs::Metadata) -> (u64, i64, i64, i64, i64) {
-    (meta.len(), meta.mtime(), meta.mtime_nsec(), meta.ctime(), meta.ctime_nsec())
 }
 
 /// A local folder `put -r` found: its name on the server, mode and modification time.

@@ -1,5 +1,6 @@
 //! Small file-system helpers both sides use: the process's umask, giving an unnamed (`O_TMPFILE`)
-//! file its name, setting a file's modification time, and files that hold secrets (`private.rs`).
+//! file its name, setting a file's modification time, what identifies a version of a file
+//! (`version.rs`), and files that hold secrets (`private.rs`).
 
 use std::fs::File;
 use std::io;
@@ -11,6 +12,9 @@ use rustix::fs::AtFlags;
 use rustix::io::Errno;
 
 pub(crate) mod private;
+mod version;
+
+pub use version::FileVersion;
 
 /// The process's umask. Read from `/proc/self/status` where the kernel shows it: the only other
 /// way is to set it and set it back, and in between another thread's new file (or folder) would

@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::net::IpAddr;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -26,6 +25,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use parking_lot::Mutex;
 use std::sync::Arc;
 
+use crate::files::FileVersion;
 use crate::files::private::{ReadError, read_private, write_private};
 use crate::wire::Secret;
 
@@ -78,31 +78,11 @@ pub enum Refused {
     CutOff,
 }
 
-/// The file's identity, to notice a change (rewritten, replaced, removed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl Stamp {
-    fn of(meta: &fs::Metadata) -> Stamp {
-        Stamp {
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
-        }
-    }
-}
-
 /// The tokens a server accepts, from its auth file, reread when the file changes.
 #[derive(Debug)]
 pub struct AuthFile {
     path: PathBuf,
-    state: Mutex<(Option<Stamp>, Arc<Vec<TokenEntry>>)>,
+    state: Mutex<(Option<FileVersion>, Arc<Vec<TokenEntry>>)>,
 }
 
 impl AuthFile {
@@ -130,7 +110,7 @@ impl AuthFile {
     /// It is asked on every request of a connection with a token, so the lock is held only to
     /// compare and swap, never across the file's `stat`, read or checks.
     fn current(&self) -> Arc<Vec<TokenEntry>> {
-        let now = fs::metadata(&self.path).ok().map(|m| Stamp::of(&m));
+        let now = fs::metadata(&self.path).ok().map(|m| FileVersion::of_metadata(&m));
         {
             let state = self.state.lock();
             if now == state.0 {
@@ -207,7 +187,7 @@ fn unhex(s: &str) -> Option<[u8; 32]> {
 }
 
 /// Reads and parses an auth file, refusing one that others may read or write.
-fn read_file(path: &Path) -> Result<(Stamp, Vec<TokenEntry>), AuthFileError> {
+fn read_file(path: &Path) -> Result<(FileVersion, Vec<TokenEntry>), AuthFileError> {
     let (meta, bytes) = read_private(path, true, 16 << 20).map_err(|e| match e {
         ReadError::Io(source) => AuthFileError::Read { path: path.to_path_buf(), source },
         ReadError::TooOpen(mode) => AuthFileError::TooOpen { path: path.to_path_buf(), mode },
@@ -230,7 +210,7 @@ fn read_file(path: &Path) -> Result<(Stamp, Vec<TokenEntry>), AuthFileError> {
         let hash = unhex(sha).ok_or_else(malformed)?;
         entries.push(TokenEntry { name: name.to_string(), rights, id: id.to_string(), hash });
     }
-    Ok((Stamp::of(&meta), entries))
+    Ok((FileVersion::of_metadata(&meta), entries))
 }
 
 /// The tokens in an auth file (none if it does not exist), for `ftserver token list`.

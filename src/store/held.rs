@@ -21,6 +21,7 @@ use std::time::SystemTime;
 use parking_lot::Mutex;
 
 use crate::digest::Hasher;
+use crate::files::FileVersion;
 
 /// How much the staging folder may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,24 +39,6 @@ impl Caps {
     }
 }
 
-/// The size and times a staging file had when its digest was noted: the digest holds while they do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Stamp {
-    pub(super) size: u64,
-    pub(super) mtime: (i64, i64),
-    pub(super) ctime: (i64, i64),
-}
-
-impl Stamp {
-    pub(super) fn of(st: &rustix::fs::Stat) -> Stamp {
-        Stamp {
-            size: st.st_size.max(0) as u64,
-            mtime: (st.st_mtime, st.st_mtime_nsec as i64),
-            ctime: (st.st_ctime, st.st_ctime_nsec as i64),
-        }
-    }
-}
-
 struct Entry {
     /// Device and inode of the file.
     id: (u64, u64),
@@ -68,7 +51,7 @@ struct Entry {
     /// An upload holds it now (it may not be reclaimed).
     in_use: bool,
     /// The digest of its first bytes, as the last upload to write it left it.
-    hashed: Option<(Stamp, u64, Hasher)>,
+    hashed: Option<(FileVersion, u64, Hasher)>,
 }
 
 /// The staging folder's interrupted uploads.
@@ -170,8 +153,8 @@ impl Held {
     }
 
     /// An upload that held `key` let it go: what it wrote is noted (`hashed`: the digest of the
-    /// first bytes, with the file's stamp then).
-    pub(super) fn released(&self, key: &str, hashed: Option<(Stamp, u64, Hasher)>) {
+    /// first bytes, with the file's version then).
+    pub(super) fn released(&self, key: &str, hashed: Option<(FileVersion, u64, Hasher)>) {
         if let Some(entry) = self.table.lock().get_mut(key) {
             entry.in_use = false;
             entry.last = SystemTime::now();
@@ -179,11 +162,11 @@ impl Held {
         }
     }
 
-    /// The digest of the first `len` bytes of `key`, if it was noted with the stamp the file has.
-    pub(super) fn hashed(&self, key: &str, stamp: &Stamp) -> Option<(u64, Hasher)> {
+    /// The digest of the first `len` bytes of `key`, if it was noted with the version the file has.
+    pub(super) fn hashed(&self, key: &str, version: &FileVersion) -> Option<(u64, Hasher)> {
         let table = self.table.lock();
         let (noted, len, hasher) = table.get(key)?.hashed.as_ref()?;
-        (noted == stamp).then(|| (*len, hasher.clone()))
+        (noted == version).then(|| (*len, hasher.clone()))
     }
 
     /// The staging file `key` is gone (named, or removed).
@@ -271,12 +254,13 @@ mod tests {
     fn a_noted_digest_holds_only_while_the_file_is_unchanged() {
         let held = Held::new(Caps { bytes: 1 << 30, files: 10 });
         held.start("k", 1 << 20, "-").unwrap();
-        let stamp = Stamp { size: 5, mtime: (1, 2), ctime: (3, 4) };
+        let stamp =
+            FileVersion { size: 5, mtime_sec: 1, mtime_nsec: 2, ctime_sec: 3, ctime_nsec: 4, ..Default::default() };
         let mut hasher = Hasher::default();
         hasher.update(b"hello");
         held.released("k", Some((stamp, 5, hasher.clone())));
         assert_eq!(held.hashed("k", &stamp).map(|(n, h)| (n, h.digest())), Some((5, hasher.digest())));
-        assert!(held.hashed("k", &Stamp { size: 6, ..stamp }).is_none());
-        assert!(held.hashed("k", &Stamp { ctime: (3, 5), ..stamp }).is_none());
+        assert!(held.hashed("k", &FileVersion { size: 6, ..stamp }).is_none());
+        assert!(held.hashed("k", &FileVersion { ctime_nsec: 5, ..stamp }).is_none());
     }
 }

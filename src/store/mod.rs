@@ -9,7 +9,7 @@
 //! checked to be regular, so a fifo or device in the tree cannot stall a connection's thread.
 //!
 //! The files: `root.rs` (the root, and looking files up and opening them), `walk.rs` (walking
-//! it), `version.rs` (what identifies a file's contents), `entry.rs` (what a walk finds),
+//! it), `entry.rs` (what a walk finds),
 //! `error.rs` (why a name was refused), `put.rs` (writing a file, verified and atomic),
 //! `folder.rs` (the folders on an upload's way, made without following a symlink),
 //! `staging.rs` (the staging folder, which nothing serves), `partial.rs` (interrupted uploads,
@@ -23,9 +23,9 @@ mod partial;
 mod put;
 mod root;
 mod staging;
-mod version;
 mod walk;
 
+pub use crate::files::FileVersion;
 pub use entry::{FileEntry, Found, Kind, WalkError, WalkProblem};
 pub use error::{OpenError, PutError};
 pub use folder::FOLDER_MODE;
@@ -34,4 +34,3 @@ pub use partial::{Cleaned, PARTIAL_TTL, Partial};
 pub use put::{Expected, Stored, Upload};
 pub use root::Root;
 pub use staging::{RESUMABLE_FROM, STAGING, is_reserved};
-pub use version::FileVersion;

@@ -16,9 +16,10 @@ use crate::name::Name;
 
 use super::error::PutError;
 use super::folder::{FOLDER_FLAGS, Folder};
-use super::held::{Caps, Held, Stamp};
+use super::held::{Caps, Held};
 use super::root::Root;
 use super::staging::{RESUMABLE_FROM, STAGING, Staging, Unstaged, partial_key};
+use crate::files::FileVersion;
 
 /// How long an upload waits for an interrupted upload of the same file that another connection
 /// still holds, before it starts over in a file of its own.
@@ -61,7 +62,8 @@ impl Drop for Partial {
             self.book.gone(&self.key);
             return;
         }
-        let noted = rustix::fs::fstat(&self.file).ok().map(|st| (Stamp::of(&st), self.held, self.hasher.clone()));
+        let noted =
+            rustix::fs::fstat(&self.file).ok().map(|st| (FileVersion::of_stat(&st), self.held, self.hasher.clone()));
         self.book.released(&self.key, noted);
     }
 }
@@ -183,7 +185,7 @@ impl Root {
         let held = on_disk.min(len);
         // Locked: nothing else changes it meanwhile. What the last upload to write it hashed is
         // remembered while the file is unchanged: asking again costs no read.
-        let hasher = match staging.held.hashed(&key, &Stamp::of(&st)) {
+        let hasher = match staging.held.hashed(&key, &FileVersion::of_stat(&st)) {
             Some((noted, hasher)) if noted == held => hasher,
             _ => {
                 let mut hasher = Hasher::default();

@@ -14,7 +14,7 @@ use super::entry::{FileEntry, Kind};
 use super::error::OpenError;
 use super::held::Full;
 use super::staging::{RESUMABLE_FROM, Staging, Unstaged, partial_key};
-use super::version::FileVersion;
+use crate::files::FileVersion;
 
 /// The folder whose files are served.
 pub struct Root {

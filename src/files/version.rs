@@ -1,4 +1,6 @@
-//! What identifies one version of a file's contents.
+//! What identifies one version of a file's contents: the one type both sides use to see that a
+//! file changed (the server's cache and digest memo, interrupted uploads, the auth file; the
+//! client's uploads).
 
 use std::io;
 
@@ -36,7 +38,22 @@ impl FileVersion {
         Ok((FileVersion::of_stat(&st), st.st_nlink as u64))
     }
 
-    pub(super) fn of_stat(st: &rustix::fs::Stat) -> FileVersion {
+    /// The version a file's metadata describes.
+    pub fn of_metadata(meta: &std::fs::Metadata) -> FileVersion {
+        use std::os::unix::fs::MetadataExt;
+        FileVersion {
+            size: meta.len(),
+            mtime_sec: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+            ctime_sec: meta.ctime(),
+            ctime_nsec: meta.ctime_nsec(),
+            ino: meta.ino(),
+            dev: meta.dev(),
+            mode: meta.mode() & 0o7777,
+        }
+    }
+
+    pub(crate) fn of_stat(st: &rustix::fs::Stat) -> FileVersion {
         FileVersion {
             size: st.st_size as u64,
             mtime_sec: st.st_mtime,
@@ -49,7 +66,7 @@ impl FileVersion {
         }
     }
 
-    pub(super) fn of_cap(m: &cap_std::fs::Metadata) -> FileVersion {
+    pub(crate) fn of_cap(m: &cap_std::fs::Metadata) -> FileVersion {
         FileVersion {
             size: m.len(),
             mtime_sec: m.mtime(),
