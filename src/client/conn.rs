@@ -11,8 +11,8 @@ use crate::digest::Hasher;
 use crate::name::Name;
 use crate::transport::{BufStream, Transport};
 use crate::wire::{
-    self as protocol, Agreed, ErrorCode, Form, Hello, MAX_REPLY_LINE, PROTOCOL_VERSION, ProtocolError, Reply, Request,
-    Rights, Secret, Status,
+    self as protocol, Agreed, ErrorCode, Feature, Form, Hello, MAX_REPLY_LINE, PROTOCOL_VERSION, ProtocolError, Reply,
+    Request, Rights, Secret, Status,
 };
 
 /// A connection to an ft server.
@@ -33,7 +33,7 @@ pub struct Client {
 /// listings that end with a status line instead of starting with a count (`list-end`), and
 /// listings with folders, modes and exact times (`list-meta`), and uploads (`put`).
 pub const CLIENT_FEATURES: &[&str] =
-    &[protocol::FEATURE_TRAILER, protocol::FEATURE_LIST_END, protocol::FEATURE_LIST_META, protocol::FEATURE_PUT];
+    &[Feature::Trailer.as_str(), Feature::ListEnd.as_str(), Feature::ListMeta.as_str(), Feature::Put.as_str()];
 
 impl Client {
     pub(super) fn over(transport: Transport) -> io::Result<Client> {

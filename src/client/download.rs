@@ -12,7 +12,7 @@ use super::result::{ClientError, Downloaded};
 use super::saver::{Saved, Saver, WRITERS, Whole};
 use crate::digest::{Digest, Hasher, feed_file};
 use crate::name::Name;
-use crate::wire::{self as protocol, GetHeader, ProtocolError, Request};
+use crate::wire::{self as protocol, Feature, GetHeader, ProtocolError, Request};
 
 /// The folder downloads are saved in when given no `-o`.
 pub const DEFAULT_OUTPUT: &str = "client_downloads";
@@ -163,7 +163,7 @@ impl Client {
         }
         let header = self.read_reply(GetHeader::parse)?.into_result().map_err(ClientError::Server)?;
         // Only a client that asked for trailers may be sent a header without a digest.
-        if header.digest.is_none() && !self.agreed.as_ref().is_some_and(|a| a.has(protocol::FEATURE_TRAILER)) {
+        if header.digest.is_none() && !self.agreed.as_ref().is_some_and(|a| a.has(Feature::Trailer)) {
             let what = format!("no xxh3 digest in the header of a {}-byte body, and no trailer agreed", header.len);
             return Err(self.lost(ProtocolError::Malformed(what)));
         }

@@ -11,7 +11,7 @@ use crate::mtime::Mtime;
 use crate::name::Name;
 use crate::wire::escape;
 use crate::wire::{
-    self as protocol, Agreed, EntryKind, Form, ListEntry, MetaEntry, ProtocolError, Reply, Request, Summed,
+    self as protocol, Agreed, EntryKind, Feature, Form, ListEntry, MetaEntry, ProtocolError, Reply, Request, Summed,
 };
 
 /// Most entries [`Client::list`] keeps in memory; [`Client::list_each`] has no limit.
@@ -85,7 +85,7 @@ impl Client {
 
     /// Whether the server sends folders, modes and exact times in its listings (`list-meta`).
     pub fn lists_folders(&mut self) -> Result<bool, ClientError> {
-        Ok(self.agreed()?.has(protocol::FEATURE_LIST_META))
+        Ok(self.agreed()?.has(Feature::ListMeta))
     }
 
     /// [`Client::list_each`] with folders too (each before what it holds) and every entry's mode
@@ -137,8 +137,8 @@ impl Client {
     ) -> Result<u64, ClientError> {
         let fields = self.call(request)?;
         let walk = matches!(request, Request::Walk { .. });
-        let meta = walk || self.agreed.as_ref().is_some_and(|a| a.has(protocol::FEATURE_LIST_META));
-        let ended = walk || self.agreed.as_ref().is_some_and(|a| a.has(protocol::FEATURE_LIST_END));
+        let meta = walk || self.agreed.as_ref().is_some_and(|a| a.has(Feature::ListMeta));
+        let ended = walk || self.agreed.as_ref().is_some_and(|a| a.has(Feature::ListEnd));
         let form = self.agreed.as_ref().map_or(Form::Plain, Agreed::form);
         // With list-end the count comes last; without, first.
         let count = if ended {

@@ -13,7 +13,7 @@ use super::local::{LocalFile, LocalFolder, Outgoing};
 use super::result::{ClientError, Uploaded};
 use crate::digest::Hasher;
 use crate::name::Name;
-use crate::wire::{self as protocol, MetaEntry, ProtocolError, PutTrailer, Reply, Request, Summed};
+use crate::wire::{self as protocol, Feature, MetaEntry, ProtocolError, PutTrailer, Reply, Request, Summed};
 
 /// Files of this size and more are resumable: the server says first whether it takes them and
 /// how much of an interrupted upload it holds (the server's `RESUMABLE_FROM`).
@@ -166,7 +166,7 @@ impl Client {
         if files.is_empty() {
             return Ok(());
         }
-        if !self.agreed()?.has(protocol::FEATURE_PUT) {
+        if !self.agreed()?.has(Feature::Put) {
             return Err(ProtocolError::Malformed("this server does not know put (it predates uploads)".into()).into());
         }
         let mut pending: VecDeque<(&Name, u64)> = VecDeque::with_capacity(WINDOW);

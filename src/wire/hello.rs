@@ -58,21 +58,67 @@ impl Form {
     }
 }
 
-/// A `get` or `resume` reply may leave the digest out of its header and send it after the body
-/// (see `reply.rs`), so the first byte never waits for a whole file to be hashed.
-pub const FEATURE_TRAILER: &str = "trailer";
-/// A `list` reply is `OK`, the entries, then a final status line (`OK <count>`, or `ERR` if the
-/// listing could not be finished), so neither side holds a whole listing.
-pub const FEATURE_LIST_END: &str = "list-end";
+/// A feature this build knows, by what it changes. On the wire each is its name (a token); a
+/// peer may name features this build does not know, which are carried as text and never granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Feature {
+    /// A `get` or `resume` reply may leave the digest out of its header and send it after the
+    /// body (see `header.rs`), so the first byte never waits for a whole file to be hashed.
+    Trailer,
+    /// A `list` reply is `OK`, the entries, then a final status line (`OK <count>`, or `ERR` if
+    /// the listing could not be finished), so neither side holds a whole listing.
+    ListEnd,
+    /// A `list` reply names folders too and gives each entry its mode and exact modification
+    /// time, as `key=value` fields, a TAB, then the name (see [`super::MetaEntry`]).
+    ListMeta,
+    /// The server understands `put` (whether it takes uploads is its own business). A client
+    /// sends a `put` only where this was agreed: a server without it would read the body as
+    /// requests.
+    Put,
+}
 
-/// A `list` reply names folders too and gives each entry its mode and exact modification time,
-/// as `key=value` fields, a TAB, then the name (see [`super::MetaEntry`]).
-pub const FEATURE_LIST_META: &str = "list-meta";
-/// The server understands `put` (whether it takes uploads is its own business). A client sends a
-/// `put` only where this was agreed: a server without it would read the body as requests.
-pub const FEATURE_PUT: &str = "put";
+impl Feature {
+    /// Every feature this build knows.
+    pub const ALL: [Feature; 4] = [Feature::Trailer, Feature::ListEnd, Feature::ListMeta, Feature::Put];
 
-/// The features this server grants when asked.
+    /// Its name on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Feature::Trailer => "trailer",
+            Feature::ListEnd => "list-end",
+            Feature::ListMeta => "list-meta",
+            Feature::Put => "put",
+        }
+    }
+
+    /// The feature a name on the wire means, if this build knows it.
+    pub fn parse(name: &str) -> Option<Feature> {
+        Feature::ALL.into_iter().find(|f| f.as_str() == name)
+    }
+}
+
+impl AsRef<str> for Feature {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for Feature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// [`Feature::Trailer`]'s name.
+pub const FEATURE_TRAILER: &str = Feature::Trailer.as_str();
+/// [`Feature::ListEnd`]'s name.
+pub const FEATURE_LIST_END: &str = Feature::ListEnd.as_str();
+/// [`Feature::ListMeta`]'s name.
+pub const FEATURE_LIST_META: &str = Feature::ListMeta.as_str();
+/// [`Feature::Put`]'s name.
+pub const FEATURE_PUT: &str = Feature::Put.as_str();
+
+/// The features this server grants when asked: every one this build knows.
 pub const SERVER_FEATURES: &[&str] = &[FEATURE_TRAILER, FEATURE_LIST_END, FEATURE_LIST_META, FEATURE_PUT];
 
 /// Most features one `hello` may name.
@@ -137,8 +183,9 @@ impl Agreed {
         Agreed { version: 1, features: Vec::new() }
     }
 
-    pub fn has(&self, feature: &str) -> bool {
-        self.features.iter().any(|f| f == feature)
+    /// Whether `feature` (a [`Feature`], or any name) was agreed.
+    pub fn has(&self, feature: impl AsRef<str>) -> bool {
+        self.features.iter().any(|f| f == feature.as_ref())
     }
 
     /// How names are written on this connection.
@@ -177,6 +224,18 @@ impl Agreed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_feature_is_named_once_and_granted() {
+        for feature in Feature::ALL {
+            assert_eq!(Feature::parse(feature.as_str()), Some(feature));
+            assert!(is_feature(feature.as_str()) && SERVER_FEATURES.contains(&feature.as_str()));
+        }
+        assert_eq!(SERVER_FEATURES.len(), Feature::ALL.len());
+        assert_eq!(Feature::parse("zstd"), None);
+        let agreed = Agreed { version: 2, features: vec!["list-end".into()] };
+        assert!(agreed.has(Feature::ListEnd) && !agreed.has(Feature::Trailer));
+    }
 
     #[test]
     fn hello_arguments_are_a_version_then_feature_tokens() {

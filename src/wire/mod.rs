@@ -70,7 +70,7 @@ pub use answer::{Ready, Rights, Summed};
 pub use entry::{EntryKind, ListEntry, MetaEntry};
 pub use header::{GetHeader, parse_trailer, write_trailer};
 pub use hello::{
-    Agreed, FEATURE_LIST_END, FEATURE_LIST_META, FEATURE_PUT, FEATURE_TRAILER, Form, Hello, PROTOCOL_VERSION,
+    Agreed, FEATURE_LIST_END, FEATURE_LIST_META, FEATURE_PUT, FEATURE_TRAILER, Feature, Form, Hello, PROTOCOL_VERSION,
     SERVER_FEATURES,
 };
 pub use line::{MAX_REPLY_LINE, MAX_REQUEST_LINE, MAX_TARGET_LEN, ProtocolError, read_line, read_line_with};

@@ -33,7 +33,7 @@ use crate::server::shared::Shared;
 use crate::server::storers::Storers;
 use crate::server::upload::Offer;
 use crate::transport::{BufStream, Transport};
-use crate::wire::{self as protocol, Agreed, ErrorCode, ProtocolError, Ready, Request};
+use crate::wire::{self as protocol, Agreed, ErrorCode, Feature, ProtocolError, Ready, Request};
 
 /// The first byte of a TLS record carrying a handshake: what a TLS client sends first.
 const TLS_HANDSHAKE: u8 = 0x16;
@@ -410,7 +410,7 @@ impl<'a> Connection<'a> {
     /// Serves `get` or `resume`: the session answers; this writes the header, then the body into
     /// the transport (by `sendfile` where it can), then the trailer if the digest comes after.
     fn get(&mut self, name: &Name, part: Part) -> Result<(), ConnError> {
-        let trailer = self.agreed.has(protocol::FEATURE_TRAILER);
+        let trailer = self.agreed.has(Feature::Trailer);
         let answer = match self.session.get(name, part, trailer) {
             Ok(answer) => answer,
             Err(refusal) => return self.refuse(&refusal),
@@ -430,13 +430,10 @@ impl<'a> Connection<'a> {
 
     fn list(&mut self, folder: Option<&Name>) -> Result<(), ConnError> {
         let form = self.agreed.form();
-        let format = if self.agreed.has(protocol::FEATURE_LIST_META) {
-            list::Format::Meta(form)
-        } else {
-            list::Format::Plain(form)
-        };
+        let format =
+            if self.agreed.has(Feature::ListMeta) { list::Format::Meta(form) } else { list::Format::Plain(form) };
         let root = &self.shared().root;
-        if self.agreed.has(protocol::FEATURE_LIST_END) {
+        if self.agreed.has(Feature::ListEnd) {
             list::write_ended(root, folder, format, &mut self.stream)
         } else {
             list::write_counted(root, folder, format, &mut self.stream)
