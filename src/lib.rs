@@ -76,5 +76,10 @@ pub fn config_folder() -> std::path::PathBuf {
     }
 }
 
+/// A server keeps an interrupted upload of this many bytes or more (in its staging folder), and
+/// `partial` tells a sender how much of it is held, so sending the same file again continues
+/// where the bytes stopped; a smaller one is sent again whole.
+pub const RESUMABLE_FROM: u64 = 1 << 20;
+
 /// The port both binaries use when none is given.
 pub const DEFAULT_PORT: u16 = 9000;

@@ -17,7 +17,7 @@ use crate::wire::{self as protocol, Feature, MetaEntry, ProtocolError, PutTraile
 
 /// Files of this size and more are resumable: the server says first whether it takes them and
 /// how much of an interrupted upload it holds (the server's `RESUMABLE_FROM`).
-pub use crate::wire::RESUMABLE_FROM;
+pub use crate::RESUMABLE_FROM;
 
 /// How `put` goes about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

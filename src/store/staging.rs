@@ -17,7 +17,7 @@ use super::held::Held;
 /// an interrupted one can go on) and replacements are staged; neither listed nor served.
 pub const STAGING: &str = ".ft-partial";
 
-pub use crate::wire::RESUMABLE_FROM;
+pub use crate::RESUMABLE_FROM;
 
 /// Whether `name` lies in the uploads' staging folder, which is neither listed nor served.
 pub fn is_reserved(name: &Name) -> bool {

@@ -78,6 +78,6 @@ pub use reply::{
     ErrorCode, ErrorReply, Reply, Status, UnknownCode, is_status_line, parse_count, parse_stat, parse_status,
     read_status, write_bye, write_err, write_ok, write_ok_count, write_stat,
 };
-pub use request::{PLAIN_PUT_PERM, PutTrailer, RESUMABLE_FROM, Request, RequestError, Unsayable};
+pub use request::{PLAIN_PUT_PERM, PutTrailer, Request, RequestError, Unsayable};
 pub use secret::Secret;
 pub use text::{escape, parse_u64};

@@ -87,11 +87,6 @@ pub enum Request {
 /// The permissions a version 1 `put` (which cannot say) gets.
 pub const PLAIN_PUT_PERM: u32 = 0o644;
 
-/// A server keeps an interrupted upload of this many bytes or more (in its staging folder), and
-/// `partial` tells a sender how much of it is held, so sending the same file again continues
-/// where the bytes stopped; a smaller one is sent again whole.
-pub const RESUMABLE_FROM: u64 = 1 << 20;
-
 /// Why a request cannot be written in a form: a name version 1 cannot carry, or a verb it lacks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Unsayable {
