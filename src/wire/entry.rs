@@ -9,7 +9,7 @@ use crate::name::Name;
 use super::hello::Form;
 use super::line::{MAX_TARGET_LEN, ProtocolError};
 use super::reply::ErrorCode;
-use super::text::{malformed, parse_i64, parse_u64};
+use super::text::{malformed, parse_i64, parse_mode, parse_nanos, parse_u64};
 
 /// One line of a `list` reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,15 +168,9 @@ impl MetaEntry {
                 Some(("size", v)) => size = Some(parse_u64(v).ok_or_else(|| bad("bad size in list entry"))?),
                 Some(("mtime", v)) => mtime = Some(parse_i64(v).ok_or_else(|| bad("bad mtime in list entry"))?),
                 Some(("mtime_ns", v)) => {
-                    mtime_nsec = parse_u64(v)
-                        .and_then(|n| u32::try_from(n).ok())
-                        .filter(|n| *n < 1_000_000_000)
-                        .ok_or_else(|| bad("bad mtime_ns in list entry"))?;
+                    mtime_nsec = parse_nanos(v).ok_or_else(|| bad("bad mtime_ns in list entry"))?
                 }
-                Some(("mode", v)) => {
-                    let parsed = u32::from_str_radix(v, 8).ok().filter(|m| *m <= 0o7777 && !v.starts_with('+'));
-                    mode = Some(parsed.ok_or_else(|| bad("bad mode in list entry"))?);
-                }
+                Some(("mode", v)) => mode = Some(parse_mode(v).ok_or_else(|| bad("bad mode in list entry"))?),
                 Some(("target", v)) => {
                     let t = crate::escape::untoken(v).map_err(|e| bad(&format!("bad symlink target: {e}")))?;
                     if t.is_empty() || t.len() > MAX_TARGET_LEN || t.contains(&0) {

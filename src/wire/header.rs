@@ -7,7 +7,7 @@ use crate::digest::Digest;
 use crate::mtime::Mtime;
 
 use super::line::ProtocolError;
-use super::text::{malformed, parse_i64, parse_u64};
+use super::text::{malformed, parse_i64, parse_mode, parse_nanos, parse_u64};
 
 /// The status line of a `get` or `resume` reply: `<len>` body bytes follow, which are the
 /// file's bytes from `offset` on; the whole file is `size` bytes with digest `digest`.
@@ -66,17 +66,9 @@ impl GetHeader {
                 Some(("offset", v)) => offset = parse_u64(v).ok_or_else(|| bad("bad offset"))?,
                 Some(("size", v)) => size = Some(parse_u64(v).ok_or_else(|| bad("bad size"))?),
                 Some(("xxh3", v)) => digest = Some(Digest::parse(v).ok_or_else(|| bad("bad xxh3 digest"))?),
-                Some(("mode", v)) => {
-                    let parsed = u32::from_str_radix(v, 8).ok().filter(|m| *m <= 0o7777 && !v.starts_with('+'));
-                    mode = Some(parsed.ok_or_else(|| bad("bad mode"))?);
-                }
+                Some(("mode", v)) => mode = Some(parse_mode(v).ok_or_else(|| bad("bad mode"))?),
                 Some(("mtime", v)) => mtime = Some(parse_i64(v).ok_or_else(|| bad("bad mtime"))?),
-                Some(("mtime_ns", v)) => {
-                    mtime_ns = parse_u64(v)
-                        .and_then(|n| u32::try_from(n).ok())
-                        .filter(|n| *n < 1_000_000_000)
-                        .ok_or_else(|| bad("bad mtime_ns"))?;
-                }
+                Some(("mtime_ns", v)) => mtime_ns = parse_nanos(v).ok_or_else(|| bad("bad mtime_ns"))?,
                 _ => {}
             }
         }

@@ -18,6 +18,16 @@ pub(super) fn parse_i64(s: &str) -> Option<i64> {
     }
 }
 
+/// Nanoseconds within a second (`mtime_ns=`): strict decimal, below 1,000,000,000.
+pub(super) fn parse_nanos(s: &str) -> Option<u32> {
+    parse_u64(s).and_then(|n| u32::try_from(n).ok()).filter(|n| *n < 1_000_000_000)
+}
+
+/// Permission bits (`mode=`): octal, at most `0o7777`, no sign.
+pub(super) fn parse_mode(s: &str) -> Option<u32> {
+    u32::from_str_radix(s, 8).ok().filter(|m| *m <= 0o7777 && !s.starts_with('+'))
+}
+
 pub use crate::escape::escape;
 
 pub(super) fn malformed(what: &str, line: &[u8]) -> ProtocolError {
