@@ -19,6 +19,11 @@ impl Mtime {
         Mtime { secs, nanos: u32::try_from(nanos).unwrap_or(0) }
     }
 
+    /// A file's modification time, from what `stat` said of it.
+    pub fn of_stat(st: &rustix::fs::Stat) -> Mtime {
+        Mtime::of_raw(st.st_mtime, st.st_mtime_nsec as i64)
+    }
+
     /// A file's modification time, from its metadata.
     pub fn of(meta: &std::fs::Metadata) -> Mtime {
         use std::os::unix::fs::MetadataExt;

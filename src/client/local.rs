@@ -54,7 +54,7 @@ impl LocalFile {
         if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
             return None;
         }
-        let mtime = Mtime::of_raw(st.st_mtime, st.st_mtime_nsec as i64);
+        let mtime = Mtime::of_stat(&st);
         Some((st.st_size.max(0) as u64, mtime))
     }
 

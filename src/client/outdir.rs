@@ -247,7 +247,7 @@ impl OutDir {
         let (dir, last) = self.parent(name, false).ok()?;
         let st = rustix::fs::statat(&*dir, last, AtFlags::SYMLINK_NOFOLLOW).ok()?;
         (rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile)
-            .then(|| (st.st_size as u64, Mtime::of_raw(st.st_mtime, st.st_mtime_nsec as i64)))
+            .then(|| (st.st_size as u64, Mtime::of_stat(&st)))
     }
 
     /// The size and digest of the regular file at `<dir>/<name>` (opened without following
@@ -279,7 +279,7 @@ impl OutDir {
     pub fn local_entry(&self, name: &Name) -> Option<Local> {
         let (dir, last) = self.parent(name, false).ok()?;
         let st = rustix::fs::statat(&*dir, last, AtFlags::SYMLINK_NOFOLLOW).ok()?;
-        let mtime = Mtime::of_raw(st.st_mtime, st.st_mtime_nsec as i64);
+        let mtime = Mtime::of_stat(&st);
         Some(match rustix::fs::FileType::from_raw_mode(st.st_mode) {
             rustix::fs::FileType::Symlink => {
                 let target = rustix::fs::readlinkat(&*dir, last, Vec::new()).ok()?;

@@ -23,8 +23,7 @@ use crate::store::{FileEntry, Kind, Partial};
 use crate::wire::{EntryKind, ErrorCode, MetaEntry, Rights, Secret, Summed};
 
 /// What a request is told that needs a token first.
-pub(crate) const NEEDS_TOKEN: &str =
-    "this server needs a token (ftclient: FT_TOKEN or --token-file; on the wire: auth TOKEN)";
+const NEEDS_TOKEN: &str = "this server needs a token (ftclient: FT_TOKEN or --token-file; on the wire: auth TOKEN)";
 
 /// One client's standing with the server, across its requests.
 pub struct Session<'a> {

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use tracing::info;
 
 use super::refusal::Refusal;
-use super::session::{NEEDS_TOKEN, Session};
+use super::session::Session;
 use super::shared::addr_key;
 use crate::digest::Digest;
 use crate::mtime::Mtime;
@@ -74,8 +74,8 @@ impl Session<'_> {
         let shared = self.shared;
         let config = &shared.config;
         let refuse = |code, message: &dyn std::fmt::Display| Some(Refusal::new(code, message));
-        if shared.auth.is_some() && self.token.is_none() {
-            return refuse(ErrorCode::Unauthorized, &NEEDS_TOKEN);
+        if let Some(refusal) = self.needs_token() {
+            return Some(refusal);
         }
         if !config.allow_upload {
             return refuse(ErrorCode::Denied, &"this server takes no uploads (ftserver --allow-upload)");
