@@ -45,6 +45,8 @@
 //!                                   (feature trailer: the digest may come after the body instead,
 //!                                   as OK xxh3=<digest>\n, or ERR changed ...\n)
 //!                                   (or the whole file, as for get, if PREFIX does not match)
+//! delta SIZE BLOCK NAME\n       ->  OK delta size=<size> mode=.. mtime=..\n  then records, then the trailer
+//!   + the signature             (feature delta: a download said against the client's older copy)
 //! stats\n                       ->  OK <count>\n  then <count> × "<key> <value>\n"
 //! auth TOKEN\n                  ->  OK rights=read\n   (or ERR unauthorized; required first with an auth file)
 //! quit\n                        ->  OK bye\n      and the connection closes

@@ -27,13 +27,21 @@ pub struct Client {
     /// What the server agreed to in reply to the `hello` sent on connecting; `None` until that
     /// reply has been read (it is read before the first reply that needs it).
     pub(super) agreed: Option<Agreed>,
+    /// Whether a download of a file with an older copy in the output folder is asked for as a
+    /// delta against it (where the server speaks `delta`).
+    pub(super) delta: bool,
 }
 
 /// The features this client asks for in its `hello`: a digest after the body (`trailer`),
 /// listings that end with a status line instead of starting with a count (`list-end`), and
 /// listings with folders, modes and exact times (`list-meta`), and uploads (`put`).
-pub const CLIENT_FEATURES: &[&str] =
-    &[Feature::Trailer.as_str(), Feature::ListEnd.as_str(), Feature::ListMeta.as_str(), Feature::Put.as_str()];
+pub const CLIENT_FEATURES: &[&str] = &[
+    Feature::Trailer.as_str(),
+    Feature::ListEnd.as_str(),
+    Feature::ListMeta.as_str(),
+    Feature::Put.as_str(),
+    Feature::Delta.as_str(),
+];
 
 impl Client {
     pub(super) fn over(transport: Transport) -> io::Result<Client> {
@@ -43,12 +51,24 @@ impl Client {
             broken: false,
             progress: None,
             agreed: None,
+            delta: false,
         };
         // Pipelined: it leaves with the first request, and its reply is read before that
         // request's, so agreeing costs no round trip of its own.
         let features = CLIENT_FEATURES.iter().map(|f| f.to_string()).collect();
         writeln!(client.stream, "{}", Request::Hello(Hello { version: PROTOCOL_VERSION, features }))?;
         Ok(client)
+    }
+
+    /// Asks for later downloads of files that have an older copy in the output folder as deltas
+    /// against that copy (where the server speaks `delta`), or, with `false`, always whole.
+    pub fn set_delta(&mut self, delta: bool) {
+        self.delta = delta;
+    }
+
+    /// Whether the server is on this machine (its address a loopback one).
+    pub fn is_local(&self) -> bool {
+        self.stream.get_ref().tcp_handle().peer_addr().is_ok_and(|a| a.ip().is_loopback())
     }
 
     /// Reports the progress of later downloads to `progress`.
@@ -159,6 +179,12 @@ impl Client {
     /// read, a request that reads the same in both forms goes at once (pipelined behind the
     /// `hello`); any other waits for that reply first, which says which form the server reads.
     /// A request the server's version cannot carry is refused here, before anything is sent.
+    /// Writes the bytes that follow a request's line (a delta's signature).
+    pub(super) fn write_after(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        let written = self.stream.write_all(bytes);
+        self.or_lost(written)
+    }
+
     pub(super) fn write_request(&mut self, request: &Request) -> Result<(), ClientError> {
         let line = match &self.agreed {
             Some(agreed) => request.to_line(agreed.form()),

@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::sync::mpsc;
 
 use super::conn::Client;
+use super::delta::{self, Older, SMALL_SIGNATURE};
 use super::outdir::OutDir;
 use super::part::Partial;
 use super::result::{ClientError, Downloaded};
@@ -31,14 +32,25 @@ struct InFlight {
     /// An existing `.part` being resumed; its bytes are already in `hasher`.
     part: Option<Partial>,
     hasher: Hasher,
+    /// The older copy a delta download rebuilds from.
+    older: Option<Older>,
 }
 
+/// A request to send: its line, the bytes that follow it (a delta's signature), and what its
+/// reply needs.
+struct Prepared(Request, Vec<u8>, InFlight);
+
 impl InFlight {
-    /// The request for `name`: `resume` if asked and a `.part` exists (its digest computed now),
+    /// The request for `name`: `delta` if allowed and an older copy is there (its signature
+    /// computed now), else `resume` if asked and a `.part` exists (its digest computed now),
     /// else `get`.
-    fn prepare(name: &Name, dir: &OutDir, resume: bool) -> Result<(Request, InFlight), ClientError> {
+    fn prepare(name: &Name, dir: &OutDir, resume: bool, delta: bool) -> Result<Prepared, ClientError> {
         if dir.is_kept(name) {
             return Err(ClientError::Kept { path: dir.path().join(name.as_path()) });
+        }
+        if delta && let Some((request, signature, older)) = delta::prepare(name, dir) {
+            let flight = InFlight { name: name.clone(), part: None, hasher: Hasher::default(), older: Some(older) };
+            return Ok(Prepared(request, signature, flight));
         }
         let local = |source| ClientError::Local { path: dir.part_path(name), source };
         let mut hasher = Hasher::default();
@@ -50,7 +62,7 @@ impl InFlight {
             }
             _ => Request::Get(name.clone()),
         };
-        Ok((request, InFlight { name: name.clone(), part, hasher }))
+        Ok(Prepared(request, Vec::new(), InFlight { name: name.clone(), part, hasher, older: None }))
     }
 }
 
@@ -250,35 +262,61 @@ impl Client {
     ) -> usize {
         let mut in_flight = VecDeque::new();
         let mut ended = false;
+        // Whether the server speaks `delta`: known once the reply to `hello` is read, which is
+        // waited for only when a file has an older copy to rebuild from.
+        let mut speaks_delta = None;
+        // A request with a large signature, waiting for the requests before it to be answered.
+        let mut held: Option<Prepared> = None;
         loop {
             // Refill once half the window is free, so requests leave in batches, not one by one.
             if in_flight.len() <= WINDOW / 2 {
-                while !ended && in_flight.len() < WINDOW {
-                    // Wait for a name when few are in flight: sending them one or two at a time
-                    // would cost a round trip each (names may come from a listing still going).
-                    let name = match names.next_name(in_flight.len() < WINDOW / 8) {
-                        Next::Ready(name) => name,
-                        Next::Later => break,
-                        Next::End => {
-                            ended = true;
-                            break;
+                while in_flight.len() < WINDOW {
+                    let prepared = match held.take() {
+                        Some(prepared) => prepared,
+                        None if ended => break,
+                        None => {
+                            // Wait for a name when few are in flight: sending them one or two at
+                            // a time would cost a round trip each (names may come from a listing
+                            // still going).
+                            let name = match names.next_name(in_flight.len() < WINDOW / 8) {
+                                Next::Ready(name) => name,
+                                Next::Later => break,
+                                Next::End => {
+                                    ended = true;
+                                    break;
+                                }
+                            };
+                            let delta = self.delta
+                                && *speaks_delta.get_or_insert_with(|| {
+                                    dir.open_older(&name).is_some()
+                                        && self.agreed().is_ok_and(|a| a.has(Feature::Delta))
+                                });
+                            match InFlight::prepare(&name, dir, resume, delta) {
+                                Ok(prepared) => prepared,
+                                Err(e) => {
+                                    report(&name, Err(e));
+                                    continue;
+                                }
+                            }
                         }
                     };
-                    match InFlight::prepare(&name, dir, resume) {
-                        Ok((request, flight)) => match self.write_request(&request) {
-                            Ok(()) => in_flight.push_back(flight),
-                            Err(e) if !self.broken => report(&name, Err(e)),
-                            Err(e) => {
-                                report(&name, Err(e));
-                                return names.rest() + in_flight.len();
-                            }
-                        },
-                        Err(e) => report(&name, Err(e)),
+                    if prepared.1.len() > SMALL_SIGNATURE && !in_flight.is_empty() {
+                        held = Some(prepared);
+                        break;
+                    }
+                    let Prepared(request, after, flight) = prepared;
+                    match self.write_request(&request).and_then(|()| self.write_after(&after)) {
+                        Ok(()) => in_flight.push_back(flight),
+                        Err(e) if !self.broken => report(&flight.name, Err(e)),
+                        Err(e) => {
+                            report(&flight.name, Err(e));
+                            return names.rest() + in_flight.len();
+                        }
                     }
                 }
                 if let Err(e) = self.stream.flush() {
                     let e = self.lost(e);
-                    let left = names.rest() + in_flight.len();
+                    let left = names.rest() + in_flight.len() + usize::from(held.is_some());
                     if let Some(flight) = in_flight.front() {
                         report(&flight.name, Err(e));
                     }
@@ -286,7 +324,7 @@ impl Client {
                 }
             }
             let Some(flight) = in_flight.pop_front() else {
-                if ended {
+                if ended && held.is_none() {
                     return 0;
                 }
                 continue;
@@ -325,7 +363,10 @@ impl Client {
     /// verified, for [`Whole::save`]; anything else is streamed to its `.part` and saved here.
     /// Leaves `broken` set if the reply was not consumed to its end.
     fn receive(&mut self, flight: InFlight, dir: &OutDir) -> Result<Received, ClientError> {
-        let InFlight { name, part, mut hasher } = flight;
+        let InFlight { name, part, mut hasher, older } = flight;
+        if let Some(older) = older {
+            return self.receive_delta(name, older, dir).map(Received::Saved);
+        }
         let local = |source| ClientError::Local { path: dir.part_path(&name), source };
         let header = self.read_get_header()?;
         // Until the body has been read to its end, the connection is out of step.
@@ -344,6 +385,7 @@ impl Client {
             resumed_from: header.offset,
             started_over: found > 0 && header.offset == 0,
             digest: header.digest.unwrap_or(Digest(0)),
+            reused: 0,
         };
         if part.is_none() && header.len <= SMALL_FILE {
             let mut bytes = Vec::with_capacity(header.len as usize);

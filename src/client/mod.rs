@@ -27,6 +27,7 @@
 pub mod bench;
 mod conn;
 mod connect;
+mod delta;
 mod download;
 mod listed;
 mod listing;

@@ -262,6 +262,16 @@ impl OutDir {
         Some((len, hasher.digest()))
     }
 
+    /// The regular file at `<dir>/<name>`, opened to read (never through a symlink), and its
+    /// size: the older copy a delta download rebuilds the new one from. `None` if there is none.
+    pub fn open_older(&self, name: &Name) -> Option<(std::fs::File, u64)> {
+        let (dir, last) = self.parent(name, false).ok()?;
+        let options = OpenOptions::new().read(true).follow(FollowSymlinks::No).clone();
+        let file = dir.open_with(last, &options).ok()?.into_std();
+        let len = file.metadata().ok().filter(|m| m.is_file())?.len();
+        Some((file, len))
+    }
+
     /// Gives the folder `<dir>/<name>` the server's permission bits (see [`OutDir::mode_for`])
     /// and modification time, opening it without following symlinks.
     pub fn set_folder(&self, name: &Name, server_mode: u32, mtime: Mtime) -> io::Result<()> {

@@ -112,4 +112,13 @@ pub struct Downloaded {
     /// A `.part` was found but did not match the server's file, so it was discarded.
     pub started_over: bool,
     pub digest: Digest,
+    /// Bytes taken from the local older copy by a delta download instead of sent.
+    pub reused: u64,
+}
+
+impl Downloaded {
+    /// The file's bytes that crossed the wire.
+    pub fn moved(&self) -> u64 {
+        self.size - self.resumed_from - self.reused
+    }
 }

@@ -55,6 +55,8 @@ pub struct TreeSummary {
     pub deleted: u64,
     /// File bytes received.
     pub bytes: u64,
+    /// File bytes taken from older local copies by delta downloads instead of received.
+    pub reused: u64,
     /// Entries that failed.
     pub failed: u64,
     /// Entries not copied: devices, and what the server could not read.
@@ -481,7 +483,8 @@ fn count(summary: &mut TreeSummary, result: &Result<Downloaded, ClientError>) {
     match result {
         Ok(done) => {
             summary.fetched += 1;
-            summary.bytes += done.size - done.resumed_from;
+            summary.bytes += done.moved();
+            summary.reused += done.reused;
         }
         Err(ClientError::Kept { .. }) => summary.skipped += 1,
         Err(_) => summary.failed += 1,

@@ -43,6 +43,7 @@ pub mod auth;
 pub mod bytes;
 pub mod cache;
 mod config;
+mod delta;
 mod ft;
 mod get;
 mod hashing;
@@ -61,6 +62,7 @@ pub mod tls;
 mod upload;
 
 pub use config::{Config, DEFAULT_BIND, DEFAULT_CACHE_DIR, DEFAULT_ROOT};
+pub use delta::{DeltaAnswer, DeltaSent};
 pub use ft::SORTED_UP_TO as LIST_SORTED_UP_TO;
 pub use get::{Answer, Part};
 pub use limits::raise_fd_limit;
@@ -179,6 +181,8 @@ impl Server {
             auth_failed: AtomicU64::new(0),
             uploads: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
+            delta_gets: AtomicU64::new(0),
+            delta_bytes_saved: AtomicU64::new(0),
             root,
             cache,
             digests: DigestMemo::default(),

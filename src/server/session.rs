@@ -14,9 +14,11 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::auth::{Refused, TokenEntry};
+use super::delta::{self, DeltaAnswer};
 use super::get::{self, Answer, Part};
 use super::refusal::Refusal;
 use super::shared::{Shared, Stat, addr_key};
+use crate::delta::Signature;
 use crate::mtime::Mtime;
 use crate::name::Name;
 use crate::store::{FileEntry, Kind, Partial};
@@ -125,6 +127,11 @@ impl<'a> Session<'a> {
     /// With `trailer`, the digest may follow the body instead of leading it.
     pub fn get(&self, name: &Name, part: Part, trailer: bool) -> Result<Answer<'a>, Refusal> {
         get::answer(self.shared, name, part, trailer, &self.peer)
+    }
+
+    /// Answers a delta download of `name` against the asker's `signature` of its older copy.
+    pub fn delta(&self, name: &Name, signature: Signature) -> Result<DeltaAnswer<'a>, Refusal> {
+        delta::answer(self.shared, name, signature, &self.peer)
     }
 
     /// Answers `sum`: a file's size and digest, without its bytes.

@@ -58,6 +58,10 @@ pub(crate) struct Shared {
     /// Files stored by `put`, and their bytes.
     pub(crate) uploads: AtomicU64,
     pub(crate) bytes_received: AtomicU64,
+    /// Downloads said as a delta against the client's older copy, and the bytes of them the
+    /// client had (copied from its own blocks instead of sent).
+    pub(crate) delta_gets: AtomicU64,
+    pub(crate) delta_bytes_saved: AtomicU64,
 }
 
 impl Shared {
@@ -80,6 +84,8 @@ impl Shared {
             ("bytes_hashed", get(&self.bytes_hashed) + self.root.bytes_hashed()),
             ("uploads", get(&self.uploads)),
             ("bytes_received", get(&self.bytes_received)),
+            ("delta_gets", get(&self.delta_gets)),
+            ("delta_bytes_saved", get(&self.delta_bytes_saved)),
             ("staging_files", staging.0 as u64),
             ("staging_bytes", staging.1),
             ("cache_entries", c.entries),

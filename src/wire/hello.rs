@@ -75,11 +75,14 @@ pub enum Feature {
     /// sends a `put` only where this was agreed: a server without it would read the body as
     /// requests.
     Put,
+    /// The server understands `delta`: a download said as what the client's older copy lacks
+    /// (see `delta.rs`).
+    Delta,
 }
 
 impl Feature {
     /// Every feature this build knows.
-    pub const ALL: [Feature; 4] = [Feature::Trailer, Feature::ListEnd, Feature::ListMeta, Feature::Put];
+    pub const ALL: [Feature; 5] = [Feature::Trailer, Feature::ListEnd, Feature::ListMeta, Feature::Put, Feature::Delta];
 
     /// Its name on the wire.
     pub const fn as_str(self) -> &'static str {
@@ -88,6 +91,7 @@ impl Feature {
             Feature::ListEnd => "list-end",
             Feature::ListMeta => "list-meta",
             Feature::Put => "put",
+            Feature::Delta => "delta",
         }
     }
 
@@ -119,7 +123,8 @@ pub const FEATURE_LIST_META: &str = Feature::ListMeta.as_str();
 pub const FEATURE_PUT: &str = Feature::Put.as_str();
 
 /// The features this server grants when asked: every one this build knows.
-pub const SERVER_FEATURES: &[&str] = &[FEATURE_TRAILER, FEATURE_LIST_END, FEATURE_LIST_META, FEATURE_PUT];
+pub const SERVER_FEATURES: &[&str] =
+    &[FEATURE_TRAILER, FEATURE_LIST_END, FEATURE_LIST_META, FEATURE_PUT, Feature::Delta.as_str()];
 
 /// Most features one `hello` may name.
 pub const MAX_FEATURES: usize = 32;

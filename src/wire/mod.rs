@@ -57,6 +57,7 @@
 //! resume offset) without breaking older clients.
 
 mod answer;
+mod delta;
 mod entry;
 mod header;
 mod hello;
@@ -67,6 +68,7 @@ mod secret;
 mod text;
 
 pub use answer::{Ready, Rights, Summed};
+pub use delta::{DeltaHeader, MAX_RECORD, Record};
 pub use entry::{EntryKind, ListEntry, MetaEntry};
 pub use header::{GetHeader, parse_trailer, write_trailer};
 pub use hello::{

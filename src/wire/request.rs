@@ -3,10 +3,12 @@
 
 use std::fmt;
 
+use crate::delta::Shape;
 use crate::digest::Digest;
 use crate::mtime::Mtime;
 use crate::name::{Name, NameError};
 
+use super::delta::parse_shape;
 use super::hello::{Form, Hello};
 use super::reply::ErrorCode;
 use super::secret::Secret;
@@ -32,6 +34,12 @@ pub enum Request {
     Resume {
         offset: u64,
         prefix: Digest,
+        name: Name,
+    },
+    /// The file, said as what the asker's older copy lacks (`delta SIZE BLOCK NAME`, feature
+    /// `delta`): the signature of that copy, of this shape, follows the line (see `delta.rs`).
+    Delta {
+        shape: Shape,
         name: Name,
     },
     Stats,
@@ -157,6 +165,10 @@ pub enum RequestError {
         "usage: put SIZE XXH3|- MTIME MTIME_NS FROM new|replace [PERM] NAME (the connection closes: its body cannot be skipped)"
     )]
     BadPut,
+    /// A `delta` line that cannot be read or whose shape is refused: its signature cannot be
+    /// told from requests, so the connection ends after this error.
+    #[error("{0} (the connection closes: the signature cannot be skipped)")]
+    BadDelta(String),
     #[error("bad name: {0} (the connection closes: the put's body cannot be skipped)")]
     BadPutName(NameError),
     #[error("bad name: {0}")]
@@ -167,7 +179,7 @@ impl RequestError {
     /// Whether the connection must end after this error: the line was a `put` whose body follows
     /// and cannot be told from requests.
     pub fn ends_connection(&self) -> bool {
-        matches!(self, RequestError::BadPut | RequestError::BadPutName(_))
+        matches!(self, RequestError::BadPut | RequestError::BadPutName(_) | RequestError::BadDelta(_))
     }
 
     pub fn code(&self) -> ErrorCode {
@@ -200,6 +212,10 @@ impl Request {
                 Some(n) if !n.is_empty() => Ok(Request::Get(name(n)?)),
                 _ => Err(RequestError::MissingName("get")),
             }
+        } else if is("delta") {
+            let (shape, n) = parse_shape(arg.unwrap_or("")).map_err(RequestError::BadDelta)?;
+            let name = form.read(n).map_err(|e| RequestError::BadDelta(format!("bad name: {e}")))?;
+            Ok(Request::Delta { shape, name })
         } else if is("resume") {
             let mut parts = arg.unwrap_or("").splitn(3, ' ');
             let offset = parts.next().and_then(parse_u64).ok_or(RequestError::BadResume)?;
@@ -298,6 +314,7 @@ impl Request {
             }
             Request::Get(name) => format!("get {}", n(name)?),
             Request::Resume { offset, prefix, name } => format!("resume {offset} {prefix} {}", n(name)?),
+            Request::Delta { shape, name } => format!("delta {} {} {}", shape.size, shape.block, n(name)?),
             Request::Stats => "stats".to_string(),
             Request::Health => "health".to_string(),
             Request::Quit => "quit".to_string(),

@@ -46,6 +46,12 @@ pub(crate) struct Args {
     /// Read the token to present from this file (else from $FT_TOKEN); never given on the command line, which ps shows
     #[arg(long, global = true, value_name = "FILE")]
     pub(crate) token_file: Option<PathBuf>,
+    /// Fetch a file that has an older copy locally as a delta against it: only what changed crosses the wire (the default, except from a server on this machine, where reading it whole is faster)
+    #[arg(long, global = true, overrides_with = "whole_file")]
+    pub(crate) delta: bool,
+    /// Always fetch files whole, never as a delta (as rsync's -W)
+    #[arg(short = 'W', long, global = true, overrides_with = "delta")]
+    pub(crate) whole_file: bool,
     #[command(subcommand)]
     pub(crate) command: Command,
 }

@@ -83,6 +83,9 @@ fn run(args: Args) -> anyhow::Result<u8> {
         if let Some(bar) = &bar {
             client.set_progress(bar.clone());
         }
+        // Delta costs a read of the older copy and a scan on the server: where bytes are free
+        // (the server on this machine), a whole file is faster.
+        client.set_delta(args.delta || (!args.whole_file && !client.is_local()));
         Ok::<_, ClientError>(client)
     };
     let (bar, quiet) = (bar.as_ref(), args.quiet);

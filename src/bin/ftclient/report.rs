@@ -57,6 +57,9 @@ pub(crate) struct FileRecord {
     /// `get`: a partial copy did not match the server's file and was fetched afresh.
     #[serde(skip_serializing_if = "Option::is_none")]
     started_over: Option<bool>,
+    /// `get`: bytes taken from the older local copy (a delta download) instead of received.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reused: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     exit_code: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -72,6 +75,7 @@ impl FileRecord {
             xxh3: None,
             resumed_from: None,
             started_over: None,
+            reused: None,
             exit_code: None,
             error: None,
         }
@@ -87,9 +91,10 @@ impl FileRecord {
         }
     }
 
-    /// A download: [`FileRecord::ok`], and whether it started over.
-    pub(crate) fn started_over(self, started_over: bool) -> FileRecord {
-        FileRecord { started_over: Some(started_over), ..self }
+    /// A download: [`FileRecord::ok`], whether it started over, and the bytes it took from the
+    /// older local copy.
+    pub(crate) fn downloaded(self, started_over: bool, reused: u64) -> FileRecord {
+        FileRecord { started_over: Some(started_over), reused: Some(reused), ..self }
     }
 
     pub(crate) fn kept(name: &Name) -> FileRecord {
@@ -113,6 +118,8 @@ pub(crate) struct GetSummary {
     pub(crate) failed: usize,
     pub(crate) not_fetched: usize,
     pub(crate) bytes_received: u64,
+    /// Bytes taken from older local copies by delta downloads instead of received.
+    pub(crate) bytes_reused: u64,
     pub(crate) elapsed_secs: f64,
     /// In the order the names were given.
     pub(crate) files: Vec<FileRecord>,
@@ -142,6 +149,8 @@ pub(crate) struct TreeSummary {
     pub(crate) failed: u64,
     pub(crate) not_copied: u64,
     pub(crate) bytes_received: u64,
+    /// Bytes taken from older local copies by delta downloads instead of received.
+    pub(crate) bytes_reused: u64,
     pub(crate) dry_run: bool,
     pub(crate) elapsed_secs: f64,
 }
@@ -184,12 +193,13 @@ mod tests {
     #[test]
     fn records_of_get_and_put_share_one_shape() {
         let name = Name::parse("a b.txt").unwrap();
-        let ok = serde_json::to_value(FileRecord::ok(&name, 10, Digest::of(b"x"), 4).started_over(false)).unwrap();
+        let ok = serde_json::to_value(FileRecord::ok(&name, 10, Digest::of(b"x"), 4).downloaded(false, 3)).unwrap();
         assert_eq!(ok["name"], "a b.txt");
         assert_eq!(ok["status"], "ok");
         assert_eq!((ok["size"].as_u64(), ok["resumed_from"].as_u64()), (Some(10), Some(4)));
         assert_eq!(ok["xxh3"], Digest::of(b"x").to_string());
         assert_eq!(ok["started_over"], false);
+        assert_eq!(ok["reused"], 3);
         assert!(ok.get("name_encoding").is_none() && ok.get("error").is_none());
         let put = serde_json::to_value(FileRecord::ok(&name, 10, Digest::of(b"x"), 0)).unwrap();
         assert!(put.get("started_over").is_none(), "a put never starts over");

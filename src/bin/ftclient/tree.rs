@@ -36,7 +36,7 @@ pub(crate) fn get_tree(
 ) -> anyhow::Result<u8> {
     let started = std::time::Instant::now();
     // Counts over every attempt: what earlier ones fetched, later ones skip.
-    let (mut fetched, mut bytes, mut deleted) = (0u64, 0u64, 0u64);
+    let (mut fetched, mut bytes, mut reused, mut deleted) = (0u64, 0u64, 0u64, 0u64);
     let (summary, first_failure) = loop {
         let mut first_failure = None;
         let mut transient_failure = false;
@@ -93,6 +93,7 @@ pub(crate) fn get_tree(
         if let Ok(s) = &summary {
             fetched += s.fetched - s.failed.min(s.fetched);
             bytes += s.bytes;
+            reused += s.reused;
             deleted += s.deleted;
         }
         let again = match source {
@@ -118,6 +119,7 @@ pub(crate) fn get_tree(
             failed: summary.failed,
             not_copied: summary.not_copied,
             bytes_received: bytes,
+            bytes_reused: reused,
             dry_run: options.dry_run,
             elapsed_secs: secs,
         })?;

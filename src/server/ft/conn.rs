@@ -254,6 +254,7 @@ impl<'a> Connection<'a> {
                 Ok(Request::Hello(_)) => self.err(ErrorCode::BadRequest, &"hello must be the first request")?,
                 Ok(Request::Get(name)) => self.get(&name, Part::Whole)?,
                 Ok(Request::Resume { offset, prefix, name }) => self.get(&name, Part::Resume { offset, prefix })?,
+                Ok(Request::Delta { shape, name }) => self.delta(shape, &name)?,
                 Ok(Request::List(folder)) => self.list(folder.as_ref())?,
                 Ok(Request::Walk { follow, folder }) => {
                     list::write_walk(&self.shared().root, folder.as_ref(), follow, &mut self.stream)?
@@ -316,7 +317,7 @@ impl<'a> Connection<'a> {
     /// cut-off connection ends at anything else; a token presented is checked again (one revoked
     /// since stops working at once); without a valid token only setting up, leaving, `auth` and
     /// the health check are answered (a put is refused with its body skipped, as any refused
-    /// upload's).
+    /// upload's; a delta after its signature is read).
     fn admit(
         &mut self,
         request: Result<Request, protocol::RequestError>,
@@ -339,7 +340,13 @@ impl<'a> Connection<'a> {
         }
         let open = matches!(
             request,
-            Ok(Request::Hello(_) | Request::Auth(_) | Request::Health | Request::Quit | Request::Put { .. }) | Err(_)
+            Ok(Request::Hello(_)
+                | Request::Auth(_)
+                | Request::Health
+                | Request::Quit
+                | Request::Put { .. }
+                | Request::Delta { .. })
+                | Err(_)
         );
         if !open && let Some(refusal) = self.session.needs_token() {
             self.refuse(&refusal)?;
