@@ -7,12 +7,13 @@
 //!
 //! # Layout
 //! Each folder is one side of the system; imports run one way: binaries -> [`server`] /
-//! [`client`] -> [`wire`], [`store`], `files` -> [`name`], [`escape`], [`digest`], [`delta`],
+//! [`client`] -> [`wire`], [`store`], `files` -> [`name`], [`escape`], [`digest`], [`delta`], [`compress`],
 //! [`mtime`], [`fingerprint`], [`transport`]. No file imports one that imports it back (`tests/layout.rs` checks it).
 //! - [`name`]: [`name::Name`], the checked relative file name both sides resolve paths with: any
 //!   bytes but NUL, never a component that climbs; its wire forms and its form for people.
 //! - [`escape`]: showing peer text on a terminal, and the printable token form the wire uses.
 //! - [`digest`]: XXH3-128 digests of bytes and files, and their hex form on the wire.
+//! - [`compress`]: zstd on the wire: the level and why, what is not worth trying, bounded frames.
 //! - [`delta`]: delta transfer by rsync's method: block signatures, the rolling checksum, and the
 //!   sender's scan that says a file as copies of the receiver's blocks and the bytes it lacks.
 //! - [`mtime`]: [`mtime::Mtime`], a file's modification time, the one type for it on both sides.
@@ -57,6 +58,7 @@
 #![deny(unsafe_code)]
 
 pub mod client;
+pub mod compress;
 pub mod delta;
 pub mod digest;
 pub mod escape;

@@ -437,7 +437,7 @@ fn hello_agrees_on_a_version_only_as_the_first_request() {
     dirs.put("a.txt", b"a");
     let server = started(&dirs);
     let mut w = server.connect();
-    w.send("hello 9 tls list-end zstd\n");
+    w.send("hello 9 tls list-end brotli\n");
     assert_eq!(w.line(), "OK 2 features=list-end", "the lower version, and only the features it has");
     w.send("hello 1\n");
     assert!(w.line().starts_with("ERR bad-request hello must be the first request"));

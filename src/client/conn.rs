@@ -30,6 +30,9 @@ pub struct Client {
     /// Whether a download of a file with an older copy in the output folder is asked for as a
     /// delta against it (where the server speaks `delta`).
     pub(super) delta: bool,
+    /// Whether a download is asked for as records, compressed where the server finds it pays
+    /// (where the server speaks `delta` and `zstd`).
+    pub(super) compress: bool,
 }
 
 /// The features this client asks for in its `hello`: a digest after the body (`trailer`),
@@ -41,6 +44,7 @@ pub const CLIENT_FEATURES: &[&str] = &[
     Feature::ListMeta.as_str(),
     Feature::Put.as_str(),
     Feature::Delta.as_str(),
+    Feature::Zstd.as_str(),
 ];
 
 impl Client {
@@ -52,6 +56,7 @@ impl Client {
             progress: None,
             agreed: None,
             delta: false,
+            compress: false,
         };
         // Pipelined: it leaves with the first request, and its reply is read before that
         // request's, so agreeing costs no round trip of its own.
@@ -64,6 +69,11 @@ impl Client {
     /// against that copy (where the server speaks `delta`), or, with `false`, always whole.
     pub fn set_delta(&mut self, delta: bool) {
         self.delta = delta;
+    }
+
+    /// Asks for later downloads compressed, where the server finds it pays (and speaks `zstd`).
+    pub fn set_compress(&mut self, compress: bool) {
+        self.compress = compress;
     }
 
     /// Whether the server is on this machine (its address a loopback one).

@@ -1,22 +1,27 @@
-//! Delta downloads: where an older copy of a file is already in the output folder, the request
-//! carries its signature and the reply says the new file as copies of its blocks and the bytes it
-//! lacks. The new file is built in `<name>.part` from both, checked against the whole file's
-//! digest, and only then put in place over the older copy, as any download is.
+//! Downloads said as records (`delta`): where an older copy of a file is already in the output
+//! folder, the request carries its signature and the reply says the new file as copies of its
+//! blocks and the bytes it lacks; where there is none and compression is on, the request says
+//! it holds nothing and the whole file comes as records, compressed where that pays. The file is
+//! built in `<name>.part` (a small one in memory), checked against the whole file's digest, and
+//! only then put in place over any older copy, as every download is.
 //!
-//! The reply is checked as it is read: a copy of a block the older copy does not have, or more
-//! bytes than the header announced, ends the connection (the server is not speaking sense); a
-//! rebuilt file whose digest is wrong is deleted and reported, and the older copy stays.
+//! The reply is checked as it is read: a copy of a block the older copy does not have, more
+//! bytes than the header announced, or a compressed record that does not give what it says, ends
+//! the connection (the server is not speaking sense) and leaves nothing behind; a rebuilt file
+//! whose digest is wrong is deleted and reported, and the older copy stays.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 
 use super::conn::Client;
 use super::outdir::OutDir;
-use super::part::Partial;
 use super::result::{ClientError, Downloaded};
-use crate::delta::{Shape, Signature};
-use crate::digest::Hasher;
+use super::saver::SMALL_FILE;
+use super::saver::{Received, Whole};
+use crate::compress::Unpacker;
+use crate::delta::{MIN_BLOCK, Shape, Signature};
+use crate::digest::{Digest, Hasher};
 use crate::name::Name;
 use crate::wire::{self as protocol, DeltaHeader, ProtocolError, Record, Request};
 
@@ -47,16 +52,38 @@ pub(super) fn prepare(name: &Name, dir: &OutDir) -> Option<(Request, Vec<u8>, Ol
     Some((request, signature.to_bytes(), Older { file, shape }))
 }
 
+/// The request for all of `name` as records, compressed where the server finds it pays.
+pub(super) fn whole(name: &Name) -> Request {
+    Request::Delta { shape: Shape { size: 0, block: MIN_BLOCK }, name: name.clone() }
+}
+
 impl Client {
-    /// Reads the reply to a `delta` of `name`: the file rebuilt from `older` and the records into
-    /// its `.part`, verified, and put in place.
-    pub(super) fn receive_delta(&mut self, name: Name, older: Older, dir: &OutDir) -> Result<Downloaded, ClientError> {
+    /// Reads the reply to a `delta` of `name`: the file rebuilt from `older` (if any) and the
+    /// records, verified; a small one without an older copy comes back in memory, anything else
+    /// is built in its `.part` and put in place here.
+    pub(super) fn receive_records(
+        &mut self,
+        name: Name,
+        older: Option<Older>,
+        dir: &OutDir,
+    ) -> Result<Received, ClientError> {
         let header = self.read_reply(DeltaHeader::parse)?.into_result().map_err(ClientError::Server)?;
-        let local = |source| ClientError::Local { path: dir.part_path(&name), source };
-        self.broken = true;
         if let Some(progress) = &self.progress {
             progress.begin(&name, header.size);
         }
+        if older.is_none() && header.size <= SMALL_FILE {
+            let mut bytes = Vec::with_capacity(header.size as usize);
+            let (rebuilt, digest) = self.rebuild(None, &header, Some(&mut bytes))?;
+            let done = rebuilt.done(&header, digest);
+            return Ok(Received::Whole(Whole {
+                name,
+                bytes,
+                done,
+                mode: Some(header.mode),
+                mtime: Some(header.mtime),
+            }));
+        }
+        let local = |source| ClientError::Local { path: dir.part_path(&name), source };
         // A local failure is kept until the reply has been read to its end, so the connection
         // stays in step; the records are then read and dropped.
         let mut partial = dir.begin(&name).and_then(|mut p| {
@@ -70,74 +97,82 @@ impl Client {
                 }
             }
         });
-        let mut hasher = Hasher::default();
-        let read = self.read_records(&older, header.size, partial.as_mut().ok(), &mut hasher);
-        let Rebuilt { described, built, reused, failed } = match read {
-            Ok(rebuilt) => rebuilt,
+        let (rebuilt, digest) = match self.rebuild(older.as_ref(), &header, partial.as_mut().ok()) {
+            Ok(done) => done,
+            Err(ClientError::Local { source, .. }) => {
+                if let Ok(partial) = partial {
+                    partial.abort();
+                }
+                return Err(local(source));
+            }
             Err(e) => {
-                // A reply that makes no sense leaves nothing to resume from; a lost connection
-                // keeps the `.part` (its bytes are checked again before any resume uses them).
-                if let (ClientError::Protocol(ProtocolError::Malformed(_)), Ok(partial)) = (&e, partial) {
+                // A reply that makes no sense, or bytes that fail the check, leave nothing to
+                // resume from; a lost connection keeps the `.part` (its bytes are checked again
+                // before any resume uses them).
+                let senseless =
+                    matches!(e, ClientError::Protocol(ProtocolError::Malformed(_)) | ClientError::Server(_))
+                        || matches!(e, ClientError::Integrity { .. });
+                if let (true, Ok(partial)) = (senseless, partial) {
                     partial.abort();
                 }
                 return Err(e);
             }
         };
-        // At the trailer: in step again, unless reading it fails.
-        self.broken = false;
-        let digest =
-            self.read_reply(protocol::parse_trailer).and_then(|r| r.into_result().map_err(ClientError::Server));
-        let mut partial = match partial {
-            Ok(partial) => partial,
-            Err(e) => {
-                digest?;
-                return Err(local(e));
-            }
-        };
-        let digest = match digest {
-            Ok(digest) => digest,
-            Err(e) => {
-                partial.abort();
-                return Err(e);
-            }
-        };
-        if described != built || built != header.size {
-            partial.abort();
-            return Err(self.lost(bad(format!("{built} bytes described of {} announced", header.size))));
-        }
-        if let Some(e) = failed {
-            partial.abort();
-            return Err(local(e));
-        }
+        let mut partial = partial.map_err(local)?;
         if let Err(e) = partial.flush() {
             partial.abort();
             return Err(local(e));
         }
-        let actual = hasher.digest();
-        if actual != digest {
-            partial.abort();
-            return Err(ClientError::Integrity { expected: digest, actual });
-        }
-        let done = Downloaded { size: header.size, resumed_from: 0, started_over: false, digest, reused };
+        let done = rebuilt.done(&header, digest);
         let path = dir.path().join(name.as_path());
         match partial.commit() {
-            Ok(()) => Ok(done),
+            Ok(()) => Ok(Received::Saved(done)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(ClientError::Kept { path }),
             Err(source) => Err(ClientError::Local { path, source }),
         }
     }
 
-    /// Reads the records of a delta reply up to its end, writing the file they describe into
-    /// `out` (while it takes the bytes: a local failure is kept in `failed` and the rest read and
-    /// dropped) and hashing it.
+    /// Reads a records reply's records and trailer, writing the file they describe into `out`
+    /// (while it takes the bytes: a local failure is reported once the reply has been read), and
+    /// checks it against the trailer's digest. Leaves the connection in step unless it fails to
+    /// read the reply.
+    pub(super) fn rebuild(
+        &mut self,
+        older: Option<&Older>,
+        header: &DeltaHeader,
+        out: Option<&mut impl Write>,
+    ) -> Result<(Rebuilt, Digest), ClientError> {
+        let mut hasher = Hasher::default();
+        self.broken = true;
+        let rebuilt = self.read_records(older, header.size, out, &mut hasher)?;
+        // At the trailer: in step again, unless reading it fails.
+        self.broken = false;
+        let digest = self.read_reply(protocol::parse_trailer)?.into_result().map_err(ClientError::Server)?;
+        if rebuilt.described != rebuilt.built || rebuilt.built != header.size {
+            return Err(self.lost(bad(format!("{} bytes described of {} announced", rebuilt.built, header.size))));
+        }
+        if let Some(source) = rebuilt.failed {
+            return Err(ClientError::Local { path: "-".into(), source });
+        }
+        let actual = hasher.digest();
+        if actual != digest {
+            return Err(ClientError::Integrity { expected: digest, actual });
+        }
+        Ok((rebuilt, digest))
+    }
+
+    /// Reads the records of a reply up to its end, writing the bytes they describe into `out`
+    /// (until it fails: the first failure is kept in `failed`, and the rest read and dropped)
+    /// and hashing them.
     fn read_records(
         &mut self,
-        older: &Older,
+        older: Option<&Older>,
         size: u64,
-        mut out: Option<&mut Partial>,
+        mut out: Option<&mut impl Write>,
         hasher: &mut Hasher,
     ) -> Result<Rebuilt, ClientError> {
-        let mut done = Rebuilt { described: 0, built: 0, reused: 0, failed: None };
+        let mut done = Rebuilt { described: 0, built: 0, reused: 0, compression_saved: 0, failed: None };
+        let mut unpacker: Option<(Unpacker, Vec<u8>, Vec<u8>)> = None;
         loop {
             let record = Record::read(&mut self.stream).map_err(|e| self.lost(e))?;
             let len = match record {
@@ -146,6 +181,9 @@ impl Client {
                     return Ok(done);
                 }
                 Record::Copy { block, count } => {
+                    let Some(older) = older else {
+                        return Err(self.lost(bad("a copy of blocks the client does not have".into())));
+                    };
                     let b = u64::from(older.shape.block);
                     let end = block.checked_add(count).filter(|&end| end <= older.shape.count());
                     let Some(end) = end else {
@@ -155,23 +193,41 @@ impl Client {
                     };
                     (end * b).min(older.shape.size) - block * b
                 }
-                Record::Literal { len } => len,
+                Record::Literal { len } | Record::Zstd { len, .. } => len,
             };
             if done.built.checked_add(len).is_none_or(|total| total > size) {
                 return Err(self.lost(bad(format!("more than the {size} bytes announced"))));
             }
             let writing = out.as_deref_mut().filter(|_| done.failed.is_none());
-            let written = match record {
-                Record::Copy { block, .. } => {
+            let written = match (record, older) {
+                (Record::Copy { block, .. }, Some(older)) => {
                     done.reused += len;
                     if let Some(progress) = &self.progress {
                         progress.advance(len);
                     }
                     copy_from(&older.file, block * u64::from(older.shape.block), len, writing, hasher)
                 }
+                (Record::Zstd { packed, .. }, _) => {
+                    let (unpacker, packed_bytes, raw) = match &mut unpacker {
+                        Some(u) => u,
+                        None => unpacker.insert((Unpacker::new()?, Vec::new(), Vec::new())),
+                    };
+                    packed_bytes.resize(packed as usize, 0);
+                    let read = self.stream.read_exact(packed_bytes);
+                    self.or_lost(read)?;
+                    if let Err(e) = unpacker.unpack(packed_bytes, len as usize, raw) {
+                        return Err(self.lost(bad(e.to_string())));
+                    }
+                    hasher.update(raw);
+                    done.compression_saved += len - packed;
+                    if let Some(progress) = &self.progress {
+                        progress.advance(len);
+                    }
+                    writing.map_or(Ok(()), |w| w.write_all(raw))
+                }
                 _ => {
                     let written = match writing {
-                        Some(p) => self.copy_body(len, p, hasher, true)?,
+                        Some(w) => self.copy_body(len, w, hasher, true)?,
                         None => self.copy_body(len, &mut io::sink(), hasher, true)?,
                     };
                     // Still inside the reply.
@@ -187,16 +243,31 @@ impl Client {
     }
 }
 
-/// What the records of a delta reply made.
-struct Rebuilt {
+/// What the records of a reply made.
+pub(super) struct Rebuilt {
     /// The size the end record said.
     described: u64,
     /// Bytes the records described.
     built: u64,
     /// Of those, bytes taken from the older copy.
     reused: u64,
+    /// Bytes compression spared the wire.
+    compression_saved: u64,
     /// The first local failure to write them.
     failed: Option<io::Error>,
+}
+
+impl Rebuilt {
+    fn done(&self, header: &DeltaHeader, digest: Digest) -> Downloaded {
+        Downloaded {
+            size: header.size,
+            resumed_from: 0,
+            started_over: false,
+            digest,
+            reused: self.reused,
+            compression_saved: self.compression_saved,
+        }
+    }
 }
 
 fn bad(what: String) -> ProtocolError {
@@ -204,7 +275,13 @@ fn bad(what: String) -> ProtocolError {
 }
 
 /// Copies `len` bytes of the older copy from `from` into `out` (if any), hashing them.
-fn copy_from(older: &File, from: u64, len: u64, mut out: Option<&mut Partial>, hasher: &mut Hasher) -> io::Result<()> {
+fn copy_from(
+    older: &File,
+    from: u64,
+    len: u64,
+    mut out: Option<&mut impl Write>,
+    hasher: &mut Hasher,
+) -> io::Result<()> {
     let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX).min(256 << 10)];
     let mut done = 0u64;
     while done < len {

@@ -10,10 +10,10 @@ use super::delta::{self, Older, SMALL_SIGNATURE};
 use super::outdir::OutDir;
 use super::part::Partial;
 use super::result::{ClientError, Downloaded};
-use super::saver::{Saved, Saver, WRITERS, Whole};
+use super::saver::{Received, SMALL_FILE, Saved, Saver, WRITERS, Whole};
 use crate::digest::{Digest, Hasher, feed_file};
 use crate::name::Name;
-use crate::wire::{self as protocol, Feature, GetHeader, ProtocolError, Request};
+use crate::wire::{self as protocol, DeltaHeader, Feature, GetHeader, ProtocolError, Request};
 
 /// The folder downloads are saved in when given no `-o`.
 pub const DEFAULT_OUTPUT: &str = "client_downloads";
@@ -23,17 +23,23 @@ pub const DEFAULT_OUTPUT: &str = "client_downloads";
 /// itself blocked sending, which would deadlock.
 pub const WINDOW: usize = 128;
 
-/// Files up to this size are read whole into memory, verified, and saved in one step.
-pub const SMALL_FILE: u64 = 256 << 10;
-
 /// A download whose request is on its way: what its reply needs.
 struct InFlight {
     name: Name,
     /// An existing `.part` being resumed; its bytes are already in `hasher`.
     part: Option<Partial>,
     hasher: Hasher,
-    /// The older copy a delta download rebuilds from.
-    older: Option<Older>,
+    /// The reply comes as records (`delta`), rebuilt from this older copy if any.
+    records: Option<Option<Older>>,
+}
+
+/// Which ways of asking the server allows and the client wants.
+#[derive(Debug, Clone, Copy, Default)]
+struct Ways {
+    /// `delta` against an older copy.
+    delta: bool,
+    /// All of a file as records, compressed where that pays.
+    compress: bool,
 }
 
 /// A request to send: its line, the bytes that follow it (a delta's signature), and what its
@@ -43,14 +49,17 @@ struct Prepared(Request, Vec<u8>, InFlight);
 impl InFlight {
     /// The request for `name`: `delta` if allowed and an older copy is there (its signature
     /// computed now), else `resume` if asked and a `.part` exists (its digest computed now),
-    /// else `get`.
-    fn prepare(name: &Name, dir: &OutDir, resume: bool, delta: bool) -> Result<Prepared, ClientError> {
+    /// else all of it as records if compression is on, else `get`.
+    fn prepare(name: &Name, dir: &OutDir, resume: bool, ways: Ways) -> Result<Prepared, ClientError> {
         if dir.is_kept(name) {
             return Err(ClientError::Kept { path: dir.path().join(name.as_path()) });
         }
-        if delta && let Some((request, signature, older)) = delta::prepare(name, dir) {
-            let flight = InFlight { name: name.clone(), part: None, hasher: Hasher::default(), older: Some(older) };
-            return Ok(Prepared(request, signature, flight));
+        let records =
+            |older| InFlight { name: name.clone(), part: None, hasher: Hasher::default(), records: Some(older) };
+        if ways.delta
+            && let Some((request, signature, older)) = delta::prepare(name, dir)
+        {
+            return Ok(Prepared(request, signature, records(Some(older))));
         }
         let local = |source| ClientError::Local { path: dir.part_path(name), source };
         let mut hasher = Hasher::default();
@@ -60,9 +69,10 @@ impl InFlight {
                 feed_file(partial.file(), 0, partial.len(), &mut hasher).map_err(local)?;
                 Request::Resume { offset: partial.len(), prefix: hasher.digest(), name: name.clone() }
             }
+            _ if ways.compress => return Ok(Prepared(delta::whole(name), Vec::new(), records(None))),
             _ => Request::Get(name.clone()),
         };
-        Ok(Prepared(request, Vec::new(), InFlight { name: name.clone(), part, hasher, older: None }))
+        Ok(Prepared(request, Vec::new(), InFlight { name: name.clone(), part, hasher, records: None }))
     }
 }
 
@@ -122,19 +132,24 @@ impl NameSource for Stream {
     }
 }
 
-/// What [`Client::receive`] made of a reply.
-enum Received {
-    /// Streamed to disk and saved.
-    Saved(Downloaded),
-    /// A small file, whole and verified in memory, still to be saved.
-    Whole(Whole),
-}
-
 impl Client {
     /// Downloads `name` into `out` and verifies it, returning its size. Stops at the first local
     /// write error (the connection is then unusable): meant for streams such as stdout, where
     /// bytes already written cannot be taken back, so a failed check is reported after them.
     pub fn get(&mut self, name: &Name, out: &mut impl Write) -> Result<u64, ClientError> {
+        if self.compress && self.ways().compress {
+            self.send(&delta::whole(name))?;
+            self.flush()?;
+            let header = self.read_reply(DeltaHeader::parse)?.into_result().map_err(ClientError::Server)?;
+            if let Some(progress) = &self.progress {
+                progress.begin(name, header.size);
+            }
+            return match self.rebuild(None, &header, Some(out)) {
+                Ok(_) => Ok(header.size),
+                Err(ClientError::Local { source, .. }) => Err(ClientError::Local { path: "-".into(), source }),
+                Err(e) => Err(e),
+            };
+        }
         self.send(&Request::Get(name.clone()))?;
         self.flush()?;
         self.receive_to(name, out).map(|header| header.size)
@@ -180,6 +195,16 @@ impl Client {
             return Err(self.lost(ProtocolError::Malformed(what)));
         }
         Ok(header)
+    }
+
+    /// The ways of asking this server allows that this client wants (reading the reply to
+    /// `hello` if not read yet).
+    fn ways(&mut self) -> Ways {
+        let (delta, compress) = (self.delta, self.compress);
+        match self.agreed() {
+            Ok(agreed) if agreed.has(Feature::Delta) => Ways { delta, compress: compress && agreed.has(Feature::Zstd) },
+            _ => Ways::default(),
+        }
     }
 
     /// Downloads `name` to `<dir>/<name>` by way of `<dir>/<name>.part` and verifies it. With
@@ -262,9 +287,9 @@ impl Client {
     ) -> usize {
         let mut in_flight = VecDeque::new();
         let mut ended = false;
-        // Whether the server speaks `delta`: known once the reply to `hello` is read, which is
-        // waited for only when a file has an older copy to rebuild from.
-        let mut speaks_delta = None;
+        // What the server speaks: known once the reply to `hello` is read, which is waited for
+        // only when it matters (compression is on, or a file has an older copy to rebuild from).
+        let mut ways: Option<Ways> = None;
         // A request with a large signature, waiting for the requests before it to be answered.
         let mut held: Option<Prepared> = None;
         loop {
@@ -286,12 +311,14 @@ impl Client {
                                     break;
                                 }
                             };
-                            let delta = self.delta
-                                && *speaks_delta.get_or_insert_with(|| {
-                                    dir.open_older(&name).is_some()
-                                        && self.agreed().is_ok_and(|a| a.has(Feature::Delta))
-                                });
-                            match InFlight::prepare(&name, dir, resume, delta) {
+                            let ways = match ways {
+                                Some(ways) => ways,
+                                None if !(self.compress || (self.delta && dir.open_older(&name).is_some())) => {
+                                    Ways::default()
+                                }
+                                None => *ways.insert(self.ways()),
+                            };
+                            match InFlight::prepare(&name, dir, resume, ways) {
                                 Ok(prepared) => prepared,
                                 Err(e) => {
                                     report(&name, Err(e));
@@ -363,9 +390,9 @@ impl Client {
     /// verified, for [`Whole::save`]; anything else is streamed to its `.part` and saved here.
     /// Leaves `broken` set if the reply was not consumed to its end.
     fn receive(&mut self, flight: InFlight, dir: &OutDir) -> Result<Received, ClientError> {
-        let InFlight { name, part, mut hasher, older } = flight;
-        if let Some(older) = older {
-            return self.receive_delta(name, older, dir).map(Received::Saved);
+        let InFlight { name, part, mut hasher, records } = flight;
+        if let Some(older) = records {
+            return self.receive_records(name, older, dir);
         }
         let local = |source| ClientError::Local { path: dir.part_path(&name), source };
         let header = self.read_get_header()?;
@@ -386,6 +413,7 @@ impl Client {
             started_over: found > 0 && header.offset == 0,
             digest: header.digest.unwrap_or(Digest(0)),
             reused: 0,
+            compression_saved: 0,
         };
         if part.is_none() && header.len <= SMALL_FILE {
             let mut bytes = Vec::with_capacity(header.len as usize);

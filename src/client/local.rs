@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use rustix::fs::{Mode, OFlags};
 
-use super::download::SMALL_FILE;
 use super::result::ClientError;
+use super::saver::SMALL_FILE;
 use crate::digest::Digest;
 use crate::files::FileVersion;
 use crate::mtime::Mtime;

@@ -42,11 +42,12 @@ mod upload;
 
 pub use conn::{CLIENT_FEATURES, Client, Interrupter, Progress};
 pub use connect::{DEFAULT_HOST, DEFAULT_TIMEOUT, tls_handshake};
-pub use download::{DEFAULT_OUTPUT, SMALL_FILE, WINDOW};
+pub use download::{DEFAULT_OUTPUT, WINDOW};
 pub use listing::{MAX_LIST_KEPT, MAX_STATS};
 pub use local::{LocalFile, LocalFolder, LocalTree, Skipped, local_tree};
 pub use outdir::{Local, OutDir};
 pub use part::{PART_SUFFIX, Partial};
 pub use result::{ClientError, Downloaded, KeyMismatch, Uploaded};
+pub use saver::SMALL_FILE;
 pub use saver::WRITERS;
 pub use upload::{Put, PutOptions, RESUMABLE_FROM, Remote};

@@ -114,11 +114,13 @@ pub struct Downloaded {
     pub digest: Digest,
     /// Bytes taken from the local older copy by a delta download instead of sent.
     pub reused: u64,
+    /// Bytes compression spared the wire (the file's bytes less the compressed ones sent).
+    pub compression_saved: u64,
 }
 
 impl Downloaded {
     /// The file's bytes that crossed the wire.
     pub fn moved(&self) -> u64 {
-        self.size - self.resumed_from - self.reused
+        self.size - self.resumed_from - self.reused - self.compression_saved
     }
 }

@@ -102,6 +102,17 @@ impl<'a> Saver<'a> {
     }
 }
 
+/// Files up to this size are read whole into memory, verified, and saved in one step.
+pub const SMALL_FILE: u64 = 256 << 10;
+
+/// What reading a download's reply made of it.
+pub(super) enum Received {
+    /// Streamed to disk and saved.
+    Saved(Downloaded),
+    /// A small file, whole and verified in memory, still to be saved.
+    Whole(Whole),
+}
+
 /// A small file, verified, waiting to be saved.
 pub(super) struct Whole {
     pub(super) name: Name,

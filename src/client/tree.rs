@@ -57,6 +57,8 @@ pub struct TreeSummary {
     pub bytes: u64,
     /// File bytes taken from older local copies by delta downloads instead of received.
     pub reused: u64,
+    /// File bytes compression spared the wire.
+    pub compression_saved: u64,
     /// Entries that failed.
     pub failed: u64,
     /// Entries not copied: devices, and what the server could not read.
@@ -485,6 +487,7 @@ fn count(summary: &mut TreeSummary, result: &Result<Downloaded, ClientError>) {
             summary.fetched += 1;
             summary.bytes += done.moved();
             summary.reused += done.reused;
+            summary.compression_saved += done.compression_saved;
         }
         Err(ClientError::Kept { .. }) => summary.skipped += 1,
         Err(_) => summary.failed += 1,

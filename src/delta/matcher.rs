@@ -136,6 +136,9 @@ pub fn scan(
     from: &mut impl Read,
     mut emit: impl FnMut(Op<'_>) -> io::Result<()>,
 ) -> io::Result<Scanned> {
+    if index.sums.is_empty() {
+        return all_literal(from, emit);
+    }
     let b = index.shape.block as usize;
     let cap = (4usize << 20).max(4 * b);
     let mut s = State { buf: Vec::with_capacity(cap), p: 0, lit: 0, copy: None, scanned: Scanned::default() };
@@ -199,6 +202,22 @@ pub fn scan(
     s.flush_literal(&mut emit)?;
     s.flush_copy(&mut emit)?;
     Ok(s.scanned)
+}
+
+/// With no blocks to find, every byte goes as it is: read and said a buffer at a time.
+fn all_literal(from: &mut impl Read, mut emit: impl FnMut(Op<'_>) -> io::Result<()>) -> io::Result<Scanned> {
+    let mut buf = Vec::with_capacity(MAX_LITERAL);
+    let mut scanned = Scanned::default();
+    loop {
+        buf.clear();
+        let eof = fill(&mut buf, MAX_LITERAL, from, &mut scanned.total)?;
+        if !buf.is_empty() {
+            emit(Op::Literal(&buf))?;
+        }
+        if eof {
+            return Ok(scanned);
+        }
+    }
 }
 
 /// Reads into `buf` up to `cap` bytes; true at the end of the input.

@@ -46,7 +46,8 @@ enum Source {
     File { file: File, version: FileVersion, known: Option<Digest> },
 }
 
-/// How sending a delta went.
+/// How sending a delta went. The bytes that went are the speaker's to count in `bytes_sent`
+/// (it may have compressed them).
 pub struct DeltaSent {
     pub scanned: Scanned,
     /// The whole file's digest for the trailer, or why the bytes sent must not be trusted; or the
@@ -75,9 +76,11 @@ impl DeltaAnswer<'_> {
             Ok(scanned) => scanned,
             Err(e) => return DeltaSent { scanned: Scanned::default(), end: Err(e) },
         };
-        shared.delta_gets.fetch_add(1, Ordering::Relaxed);
-        shared.delta_bytes_saved.fetch_add(scanned.copied, Ordering::Relaxed);
-        shared.bytes_sent.fetch_add(scanned.total - scanned.copied, Ordering::Relaxed);
+        // Asked with no signature (all of it, compressed): not a delta.
+        if index.shape().size > 0 {
+            shared.delta_gets.fetch_add(1, Ordering::Relaxed);
+            shared.delta_bytes_saved.fetch_add(scanned.copied, Ordering::Relaxed);
+        }
         let changed = || Refusal::new(ErrorCode::Changed, "it changed while it was being sent; try again");
         let digest = hasher.digest();
         let end = match source {

@@ -183,6 +183,7 @@ impl Server {
             bytes_received: AtomicU64::new(0),
             delta_gets: AtomicU64::new(0),
             delta_bytes_saved: AtomicU64::new(0),
+            bytes_compressed_saved: AtomicU64::new(0),
             root,
             cache,
             digests: DigestMemo::default(),

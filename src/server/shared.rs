@@ -62,6 +62,8 @@ pub(crate) struct Shared {
     /// client had (copied from its own blocks instead of sent).
     pub(crate) delta_gets: AtomicU64,
     pub(crate) delta_bytes_saved: AtomicU64,
+    /// Bytes compression spared the wire.
+    pub(crate) bytes_compressed_saved: AtomicU64,
 }
 
 impl Shared {
@@ -86,6 +88,7 @@ impl Shared {
             ("bytes_received", get(&self.bytes_received)),
             ("delta_gets", get(&self.delta_gets)),
             ("delta_bytes_saved", get(&self.delta_bytes_saved)),
+            ("compressed_bytes_saved", get(&self.bytes_compressed_saved)),
             ("staging_files", staging.0 as u64),
             ("staging_bytes", staging.1),
             ("cache_entries", c.entries),

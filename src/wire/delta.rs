@@ -3,11 +3,15 @@
 //!
 //! ```text
 //! delta SIZE BLOCK NAME\n  then ceil(SIZE / BLOCK) signature entries of 12 bytes
-//!                          (rolling checksum u32, XXH3-64 u64, little-endian; see `delta/`)
+//!                          (rolling checksum u32, XXH3-64 u64, little-endian; see `delta/`);
+//!                          SIZE 0 (no entries): the asker holds nothing, and the whole file
+//!                          comes as records (compressed, where feature zstd was agreed)
 //!   -> OK delta size=<size> mode=<octal> mtime=<s> mtime_ns=<ns>\n
 //!      then records, each a tag byte and LEB128 numbers:
 //!        'c' BLOCK COUNT     copy your blocks BLOCK .. BLOCK+COUNT (COUNT >= 1)
 //!        'l' LEN  + LEN bytes   these bytes (1 <= LEN <= MAX_RECORD)
+//!        'z' LEN PACKED + PACKED bytes   LEN bytes as one zstd frame of PACKED bytes
+//!                            (1 <= PACKED <= LEN <= MAX_RECORD; feature zstd)
 //!        'e' SIZE            the end: SIZE bytes were described (must equal size=)
 //!      then the trailer: OK xxh3=<digest of the whole new file>\n, or ERR changed ...\n
 //!   -> ERR <code> <message>\n   (after the signature was read: the connection stays in step)
@@ -70,13 +74,26 @@ impl DeltaHeader {
 /// One record of a `delta` reply, as read (a literal's bytes follow its record).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Record {
-    Copy { block: u64, count: u64 },
-    Literal { len: u64 },
-    End { size: u64 },
+    Copy {
+        block: u64,
+        count: u64,
+    },
+    Literal {
+        len: u64,
+    },
+    /// `len` bytes compressed into `packed` bytes, which follow.
+    Zstd {
+        len: u64,
+        packed: u64,
+    },
+    End {
+        size: u64,
+    },
 }
 
 const COPY: u8 = b'c';
 const LITERAL: u8 = b'l';
+const ZSTD: u8 = b'z';
 const END: u8 = b'e';
 
 impl Record {
@@ -86,18 +103,20 @@ impl Record {
         let n = match *self {
             Record::Copy { block, count } => head(&mut buf, COPY, &[block, count]),
             Record::Literal { len } => head(&mut buf, LITERAL, &[len]),
+            Record::Zstd { len, packed } => head(&mut buf, ZSTD, &[len, packed]),
             Record::End { size } => head(&mut buf, END, &[size]),
         };
         w.write_all(&buf[..n])
     }
 
     /// Reads one record, checked for shape: a copy of at least one block, a literal of 1 to
-    /// [`MAX_RECORD`] bytes. Whether it fits the file is the receiver's to check.
+    /// [`MAX_RECORD`] bytes, a compressed one no larger packed than unpacked. Whether it fits the file is the receiver's to check.
     pub fn read(r: &mut impl BufRead) -> Result<Record, ProtocolError> {
         let bad = |what: &str| ProtocolError::Malformed(format!("bad delta record: {what}"));
         let record = match byte(r)? {
             COPY => Record::Copy { block: varint(r)?, count: varint(r)? },
             LITERAL => Record::Literal { len: varint(r)? },
+            ZSTD => Record::Zstd { len: varint(r)?, packed: varint(r)? },
             END => Record::End { size: varint(r)? },
             other => return Err(bad(&format!("unknown tag 0x{other:02x}"))),
         };
@@ -105,6 +124,9 @@ impl Record {
             Record::Copy { count: 0, .. } => Err(bad("a copy of no blocks")),
             Record::Literal { len } if len == 0 || len > MAX_RECORD => {
                 Err(bad(&format!("a literal of {len} bytes (1 to {MAX_RECORD})")))
+            }
+            Record::Zstd { len, packed } if len == 0 || len > MAX_RECORD || packed == 0 || packed > len => {
+                Err(bad(&format!("{len} bytes packed in {packed} (1 <= packed <= bytes <= {MAX_RECORD})")))
             }
             record => Ok(record),
         }
@@ -183,6 +205,7 @@ mod tests {
             Record::Copy { block: 0, count: 1 },
             Record::Copy { block: u64::MAX, count: u64::MAX },
             Record::Literal { len: MAX_RECORD },
+            Record::Zstd { len: MAX_RECORD, packed: 1 },
             Record::End { size: 0 },
             Record::End { size: 1 << 40 },
         ];
@@ -195,7 +218,16 @@ mod tests {
             assert_eq!(Record::read(&mut from).unwrap(), r);
         }
         assert!(matches!(Record::read(&mut from), Err(ProtocolError::Closed)));
-        for bad in [&b"x"[..], b"c\x00\x00", b"l\x00", b"l\x81\x80\x40", b"e\xff\xff\xff\xff\xff\xff\xff\xff\xff\x02"] {
+        for bad in [
+            &b"x"[..],
+            b"c\x00\x00",
+            b"l\x00",
+            b"l\x81\x80\x40",
+            b"e\xff\xff\xff\xff\xff\xff\xff\xff\xff\x02",
+            b"z\x05\x06",
+            b"z\x00\x00",
+            b"z\x81\x80\x40\x01",
+        ] {
             assert!(matches!(Record::read(&mut &bad[..]), Err(ProtocolError::Malformed(_))), "{bad:?}");
         }
         assert!(matches!(Record::read(&mut &b"c\x05"[..]), Err(ProtocolError::Closed)), "cut inside a record");

@@ -78,11 +78,15 @@ pub enum Feature {
     /// The server understands `delta`: a download said as what the client's older copy lacks
     /// (see `delta.rs`).
     Delta,
+    /// The server compresses the bytes of a `delta` reply with zstd where that pays (records
+    /// `z`, see `delta.rs`).
+    Zstd,
 }
 
 impl Feature {
     /// Every feature this build knows.
-    pub const ALL: [Feature; 5] = [Feature::Trailer, Feature::ListEnd, Feature::ListMeta, Feature::Put, Feature::Delta];
+    pub const ALL: [Feature; 6] =
+        [Feature::Trailer, Feature::ListEnd, Feature::ListMeta, Feature::Put, Feature::Delta, Feature::Zstd];
 
     /// Its name on the wire.
     pub const fn as_str(self) -> &'static str {
@@ -92,6 +96,7 @@ impl Feature {
             Feature::ListMeta => "list-meta",
             Feature::Put => "put",
             Feature::Delta => "delta",
+            Feature::Zstd => "zstd",
         }
     }
 
@@ -123,8 +128,14 @@ pub const FEATURE_LIST_META: &str = Feature::ListMeta.as_str();
 pub const FEATURE_PUT: &str = Feature::Put.as_str();
 
 /// The features this server grants when asked: every one this build knows.
-pub const SERVER_FEATURES: &[&str] =
-    &[FEATURE_TRAILER, FEATURE_LIST_END, FEATURE_LIST_META, FEATURE_PUT, Feature::Delta.as_str()];
+pub const SERVER_FEATURES: &[&str] = &[
+    FEATURE_TRAILER,
+    FEATURE_LIST_END,
+    FEATURE_LIST_META,
+    FEATURE_PUT,
+    Feature::Delta.as_str(),
+    Feature::Zstd.as_str(),
+];
 
 /// Most features one `hello` may name.
 pub const MAX_FEATURES: usize = 32;
@@ -237,7 +248,7 @@ mod tests {
             assert!(is_feature(feature.as_str()) && SERVER_FEATURES.contains(&feature.as_str()));
         }
         assert_eq!(SERVER_FEATURES.len(), Feature::ALL.len());
-        assert_eq!(Feature::parse("zstd"), None);
+        assert_eq!(Feature::parse("brotli"), None);
         let agreed = Agreed { version: 2, features: vec!["list-end".into()] };
         assert!(agreed.has(Feature::ListEnd) && !agreed.has(Feature::Trailer));
     }

@@ -52,6 +52,12 @@ pub(crate) struct Args {
     /// Always fetch files whole, never as a delta (as rsync's -W)
     #[arg(short = 'W', long, global = true, overrides_with = "delta")]
     pub(crate) whole_file: bool,
+    /// Compress downloads with zstd where it pays (files that are already compressed, and data that does not shrink, go as they are): the default, except from a server on this machine
+    #[arg(short = 'z', long, global = true, overrides_with = "no_compress")]
+    pub(crate) compress: bool,
+    /// Never compress downloads
+    #[arg(long, global = true, overrides_with = "compress")]
+    pub(crate) no_compress: bool,
     #[command(subcommand)]
     pub(crate) command: Command,
 }

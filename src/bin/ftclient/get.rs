@@ -76,9 +76,9 @@ fn out_dir(output: &Path, no_clobber: bool) -> anyhow::Result<OutDir> {
     Ok(OutDir::create(output).with_context(|| format!("cannot create {}", output.display()))?.keep_existing(no_clobber))
 }
 
-/// A file's outcome: its record, the bytes received for it and taken from its older copy, and
-/// its exit code.
-type Outcome = (FileRecord, Option<(u64, u64)>, u8);
+/// A file's outcome: its record, the bytes received for it, taken from its older copy and
+/// spared by compression, and its exit code.
+type Outcome = (FileRecord, Option<[u64; 3]>, u8);
 
 /// Downloads the names over one connection, pipelined, reporting failures on stderr as they
 /// happen; stops when the connection fails. With `--retry`, the names that failed for a
@@ -121,8 +121,11 @@ fn get_all(
                     if done.resumed_from > 0 && retried && !quiet {
                         say(bar, &format!("ftclient: {name}: resumed from byte {}", done.resumed_from));
                     }
-                    FileRecord::ok(name, done.size, done.digest, done.resumed_from)
-                        .downloaded(done.started_over, done.reused)
+                    FileRecord::ok(name, done.size, done.digest, done.resumed_from).downloaded(
+                        done.started_over,
+                        done.reused,
+                        done.compression_saved,
+                    )
                 }
                 Err(ClientError::Kept { path }) => {
                     if !quiet {
@@ -142,7 +145,7 @@ fn get_all(
                     again.push(i);
                 }
                 if let Some(slot) = outcomes.get_mut(i) {
-                    *slot = Some((record, result.ok().map(|d| (d.moved(), d.reused)), code));
+                    *slot = Some((record, result.ok().map(|d| [d.moved(), d.reused, d.compression_saved]), code));
                 }
             }
         });
@@ -165,8 +168,8 @@ fn get_all(
         say(bar, &format!("ftclient: {left} more file(s) not fetched"));
     }
     if json {
-        let bytes_received: u64 = outcomes.iter().filter_map(|(_, bytes, _)| bytes.map(|b| b.0)).sum();
-        let bytes_reused: u64 = outcomes.iter().filter_map(|(_, bytes, _)| bytes.map(|b| b.1)).sum();
+        let total = |i: usize| -> u64 { outcomes.iter().filter_map(|(_, bytes, _)| bytes.map(|b| b[i])).sum() };
+        let (bytes_received, bytes_reused, bytes_compression_saved) = (total(0), total(1), total(2));
         let files: Vec<_> = outcomes.into_iter().map(|(record, _, _)| record).collect();
         let count = |status| files.iter().filter(|f| f.status == status).count();
         report::print_pretty(&GetSummary {
@@ -176,6 +179,7 @@ fn get_all(
             not_fetched: left,
             bytes_received,
             bytes_reused,
+            bytes_compression_saved,
             elapsed_secs: started.elapsed().as_secs_f64(),
             files,
         })?;

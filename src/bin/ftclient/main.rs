@@ -83,9 +83,11 @@ fn run(args: Args) -> anyhow::Result<u8> {
         if let Some(bar) = &bar {
             client.set_progress(bar.clone());
         }
-        // Delta costs a read of the older copy and a scan on the server: where bytes are free
-        // (the server on this machine), a whole file is faster.
-        client.set_delta(args.delta || (!args.whole_file && !client.is_local()));
+        // Delta costs a read of the older copy and a scan on the server, compression a pass of
+        // zstd on each side: where bytes are free (the server on this machine), neither pays.
+        let local = client.is_local();
+        client.set_delta(args.delta || (!args.whole_file && !local));
+        client.set_compress(args.compress || (!args.no_compress && !local));
         Ok::<_, ClientError>(client)
     };
     let (bar, quiet) = (bar.as_ref(), args.quiet);

@@ -60,6 +60,9 @@ pub(crate) struct FileRecord {
     /// `get`: bytes taken from the older local copy (a delta download) instead of received.
     #[serde(skip_serializing_if = "Option::is_none")]
     reused: Option<u64>,
+    /// `get`: bytes compression spared the wire.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compression_saved: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     exit_code: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -76,6 +79,7 @@ impl FileRecord {
             resumed_from: None,
             started_over: None,
             reused: None,
+            compression_saved: None,
             exit_code: None,
             error: None,
         }
@@ -91,10 +95,15 @@ impl FileRecord {
         }
     }
 
-    /// A download: [`FileRecord::ok`], whether it started over, and the bytes it took from the
-    /// older local copy.
-    pub(crate) fn downloaded(self, started_over: bool, reused: u64) -> FileRecord {
-        FileRecord { started_over: Some(started_over), reused: Some(reused), ..self }
+    /// A download: [`FileRecord::ok`], whether it started over, the bytes it took from the
+    /// older local copy, and the bytes compression spared.
+    pub(crate) fn downloaded(self, started_over: bool, reused: u64, compression_saved: u64) -> FileRecord {
+        FileRecord {
+            started_over: Some(started_over),
+            reused: Some(reused),
+            compression_saved: Some(compression_saved),
+            ..self
+        }
     }
 
     pub(crate) fn kept(name: &Name) -> FileRecord {
@@ -120,6 +129,8 @@ pub(crate) struct GetSummary {
     pub(crate) bytes_received: u64,
     /// Bytes taken from older local copies by delta downloads instead of received.
     pub(crate) bytes_reused: u64,
+    /// Bytes compression spared the wire.
+    pub(crate) bytes_compression_saved: u64,
     pub(crate) elapsed_secs: f64,
     /// In the order the names were given.
     pub(crate) files: Vec<FileRecord>,
@@ -151,6 +162,8 @@ pub(crate) struct TreeSummary {
     pub(crate) bytes_received: u64,
     /// Bytes taken from older local copies by delta downloads instead of received.
     pub(crate) bytes_reused: u64,
+    /// Bytes compression spared the wire.
+    pub(crate) bytes_compression_saved: u64,
     pub(crate) dry_run: bool,
     pub(crate) elapsed_secs: f64,
 }
@@ -193,13 +206,13 @@ mod tests {
     #[test]
     fn records_of_get_and_put_share_one_shape() {
         let name = Name::parse("a b.txt").unwrap();
-        let ok = serde_json::to_value(FileRecord::ok(&name, 10, Digest::of(b"x"), 4).downloaded(false, 3)).unwrap();
+        let ok = serde_json::to_value(FileRecord::ok(&name, 10, Digest::of(b"x"), 4).downloaded(false, 3, 2)).unwrap();
         assert_eq!(ok["name"], "a b.txt");
         assert_eq!(ok["status"], "ok");
         assert_eq!((ok["size"].as_u64(), ok["resumed_from"].as_u64()), (Some(10), Some(4)));
         assert_eq!(ok["xxh3"], Digest::of(b"x").to_string());
         assert_eq!(ok["started_over"], false);
-        assert_eq!(ok["reused"], 3);
+        assert_eq!((ok["reused"].as_u64(), ok["compression_saved"].as_u64()), (Some(3), Some(2)));
         assert!(ok.get("name_encoding").is_none() && ok.get("error").is_none());
         let put = serde_json::to_value(FileRecord::ok(&name, 10, Digest::of(b"x"), 0)).unwrap();
         assert!(put.get("started_over").is_none(), "a put never starts over");

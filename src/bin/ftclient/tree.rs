@@ -36,7 +36,7 @@ pub(crate) fn get_tree(
 ) -> anyhow::Result<u8> {
     let started = std::time::Instant::now();
     // Counts over every attempt: what earlier ones fetched, later ones skip.
-    let (mut fetched, mut bytes, mut reused, mut deleted) = (0u64, 0u64, 0u64, 0u64);
+    let (mut fetched, mut bytes, mut reused, mut squeezed, mut deleted) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let (summary, first_failure) = loop {
         let mut first_failure = None;
         let mut transient_failure = false;
@@ -94,6 +94,7 @@ pub(crate) fn get_tree(
             fetched += s.fetched - s.failed.min(s.fetched);
             bytes += s.bytes;
             reused += s.reused;
+            squeezed += s.compression_saved;
             deleted += s.deleted;
         }
         let again = match source {
@@ -120,6 +121,7 @@ pub(crate) fn get_tree(
             not_copied: summary.not_copied,
             bytes_received: bytes,
             bytes_reused: reused,
+            bytes_compression_saved: squeezed,
             dry_run: options.dry_run,
             elapsed_secs: secs,
         })?;

@@ -57,7 +57,7 @@ pub(crate) struct Connection<'a> {
     /// File bytes sent on this connection.
     pub(crate) bytes: u64,
     /// The protocol version and features agreed by `hello` (the baseline without one).
-    agreed: Agreed,
+    pub(super) agreed: Agreed,
     /// Request lines read, `hello` included: only the first may be a `hello`.
     lines: u64,
     /// Upload answers written since the buffer was last flushed on their account.
