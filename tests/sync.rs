@@ -277,6 +277,9 @@ fn liar(listing: &'static str, files: &'static [(&'static str, &'static [u8])]) 
                     }
                     None => out.write_all(b"ERR not-found no such file\n").unwrap(),
                 }
+            } else {
+                // As a version 1 server answers what it does not know (here, `walk`).
+                out.write_all(b"ERR bad-request unknown command\n").unwrap();
             }
         }
     });

@@ -58,10 +58,13 @@ impl Client {
             delta: false,
             compress: false,
         };
-        // Pipelined: it leaves with the first request, and its reply is read before that
-        // request's, so agreeing costs no round trip of its own.
+        // Its reply is read before the first request's, so agreeing costs no round trip of its
+        // own.
         let features = CLIENT_FEATURES.iter().map(|f| f.to_string()).collect();
         writeln!(client.stream, "{}", Request::Hello(Hello { version: PROTOCOL_VERSION, features }))?;
+        // On its way now: its reply is then there by the time a request needs it, even one that
+        // waits for it (a name whose forms differ, a choice of how to ask for a file).
+        client.stream.flush()?;
         Ok(client)
     }
 

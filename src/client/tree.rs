@@ -318,13 +318,6 @@ impl Client {
         sink: &mut Sink<'_>,
         candidates: &mut Vec<(Name, Mtime)>,
     ) -> Result<(), ClientError> {
-        let walks = self.walks()?;
-        if !walks && !self.lists_folders()? {
-            return Err(crate::wire::ProtocolError::Malformed(
-                "this server's listings do not name folders (it predates list-meta); fetch its files by name".into(),
-            )
-            .into());
-        }
         // With `delete`, every name the server listed (and a listing that names one twice is
         // refused); without, none is kept: a listing of any length costs only what is left to do.
         let remember = options.delete;
@@ -384,9 +377,14 @@ impl Client {
             }
             Ok(())
         };
-        if walks {
-            self.walk_each(folder, options.copy_links, &mut each)?;
-        } else {
+        if self.walk_each_if_walks(folder, options.copy_links, &mut each)?.is_none() {
+            if !self.lists_folders()? {
+                return Err(crate::wire::ProtocolError::Malformed(
+                    "this server's listings do not name folders (it predates list-meta); fetch its files by name"
+                        .into(),
+                )
+                .into());
+            }
             self.list_all_each(folder, &mut each)?;
         }
         if let Some(name) = odd {

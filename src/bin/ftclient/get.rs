@@ -22,7 +22,7 @@ use crate::tree::{TreeSource, get_tree};
 
 /// Runs `get` as its flags say.
 pub(crate) fn run(
-    connect: &dyn Fn() -> Result<Client, ClientError>,
+    connect: &(dyn Fn() -> Result<Client, ClientError> + Sync),
     bar: Option<&Arc<Bar>>,
     quiet: bool,
     mut retry: Retry,
@@ -88,7 +88,7 @@ type Outcome = (FileRecord, Option<[u64; 3]>, u8);
 /// saved by writer threads, after larger ones streamed meanwhile).
 #[allow(clippy::too_many_arguments)]
 fn get_all(
-    connect: &dyn Fn() -> Result<Client, ClientError>,
+    connect: &(dyn Fn() -> Result<Client, ClientError> + Sync),
     names: &[Name],
     dir: &OutDir,
     resume: bool,

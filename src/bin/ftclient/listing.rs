@@ -18,7 +18,7 @@ use crate::report::EntryJson;
 /// module doc). An entry the server could not read is named on stderr, and the exit code is
 /// [`exit::PARTIAL`].
 pub(crate) fn run(
-    connect: &dyn Fn() -> Result<Client, ClientError>,
+    connect: &(dyn Fn() -> Result<Client, ClientError> + Sync),
     folder: Option<OsString>,
     json: bool,
 ) -> anyhow::Result<u8> {

@@ -17,7 +17,7 @@ use crate::retry::{Retry, client_chain, transient_client};
 
 /// Runs `put` as its flags say.
 pub(crate) fn run(
-    connect: &dyn Fn() -> Result<Client, ClientError>,
+    connect: &(dyn Fn() -> Result<Client, ClientError> + Sync),
     bar: Option<&Arc<Bar>>,
     quiet: bool,
     mut retry: Retry,
@@ -40,7 +40,7 @@ pub(crate) fn run(
 /// on stdout). The exit code is the first failure's.
 #[allow(clippy::too_many_arguments)]
 fn put_files(
-    connect: &dyn Fn() -> Result<Client, ClientError>,
+    connect: &(dyn Fn() -> Result<Client, ClientError> + Sync),
     retry: &mut Retry,
     files: &[PathBuf],
     to: Option<&Name>,

@@ -40,7 +40,7 @@ impl Retry {
     /// A new connection, tried again after a transient failure while retries are left.
     pub(crate) fn connect(
         &mut self,
-        connect: &dyn Fn() -> Result<Client, ClientError>,
+        connect: &(dyn Fn() -> Result<Client, ClientError> + Sync),
         bar: Option<&Arc<Bar>>,
     ) -> Result<Client, ClientError> {
         loop {

@@ -32,7 +32,11 @@ const SHELL_HELP: &str = "commands:
 /// A connection the server closed (its idle timeout, a restart) is opened again and the command
 /// tried once more. Ctrl-C during a command cuts that command's connection (a download keeps its
 /// `.part`) and returns to the prompt; the next command connects afresh.
-pub(crate) fn run(connect: &dyn Fn() -> Result<Client, ClientError>, output: &Path, quiet: bool) -> anyhow::Result<u8> {
+pub(crate) fn run(
+    connect: &(dyn Fn() -> Result<Client, ClientError> + Sync),
+    output: &Path,
+    quiet: bool,
+) -> anyhow::Result<u8> {
     let mut client = connect()?;
     let mut lines = Lines::new(&mut client)?;
     let mut failed = 0;
@@ -92,7 +96,7 @@ enum Attempt {
 
 /// Runs one command, on a fresh connection if the last one was lost, with Ctrl-C set to cut it.
 fn attempt(
-    connect: &dyn Fn() -> Result<Client, ClientError>,
+    connect: &(dyn Fn() -> Result<Client, ClientError> + Sync),
     client: &mut Client,
     verb: &str,
     arg: &str,

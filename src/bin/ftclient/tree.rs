@@ -18,7 +18,7 @@ use crate::retry::{Retry, client_chain, transient_client};
 /// transient failure while `--retry` allows.
 pub(crate) enum TreeSource<'a> {
     Shell(&'a mut Client),
-    Connect(&'a dyn Fn() -> Result<Client, ClientError>, &'a mut Retry),
+    Connect(&'a (dyn Fn() -> Result<Client, ClientError> + Sync), &'a mut Retry),
 }
 
 /// `get -r`: fetches the trees, reporting failures on stderr as they happen and, with
@@ -78,11 +78,16 @@ pub(crate) fn get_tree(
         };
         let summary = match source {
             TreeSource::Shell(client) => client.fetch_tree(tops, dir, options, report),
-            // Listed on a second connection while the first fetches.
-            TreeSource::Connect(connect, _) => connect().and_then(|mut fetcher| {
-                let lister = connect()?;
-                fetcher.fetch_tree_with(lister, tops, dir, options, report)
-            }),
+            // Listed on a second connection while the first fetches; the two connect at once
+            // (one round trip for both, not one each).
+            TreeSource::Connect(connect, _) => {
+                let connect: &(dyn Fn() -> Result<Client, ClientError> + Sync) = *connect;
+                let (fetcher, lister) = std::thread::scope(|s| {
+                    let lister = s.spawn(connect);
+                    (connect(), lister.join().unwrap_or(Err(ClientError::Broken)))
+                });
+                fetcher.and_then(|mut fetcher| fetcher.fetch_tree_with(lister?, tops, dir, options, report))
+            }
         };
         printed?;
         let why = match &summary {
