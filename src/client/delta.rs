@@ -47,7 +47,7 @@ pub(super) fn prepare(name: &Name, dir: &OutDir) -> Option<(Request, Vec<u8>, Ol
         return None;
     }
     let shape = Shape::for_size(size)?;
-    let signature = Signature::compute(shape, &mut io::BufReader::with_capacity(256 << 10, &file)).ok()?;
+    let signature = Signature::of_file(shape, &file).ok()?;
     let request = Request::Delta { shape, name: name.clone() };
     Some((request, signature.to_bytes(), Older { file, shape }))
 }

@@ -292,12 +292,24 @@ impl Client {
         let mut ways: Option<Ways> = None;
         // A request with a large signature, waiting for the requests before it to be answered.
         let mut held: Option<Prepared> = None;
+        let mut whole_again: VecDeque<Name> = VecDeque::new();
         loop {
             // Refill once half the window is free, so requests leave in batches, not one by one.
             if in_flight.len() <= WINDOW / 2 {
                 while in_flight.len() < WINDOW {
                     let prepared = match held.take() {
                         Some(prepared) => prepared,
+                        // A delta whose rebuild failed its check: asked again, whole.
+                        None if let Some(name) = whole_again.pop_front() => {
+                            let ways = Ways { delta: false, ..ways.unwrap_or_default() };
+                            match InFlight::prepare(&name, dir, resume, ways) {
+                                Ok(prepared) => prepared,
+                                Err(e) => {
+                                    report(&name, Err(e));
+                                    continue;
+                                }
+                            }
+                        }
                         None if ended => break,
                         None => {
                             // Wait for a name when few are in flight: sending them one or two at
@@ -351,13 +363,17 @@ impl Client {
                 }
             }
             let Some(flight) = in_flight.pop_front() else {
-                if ended && held.is_none() {
+                if ended && held.is_none() && whole_again.is_empty() {
                     return 0;
                 }
                 continue;
             };
             let name = flight.name.clone();
+            let delta = matches!(flight.records, Some(Some(_)));
             match self.receive(flight, dir) {
+                // Blocks matched by mistake (the signature's sums are 64 bits a block): the
+                // rebuild was refused and nothing saved; the file whole is certain.
+                Err(ClientError::Integrity { .. }) if delta => whole_again.push_back(name),
                 Ok(Received::Saved(done)) => report(&name, Ok(done)),
                 Ok(Received::Whole(whole)) => {
                     for (name, result) in saver.push(whole) {

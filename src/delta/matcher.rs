@@ -13,6 +13,10 @@ use super::{BlockSum, Shape, Signature, strong};
 /// for: a signature whose checksums all collide costs the sender no more per byte than this.
 const PROBES: usize = 8;
 
+/// Most blocks said in one [`Op::Copy`]: a file that agrees for gigabytes is said as it is
+/// scanned, not at its end.
+pub const COPY_RUN: u64 = 1024;
+
 /// Longest run of bytes said in one [`Op::Literal`].
 pub const MAX_LITERAL: usize = 256 << 10;
 
@@ -22,9 +26,11 @@ pub struct Index {
     sums: Vec<BlockSum>,
     /// Open addressing: block number + 1 per slot, 0 when empty.
     table: Vec<u32>,
-    /// One bit per slot-sized bucket of checksums, set where the table holds one: most windows
-    /// match nothing, and a bit in a small array says so without touching the table.
+    /// Bits set by the checksums the table holds, about 16 per block: most windows match
+    /// nothing, and one bit of a small array (which stays in the cache) says so for all but one
+    /// in about 16 of them without touching the table.
     filter: Vec<u64>,
+    filter_bits: u32,
     bits: u32,
     /// Mixed into the slot of a checksum, unknown to the peer, so it cannot choose checksums that
     /// crowd one corner of the table.
@@ -40,8 +46,9 @@ impl Index {
         let bits = slots.trailing_zeros();
         let seed = RandomState::new().hash_one(0x5eed_u64) as u32;
         let tail = sums.len().checked_sub(1).map(|k| k as u64).filter(|&k| shape.len_of(k) < u64::from(shape.block));
-        let mut index =
-            Index { shape, sums, table: vec![0; slots], filter: vec![0; slots.div_ceil(64)], bits, seed, tail };
+        let filter_bits = (sums.len() * 16).next_power_of_two().clamp(1 << 12, 1 << 22).trailing_zeros();
+        let filter = vec![0; (1usize << filter_bits) / 64];
+        let mut index = Index { shape, sums, table: vec![0; slots], filter, filter_bits, bits, seed, tail };
         let full = index.sums.len() - usize::from(index.tail.is_some());
         'blocks: for k in 0..full {
             let sum = index.sums[k];
@@ -49,7 +56,7 @@ impl Index {
                 match index.table[slot] {
                     0 => {
                         index.table[slot] = k as u32 + 1;
-                        let bit = index.bucket(sum.weak);
+                        let bit = index.filter_bit(sum.weak);
                         index.filter[bit / 64] |= 1 << (bit % 64);
                         continue 'blocks;
                     }
@@ -65,6 +72,12 @@ impl Index {
 
     pub fn shape(&self) -> Shape {
         self.shape
+    }
+
+    /// A checksum's bit in the filter (from other bits of it than its slot).
+    #[inline]
+    fn filter_bit(&self, weak: u32) -> usize {
+        ((weak ^ self.seed.rotate_left(16)).wrapping_mul(0x85EB_CA6B) >> (32 - self.filter_bits)) as usize
     }
 
     /// The first slot a checksum is probed at.
@@ -85,7 +98,8 @@ impl Index {
     /// The full block whose sums are the window's, if any: `prefer` first (the block after the
     /// last match, so runs stay runs). `strong` is the window's strong checksum, computed at most
     /// once, when a rolling checksum matches.
-    fn find(&self, weak: u32, window: &[u8], strong_sum: &mut Option<u64>, prefer: Option<u64>) -> Option<u64> {
+    #[inline]
+    fn find(&self, weak: u32, window: &[u8], strong_sum: &mut Option<u32>, prefer: Option<u64>) -> Option<u64> {
         let mut strong_of = |w: &[u8]| *strong_sum.get_or_insert_with(|| strong(w));
         if let Some(k) = prefer.filter(|&k| self.is_full(k))
             && self.sums[k as usize].weak == weak
@@ -93,7 +107,7 @@ impl Index {
         {
             return Some(k);
         }
-        let bit = self.bucket(weak);
+        let bit = self.filter_bit(weak);
         if self.filter[bit / 64] & (1 << (bit % 64)) == 0 {
             return None;
         }
@@ -275,7 +289,8 @@ impl State {
     fn matched(&mut self, k: u64, len: usize, emit: &mut impl FnMut(Op<'_>) -> io::Result<()>) -> io::Result<()> {
         self.flush_literal(emit)?;
         self.copy = match self.copy {
-            Some((start, count)) if start + count == k => Some((start, count + 1)),
+            // A long run is said in parts, so the receiver copies while the scan goes on.
+            Some((start, count)) if start + count == k && count < COPY_RUN => Some((start, count + 1)),
             _ => {
                 self.flush_copy(emit)?;
                 Some((k, 1))
@@ -348,7 +363,7 @@ mod tests {
         assert!(built == new);
         assert_eq!(scanned.total, new.len() as u64);
         assert_eq!(scanned.copied, (1 << 20) - 4096, "one block around the edit goes as bytes");
-        assert_eq!(ops, 3, "copies, the edited block, copies");
+        assert_eq!(ops, 3, "copies, the edited block, copies (256 and 767 blocks)");
         let (built, scanned, ops) = delta(&old, &old, 4096);
         assert!(built == old);
         assert_eq!((scanned.copied, ops), (1 << 20, 1));
@@ -394,7 +409,7 @@ mod tests {
         // Every block claims the same rolling checksum with a different strong one: the table
         // keeps PROBES of them, and the scan still finishes and rebuilds.
         let shape = Shape::checked(512 * 10_000, 512).unwrap();
-        let sums = (0..10_000u64).map(|i| BlockSum { weak: 42, strong: i }).collect();
+        let sums = (0..10_000u64).map(|i| BlockSum { weak: 42, strong: i as u32 }).collect();
         let index = Index::new(Signature { shape, sums });
         assert_eq!(index.table.iter().filter(|&&j| j != 0).count(), PROBES);
         let new = noise(300_000, 6);

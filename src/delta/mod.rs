@@ -1,9 +1,10 @@
 //! Delta transfer: sending only the bytes the receiving side lacks, by rsync's method.
 //!
 //! The side that holds an older copy (the receiver) cuts it into blocks of one size and sends a
-//! [`Signature`]: per block a rolling checksum (32 bits, [`rolling`]) and an XXH3-64 of its bytes.
+//! [`Signature`]: per block a rolling checksum (32 bits, [`rolling`]) and a strong one (XXH3-64 of
+//! its bytes, folded to 32 bits).
 //! The side with the new file (the sender) slides a window of that size over it one byte at a
-//! time ([`matcher`]); where the window's rolling checksum and then its XXH3-64 match a block, it
+//! time ([`matcher`]); where the window's rolling checksum and then its strong one match a block, it
 //! says "copy your block k" and jumps a block ahead, and every byte no block covers goes as it
 //! is. The receiver rebuilds the file from its own blocks and those bytes, and checks the result
 //! against the whole file's XXH3-128 digest before anything replaces the older copy.
@@ -33,17 +34,22 @@ use twox_hash::XxHash3_64;
 pub const MIN_BLOCK: u32 = 512;
 /// Largest block a signature may use.
 pub const MAX_BLOCK: u32 = 4 << 20;
-/// Most blocks one signature may describe (12 bytes each on the wire: 3 MiB).
+/// Most blocks one signature may describe (8 bytes each on the wire: 2 MiB).
 pub const MAX_BLOCKS: u64 = 1 << 18;
-/// Bytes of one signature entry on the wire: the rolling checksum, then the XXH3-64, each
-/// little-endian.
-pub const ENTRY_LEN: usize = 12;
+/// Copies from this size on get their signature computed on several threads.
+pub const PARALLEL_FROM: u64 = 8 << 20;
+
+/// Bytes of one signature entry on the wire: the rolling checksum, then the strong checksum,
+/// each 32 bits, little-endian. 64 bits in all, as rsync's sums are for files of this size: a
+/// block matched by mistake (once in billions of files) makes a rebuild the whole-file digest
+/// refuses, and the client then fetches that file whole.
+pub const ENTRY_LEN: usize = 8;
 
 /// The checksums of one block of the receiver's copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockSum {
     pub weak: u32,
-    pub strong: u64,
+    pub strong: u32,
 }
 
 impl BlockSum {
@@ -61,14 +67,15 @@ impl BlockSum {
 
     pub fn from_bytes(b: &[u8; ENTRY_LEN]) -> BlockSum {
         let weak = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        let strong = u64::from_le_bytes([b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11]]);
+        let strong = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
         BlockSum { weak, strong }
     }
 }
 
-/// The strong checksum of a block.
-pub fn strong(bytes: &[u8]) -> u64 {
-    XxHash3_64::oneshot(bytes)
+/// The strong checksum of a block: its XXH3-64, folded to 32 bits.
+pub fn strong(bytes: &[u8]) -> u32 {
+    let h = XxHash3_64::oneshot(bytes);
+    (h ^ (h >> 32)) as u32
 }
 
 /// Why a signature's shape is refused.
@@ -148,6 +155,48 @@ impl Signature {
         Ok(Signature { shape, sums })
     }
 
+    /// The signature of the first `shape.size` bytes of `file`, read by offset (its position is
+    /// left alone); a big one on several threads, since the receiver's first request waits on it.
+    pub fn of_file(shape: Shape, file: &std::fs::File) -> io::Result<Signature> {
+        use std::os::unix::fs::FileExt;
+        let count = shape.count();
+        let threads = match shape.size {
+            0..PARALLEL_FROM => 1,
+            _ => std::thread::available_parallelism().map_or(1, |n| n.get()).min(4) as u64,
+        };
+        let per = count.div_ceil(threads.max(1)).max(1);
+        let part = |first: u64| -> io::Result<Vec<BlockSum>> {
+            let last = (first + per).min(count);
+            let b = u64::from(shape.block);
+            let mut sums = Vec::with_capacity((last - first) as usize);
+            // A few blocks per read.
+            let mut buf = vec![0u8; (b * 32).min(shape.size.max(1)) as usize];
+            let mut k = first;
+            while k < last {
+                let n = (last - k).min(32);
+                let len = ((k + n) * b).min(shape.size) - k * b;
+                let chunk = &mut buf[..len as usize];
+                file.read_exact_at(chunk, k * b)?;
+                sums.extend(chunk.chunks(b as usize).map(BlockSum::of));
+                k += n;
+            }
+            Ok(sums)
+        };
+        let parts: Vec<io::Result<Vec<BlockSum>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> =
+                (0..count).step_by(per as usize).map(|first| scope.spawn(move || part(first))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("a signature thread failed"))))
+                .collect()
+        });
+        let mut sums = Vec::with_capacity(count as usize);
+        for part in parts {
+            sums.extend(part?);
+        }
+        Ok(Signature { shape, sums })
+    }
+
     /// The signature on the wire: each entry, in order.
     pub fn to_bytes(&self) -> Vec<u8> {
         self.sums.iter().flat_map(|s| s.to_bytes()).collect()
@@ -208,5 +257,15 @@ mod tests {
         assert_eq!(Signature::read(shape, &mut &wire[..]).unwrap(), sig);
         assert!(Signature::read(shape, &mut &wire[..wire.len() - 1]).is_err());
         assert!(Signature::compute(shape, &mut &data[..4999]).is_err());
+        let mut file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut file, &data).unwrap();
+        assert_eq!(Signature::of_file(shape, &file).unwrap(), sig);
+        let big: Vec<u8> = (0..(PARALLEL_FROM as usize + 12345)).map(|i| (i * 31 % 253) as u8).collect();
+        let mut file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut file, &big).unwrap();
+        let shape = Shape::for_size(big.len() as u64).unwrap();
+        assert_eq!(Signature::of_file(shape, &file).unwrap(), Signature::compute(shape, &mut &big[..]).unwrap());
+        let shorter = Shape { size: big.len() as u64 + 1, ..shape };
+        assert!(Signature::of_file(shorter, &file).is_err(), "a file shorter than its shape");
     }
 }

@@ -18,6 +18,9 @@ const TABLE: [u64; 256] = {
     table
 };
 
+/// Lanes of [`Rolling::new`].
+const LANES: usize = 8;
+
 /// The multiplier (odd, so every power of it is too).
 const M: u64 = 0x0000_0100_0000_01B3;
 
@@ -30,26 +33,27 @@ pub struct Rolling {
 }
 
 impl Rolling {
-    /// The checksum of `window`: the same sum computed in four interleaved lanes (each a chain
-    /// of multiplications by M^4), which runs about four times as fast as one chain.
+    /// The checksum of `window`: the same sum computed in [`LANES`] interleaved lanes (each a
+    /// chain of multiplications by M^LANES), which runs several times as fast as one chain of
+    /// dependent multiplications.
     pub fn new(window: &[u8]) -> Rolling {
-        let (head, body) = window.split_at(window.len() % 4);
+        let (head, body) = window.split_at(window.len() % LANES);
         let mut h = 0u64;
         for &b in head {
             h = h.wrapping_mul(M).wrapping_add(TABLE[b as usize]);
         }
-        let m4 = pow(M, 4);
-        let mut lanes = [0u64; 4];
-        for quad in body.chunks_exact(4) {
-            for (lane, &b) in lanes.iter_mut().zip(quad) {
-                *lane = lane.wrapping_mul(m4).wrapping_add(TABLE[b as usize]);
+        let stride = pow(M, LANES as u64);
+        let mut lanes = [0u64; LANES];
+        for group in body.chunks_exact(LANES) {
+            for (lane, &b) in lanes.iter_mut().zip(group) {
+                *lane = lane.wrapping_mul(stride).wrapping_add(TABLE[b as usize]);
             }
         }
-        let body_sum = lanes[0]
-            .wrapping_mul(pow(M, 3))
-            .wrapping_add(lanes[1].wrapping_mul(pow(M, 2)))
-            .wrapping_add(lanes[2].wrapping_mul(M))
-            .wrapping_add(lanes[3]);
+        // Lane k holds the bytes at k, k + LANES, ...: weighted by M^(LANES - 1 - k) on top.
+        let mut body_sum = 0u64;
+        for lane in lanes {
+            body_sum = body_sum.wrapping_mul(M).wrapping_add(lane);
+        }
         let h = h.wrapping_mul(pow(M, body.len() as u64)).wrapping_add(body_sum);
         Rolling { h, top: pow(M, (window.len() as u64).saturating_sub(1)) }
     }
@@ -92,7 +96,7 @@ mod tests {
     }
 
     #[test]
-    fn four_lanes_sum_what_one_chain_does() {
+    fn lanes_sum_what_one_chain_does() {
         let data: Vec<u8> = (0..100u32).map(|i| (i * 37 % 256) as u8).collect();
         for n in 0..data.len() {
             assert_eq!(Rolling::new(&data[..n]).h, plain(&data[..n]), "{n} bytes");

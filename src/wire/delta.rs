@@ -2,8 +2,8 @@
 //! reply's header, and the records that rebuild the file.
 //!
 //! ```text
-//! delta SIZE BLOCK NAME\n  then ceil(SIZE / BLOCK) signature entries of 12 bytes
-//!                          (rolling checksum u32, XXH3-64 u64, little-endian; see `delta/`);
+//! delta SIZE BLOCK NAME\n  then ceil(SIZE / BLOCK) signature entries of 8 bytes
+//!                          (rolling checksum u32, strong checksum u32, little-endian; see `delta/`);
 //!                          SIZE 0 (no entries): the asker holds nothing, and the whole file
 //!                          comes as records (compressed, where feature zstd was agreed)
 //!   -> OK delta size=<size> mode=<octal> mtime=<s> mtime_ns=<ns>\n

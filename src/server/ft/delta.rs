@@ -36,6 +36,7 @@ impl Connection<'_> {
             false => None,
         };
         answer.header().write(&mut self.stream)?;
+        self.stream.flush()?;
         let mut out = Records { stream: &mut self.stream, pending: Vec::new(), packer, went: 0, spared: 0 };
         let sent = answer.send(|op| out.say(op));
         let flushed = out.flush();
@@ -70,7 +71,9 @@ impl Records<'_> {
         match op {
             Op::Copy { block, count } => {
                 self.flush()?;
-                Record::Copy { block, count }.write(self.stream)
+                Record::Copy { block, count }.write(self.stream)?;
+                // Out now, so the receiver copies these blocks while the scan goes on.
+                self.stream.flush()
             }
             Op::Literal(mut bytes) => {
                 while !bytes.is_empty() {
