@@ -67,6 +67,7 @@ pub mod fingerprint;
 pub mod human;
 pub mod mtime;
 pub mod name;
+pub mod records;
 pub mod server;
 pub mod store;
 pub mod transport;

@@ -1332,6 +1332,17 @@ fn ftclient_put_r_sends_folders_skips_what_the_server_has_and_replaces_only_with
         (Some(1), Some(2), Some(0))
     );
     assert_eq!(fs::read(served.join("proj/README")).unwrap(), b"read me twice\n");
+    // An edit to a big file, with --delta (on by default off this machine): only the change.
+    let mut big = pattern(2 << 20);
+    big[1 << 20..(1 << 20) + 100].fill(0);
+    fs::write(local.join("proj/big.bin"), &big).unwrap();
+    let (code, out, err) = run(&["--delta", "put", "--json", "--to", "inbox/proj", "proj/big.bin"]);
+    assert_eq!(code, 0, "{err}");
+    let summary: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let (sent, reused) = (summary["bytes_sent"].as_u64().unwrap(), summary["bytes_reused"].as_u64().unwrap());
+    assert!(sent <= 4096 && sent + reused == 2 << 20, "{summary}");
+    assert_eq!(summary["files"][0]["reused"].as_u64(), Some(reused), "{summary}");
+    assert!(fs::read(served.join("proj/big.bin")).unwrap() == big);
     // --force sends even what is unchanged.
     let (code, _, err) = run(&["put", "-r", "proj", "--to", "inbox", "--force"]);
     assert_eq!(code, 0, "{err}");

@@ -19,7 +19,7 @@ fn name(s: &str) -> Name {
 }
 
 /// Lines like a web server's log: they compress several times over.
-fn log_text(len: usize) -> Vec<u8> {
+pub(crate) fn log_text(len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len + 100);
     let mut i = 0u64;
     while out.len() < len {
@@ -39,7 +39,7 @@ fn log_text(len: usize) -> Vec<u8> {
 }
 
 /// Bytes no compressor can shrink.
-fn noise(len: usize) -> Vec<u8> {
+pub(crate) fn noise(len: usize) -> Vec<u8> {
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     (0..len)
         .map(|_| {

@@ -279,7 +279,7 @@ fn liar(listing: &'static str, files: &'static [(&'static str, &'static [u8])]) 
                 }
             } else {
                 // As a version 1 server answers what it does not know (here, `walk`).
-                out.write_all(b"ERR bad-request unknown command\n").unwrap();
+                out.write_all(b"ERR unknown-command unknown command\n").unwrap();
             }
         }
     });

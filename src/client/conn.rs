@@ -44,6 +44,7 @@ pub const CLIENT_FEATURES: &[&str] = &[
     Feature::ListMeta.as_str(),
     Feature::Put.as_str(),
     Feature::Delta.as_str(),
+    Feature::Patch.as_str(),
     Feature::Zstd.as_str(),
 ];
 

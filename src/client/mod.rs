@@ -34,6 +34,7 @@ mod listing;
 mod local;
 mod outdir;
 mod part;
+mod patch;
 mod result;
 mod saver;
 pub mod tree;

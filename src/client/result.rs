@@ -100,6 +100,17 @@ pub struct Uploaded {
     pub digest: crate::digest::Digest,
     /// Bytes the server already held from an interrupted upload, proved and not sent again.
     pub resumed_from: u64,
+    /// Bytes the server took from its older copy (a delta upload), not sent.
+    pub reused: u64,
+    /// Bytes compression spared the wire.
+    pub compression_saved: u64,
+}
+
+impl Uploaded {
+    /// Bytes of the file's content that crossed the wire.
+    pub fn moved(&self) -> u64 {
+        self.size - self.resumed_from - self.reused - self.compression_saved
+    }
 }
 
 /// What a download did.

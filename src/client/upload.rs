@@ -10,6 +10,7 @@ use std::os::unix::fs::FileExt;
 use super::conn::Client;
 use super::download::WINDOW;
 use super::local::{LocalFile, LocalFolder, Outgoing};
+use super::patch::{How, Spared};
 use super::result::{ClientError, Uploaded};
 use crate::digest::Hasher;
 use crate::name::Name;
@@ -48,6 +49,15 @@ pub enum Put {
     Unchanged,
 }
 
+/// An upload sent and not yet answered: its name and place in the list, where it was sent from,
+/// and (for a patch) what it spared.
+struct Pending<'n> {
+    name: &'n Name,
+    k: usize,
+    from: u64,
+    spared: Option<Spared>,
+}
+
 /// What the server has, by name (as `walk` or `stat` says it), for deciding what to send.
 pub type Remote = HashMap<Name, MetaEntry>;
 
@@ -78,7 +88,7 @@ impl Client {
             None => None,
         };
         let Some(remote) = remote else {
-            let plan: Vec<_> = files.iter().map(|(local, name)| (local, name, options.force)).collect();
+            let plan: Vec<_> = files.iter().map(|(local, name)| (local, name, options.force, None)).collect();
             return self.put_list(&plan, options, |name, result| each(name, result.map(Put::Sent)));
         };
         // Same size (and, without checksum, the same time): compared by digest with checksum.
@@ -87,13 +97,14 @@ impl Client {
             let Some((size, mtime)) = local.stamp() else { return false };
             size == theirs.size && (options.checksum || mtime == theirs.mtime())
         };
+        let held = |name: &Name| remote.get(name).filter(|e| e.is_file()).map(|e| e.size);
         let mut send = Vec::with_capacity(files.len());
         let mut compare = Vec::new();
         for (local, name) in files {
             match (options.force, looks_same(local, name)) {
                 (false, true) if options.checksum => compare.push((local, name)),
                 (false, true) => each(name, Ok(Put::Unchanged)),
-                _ => send.push((local, name, remote.contains_key(name) || options.force)),
+                _ => send.push((local, name, remote.contains_key(name) || options.force, held(name))),
             }
         }
         if !compare.is_empty() {
@@ -108,7 +119,7 @@ impl Client {
                 let ours = Outgoing::read(local).ok().and_then(|o| o.digest().ok());
                 match ours.is_some() && ours == theirs.get(name).copied() {
                     true => each(name, Ok(Put::Unchanged)),
-                    false => send.push((local, name, true)),
+                    false => send.push((local, name, true, held(name))),
                 }
             }
         }
@@ -146,22 +157,42 @@ impl Client {
         options: PutOptions,
         each: impl FnMut(&Name, Result<Uploaded, ClientError>),
     ) -> Result<(), ClientError> {
-        let plan: Vec<_> = files.iter().map(|(local, name)| (local, name, options.force)).collect();
+        let plan: Vec<_> = files.iter().map(|(local, name)| (local, name, options.force, None)).collect();
         self.put_list(&plan, options, each)
     }
 
-    /// Sends each `(local, name, replace)`: a small file is read once and its digest sent ahead of
-    /// it; a bigger one is hashed as it is sent and its digest follows its bytes (one read of the
-    /// file), or if it changed meanwhile an `abort`, which stores nothing. A file of
-    /// [`RESUMABLE_FROM`] bytes or more is first announced (`partial`): the server refuses it
-    /// there if it would refuse the upload, which costs no bytes, or says how much of an
-    /// interrupted upload of it it holds, which is sent on from there if its digest matches this
-    /// file's start. A local file that cannot be read is reported without being sent.
+    /// Sends each `(local, name, replace, theirs)` (`theirs`: the size of the server's copy, if
+    /// it has one): a small file is read once and its digest sent ahead of it; a bigger one is
+    /// hashed as it is sent and its digest follows its bytes (one read of the file), or if it
+    /// changed meanwhile an `abort`, which stores nothing. A file of [`RESUMABLE_FROM`] bytes or
+    /// more is first announced (`partial`): the server refuses it there if it would refuse the
+    /// upload, which costs no bytes, or says how much of an interrupted upload of it it holds,
+    /// which is sent on from there if its digest matches this file's start. Where the server
+    /// has an older copy and takes patches, its signature is asked for instead and the file goes
+    /// as what that copy lacks; a big file it does not have goes compressed where that is on
+    /// (`patch.rs`). A patch the server refuses as `changed` is sent again whole. A local file
+    /// that cannot be read is reported without being sent.
     fn put_list(
         &mut self,
-        files: &[(&LocalFile, &Name, bool)],
+        files: &[(&LocalFile, &Name, bool, Option<u64>)],
         options: PutOptions,
         mut each: impl FnMut(&Name, Result<Uploaded, ClientError>),
+    ) -> Result<(), ClientError> {
+        let mut again = Vec::new();
+        self.put_each(files, options, true, &mut again, &mut each)?;
+        let again: Vec<_> = again.into_iter().map(|k| files[k]).collect();
+        self.put_each(&again, options, false, &mut Vec::new(), &mut each)
+    }
+
+    /// [`Client::put_list`]'s one pass, with or without patches; the index of each patch refused
+    /// as `changed` goes into `again` (not to `each`).
+    fn put_each(
+        &mut self,
+        files: &[(&LocalFile, &Name, bool, Option<u64>)],
+        options: PutOptions,
+        patches: bool,
+        again: &mut Vec<usize>,
+        each: &mut impl FnMut(&Name, Result<Uploaded, ClientError>),
     ) -> Result<(), ClientError> {
         if files.is_empty() {
             return Ok(());
@@ -169,25 +200,38 @@ impl Client {
         if !self.agreed()?.has(Feature::Put) {
             return Err(ProtocolError::Malformed("this server does not know put (it predates uploads)".into()).into());
         }
-        let mut pending: VecDeque<(&Name, u64)> = VecDeque::with_capacity(WINDOW);
-        for &(local, name, replace) in files {
+        let mut pending: VecDeque<Pending> = VecDeque::with_capacity(WINDOW);
+        let mut answered = |name: &Name, k: usize, result: Result<Uploaded, ClientError>, patch: bool| match result {
+            Err(ClientError::Server(reply)) if patch && reply.kind() == Some(protocol::ErrorCode::Changed) => {
+                again.push(k);
+            }
+            result => each(name, result),
+        };
+        for (k, &(local, name, replace, theirs)) in files.iter().enumerate() {
             let outgoing = match Outgoing::read(local) {
                 Ok(outgoing) => outgoing,
                 Err(e) => {
-                    self.replies(&mut pending, 0, &mut each)?;
-                    each(name, Err(e));
+                    self.replies(&mut pending, 0, &mut answered)?;
+                    answered(name, k, Err(e), false);
                     continue;
                 }
             };
+            let mut how = How::Put;
+            if patches && self.wants_signature(outgoing.size, theirs)? {
+                self.replies(&mut pending, 0, &mut answered)?;
+                if let Some(signature) = self.server_signature(name)? {
+                    how = How::Delta(signature);
+                }
+            }
             let mut start = (0, Hasher::default());
-            if outgoing.size >= RESUMABLE_FROM {
-                self.replies(&mut pending, 0, &mut each)?;
+            if matches!(how, How::Put) && outgoing.size >= RESUMABLE_FROM {
+                self.replies(&mut pending, 0, &mut answered)?;
                 let (size, mtime) = (outgoing.size, outgoing.mtime);
                 self.send(&Request::Partial { size, mtime, replace, name: name.clone() })?;
                 self.flush()?;
                 match self.read_reply(Summed::parse)? {
                     Reply::Refused(refused) => {
-                        each(name, Err(ClientError::Server(refused)));
+                        answered(name, k, Err(ClientError::Server(refused)), false);
                         continue;
                     }
                     Reply::Answer(Summed { size: held, digest: prefix })
@@ -203,39 +247,56 @@ impl Client {
                     Reply::Answer(_) => {}
                 }
             }
+            if matches!(how, How::Put) && start.0 == 0 && patches && self.compresses(&outgoing, name)? {
+                how = How::Compressed;
+            }
             let from = start.0;
-            if let Err(e) = self.send_put(&outgoing, name, start, replace) {
+            let sent = match how {
+                How::Put => self.send_put(&outgoing, name, start, replace).map(|()| None),
+                How::Delta(signature) => self.send_patch(&outgoing, name, Some(signature), replace).map(Some),
+                How::Compressed => self.send_patch(&outgoing, name, None, replace).map(Some),
+            };
+            let spared = match sent {
+                Ok(spared) => spared,
                 // A name this server's version cannot carry: said of this file alone.
-                if !self.broken {
-                    each(name, Err(e));
+                Err(e) if !self.broken => {
+                    answered(name, k, Err(e), false);
                     continue;
                 }
-                return Err(e);
-            }
-            pending.push_back((name, from));
+                Err(e) => return Err(e),
+            };
+            pending.push_back(Pending { name, k, from, spared });
             // A full window: the older half is answered while the server stores the newer.
             if pending.len() >= WINDOW {
-                self.replies(&mut pending, WINDOW / 2, &mut each)?;
+                self.replies(&mut pending, WINDOW / 2, &mut answered)?;
             }
         }
-        self.replies(&mut pending, 0, &mut each)
+        self.replies(&mut pending, 0, &mut answered)
     }
 
-    /// Reads the replies to the `put`s sent, oldest first, until at most `left` are unanswered.
+    /// Reads the replies to the uploads sent, oldest first, until at most `left` are unanswered.
     fn replies(
         &mut self,
-        pending: &mut VecDeque<(&Name, u64)>,
+        pending: &mut VecDeque<Pending<'_>>,
         left: usize,
-        each: &mut impl FnMut(&Name, Result<Uploaded, ClientError>),
+        answered: &mut impl FnMut(&Name, usize, Result<Uploaded, ClientError>, bool),
     ) -> Result<(), ClientError> {
         if pending.len() <= left {
             return Ok(());
         }
         self.flush()?;
         while pending.len() > left {
-            let Some((name, from)) = pending.pop_front() else { break };
+            let Some(Pending { name, k, from, spared }) = pending.pop_front() else { break };
             let stored = self.read_reply(Summed::parse)?.into_result().map_err(ClientError::Server);
-            each(name, stored.map(|Summed { size, digest }| Uploaded { size, digest, resumed_from: from }));
+            let Spared { reused, compressed } = spared.unwrap_or_default();
+            let uploaded = |Summed { size, digest }| Uploaded {
+                size,
+                digest,
+                resumed_from: from,
+                reused,
+                compression_saved: compressed,
+            };
+            answered(name, k, stored.map(uploaded), spared.is_some());
         }
         Ok(())
     }

@@ -8,8 +8,7 @@
 //! remembered per version, as a streamed body's is, for the next `get` or `sum`.
 
 use std::fs::File;
-use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
@@ -27,6 +26,7 @@ use crate::delta::Signature;
 use crate::delta::matcher::{Index, Op, Scanned, scan};
 use crate::digest::{Digest, Hasher};
 use crate::name::Name;
+use crate::records::{At, Hashing};
 use crate::store::FileVersion;
 use crate::wire::{DeltaHeader, ErrorCode};
 
@@ -126,36 +126,16 @@ pub(crate) fn answer<'a>(
     Ok(DeltaAnswer { shared, name: name.clone(), header, source: Source::File { file, version, known }, index })
 }
 
-/// A reader that hashes what passes through it.
-struct Hashing<'h, R>(R, &'h mut Hasher);
-
-impl<R: Read> Read for Hashing<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.0.read(buf)?;
-        self.1.update(&buf[..n]);
-        Ok(n)
+/// The signature of the server's copy of `name` (`signature`, for a `patch` upload), read from
+/// the disk (the cache's copy may be older than the file).
+pub(crate) fn signature(shared: &Shared, name: &Name) -> Result<Signature, Refusal> {
+    let (file, version) = shared.root.open_file(name).map_err(|e| Refusal::new(open_error_code(&e), e))?;
+    let too_big = || Refusal::new(ErrorCode::TooBig, "too big for a signature");
+    let shape = crate::delta::Shape::for_size(version.size).ok_or_else(too_big)?;
+    let signature = Signature::of_file(shape, &file).map_err(|e| Refusal::new(ErrorCode::Internal, e))?;
+    // Changed while it was read: the signature may describe no version of it.
+    if !unchanged(&file, &version) {
+        return Err(Refusal::new(ErrorCode::Changed, "it changed while its signature was made; try again"));
     }
-}
-
-/// The first `len` bytes of a file read in order by offset (the file's own position is left
-/// alone: a cached memfd is shared between connections).
-struct At<'f> {
-    file: &'f File,
-    at: u64,
-    len: u64,
-}
-
-impl<'f> At<'f> {
-    fn new(file: &'f File, len: u64) -> At<'f> {
-        At { file, at: 0, len }
-    }
-}
-
-impl Read for At<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let want = usize::try_from(self.len - self.at).unwrap_or(usize::MAX).min(buf.len());
-        let n = self.file.read_at(&mut buf[..want], self.at)?;
-        self.at += n as u64;
-        Ok(n)
-    }
+    Ok(signature)
 }

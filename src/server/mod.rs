@@ -182,6 +182,7 @@ impl Server {
             uploads: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
             delta_gets: AtomicU64::new(0),
+            delta_puts: AtomicU64::new(0),
             delta_bytes_saved: AtomicU64::new(0),
             bytes_compressed_saved: AtomicU64::new(0),
             root,

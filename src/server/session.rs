@@ -134,6 +134,11 @@ impl<'a> Session<'a> {
         delta::answer(self.shared, name, signature, &self.peer)
     }
 
+    /// Answers `signature`: the signature of the server's copy of `name`, for a `patch`.
+    pub fn signature(&self, name: &Name) -> Result<Signature, Refusal> {
+        delta::signature(self.shared, name)
+    }
+
     /// Answers `sum`: a file's size and digest, without its bytes.
     pub fn sum(&self, name: &Name) -> Result<Summed, Refusal> {
         get::sum(self.shared, name).map(|(size, digest)| Summed { size, digest })

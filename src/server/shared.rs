@@ -61,6 +61,7 @@ pub(crate) struct Shared {
     /// Downloads said as a delta against the client's older copy, and the bytes of them the
     /// client had (copied from its own blocks instead of sent).
     pub(crate) delta_gets: AtomicU64,
+    pub(crate) delta_puts: AtomicU64,
     pub(crate) delta_bytes_saved: AtomicU64,
     /// Bytes compression spared the wire.
     pub(crate) bytes_compressed_saved: AtomicU64,
@@ -87,6 +88,7 @@ impl Shared {
             ("uploads", get(&self.uploads)),
             ("bytes_received", get(&self.bytes_received)),
             ("delta_gets", get(&self.delta_gets)),
+            ("delta_puts", get(&self.delta_puts)),
             ("delta_bytes_saved", get(&self.delta_bytes_saved)),
             ("compressed_bytes_saved", get(&self.bytes_compressed_saved)),
             ("staging_files", staging.0 as u64),

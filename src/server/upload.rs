@@ -33,6 +33,17 @@ pub struct Offer {
     pub replace: bool,
 }
 
+/// What a `patch` upload did not need to carry.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Patched {
+    /// Said against a copy (else the whole file came as records).
+    pub delta: bool,
+    /// Bytes taken from the server's copy.
+    pub reused: u64,
+    /// Bytes compression spared.
+    pub spared: u64,
+}
+
 /// How an upload that was read went wrong.
 #[derive(Debug)]
 pub enum PutFailed {
@@ -162,6 +173,42 @@ impl Session<'_> {
         self.stored(name, offer, stored)
     }
 
+    /// Stores an upload said as records against the server's copy (`patch`): `body` gives the
+    /// rebuilt file's bytes, having taken `saved` (see [`Patched`]) from that copy and from
+    /// compression, and is checked against the digest `expected` gives as any upload is. A
+    /// rebuild that fails the check is refused as `changed` (the copy changed after its
+    /// signature was made, or blocks matched by mistake), for the sender to send it whole.
+    pub fn patch<B: Read>(
+        &self,
+        name: &Name,
+        offer: &Offer,
+        expected: Expected<'_>,
+        body: &mut B,
+        partial: Option<Partial>,
+        saved: impl FnOnce(&B) -> Patched,
+    ) -> Result<Summed, PutFailed> {
+        let replace = offer.replace && self.replaces();
+        let owner = self.owner();
+        let up = Upload { name, len: offer.size, mtime: offer.mtime, perm: offer.perm, replace, owner: &owner };
+        let stored = self.shared.root.put(&up, expected, body, 0, partial);
+        let saved = saved(body);
+        match stored {
+            Err(e @ PutError::Mismatch { .. }) => {
+                info!(peer = %self.peer, %name, size = offer.size, "patch refused: {e}");
+                let why = "the rebuilt file does not match its digest (the server's copy changed?); send it whole";
+                Err(PutFailed::Refused(Refusal::new(ErrorCode::Changed, why)))
+            }
+            Ok(stored) => {
+                let shared = self.shared;
+                shared.delta_puts.fetch_add(u64::from(saved.delta), Ordering::Relaxed);
+                shared.delta_bytes_saved.fetch_add(saved.reused, Ordering::Relaxed);
+                shared.bytes_compressed_saved.fetch_add(saved.spared, Ordering::Relaxed);
+                self.stored_moved(name, offer, Ok(stored), offer.size - saved.reused - saved.spared)
+            }
+            other => self.stored(name, offer, other),
+        }
+    }
+
     /// What an upload of `name` that was read and stored (or refused) is told; a stored one is
     /// counted, logged, and forgotten by the cache and the digest memo.
     pub(crate) fn stored(
@@ -169,6 +216,18 @@ impl Session<'_> {
         name: &Name,
         offer: &Offer,
         stored: Result<Stored, PutError>,
+    ) -> Result<Summed, PutFailed> {
+        let moved = offer.size - stored.as_ref().map_or(0, |s| s.from);
+        self.stored_moved(name, offer, stored, moved)
+    }
+
+    /// [`Session::stored`] for an upload whose body moved `moved` bytes over the wire.
+    fn stored_moved(
+        &self,
+        name: &Name,
+        offer: &Offer,
+        stored: Result<Stored, PutError>,
+        moved: u64,
     ) -> Result<Summed, PutFailed> {
         let size = offer.size;
         let refused = |code, why: &dyn std::fmt::Display| {
@@ -181,9 +240,9 @@ impl Session<'_> {
                 shared.cache.forget(name);
                 shared.digests.forget(name);
                 shared.uploads.fetch_add(1, Ordering::Relaxed);
-                shared.bytes_received.fetch_add(size - stored.from, Ordering::Relaxed);
+                shared.bytes_received.fetch_add(moved, Ordering::Relaxed);
                 let token = self.token_name().unwrap_or("-");
-                info!(peer = %self.peer, token = %token, %name, size, from = stored.from, "uploaded");
+                info!(peer = %self.peer, token = %token, %name, size, from = stored.from, moved, "uploaded");
                 Ok(Summed { size, digest: stored.digest })
             }
             Err(e @ (PutError::Short { .. } | PutError::Body(_) | PutError::BadTrailer)) => Err(PutFailed::Broken(e)),

@@ -71,6 +71,37 @@ impl DeltaHeader {
     }
 }
 
+/// The reply to `signature NAME` (feature `patch`): the shape of the server's copy, whose
+/// signature entries follow the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignatureHeader(pub Shape);
+
+impl SignatureHeader {
+    pub fn write(&self, w: &mut impl Write) -> io::Result<()> {
+        writeln!(w, "OK signature size={} block={}", self.0.size, self.0.block)
+    }
+
+    /// Parses the fields after `OK `, the shape checked (so what follows is bounded); unknown
+    /// `key=value` fields are ignored.
+    pub fn parse(fields: &str) -> Result<SignatureHeader, ProtocolError> {
+        let bad = |what: &str| malformed(what, fields.as_bytes());
+        let mut parts = fields.split(' ');
+        if parts.next() != Some("signature") {
+            return Err(bad("expected 'OK signature ...'"));
+        }
+        let (mut size, mut block) = (None, None);
+        for field in parts {
+            match field.split_once('=') {
+                Some(("size", v)) => size = Some(parse_u64(v).ok_or_else(|| bad("bad size"))?),
+                Some(("block", v)) => block = Some(parse_u64(v).ok_or_else(|| bad("bad block"))?),
+                _ => {}
+            }
+        }
+        let (Some(size), Some(block)) = (size, block) else { return Err(bad("a signature needs size and block")) };
+        Shape::checked(size, block).map(SignatureHeader).map_err(|e| bad(&e.to_string()))
+    }
+}
+
 /// One record of a `delta` reply, as read (a literal's bytes follow its record).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Record {
@@ -243,6 +274,23 @@ mod tests {
         assert_eq!(DeltaHeader::parse(line.strip_prefix("OK ").unwrap().trim_end()).unwrap(), h);
         assert!(DeltaHeader::parse("123 xxh3=00").is_err());
         assert!(DeltaHeader::parse("delta size=1").is_err());
+    }
+
+    #[test]
+    fn signature_headers_round_trip_and_bad_shapes_are_refused() {
+        let h = SignatureHeader(Shape { size: 1 << 20, block: 1024 });
+        let mut out = Vec::new();
+        h.write(&mut out).unwrap();
+        assert_eq!(out, b"OK signature size=1048576 block=1024\n");
+        assert_eq!(SignatureHeader::parse("signature size=1048576 block=1024 later=1").unwrap(), h);
+        for bad in [
+            "signature size=1",
+            "delta size=1 block=512",
+            "signature size=1 block=3",
+            "signature size=18446744073709551615 block=512",
+        ] {
+            assert!(SignatureHeader::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The header of a `get` or `resume` reply, and the trailer that carries the digest after a body
-//! whose header had none.
+//! The header of a `get` or `resume` reply, the trailer that carries the digest after a body
+//! whose header had none, and the line after the bytes of a `put -` or a `patch`.
 
+use std::fmt;
 use std::io::{self, Write};
 
 use crate::digest::Digest;
@@ -93,6 +94,34 @@ pub fn write_trailer(w: &mut impl Write, digest: Digest) -> io::Result<()> {
 pub fn parse_trailer(fields: &str) -> Result<Digest, ProtocolError> {
     let digest = fields.split(' ').find_map(|f| f.strip_prefix("xxh3="));
     digest.and_then(Digest::parse).ok_or_else(|| malformed("expected a trailer 'OK xxh3=<digest>'", fields.as_bytes()))
+}
+
+/// The line after a `put -`'s bytes: the digest of the whole file, or the sender giving up on it
+/// (it changed or shrank while it was read), which stores nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutTrailer {
+    Digest(Digest),
+    Abort,
+}
+
+impl PutTrailer {
+    pub fn parse(line: &[u8]) -> Option<PutTrailer> {
+        let line = std::str::from_utf8(line).ok()?.trim_end_matches(['\r', '\n']);
+        match line.strip_prefix("xxh3=") {
+            Some(hex) => Digest::parse(hex).map(PutTrailer::Digest),
+            None if line == "abort" => Some(PutTrailer::Abort),
+            None => None,
+        }
+    }
+}
+
+impl fmt::Display for PutTrailer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PutTrailer::Digest(d) => write!(f, "xxh3={d}"),
+            PutTrailer::Abort => f.write_str("abort"),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -78,6 +78,9 @@ pub enum Feature {
     /// The server understands `delta`: a download said as what the client's older copy lacks
     /// (see `delta.rs`).
     Delta,
+    /// The server understands `signature` and `patch`: an upload said as what the server's copy
+    /// lacks, compressed where `zstd` was agreed too (see `delta.rs`).
+    Patch,
     /// The server compresses the bytes of a `delta` reply with zstd where that pays (records
     /// `z`, see `delta.rs`).
     Zstd,
@@ -85,8 +88,15 @@ pub enum Feature {
 
 impl Feature {
     /// Every feature this build knows.
-    pub const ALL: [Feature; 6] =
-        [Feature::Trailer, Feature::ListEnd, Feature::ListMeta, Feature::Put, Feature::Delta, Feature::Zstd];
+    pub const ALL: [Feature; 7] = [
+        Feature::Trailer,
+        Feature::ListEnd,
+        Feature::ListMeta,
+        Feature::Put,
+        Feature::Delta,
+        Feature::Patch,
+        Feature::Zstd,
+    ];
 
     /// Its name on the wire.
     pub const fn as_str(self) -> &'static str {
@@ -96,6 +106,7 @@ impl Feature {
             Feature::ListMeta => "list-meta",
             Feature::Put => "put",
             Feature::Delta => "delta",
+            Feature::Patch => "patch",
             Feature::Zstd => "zstd",
         }
     }
@@ -134,6 +145,7 @@ pub const SERVER_FEATURES: &[&str] = &[
     FEATURE_LIST_META,
     FEATURE_PUT,
     Feature::Delta.as_str(),
+    Feature::Patch.as_str(),
     Feature::Zstd.as_str(),
 ];
 

@@ -68,9 +68,9 @@ mod secret;
 mod text;
 
 pub use answer::{Ready, Rights, Summed};
-pub use delta::{DeltaHeader, MAX_RECORD, Record};
+pub use delta::{DeltaHeader, MAX_RECORD, Record, SignatureHeader};
 pub use entry::{EntryKind, ListEntry, MetaEntry};
-pub use header::{GetHeader, parse_trailer, write_trailer};
+pub use header::{GetHeader, PutTrailer, parse_trailer, write_trailer};
 pub use hello::{
     Agreed, FEATURE_LIST_END, FEATURE_LIST_META, FEATURE_PUT, FEATURE_TRAILER, Feature, Form, Hello, PROTOCOL_VERSION,
     SERVER_FEATURES,
@@ -80,6 +80,6 @@ pub use reply::{
     ErrorCode, ErrorReply, Reply, Status, UnknownCode, is_status_line, parse_count, parse_stat, parse_status,
     read_status, write_bye, write_err, write_ok, write_ok_count, write_stat,
 };
-pub use request::{PLAIN_PUT_PERM, PutTrailer, Request, RequestError, Unsayable};
+pub use request::{PLAIN_PUT_PERM, Request, RequestError, Unsayable};
 pub use secret::Secret;
 pub use text::{escape, parse_u64};

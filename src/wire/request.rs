@@ -42,6 +42,23 @@ pub enum Request {
         shape: Shape,
         name: Name,
     },
+    /// The signature of the server's copy of a file (`signature NAME`, feature `patch`): answered
+    /// `OK signature size=<size> block=<block>` and its entries (see `delta.rs`), for an uploader
+    /// to say a newer version as what this copy lacks.
+    Signature(Name),
+    /// Store a file of `size` bytes as `name`, said as records against the server's copy of it
+    /// (`patch BASE_SIZE BLOCK SIZE MTIME MTIME_NS new|replace PERM NAME`, feature `patch`): the
+    /// records follow the line (copies of the blocks of the signature of shape `base` the server
+    /// gave, and bytes, compressed where feature `zstd` was agreed), then the trailer a `put -`
+    /// has. `base.size` 0: no copy, the whole file as records. Answered as a `put` is.
+    Patch {
+        base: Shape,
+        size: u64,
+        mtime: Mtime,
+        replace: bool,
+        perm: u32,
+        name: Name,
+    },
     Stats,
     /// Whether the server takes new clients (`health`): `OK ready`, or `ERR draining` while it
     /// shuts down gracefully. Answered without a token, for load balancers' checks.
@@ -104,34 +121,6 @@ pub enum Unsayable {
     Verb(&'static str),
 }
 
-/// The line after a `put -`'s bytes: the digest of the whole file, or the sender giving up on it
-/// (it changed or shrank while it was read), which stores nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PutTrailer {
-    Digest(Digest),
-    Abort,
-}
-
-impl PutTrailer {
-    pub fn parse(line: &[u8]) -> Option<PutTrailer> {
-        let line = std::str::from_utf8(line).ok()?.trim_end_matches(['\r', '\n']);
-        match line.strip_prefix("xxh3=") {
-            Some(hex) => Digest::parse(hex).map(PutTrailer::Digest),
-            None if line == "abort" => Some(PutTrailer::Abort),
-            None => None,
-        }
-    }
-}
-
-impl fmt::Display for PutTrailer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PutTrailer::Digest(d) => write!(f, "xxh3={d}"),
-            PutTrailer::Abort => f.write_str("abort"),
-        }
-    }
-}
-
 /// Why a request line was refused. The connection stays usable after each of these.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
@@ -169,6 +158,8 @@ pub enum RequestError {
     /// told from requests, so the connection ends after this error.
     #[error("{0} (the connection closes: the signature cannot be skipped)")]
     BadDelta(String),
+    #[error("bad patch: {0}")]
+    BadPatch(String),
     #[error("bad name: {0} (the connection closes: the put's body cannot be skipped)")]
     BadPutName(NameError),
     #[error("bad name: {0}")]
@@ -179,7 +170,10 @@ impl RequestError {
     /// Whether the connection must end after this error: the line was a `put` whose body follows
     /// and cannot be told from requests.
     pub fn ends_connection(&self) -> bool {
-        matches!(self, RequestError::BadPut | RequestError::BadPutName(_) | RequestError::BadDelta(_))
+        matches!(
+            self,
+            RequestError::BadPut | RequestError::BadPutName(_) | RequestError::BadDelta(_) | RequestError::BadPatch(_)
+        )
     }
 
     pub fn code(&self) -> ErrorCode {
@@ -216,6 +210,13 @@ impl Request {
             let (shape, n) = parse_shape(arg.unwrap_or("")).map_err(RequestError::BadDelta)?;
             let name = form.read(n).map_err(|e| RequestError::BadDelta(format!("bad name: {e}")))?;
             Ok(Request::Delta { shape, name })
+        } else if v2 && is("patch") {
+            parse_patch(arg.unwrap_or(""), form).map_err(RequestError::BadPatch)
+        } else if v2 && is("signature") {
+            match arg {
+                Some(n) if !n.is_empty() => Ok(Request::Signature(name(n)?)),
+                _ => Err(RequestError::MissingName("signature")),
+            }
         } else if is("resume") {
             let mut parts = arg.unwrap_or("").splitn(3, ' ');
             let offset = parts.next().and_then(parse_u64).ok_or(RequestError::BadResume)?;
@@ -315,6 +316,18 @@ impl Request {
             Request::Get(name) => format!("get {}", n(name)?),
             Request::Resume { offset, prefix, name } => format!("resume {offset} {prefix} {}", n(name)?),
             Request::Delta { shape, name } => format!("delta {} {} {}", shape.size, shape.block, n(name)?),
+            Request::Signature(_) if !v2 => return Err(Unsayable::Verb("signature")),
+            Request::Patch { .. } if !v2 => return Err(Unsayable::Verb("patch")),
+            Request::Signature(name) => format!("signature {}", n(name)?),
+            Request::Patch { base, size, mtime, replace, perm, name } => format!(
+                "patch {} {} {size} {} {} {} {perm:o} {}",
+                base.size,
+                base.block,
+                mtime.secs,
+                mtime.nanos,
+                mode(*replace),
+                n(name)?
+            ),
             Request::Stats => "stats".to_string(),
             Request::Health => "health".to_string(),
             Request::Quit => "quit".to_string(),
@@ -345,6 +358,25 @@ impl Request {
             Request::Auth(_) => "auth <secret>".to_string(),
             other => escape(&other.to_string()),
         }
+    }
+}
+
+/// The fields of a `patch` line after the verb; the shape checked, the size at least 1.
+fn parse_patch(arg: &str, form: Form) -> Result<Request, String> {
+    const USAGE: &str = "usage: patch BASE_SIZE BLOCK SIZE MTIME MTIME_NS new|replace PERM NAME";
+    let (base, rest) = parse_shape(arg).map_err(|e| if e.starts_with("usage") { USAGE.to_string() } else { e })?;
+    let mut parts = rest.splitn(6, ' ');
+    let size = parts.next().and_then(parse_u64).filter(|&s| s > 0);
+    let mtime = parse_mtime(&mut parts);
+    let replace = parts.next().and_then(parse_mode);
+    let perm = parts.next().and_then(parse_perm);
+    let n = parts.next().filter(|n| !n.is_empty());
+    match (size, mtime, replace, perm, n) {
+        (Some(size), Some(mtime), Some(replace), Some(perm), Some(n)) => {
+            let name = form.read(n).map_err(|e| format!("bad name: {e}"))?;
+            Ok(Request::Patch { base, size, mtime, replace, perm, name })
+        }
+        _ => Err(USAGE.into()),
     }
 }
 
@@ -424,6 +456,22 @@ mod tests {
             Ok(Request::Resume { offset: 3, prefix, name: name("a b") })
         );
         assert_eq!(v1(b"QUIT"), Ok(Request::Quit));
+    }
+
+    #[test]
+    fn patches_round_trip_and_bad_ones_close_the_connection() {
+        let base = Shape { size: 1 << 20, block: 1024 };
+        let patch =
+            Request::Patch { base, size: 7, mtime: Mtime::new(5, 6), replace: true, perm: 0o640, name: name("a b") };
+        let line = patch.to_line(Form::Escaped).unwrap();
+        assert_eq!(line, "patch 1048576 1024 7 5 6 replace 640 a%20b");
+        assert_eq!(v2(line.as_bytes()), Ok(patch.clone()));
+        assert_eq!(v2(b"signature a"), Ok(Request::Signature(name("a"))));
+        assert!(patch.to_line(Form::Plain).is_err() && v1(b"signature a").is_err());
+        for bad in ["patch 100 3 7 5 6 new 644 a", "patch 100 512 0 5 6 new 644 a", "patch 100 512 7 5 6 maybe 644 a"] {
+            let err = v2(bad.as_bytes()).unwrap_err();
+            assert!(matches!(err, RequestError::BadPatch(_)) && err.ends_connection(), "{bad}: {err:?}");
+        }
     }
 
     #[test]

@@ -46,16 +46,16 @@ pub(crate) struct Args {
     /// Read the token to present from this file (else from $FT_TOKEN); never given on the command line, which ps shows
     #[arg(long, global = true, value_name = "FILE")]
     pub(crate) token_file: Option<PathBuf>,
-    /// Fetch a file that has an older copy locally as a delta against it: only what changed crosses the wire (the default, except from a server on this machine, where reading it whole is faster)
+    /// Send a file the receiving side has an older copy of (a local one for get, the server's for put) as a delta against it: only what changed crosses the wire (the default, except with a server on this machine, where reading it whole is faster)
     #[arg(long, global = true, overrides_with = "whole_file")]
     pub(crate) delta: bool,
-    /// Always fetch files whole, never as a delta (as rsync's -W)
+    /// Always send files whole, never as a delta (as rsync's -W)
     #[arg(short = 'W', long, global = true, overrides_with = "delta")]
     pub(crate) whole_file: bool,
-    /// Compress downloads with zstd where it pays (files that are already compressed, and data that does not shrink, go as they are): the default, except from a server on this machine
+    /// Compress transfers with zstd where it pays (files that are already compressed, and data that does not shrink, go as they are; uploads from 256 KiB): the default, except with a server on this machine
     #[arg(short = 'z', long, global = true, overrides_with = "no_compress")]
     pub(crate) compress: bool,
-    /// Never compress downloads
+    /// Never compress transfers
     #[arg(long, global = true, overrides_with = "compress")]
     pub(crate) no_compress: bool,
     #[command(subcommand)]

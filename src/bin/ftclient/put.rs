@@ -103,6 +103,7 @@ fn put_files(
     }
     let mut records = Vec::new();
     let (mut sent, mut skipped, mut failed, mut bytes) = (0u64, 0u64, 0u64, 0u64);
+    let (mut reused, mut compression_saved) = (0u64, 0u64);
     for (mut files, remote) in batches {
         loop {
             // Files answered (stored, unchanged or refused for good) are not sent again after a retry.
@@ -122,11 +123,14 @@ fn put_files(
                     }
                     Ok(ft::client::Put::Sent(done)) => {
                         sent += 1;
-                        bytes += done.size - done.resumed_from;
+                        bytes += done.moved();
+                        reused += done.reused;
+                        compression_saved += done.compression_saved;
                         if done.resumed_from > 0 && !quiet {
                             say(bar, &format!("ftclient: {name}: resumed from byte {}", done.resumed_from));
                         }
                         FileRecord::ok(name, done.size, done.digest, done.resumed_from)
+                            .spared(done.reused, done.compression_saved)
                     }
                     Err(e) => {
                         failed += 1;
@@ -160,7 +164,17 @@ fn put_files(
     let secs = started.elapsed().as_secs_f64();
     if json {
         let files = (!recursive).then_some(records);
-        report::print_pretty(&PutSummary { sent, skipped, failed, bytes_sent: bytes, elapsed_secs: secs, files })?;
+        let summary = PutSummary {
+            sent,
+            skipped,
+            failed,
+            bytes_sent: bytes,
+            bytes_reused: reused,
+            bytes_compression_saved: compression_saved,
+            elapsed_secs: secs,
+            files,
+        };
+        report::print_pretty(&summary)?;
     } else if recursive && !quiet {
         say(
             bar,

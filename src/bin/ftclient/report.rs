@@ -98,12 +98,13 @@ impl FileRecord {
     /// A download: [`FileRecord::ok`], whether it started over, the bytes it took from the
     /// older local copy, and the bytes compression spared.
     pub(crate) fn downloaded(self, started_over: bool, reused: u64, compression_saved: u64) -> FileRecord {
-        FileRecord {
-            started_over: Some(started_over),
-            reused: Some(reused),
-            compression_saved: Some(compression_saved),
-            ..self
-        }
+        FileRecord { started_over: Some(started_over), ..self.spared(reused, compression_saved) }
+    }
+
+    /// A transfer's bytes that did not cross the wire: taken from the receiver's older copy
+    /// (delta), and spared by compression.
+    pub(crate) fn spared(self, reused: u64, compression_saved: u64) -> FileRecord {
+        FileRecord { reused: Some(reused), compression_saved: Some(compression_saved), ..self }
     }
 
     pub(crate) fn kept(name: &Name) -> FileRecord {
@@ -142,7 +143,12 @@ pub(crate) struct PutSummary {
     pub(crate) sent: u64,
     pub(crate) skipped: u64,
     pub(crate) failed: u64,
+    /// Bytes of the files' content that crossed the wire.
     pub(crate) bytes_sent: u64,
+    /// Bytes the server took from its older copies (delta uploads) instead.
+    pub(crate) bytes_reused: u64,
+    /// Bytes compression spared the wire.
+    pub(crate) bytes_compression_saved: u64,
     pub(crate) elapsed_secs: f64,
     /// Without `-r`: each file.
     #[serde(skip_serializing_if = "Option::is_none")]

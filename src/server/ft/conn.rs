@@ -292,6 +292,21 @@ impl<'a> Connection<'a> {
                         return self.linger();
                     }
                 }
+                Ok(Request::Signature(name)) if self.agreed.has(Feature::Patch) => self.signature(&name)?,
+                Ok(Request::Patch { base, size, mtime, replace, perm, name }) if self.agreed.has(Feature::Patch) => {
+                    let offer = Offer { size, mtime, perm, replace };
+                    if !self.patch(base, offer, name)? {
+                        return self.linger();
+                    }
+                }
+                Ok(Request::Signature(_) | Request::Patch { .. }) => {
+                    // Records of unknown length follow a patch: the connection cannot go on.
+                    let closes = matches!(request, Ok(Request::Patch { .. }));
+                    self.err(ErrorCode::UnknownCommand, &"signature and patch need feature patch (hello)")?;
+                    if closes {
+                        return self.linger();
+                    }
+                }
                 Ok(Request::Partial { size, mtime, replace, name }) => {
                     let offer = Offer { size, mtime, perm: 0, replace };
                     match self.session.partial(&offer, &name) {
@@ -345,6 +360,7 @@ impl<'a> Connection<'a> {
                 | Request::Health
                 | Request::Quit
                 | Request::Put { .. }
+                | Request::Patch { .. }
                 | Request::Delta { .. })
                 | Err(_)
         );

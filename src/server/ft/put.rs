@@ -19,7 +19,7 @@ use crate::transport::BufStream;
 use crate::wire::{self as protocol, ProtocolError};
 
 /// Reads the line after a `put -`'s bytes: the file's digest, or the sender giving up on it.
-fn read_put_trailer(stream: &mut BufStream) -> Result<Digest, PutError> {
+pub(super) fn read_put_trailer(stream: &mut BufStream) -> Result<Digest, PutError> {
     let mut line = Vec::with_capacity(64);
     match protocol::read_line(stream, &mut line, 128) {
         Ok(true) => {}
@@ -35,7 +35,7 @@ fn read_put_trailer(stream: &mut BufStream) -> Result<Digest, PutError> {
 }
 
 /// The connection's end when an upload's body or the line after it cannot be read as announced.
-fn broken(e: PutError) -> ConnError {
+pub(super) fn broken(e: PutError) -> ConnError {
     match e {
         PutError::Body(e) => ConnError::Io(e),
         PutError::Short { .. } => ConnError::Truncated,
@@ -45,7 +45,7 @@ fn broken(e: PutError) -> ConnError {
 
 /// Reads and drops the line after the bytes of a `put -` that was not stored: a digest or an
 /// abort leaves the connection in step; anything else ends it.
-fn skip_put_trailer(stream: &mut BufStream) -> Result<(), ConnError> {
+pub(super) fn skip_put_trailer(stream: &mut BufStream) -> Result<(), ConnError> {
     match read_put_trailer(stream) {
         Ok(_) | Err(PutError::Aborted) => Ok(()),
         Err(e) => Err(broken(e)),
