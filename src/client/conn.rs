@@ -33,6 +33,8 @@ pub struct Client {
     /// Whether a download is asked for as records, compressed where the server finds it pays
     /// (where the server speaks `delta` and `zstd`).
     pub(super) compress: bool,
+    /// The round trip to the server, as TCP's connect took it (zero where unknown).
+    pub(super) rtt: std::time::Duration,
 }
 
 /// The features this client asks for in its `hello`: a digest after the body (`trailer`),
@@ -58,6 +60,7 @@ impl Client {
             agreed: None,
             delta: false,
             compress: false,
+            rtt: std::time::Duration::ZERO,
         };
         // Its reply is read before the first request's, so agreeing costs no round trip of its
         // own.
@@ -186,7 +189,7 @@ impl Client {
         if self.broken {
             return Err(ClientError::Broken);
         }
-        self.write_request(request)
+        self.write_request(request).map(drop)
     }
 
     /// Writes a request with its names in the agreed form. Until the reply to `hello` has been
@@ -199,7 +202,7 @@ impl Client {
         self.or_lost(written)
     }
 
-    pub(super) fn write_request(&mut self, request: &Request) -> Result<(), ClientError> {
+    pub(super) fn write_request(&mut self, request: &Request) -> Result<usize, ClientError> {
         let line = match &self.agreed {
             Some(agreed) => request.to_line(agreed.form()),
             None => match (request.to_line(Form::Plain), request.to_line(Form::Escaped)) {
@@ -214,7 +217,7 @@ impl Client {
         };
         let line = line.map_err(ClientError::Unsayable)?;
         let written = writeln!(self.stream, "{line}");
-        self.or_lost(written)
+        self.or_lost(written).map(|()| line.len() + 1)
     }
 
     /// Sends every queued request.

@@ -31,7 +31,7 @@ impl Client {
     /// time out after `timeout` without progress. A TLS failure never falls back to plain text.
     pub fn connect_with(addr: &str, timeout: Duration, tls: &TlsOptions) -> Result<Client, ClientError> {
         let fail = |source| ClientError::Connect { addr: addr.to_string(), source };
-        let stream = connect_any(addr.to_socket_addrs().map_err(fail)?, timeout).map_err(fail)?;
+        let (stream, rtt) = connect_any(addr.to_socket_addrs().map_err(fail)?, timeout).map_err(fail)?;
         stream.set_nodelay(true).map_err(fail)?;
         stream.set_write_timeout(Some(timeout)).map_err(fail)?;
         let use_tls = match tls.mode {
@@ -45,7 +45,9 @@ impl Client {
         // records a byte at a time (each byte would restart a socket's own timeout).
         transport.set_read_timeout(Some(timeout));
         transport.set_progress(Some(timeout));
-        Client::over(transport).map_err(fail)
+        let mut client = Client::over(transport).map_err(fail)?;
+        client.rtt = rtt;
+        Ok(client)
     }
 }
 
@@ -126,12 +128,17 @@ fn answered_in_plain_text(e: &io::Error) -> bool {
 }
 
 /// Connects to the first of `candidates` that accepts (a host name may resolve to an IPv6 address
-/// nothing listens on before the IPv4 one that works), each tried for up to `timeout`.
-fn connect_any(candidates: impl IntoIterator<Item = SocketAddr>, timeout: Duration) -> io::Result<TcpStream> {
+/// nothing listens on before the IPv4 one that works), each tried for up to `timeout`; with the
+/// time the connect that worked took (a round trip).
+fn connect_any(
+    candidates: impl IntoIterator<Item = SocketAddr>,
+    timeout: Duration,
+) -> io::Result<(TcpStream, Duration)> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address found");
     for candidate in candidates {
+        let began = std::time::Instant::now();
         match TcpStream::connect_timeout(&candidate, timeout) {
-            Ok(stream) => return Ok(stream),
+            Ok(stream) => return Ok((stream, began.elapsed())),
             Err(e) => last = e,
         }
     }
@@ -148,7 +155,7 @@ mod tests {
         let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let open = TcpListener::bind("127.0.0.1:0").unwrap();
         let good = open.local_addr().unwrap();
-        let stream = connect_any([closed, good], Duration::from_secs(5)).unwrap();
+        let (stream, _) = connect_any([closed, good], Duration::from_secs(5)).unwrap();
         assert_eq!(stream.peer_addr().unwrap(), good);
         let refused = connect_any([closed], Duration::from_secs(5)).unwrap_err();
         assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);

@@ -11,6 +11,7 @@ use super::outdir::OutDir;
 use super::part::Partial;
 use super::result::{ClientError, Downloaded};
 use super::saver::{Received, SMALL_FILE, Saved, Saver, WRITERS, Whole};
+use super::window::{MAX_REQUEST_BYTES, Window};
 use crate::digest::{Digest, Hasher, feed_file};
 use crate::name::Name;
 use crate::wire::{self as protocol, DeltaHeader, Feature, GetHeader, ProtocolError, Request};
@@ -18,10 +19,7 @@ use crate::wire::{self as protocol, DeltaHeader, Feature, GetHeader, ProtocolErr
 /// The folder downloads are saved in when given no `-o`.
 pub const DEFAULT_OUTPUT: &str = "client_downloads";
 
-/// Most `get` requests one connection keeps in flight: enough to hide the round trip behind small
-/// files, few enough (a few KiB of requests) never to fill a socket buffer while the server is
-/// itself blocked sending, which would deadlock.
-pub const WINDOW: usize = 128;
+pub use super::window::WINDOW;
 
 /// A download whose request is on its way: what its reply needs.
 struct InFlight {
@@ -217,7 +215,8 @@ impl Client {
         result
     }
 
-    /// [`Client::download`] for many names over this connection, keeping up to [`WINDOW`] requests
+    /// [`Client::download`] for many names over this connection, keeping enough requests (from
+    /// [`WINDOW`] to [`super::MAX_WINDOW`], as the path needs: see `window.rs`)
     /// in flight so small files do not each wait a round trip, and saving small files on
     /// [`WRITERS`] threads while the next replies arrive. Reports each result (in order for files
     /// saved here, as they finish for files saved by the writers). Stops at the first error that
@@ -293,10 +292,14 @@ impl Client {
         // A request with a large signature, waiting for the requests before it to be answered.
         let mut held: Option<Prepared> = None;
         let mut whole_again: VecDeque<Name> = VecDeque::new();
+        let mut window = Window::new(self.rtt);
+        // Bytes of the requests in flight, oldest first.
+        let mut request_bytes: VecDeque<usize> = VecDeque::new();
+        let mut requested = 0usize;
         loop {
             // Refill once half the window is free, so requests leave in batches, not one by one.
-            if in_flight.len() <= WINDOW / 2 {
-                while in_flight.len() < WINDOW {
+            if in_flight.len() <= window.size() / 2 {
+                while in_flight.len() < window.size() && requested < MAX_REQUEST_BYTES {
                     let prepared = match held.take() {
                         Some(prepared) => prepared,
                         // A delta whose rebuild failed its check: asked again, whole.
@@ -315,7 +318,7 @@ impl Client {
                             // Wait for a name when few are in flight: sending them one or two at
                             // a time would cost a round trip each (names may come from a listing
                             // still going).
-                            let name = match names.next_name(in_flight.len() < WINDOW / 8) {
+                            let name = match names.next_name(in_flight.len() < window.size() / 8) {
                                 Next::Ready(name) => name,
                                 Next::Later => break,
                                 Next::End => {
@@ -344,8 +347,13 @@ impl Client {
                         break;
                     }
                     let Prepared(request, after, flight) = prepared;
-                    match self.write_request(&request).and_then(|()| self.write_after(&after)) {
-                        Ok(()) => in_flight.push_back(flight),
+                    let written = self.write_request(&request);
+                    match written.and_then(|line| self.write_after(&after).map(|()| line + after.len())) {
+                        Ok(bytes) => {
+                            in_flight.push_back(flight);
+                            request_bytes.push_back(bytes);
+                            requested += bytes;
+                        }
                         Err(e) if !self.broken => report(&flight.name, Err(e)),
                         Err(e) => {
                             report(&flight.name, Err(e));
@@ -353,6 +361,7 @@ impl Client {
                         }
                     }
                 }
+                window.sent(std::time::Instant::now());
                 if let Err(e) = self.stream.flush() {
                     let e = self.lost(e);
                     let left = names.rest() + in_flight.len() + usize::from(held.is_some());
@@ -370,7 +379,15 @@ impl Client {
             };
             let name = flight.name.clone();
             let delta = matches!(flight.records, Some(Some(_)));
-            match self.receive(flight, dir) {
+            requested -= request_bytes.pop_front().unwrap_or(0);
+            let received = self.receive(flight, dir);
+            let moved = match &received {
+                Ok(Received::Saved(done)) => done.moved(),
+                Ok(Received::Whole(whole)) => whole.done.moved(),
+                Err(_) => 0,
+            };
+            window.answered(moved, std::time::Instant::now());
+            match received {
                 // Blocks matched by mistake (the signature's sums are 64 bits a block): the
                 // rebuild was refused and nothing saved; the file whole is certain.
                 Err(ClientError::Integrity { .. }) if delta => whole_again.push_back(name),

@@ -40,10 +40,11 @@ mod saver;
 pub mod tree;
 pub mod trust;
 mod upload;
+mod window;
 
 pub use conn::{CLIENT_FEATURES, Client, Interrupter, Progress};
 pub use connect::{DEFAULT_HOST, DEFAULT_TIMEOUT, tls_handshake};
-pub use download::{DEFAULT_OUTPUT, WINDOW};
+pub use download::DEFAULT_OUTPUT;
 pub use listing::{MAX_LIST_KEPT, MAX_STATS};
 pub use local::{LocalFile, LocalFolder, LocalTree, Skipped, local_tree};
 pub use outdir::{Local, OutDir};
@@ -52,3 +53,4 @@ pub use result::{ClientError, Downloaded, KeyMismatch, Uploaded};
 pub use saver::SMALL_FILE;
 pub use saver::WRITERS;
 pub use upload::{Put, PutOptions, RESUMABLE_FROM, Remote};
+pub use window::{MAX_WINDOW, WINDOW};
