@@ -731,3 +731,31 @@ mod request_props {
         }
     }
 }
+
+/// The congestion control a TCP socket on loopback from `local` uses, as `ss` reports it.
+fn congestion_of(local: std::net::SocketAddr) -> String {
+    let out =
+        std::process::Command::new("ss").args(["-tinH", "state", "established", "src", &local.to_string()]).output();
+    let out = out.expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    ["reno", "cubic", "bbr"].into_iter().find(|cc| text.contains(cc)).unwrap_or("none").to_string()
+}
+
+#[test]
+fn each_connection_gets_the_congestion_control_asked_for_and_a_missing_one_is_not_fatal() {
+    let dirs = Dirs::new();
+    dirs.put("f", b"x");
+    let system = fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control").unwrap();
+    let system = system.trim();
+    // Not the system's, so the test tells.
+    let other = if system == "reno" { "cubic" } else { "reno" };
+    let server = TestServer::start(ft::server::Config { congestion: Some(other.into()), ..dirs.config() });
+    let mut w = server.connect();
+    w.sync();
+    assert_eq!(congestion_of(server.addr), other);
+    // One the kernel does not have: the system's default, and the server serves.
+    let server = TestServer::start(ft::server::Config { congestion: Some("no-such-cc".into()), ..dirs.config() });
+    let mut w = server.connect();
+    assert_eq!(w.get("f"), b"x");
+    assert_eq!(congestion_of(server.addr), system);
+}

@@ -67,6 +67,9 @@ struct Args {
     drain: Span,
     #[command(flatten)]
     identity: IdentityArgs,
+    /// TCP congestion control for each connection (the server sends the downloads): bbr keeps a long, lossy link busy where cubic, the usual system default, backs off at each loss; "system" leaves the system's default
+    #[arg(long, value_name = "NAME", default_value = "bbr")]
+    congestion: String,
     /// Serve plain text to peers on other machines too (by default only TLS is served to them)
     #[arg(long)]
     allow_plaintext: bool,
@@ -309,6 +312,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         request_timeout: args.request_timeout.0,
         send_timeout: args.send_timeout.0,
         grace: args.grace.0,
+        congestion: (args.congestion != "system").then(|| args.congestion.clone()),
         ..Config::new(args.root)
     };
     match ft::server::raise_fd_limit() {

@@ -81,6 +81,9 @@ pub struct Config {
     pub max_staging: u64,
     /// Most interrupted uploads the staging folder may hold; one sender at most half.
     pub max_staging_files: usize,
+    /// The TCP congestion control each connection's socket uses (`TCP_CONGESTION`, Linux), the
+    /// server being the sender of downloads; `None` leaves the system's default.
+    pub congestion: Option<String>,
 }
 
 impl Config {
@@ -112,6 +115,7 @@ impl Config {
             max_upload: 4 << 30,
             max_staging: 16 << 30,
             max_staging_files: 1000,
+            congestion: None,
         }
     }
 }

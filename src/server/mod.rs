@@ -290,6 +290,16 @@ impl Server {
         if let Err(e) = rustix::net::listen(&listener, LISTEN_BACKLOG) {
             debug!("cannot raise the listen backlog: {e}");
         }
+        if let Some(congestion) = &self.shared.config.congestion {
+            let system = rustix::net::sockopt::tcp_congestion(&listener).unwrap_or_default();
+            match rustix::net::sockopt::set_tcp_congestion(&listener, congestion) {
+                Ok(()) => debug!(%congestion, %system, "TCP congestion control"),
+                Err(e) => warn!(
+                    "cannot set TCP congestion control {congestion:?} ({e}; see \
+                     /proc/sys/net/ipv4/tcp_allowed_congestion_control): connections keep the system's, {system}"
+                ),
+            }
+        }
         // Each connection thread holds a clone; all dropped means all connections are done.
         let (alive, all_done) = mpsc::channel::<()>();
         let mut backoff = Duration::from_millis(5);

@@ -106,6 +106,11 @@ impl<'a> Connection<'a> {
             return Ok(None);
         }
         tcp.set_nodelay(true)?;
+        if let Some(congestion) = &shared.config.congestion {
+            // Checked at start (see `Server::run`): here it cannot fail but for a module unloaded
+            // since, which leaves the system's default.
+            let _ = rustix::net::sockopt::set_tcp_congestion(&*tcp, congestion);
+        }
         tcp.set_write_timeout(Some(shared.config.send_timeout))?;
         let mut health_only = match speaker {
             Speaker::ProxyItself => Some("a proxy's own connection (PROXY LOCAL or UNKNOWN) is answered health only"),
