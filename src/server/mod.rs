@@ -417,6 +417,66 @@ fn turn_away(stream: &TcpStream, message: &str) {
 fn turn_away_with(stream: &TcpStream, code: ErrorCode, message: &str) {
     let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
     let _ = wire::write_err(&mut &*stream, code, &message);
+    close_softly(stream);
+}
+
+/// How long a turned-away socket is held open, reading what the peer still sends.
+const TURNED_AWAY_LINGER: Duration = Duration::from_millis(200);
+
+/// Most turned-away sockets held at once; past it, one is closed at once.
+const TURNED_AWAY_HELD: usize = 64;
+
+/// Ends a socket that was answered without being read: its last word is followed by a FIN, and
+/// the socket is held open a moment by one closer thread, which reads and drops what the peer
+/// still sends (a client's `hello` and first request leave at once). Closed with unread bytes,
+/// the kernel would answer them with a reset, and the peer would lose the answer with them.
+fn close_softly(stream: &TcpStream) {
+    static CLOSER: std::sync::OnceLock<Option<mpsc::SyncSender<TcpStream>>> = std::sync::OnceLock::new();
+    let closer = CLOSER.get_or_init(|| {
+        let (tx, rx) = mpsc::sync_channel::<TcpStream>(TURNED_AWAY_HELD);
+        thread::Builder::new().name("ft-closer".into()).spawn(move || hold_and_close(rx)).ok().map(|_| tx)
+    });
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    if let (Some(closer), Ok(held)) = (closer, stream.try_clone())
+        && held.set_nonblocking(true).is_ok()
+    {
+        // Full: dropped here, closed at once.
+        let _ = closer.try_send(held);
+    }
+}
+
+/// The closer thread: holds each socket until its peer closes, or for [`TURNED_AWAY_LINGER`].
+fn hold_and_close(incoming: mpsc::Receiver<TcpStream>) {
+    use std::io::Read;
+    let mut held: Vec<(TcpStream, Instant)> = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if held.is_empty() {
+            match incoming.recv() {
+                Ok(stream) => held.push((stream, Instant::now() + TURNED_AWAY_LINGER)),
+                Err(_) => return,
+            }
+        }
+        while let Ok(stream) = incoming.try_recv() {
+            held.push((stream, Instant::now() + TURNED_AWAY_LINGER));
+        }
+        let now = Instant::now();
+        held.retain(|(stream, until)| {
+            if now >= *until {
+                return false;
+            }
+            // A few reads a pass: a peer that keeps sending is cut off at the deadline.
+            for _ in 0..4 {
+                match (&*stream).read(&mut buf) {
+                    Ok(0) => return false,
+                    Ok(_) => {}
+                    Err(e) => return e.kind() == io::ErrorKind::WouldBlock,
+                }
+            }
+            true
+        });
+        thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Checks a peer's address against the per-address limit, and counts it; `None` if it was turned
