@@ -310,7 +310,7 @@ fn a_delta_needs_a_token_where_the_server_does() {
 
 #[test]
 fn large_signatures_wait_their_turn_and_a_tree_of_them_syncs() {
-    // Files of 64 MiB: blocks of 8 KiB, signatures of 64 KiB, each sent only once the requests
+    // Files of 64 MiB: blocks of 16 KiB, signatures of 32 KiB, each sent only once the requests
     // before it are answered (none blocks the other side), small files pipelined between them.
     let dirs = Dirs::new();
     let mut files: Vec<Vec<u8>> = (0..2).map(|i| [vec![i as u8], pattern((64 << 20) - 1)].concat()).collect();
@@ -330,7 +330,7 @@ fn large_signatures_wait_their_turn_and_a_tree_of_them_syncs() {
     }
     let again = delta_client(&server).fetch_tree(&[Some(name("t"))], &out, options, |_| {}).unwrap();
     assert_eq!((again.fetched, again.failed), (4, 0), "{again:?}");
-    assert!(again.bytes <= 2 * 8192 + 10, "{again:?}");
+    assert!(again.bytes <= 2 * 16384 + 10, "{again:?}");
     for (i, bytes) in files.iter().enumerate() {
         assert!(&fs::read(out_dir.path().join(format!("t/big{i}"))).unwrap() == bytes);
     }

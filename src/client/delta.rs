@@ -30,7 +30,7 @@ pub const DELTA_FROM: u64 = 64 << 10;
 
 /// A signature larger than this waits until no other request is in flight before it is sent,
 /// so the client never blocks writing requests while the server blocks writing replies.
-pub const SMALL_SIGNATURE: usize = 32 << 10;
+pub const SMALL_SIGNATURE: usize = 16 << 10;
 
 /// The older copy a delta download rebuilds from.
 pub(super) struct Older {
