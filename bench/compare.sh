@@ -2,7 +2,7 @@
 # ft side by side with the tools it replaces, on this machine, over loopback, in one run:
 # nginx (sendfile, and TLS) fetched by curl, curl's parallel mode, and an rsync daemon.
 #
-#   bench/compare.sh [big|small|mid|many|idle|tls|tree|up|all]...  (from the project's root)
+#   bench/compare.sh [big|small|mid|many|idle|tls|tree|up|wan|all]...  (from the project's root)
 #
 # Each case runs RUNS rounds (default 7), the tools interleaved within a round, and prints the
 # median of each tool's figures and, for each ratio, the median of the per-round ratios (above 1:
@@ -23,14 +23,22 @@
 #   up     ft against itself: put of the 1,000 files of 4 KiB, and of the 1 GiB file, against get
 #          of the same files, all saved to disk (get from a cache that holds them, and from one
 #          that does not); above 1: put is ahead
-#   all    big small mid many idle tls tree up
+#   wan    over a simulated wide-area link (bench/wanlink.py: a user-space delay line between two
+#          network namespaces; root only): 100 Mbit/s, 40 ms round trip, 0.1% loss by default
+#          (WAN_RATE Mbit/s, WAN_DELAY ms each way, WAN_LOSS), WAN_RUNS rounds (default 5). Rows:
+#          a 64 MiB random file (curl from nginx, rsync, ft), 1,000 files of 4 KiB (curl -Z, rsync,
+#          ft get -r), 5,000 files of 4 KiB in 50 folders (rsync -a, ft get -r), 64 MiB of log-like
+#          text (rsync -az, ft), the 64 MiB file synced again after 1 MiB in its middle changed
+#          (rsync -a, ft get -r), and the same change sent up (rsync -a to a daemon, ft put with a
+#          token over TLS); times and the bytes the receiving side's end of the link took in
+#   all    big small mid many idle tls tree up (not wan)
 set -euo pipefail
 
 CASES=("$@")
 [ ${#CASES[@]} -gt 0 ] || CASES=(all)
 [ "${CASES[*]}" = all ] && CASES=(big small mid many idle tls tree up)
 for case in "${CASES[@]}"; do
-  case $case in big|small|mid|many|idle|tls|tree|up) ;; *) echo "unknown case $case: big small mid many idle tls tree up all" >&2; exit 2 ;; esac
+  case $case in big|small|mid|many|idle|tls|tree|up|wan) ;; *) echo "unknown case $case: big small mid many idle tls tree up wan all" >&2; exit 2 ;; esac
 done
 RUNS=${RUNS:-7}
 W=${W:-${TMPDIR:-/tmp}/ft-bench}     # files served, files saved; kept between runs
@@ -239,5 +247,86 @@ PY
   echo "ratio_tree_nochange_vs_rsync $(ratio "${r2[*]}" "${f2[*]}")"
   echo "ratio_tree_change1pct_vs_rsync $(ratio "${r3[*]}" "${f3[*]}")"
   ;;
-*) echo "unknown case $case: big small mid many idle tls tree all" >&2; exit 2 ;;
+wan)
+  [ "$(id -u)" = 0 ] || { echo "wan needs root (network namespaces)" >&2; exit 2; }
+  WAN_RATE=${WAN_RATE:-100}; WAN_DELAY=${WAN_DELAY:-20}; WAN_LOSS=${WAN_LOSS:-0.001}; WAN_RUNS=${WAN_RUNS:-5}
+  A=ftba$$; B=ftbb$$; WR=$W/wan; SA=10.210.0.1
+  rm -rf "$WR/out" "$WR/root/up" "$WR/rup"; mkdir -p "$WR/root/w" "$WR/root/d" "$WR/root/t" "$WR/root/m" "$WR/root/up" "$WR/rup" "$WR/out" "$WR/local"
+  ip netns add "$A" && ip netns add "$B" || { echo "cannot make network namespaces" >&2; exit 1; }
+  trap 'cleanup; ip netns del "$A" 2>/dev/null; ip netns del "$B" 2>/dev/null' EXIT
+  ip -n "$A" link set lo up; ip -n "$B" link set lo up
+  rm -f "$WR/ready"
+  python3 bench/wanlink.py "$A" "$B" --rate-mbit "$WAN_RATE" --delay-ms "$WAN_DELAY" --loss "$WAN_LOSS" \
+    --ready "$WR/ready" 2>"$WR/link.log" & pids+=($!)
+  for _ in $(seq 100); do [ -s "$WR/ready" ] && break; sleep 0.05; done
+  [ -s "$WR/ready" ] || { echo "the link did not come up: $(cat "$WR/link.log")" >&2; exit 1; }
+  echo "wan_link ${WAN_RATE}mbit rtt_ms $((2 * WAN_DELAY)) loss $WAN_LOSS runs $WAN_RUNS"
+  [ "$(stat -c %s "$WR/root/w/big.bin" 2>/dev/null || echo 0)" = $((64 << 20)) ] || head -c $((64 << 20)) /dev/urandom >"$WR/root/w/big.bin"
+  [ -f "$WR/root/t/log.txt" ] || python3 bench/files.py text "$WR/root/t/log.txt" 64
+  [ -f "$WR/root/m/f1000.bin" ] || for i in $(seq 1 1000); do head -c 4096 /dev/urandom >"$WR/root/m/f$i.bin"; done
+  [ -d "$WR/root/tr" ] || python3 bench/files.py tree "$WR/root/tr" 5000
+  cp "$WR/root/w/big.bin" "$WR/root/d/delta.bin"; cp "$WR/root/w/big.bin" "$WR/local/up.bin"
+  printf '%s\n' "worker_processes auto; pid $WR/nginx.pid; error_log $WR/nginx.err; daemon off;" \
+    "events { worker_connections 4096; }" "http { access_log off; sendfile on; tcp_nopush on;" \
+    "  server { listen $SA:8080; root $WR/root; } }" >"$WR/nginx.conf"
+  ip netns exec "$A" nginx -c "$WR/nginx.conf" & pids+=($!)
+  printf 'port = 8730\nuse chroot = no\npid file = %s/rsyncd.pid\n[root]\npath = %s/root\nread only = yes\n[up]\npath = %s/rup\nread only = no\nuid = root\ngid = root\n' \
+    "$WR" "$WR" "$WR" >"$WR/rsyncd.conf"
+  rm -f "$WR/rsyncd.pid"; ip netns exec "$A" rsync --daemon --no-detach --config="$WR/rsyncd.conf" --address=$SA & pids+=($!)
+  # Two ftservers: one anyone may read from in plain text, one taking uploads from a token over TLS.
+  rm -rf "$WR/cache" "$WR/cache2" "$WR/xdg" "$WR/tokens"; mkdir -p "$WR/cache" "$WR/cache2" "$WR/xdg"
+  TOKEN=$("$BIN/ftserver" --auth-file "$WR/tokens" token add bench --write 2>/dev/null)
+  (cd "$WR" && exec ip netns exec "$A" "$BIN/ftserver" --bind $SA --port 9000 --root "$WR/root" --cache-dir "$WR/cache" \
+     --allow-anonymous --allow-plaintext >"$WR/ft.log" 2>&1) & pids+=($!)
+  (cd "$WR" && XDG_CONFIG_HOME=$WR/xdg exec ip netns exec "$A" "$BIN/ftserver" --bind $SA --port 9001 --root "$WR/root" \
+     --cache-dir "$WR/cache2" --auth-file "$WR/tokens" --allow-upload=up --allow-overwrite >"$WR/ft2.log" 2>&1) & pids+=($!)
+  inb() { ip netns exec "$B" "$@"; }
+  for port in 8080 8730 9000 9001; do
+    for _ in $(seq 200); do inb bash -c "(echo >/dev/tcp/$SA/$port) 2>/dev/null" && break; sleep 0.05; done
+  done
+  FTC=("$BIN/ftclient" --host $SA --port 9000 --plaintext -q)
+  FTU=(env XDG_CONFIG_HOME="$WR/xdg" FT_TOKEN="$TOKEN" "$BIN/ftclient" --host $SA --port 9001 --accept-new -q)
+  rx() { ip netns exec "$1" sh -c 'cat /sys/class/net/wl*/statistics/rx_bytes'; }
+  # wan_ms NS CMD...: "ms bytes", the bytes being what namespace NS's end of the link took in
+  wan_ms() { local ns=$1 b0 t; shift; b0=$(rx "$ns"); t=$(ms ip netns exec "$B" "$@"); echo "$t $(( $(rx "$ns") - b0 ))"; }
+  declare -A T X
+  add() { T[$1]="${T[$1]:-} $2"; X[$1]="${X[$1]:-} $3"; }
+  inb "${FTU[@]}" put "$WR/local/up.bin" --to up >/dev/null; inb rsync -a "$WR/local/up.bin" "rsync://$SA:8730/up/"
+  for i in $(seq "$WAN_RUNS"); do
+    O=$WR/out; rm -rf "$O/c" "$O/r" "$O/f"; mkdir -p "$O/c/m" "$O/r" "$O/f"
+    add big_curl $(wan_ms "$B" curl -sf -o "$O/c/big.bin" "http://$SA:8080/w/big.bin")
+    add big_rsync $(wan_ms "$B" rsync -a "rsync://$SA:8730/root/w/big.bin" "$O/r/")
+    add big_ft $(wan_ms "$B" "${FTC[@]}" get w/big.bin -o "$O/f")
+    cmp -s "$O/f/w/big.bin" "$WR/root/w/big.bin" || { echo "ft's big.bin differs" >&2; exit 1; }
+    add many_curl $(wan_ms "$B" curl -sf -Z --parallel-max 64 "http://$SA:8080/m/f[1-1000].bin" -o "$O/c/m/f#1.bin")
+    add many_rsync $(wan_ms "$B" rsync -a "rsync://$SA:8730/root/m" "$O/r/")
+    add many_ft $(wan_ms "$B" "${FTC[@]}" get -r m -o "$O/f")
+    add tree_rsync $(wan_ms "$B" rsync -a "rsync://$SA:8730/root/tr" "$O/r/")
+    add tree_ft $(wan_ms "$B" "${FTC[@]}" get -r tr -o "$O/f")
+    diff -r "$O/r/tr" "$O/f/tr" >/dev/null || { echo "ft's tree differs from rsync's" >&2; exit 1; }
+    add text_rsync_z $(wan_ms "$B" rsync -az "rsync://$SA:8730/root/t" "$O/r/")
+    add text_ft $(wan_ms "$B" "${FTC[@]}" get -r t -o "$O/f")
+    cmp -s "$O/f/t/log.txt" "$WR/root/t/log.txt" || { echo "ft's log.txt differs" >&2; exit 1; }
+    inb rsync -a "rsync://$SA:8730/root/d" "$O/r/"; inb "${FTC[@]}" get -r d -o "$O/f"
+    python3 bench/files.py overwrite "$WR/root/d/delta.bin" $((1 << 20)) "$i"
+    python3 bench/files.py overwrite "$WR/local/up.bin" $((1 << 20)) "$((i + 100))"
+    sleep 1.1   # past both servers' guards against files still being written
+    add delta_rsync $(wan_ms "$B" rsync -a "rsync://$SA:8730/root/d" "$O/r/")
+    add delta_ft $(wan_ms "$B" "${FTC[@]}" get -r d -o "$O/f")
+    cmp -s "$O/f/d/delta.bin" "$WR/root/d/delta.bin" || { echo "ft's delta.bin differs after the sync" >&2; exit 1; }
+    add up_rsync $(wan_ms "$A" rsync -a "$WR/local/up.bin" "rsync://$SA:8730/up/")
+    add up_ft $(wan_ms "$A" "${FTU[@]}" put "$WR/local/up.bin" --to up)
+    cmp -s "$WR/root/up/up.bin" "$WR/local/up.bin" || { echo "ft's up.bin differs after the put" >&2; exit 1; }
+  done
+  for k in big many tree text delta up; do
+    case $k in big) peers="big_curl big_rsync";; many) peers="many_curl many_rsync";; tree) peers="tree_rsync";;
+      text) peers="text_rsync_z";; delta) peers="delta_rsync";; up) peers="up_rsync";; esac
+    for name in $peers ${k}_ft; do echo "wan_${name}_ms $(median ${T[$name]}) bytes $(median ${X[$name]})"; done
+    best=; for name in $peers; do
+      if [ -z "$best" ] || awk -v a="$(median ${T[$name]})" -v b="$(median ${T[$best]})" 'BEGIN {exit !(a < b)}'; then best=$name; fi
+    done
+    echo "ratio_wan_${k}_vs_${best#"${k}_"} $(ratio "${T[$best]}" "${T[${k}_ft]}") bytes_ratio $(ratio "${X[$best]}" "${X[${k}_ft]}")"
+  done
+  ;;
+*) echo "unknown case $case: big small mid many idle tls tree up wan all" >&2; exit 2 ;;
 esac; done
