@@ -280,6 +280,7 @@ impl Server {
     /// Returns `Ok(true)` if every connection finished within the grace period.
     pub fn run(&self, listener: TcpListener, shutdown: &Shutdown) -> io::Result<bool> {
         let local = listener.local_addr()?;
+        let _ = closer();
         self.may_listen_on(local).map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()))?;
         shutdown.arm(local);
         let _ = self.shared.shutdown.set(shutdown.clone());
@@ -431,18 +432,23 @@ const TURNED_AWAY_HELD: usize = 64;
 /// still sends (a client's `hello` and first request leave at once). Closed with unread bytes,
 /// the kernel would answer them with a reset, and the peer would lose the answer with them.
 fn close_softly(stream: &TcpStream) {
-    static CLOSER: std::sync::OnceLock<Option<mpsc::SyncSender<TcpStream>>> = std::sync::OnceLock::new();
-    let closer = CLOSER.get_or_init(|| {
-        let (tx, rx) = mpsc::sync_channel::<TcpStream>(TURNED_AWAY_HELD);
-        thread::Builder::new().name("ft-closer".into()).spawn(move || hold_and_close(rx)).ok().map(|_| tx)
-    });
     let _ = stream.shutdown(std::net::Shutdown::Write);
-    if let (Some(closer), Ok(held)) = (closer, stream.try_clone())
+    if let (Some(closer), Ok(held)) = (closer(), stream.try_clone())
         && held.set_nonblocking(true).is_ok()
     {
         // Full: dropped here, closed at once.
         let _ = closer.try_send(held);
     }
+}
+
+/// Where [`close_softly`] hands sockets: the one closer thread of the process, started with the
+/// first server that runs (so it is there from the start, not one more thread later).
+fn closer() -> &'static Option<mpsc::SyncSender<TcpStream>> {
+    static CLOSER: std::sync::OnceLock<Option<mpsc::SyncSender<TcpStream>>> = std::sync::OnceLock::new();
+    CLOSER.get_or_init(|| {
+        let (tx, rx) = mpsc::sync_channel::<TcpStream>(TURNED_AWAY_HELD);
+        thread::Builder::new().name("ft-closer".into()).spawn(move || hold_and_close(rx)).ok().map(|_| tx)
+    })
 }
 
 /// The closer thread: holds each socket until its peer closes, or for [`TURNED_AWAY_LINGER`].
