@@ -16,6 +16,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rustls::{ClientConnection, ServerConnection};
@@ -35,6 +36,8 @@ pub struct Transport {
     /// `close_notify` was sent (or the stream is plain): a TLS stream that is dropped without
     /// it sends it then, so its peer can tell the end from a cut connection.
     closed: bool,
+    /// Where the bytes this transport moves through its socket are counted, if anywhere.
+    counted: Option<Arc<AtomicU64>>,
 }
 
 impl Drop for Transport {
@@ -83,6 +86,16 @@ struct Sock<'a> {
     until: Option<Instant>,
     /// When the first read of the socket for it began, once it has (for the progress limit).
     began: Option<Instant>,
+    /// Where the bytes read and written are counted, if anywhere.
+    counted: Option<&'a AtomicU64>,
+}
+
+impl Sock<'_> {
+    fn count(&self, n: usize) {
+        if let Some(counted) = self.counted {
+            counted.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Sock<'_> {
@@ -126,6 +139,7 @@ impl Read for Sock<'_> {
         }
         let mut tcp = self.tcp;
         let n = tcp.read(buf)?;
+        self.count(n);
         if n > 0
             && self.timing.first_at.is_none()
             && let Some(within) = self.timing.after_first
@@ -141,12 +155,16 @@ impl Read for Sock<'_> {
 impl Write for Sock<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut tcp = self.tcp;
-        tcp.write(buf)
+        let n = tcp.write(buf)?;
+        self.count(n);
+        Ok(n)
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         let mut tcp = self.tcp;
-        tcp.write_vectored(bufs)
+        let n = tcp.write_vectored(bufs)?;
+        self.count(n);
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -169,7 +187,8 @@ enum Kind {
 macro_rules! with_stream {
     ($self:ident, $stream:ident => $body:expr) => {{
         let until = $self.timing.deadline;
-        let mut sock = Sock { tcp: &$self.tcp, timing: &mut $self.timing, until, began: None };
+        let counted = $self.counted.as_deref();
+        let mut sock = Sock { tcp: &$self.tcp, timing: &mut $self.timing, until, began: None, counted };
         match &mut $self.kind {
             Kind::Plain => {
                 let $stream = &mut sock;
@@ -190,18 +209,36 @@ macro_rules! with_stream {
 impl Transport {
     /// A plain TCP stream.
     pub fn plain(tcp: impl Into<Arc<TcpStream>>) -> Transport {
-        Transport { tcp: tcp.into(), kind: Kind::Plain, timing: Timing::default(), closed: false }
+        Transport { tcp: tcp.into(), kind: Kind::Plain, timing: Timing::default(), closed: false, counted: None }
     }
 
     /// A TLS session over `tcp`, this side the server; the handshake happens on first use, or
     /// within a deadline by [`Transport::handshake`].
     pub fn tls_server(tcp: impl Into<Arc<TcpStream>>, conn: ServerConnection) -> Transport {
-        Transport { tcp: tcp.into(), kind: Kind::TlsServer(Box::new(conn)), timing: Timing::default(), closed: false }
+        Transport {
+            tcp: tcp.into(),
+            kind: Kind::TlsServer(Box::new(conn)),
+            timing: Timing::default(),
+            closed: false,
+            counted: None,
+        }
     }
 
     /// A TLS session over `tcp`, this side the client.
     pub fn tls_client(tcp: impl Into<Arc<TcpStream>>, conn: ClientConnection) -> Transport {
-        Transport { tcp: tcp.into(), kind: Kind::TlsClient(Box::new(conn)), timing: Timing::default(), closed: false }
+        Transport {
+            tcp: tcp.into(),
+            kind: Kind::TlsClient(Box::new(conn)),
+            timing: Timing::default(),
+            closed: false,
+            counted: None,
+        }
+    }
+
+    /// Counts every byte this transport reads from or writes to its socket (TLS records whole)
+    /// into `counted` from now on (`None`: stops counting): what crossed the wire.
+    pub fn count_into(&mut self, counted: Option<Arc<AtomicU64>>) {
+        self.counted = counted;
     }
 
     /// The longest one read of the socket may wait (its receive timeout; `None`: forever).
@@ -240,7 +277,13 @@ impl Transport {
     /// then, whatever it gets: a peer that stalls or trickles is cut off at the deadline);
     /// nothing to do for plain TCP.
     pub fn handshake(&mut self, deadline: Instant) -> io::Result<()> {
-        let mut sock = Sock { tcp: &self.tcp, timing: &mut self.timing, until: Some(deadline), began: None };
+        let mut sock = Sock {
+            tcp: &self.tcp,
+            timing: &mut self.timing,
+            until: Some(deadline),
+            began: None,
+            counted: self.counted.as_deref(),
+        };
         loop {
             let handshaking = match &self.kind {
                 Kind::Plain => false,

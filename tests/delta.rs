@@ -368,3 +368,75 @@ fn ftclient_says_what_a_delta_saved_and_w_fetches_whole() {
     assert_eq!(get(&["--delta", "-W"]).1, 0, "the last of the two wins");
     assert!(fs::read(cwd.path().join("out/f.bin")).unwrap() == bytes);
 }
+
+#[test]
+fn ftclient_v_says_the_bytes_moved_beside_the_size() {
+    let dirs = Dirs::new();
+    let mut bytes = pattern(300_000);
+    dirs.put("d/f.bin", &bytes);
+    let server = TestServer::start(dirs.config());
+    let cwd = tempfile::tempdir().unwrap();
+    let port = server.addr.port();
+    let run = |args: &[&str]| {
+        let (code, _, err) = crate::util::ftclient(cwd.path(), port, args, b"");
+        assert_eq!(code, 0, "{err}");
+        err
+    };
+    let err = run(&["-v", "--delta", "get", "d/f.bin", "-o", "out"]);
+    assert!(err.contains("got d/f.bin: 293.0 KiB, moved 293.0 KiB\n"), "{err}");
+    bytes[1000] ^= 1;
+    dirs.put("d/f.bin", &bytes);
+    let err = run(&["-v", "--delta", "get", "d/f.bin", "-o", "out"]);
+    assert!(err.contains("got d/f.bin: 293.0 KiB, moved 1 KiB (292.0 KiB from the older copy)\n"), "{err}");
+    // get -r says it per file with -v, and its summary says what moved and what was spared.
+    bytes[2000] ^= 1;
+    dirs.put("d/f.bin", &bytes);
+    let err = run(&["-v", "--delta", "get", "-r", "d", "-o", "tree"]);
+    assert!(err.contains("got d/f.bin: 293.0 KiB, moved 293.0 KiB\n"), "{err}");
+    bytes[3000] ^= 1;
+    dirs.put("d/f.bin", &bytes);
+    let err = run(&["--delta", "get", "-r", "d", "-o", "tree"]);
+    assert!(!err.contains("got d/f.bin"), "only -v says it per file: {err}");
+    assert!(err.contains("fetched 1 files (1 KiB moved; 292.0 KiB from the older copy)"), "{err}");
+    // Without -v nothing is said per file; -v and -q do not go together.
+    let err = run(&["--delta", "get", "d/f.bin", "-o", "out"]);
+    assert!(!err.contains("moved"), "{err}");
+    let (code, _, err) = crate::util::ftclient(cwd.path(), port, &["-v", "-q", "get", "d/f.bin"], b"");
+    assert_eq!(code, 2, "{err}");
+}
+
+/// Counts what the connection says crossed its socket, as ftclient's progress bar shows it.
+struct Wire(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl ft::client::Progress for Wire {
+    fn begin(&self, _: &Name, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn wire(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicU64>> {
+        Some(self.0.clone())
+    }
+}
+
+#[test]
+fn progress_counts_the_bytes_on_the_wire_not_the_file() {
+    let dirs = Dirs::new();
+    let mut bytes = pattern(1 << 20);
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = OutDir::create(out_dir.path()).unwrap();
+    let server = TestServer::start(dirs.config());
+    let counted = |bytes: &[u8]| {
+        dirs.put("f.bin", bytes);
+        let wire = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut client = delta_client(&server);
+        client.set_progress(std::sync::Arc::new(Wire(wire.clone())));
+        client.download(&name("f.bin"), &out, true).unwrap();
+        wire.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let whole = counted(&bytes);
+    assert!((1 << 20..(1 << 20) + 4096).contains(&whole), "a whole file and a little talk: {whole}");
+    bytes[5000] ^= 1;
+    // The signature goes out and one block comes back, with their lines: not the megabyte.
+    let delta = counted(&bytes);
+    let block = u64::from(Shape::for_size(1 << 20).unwrap().block);
+    let signature = (1 << 20) / block * 8;
+    assert!((signature + block..signature + block + 4096).contains(&delta), "{delta}, blocks of {block}");
+}

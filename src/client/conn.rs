@@ -90,11 +90,13 @@ impl Client {
 
     /// Reports the progress of later downloads to `progress`.
     pub fn set_progress(&mut self, progress: Arc<dyn Progress>) {
+        self.stream.get_mut().count_into(progress.wire());
         self.progress = Some(progress);
     }
 
     /// Stops reporting progress.
     pub fn clear_progress(&mut self) {
+        self.stream.get_mut().count_into(None);
         self.progress = None;
     }
 
@@ -334,4 +336,9 @@ pub trait Progress: Send + Sync {
     fn begin(&self, name: &Name, len: u64);
     /// `bytes` more body bytes arrived.
     fn advance(&self, bytes: u64);
+    /// Where the connection counts the bytes it moves through its socket (requests, replies and
+    /// bodies as they crossed the wire: after delta and compression, TLS included), if wanted.
+    fn wire(&self) -> Option<Arc<std::sync::atomic::AtomicU64>> {
+        None
+    }
 }

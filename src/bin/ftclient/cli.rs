@@ -25,6 +25,9 @@ pub(crate) struct Args {
     /// Print nothing but errors (no progress bar, no notes)
     #[arg(short, long, global = true)]
     pub(crate) quiet: bool,
+    /// After each file, say on stderr what it moved: its size, the bytes that crossed the wire, and what delta, compression and a resumed .part spared
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub(crate) verbose: bool,
     /// Retry a get or put up to N times after a transient failure (connection refused or lost, a timeout, the server busy), waiting --retry-delay, doubled each time; downloads resume from their .part, uploads from what the server holds, get -r and put go on with what is left
     #[arg(long, global = true, value_name = "N", default_value_t = 0)]
     pub(crate) retry: u32,

@@ -15,7 +15,7 @@ use ft::name::Name;
 use crate::cli::GetArgs;
 use crate::exit::{Usage, code_of};
 use crate::names::{arg_folder, parse_names};
-use crate::progress::{Bar, say};
+use crate::progress::{Bar, Moved, Voice, say};
 use crate::report::{self, FileRecord, GetSummary, Status};
 use crate::retry::{Retry, transient_client};
 use crate::tree::{TreeSource, get_tree};
@@ -24,7 +24,7 @@ use crate::tree::{TreeSource, get_tree};
 pub(crate) fn run(
     connect: &(dyn Fn() -> Result<Client, ClientError> + Sync),
     bar: Option<&Arc<Bar>>,
-    quiet: bool,
+    voice: Voice,
     mut retry: Retry,
     args: GetArgs,
 ) -> anyhow::Result<u8> {
@@ -46,7 +46,7 @@ pub(crate) fn run(
             copy_links: args.copy_links,
             queue: None,
         };
-        let code = get_tree(&mut TreeSource::Connect(connect, &mut retry), bar, &tops, &dir, options, json, quiet)?;
+        let code = get_tree(&mut TreeSource::Connect(connect, &mut retry), bar, &tops, &dir, options, json, voice)?;
         Bar::finish(bar);
         return Ok(code);
     }
@@ -67,7 +67,7 @@ pub(crate) fn run(
         return Ok(0);
     }
     let dir = out_dir(&output, no_clobber)?;
-    let code = get_all(connect, &names, &dir, resume, json, bar, quiet, &mut retry)?;
+    let code = get_all(connect, &names, &dir, resume, json, bar, voice, &mut retry)?;
     Bar::finish(bar);
     Ok(code)
 }
@@ -94,7 +94,7 @@ fn get_all(
     resume: bool,
     json: bool,
     bar: Option<&Arc<Bar>>,
-    quiet: bool,
+    voice: Voice,
     retry: &mut Retry,
 ) -> anyhow::Result<u8> {
     let started = std::time::Instant::now();
@@ -114,13 +114,14 @@ fn get_all(
             let mut code = 0;
             let record = match &result {
                 Ok(done) => {
-                    if done.started_over && !quiet {
+                    if done.started_over && !voice.quiet {
                         let note = "the partial copy did not match the server's file; downloaded it afresh";
                         say(bar, &format!("ftclient: {name}: {note}"));
                     }
-                    if done.resumed_from > 0 && retried && !quiet {
+                    if done.resumed_from > 0 && retried && !voice.quiet {
                         say(bar, &format!("ftclient: {name}: resumed from byte {}", done.resumed_from));
                     }
+                    voice.moved(bar, "got", name, Moved::downloaded(done));
                     FileRecord::ok(name, done.size, done.digest, done.resumed_from).downloaded(
                         done.started_over,
                         done.reused,
@@ -128,7 +129,7 @@ fn get_all(
                     )
                 }
                 Err(ClientError::Kept { path }) => {
-                    if !quiet {
+                    if !voice.quiet {
                         say(bar, &format!("ftclient: {}: exists, kept (--no-clobber)", path.display()));
                     }
                     FileRecord::kept(name)

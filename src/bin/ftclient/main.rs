@@ -32,7 +32,7 @@ mod signals;
 mod tree;
 
 use cli::{Args, Command};
-use progress::Bar;
+use progress::{Bar, Voice};
 use retry::Retry;
 
 fn main() -> ExitCode {
@@ -90,7 +90,8 @@ fn run(args: Args) -> anyhow::Result<u8> {
         client.set_compress(args.compress || (!args.no_compress && !local));
         Ok::<_, ClientError>(client)
     };
-    let (bar, quiet) = (bar.as_ref(), args.quiet);
+    let bar = bar.as_ref();
+    let voice = Voice { quiet: args.quiet, verbose: args.verbose && !args.quiet };
     match args.command {
         Command::Completions { shell } => {
             let mut command = <Args as clap::CommandFactory>::command();
@@ -98,8 +99,8 @@ fn run(args: Args) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::List { folder, json } => listing::run(&connect, folder, json),
-        Command::Get(get) => get::run(&connect, bar, quiet, retry, get),
-        Command::Put(put) => put::run(&connect, bar, quiet, retry, put),
+        Command::Get(get) => get::run(&connect, bar, voice, retry, get),
+        Command::Put(put) => put::run(&connect, bar, voice, retry, put),
         Command::Stats => {
             let mut out = io::stdout().lock();
             for (key, value) in connect()?.stats().context("stats")? {
@@ -107,7 +108,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        Command::Shell { output } => shell::run(&connect, &output, quiet),
+        Command::Shell { output } => shell::run(&connect, &output, voice),
         Command::Bench { names, conns, duration, pipeline } => bench::run(&BenchConfig {
             addr,
             names: names::parse_names(&names)?,

@@ -11,7 +11,7 @@ use ft::wire::escape;
 
 use crate::cli::PutArgs;
 use crate::exit::{self, Usage, code_of};
-use crate::progress::{Bar, say};
+use crate::progress::{Bar, Moved, Voice, say};
 use crate::report::{self, FileRecord, PutSummary};
 use crate::retry::{Retry, client_chain, transient_client};
 
@@ -19,7 +19,7 @@ use crate::retry::{Retry, client_chain, transient_client};
 pub(crate) fn run(
     connect: &(dyn Fn() -> Result<Client, ClientError> + Sync),
     bar: Option<&Arc<Bar>>,
-    quiet: bool,
+    voice: Voice,
     mut retry: Retry,
     args: PutArgs,
 ) -> anyhow::Result<u8> {
@@ -29,7 +29,7 @@ pub(crate) fn run(
         Some(t) => Some(Name::parse(t).map_err(|e| Usage(format!("--to {}: {e}", escape(t))))?),
     };
     let options = PutOptions { force, resume: !no_resume, checksum };
-    let code = put_files(connect, &mut retry, &files, to.as_ref(), recursive, options, json, quiet, bar)?;
+    let code = put_files(connect, &mut retry, &files, to.as_ref(), recursive, options, json, voice, bar)?;
     Bar::finish(bar);
     Ok(code)
 }
@@ -47,7 +47,7 @@ fn put_files(
     recursive: bool,
     options: PutOptions,
     json: bool,
-    quiet: bool,
+    voice: Voice,
     bar: Option<&Arc<Bar>>,
 ) -> anyhow::Result<u8> {
     let started = std::time::Instant::now();
@@ -113,7 +113,7 @@ fn put_files(
                 let record = match result {
                     Ok(ft::client::Put::Unchanged) => {
                         skipped += 1;
-                        if !recursive && !quiet {
+                        if !recursive && !voice.quiet {
                             say(
                                 bar,
                                 &format!("ftclient: {name}: unchanged on the server; not sent (--force sends it)"),
@@ -126,9 +126,10 @@ fn put_files(
                         bytes += done.moved();
                         reused += done.reused;
                         compression_saved += done.compression_saved;
-                        if done.resumed_from > 0 && !quiet {
+                        if done.resumed_from > 0 && !voice.quiet {
                             say(bar, &format!("ftclient: {name}: resumed from byte {}", done.resumed_from));
                         }
+                        voice.moved(bar, "put", name, Moved::uploaded(&done));
                         FileRecord::ok(name, done.size, done.digest, done.resumed_from)
                             .spared(done.reused, done.compression_saved)
                     }
@@ -175,12 +176,12 @@ fn put_files(
             files,
         };
         report::print_pretty(&summary)?;
-    } else if recursive && !quiet {
+    } else if recursive && !voice.quiet {
         say(
             bar,
             &format!(
                 "sent {sent} files ({}), skipped {skipped} unchanged, {failed} failed, in {secs:.2} s",
-                ft::human::size(bytes)
+                Moved::summed(bytes, reused, compression_saved)
             ),
         );
     }

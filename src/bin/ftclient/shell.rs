@@ -12,7 +12,7 @@ use ft::wire::escape;
 use crate::exit::{Usage, code_of_error};
 use crate::listing::print_entry;
 use crate::names::{arg_folder, arg_name};
-use crate::progress::Bar;
+use crate::progress::{Bar, Voice};
 use crate::signals::BUSY;
 use crate::tree::{TreeSource, get_tree};
 
@@ -35,7 +35,7 @@ const SHELL_HELP: &str = "commands:
 pub(crate) fn run(
     connect: &(dyn Fn() -> Result<Client, ClientError> + Sync),
     output: &Path,
-    quiet: bool,
+    voice: Voice,
 ) -> anyhow::Result<u8> {
     let mut client = connect()?;
     let mut lines = Lines::new(&mut client)?;
@@ -53,7 +53,7 @@ pub(crate) fn run(
             }
             _ => {}
         }
-        let mut result = attempt(connect, &mut client, verb, arg, output, quiet, &mut lines);
+        let mut result = attempt(connect, &mut client, verb, arg, output, voice, &mut lines);
         if let Err(Attempt::Failed(_)) = &result
             && !client.is_usable()
         {
@@ -62,7 +62,7 @@ pub(crate) fn run(
             result = match connect() {
                 Ok(fresh) => {
                     client = fresh;
-                    attempt(connect, &mut client, verb, arg, output, quiet, &mut lines)
+                    attempt(connect, &mut client, verb, arg, output, voice, &mut lines)
                 }
                 Err(e) => Err(Attempt::Failed(e.into())),
             };
@@ -101,7 +101,7 @@ fn attempt(
     verb: &str,
     arg: &str,
     output: &Path,
-    quiet: bool,
+    voice: Voice,
     lines: &mut Lines,
 ) -> Result<(), Attempt> {
     if !client.is_usable() {
@@ -111,8 +111,8 @@ fn attempt(
     let result = match verb {
         "list" | "ls" => shell_list(client, arg, lines),
         "get" => match arg.strip_prefix("-r ") {
-            Some(folder) => shell_get_tree(client, folder.trim_start(), output, quiet),
-            None => shell_get(client, arg, output, quiet),
+            Some(folder) => shell_get_tree(client, folder.trim_start(), output, voice),
+            None => shell_get(client, arg, output, voice),
         },
         "stats" => client.stats().map_err(Into::into).map(|stats| {
             for (key, value) in stats {
@@ -154,12 +154,12 @@ fn shell_list(client: &mut Client, folder: &str, lines: &mut Lines) -> anyhow::R
     Ok(())
 }
 
-fn shell_get(client: &mut Client, name: &str, output: &Path, quiet: bool) -> anyhow::Result<()> {
+fn shell_get(client: &mut Client, name: &str, output: &Path, voice: Voice) -> anyhow::Result<()> {
     let name = arg_name(std::ffi::OsStr::new(name))?;
     let dir = OutDir::create(output).with_context(|| format!("cannot create {}", output.display()))?;
     // Resumes an existing .part, as `ftclient get` does (the server checks its prefix digest),
     // with a progress bar on a terminal, as `ftclient get` draws.
-    let bar = Bar::new(quiet);
+    let bar = Bar::new(voice.quiet);
     if let Some(bar) = &bar {
         client.set_progress(bar.clone());
     }
@@ -167,7 +167,7 @@ fn shell_get(client: &mut Client, name: &str, output: &Path, quiet: bool) -> any
     client.clear_progress();
     Bar::finish(bar.as_ref());
     let done = done.with_context(|| name.to_string())?;
-    if !quiet {
+    if !voice.quiet {
         let saved = dir.path().join(name.as_path());
         eprintln!("saved {} ({} bytes)", escape(&saved.display().to_string()), done.size);
     }
@@ -175,11 +175,11 @@ fn shell_get(client: &mut Client, name: &str, output: &Path, quiet: bool) -> any
 }
 
 /// `get -r FOLDER` in the shell: as `ftclient get -r` does, its summary on stderr.
-fn shell_get_tree(client: &mut Client, folder: &str, output: &Path, quiet: bool) -> anyhow::Result<()> {
+fn shell_get_tree(client: &mut Client, folder: &str, output: &Path, voice: Voice) -> anyhow::Result<()> {
     let top = arg_folder(std::ffi::OsStr::new(folder))?;
     let dir = OutDir::create(output).with_context(|| format!("cannot create {}", output.display()))?;
     let options = ft::client::tree::TreeOptions { resume: true, ..Default::default() };
-    let code = get_tree(&mut TreeSource::Shell(client), None, &[top], &dir, options, false, quiet)?;
+    let code = get_tree(&mut TreeSource::Shell(client), None, &[top], &dir, options, false, voice)?;
     if code != 0 {
         anyhow::bail!("get -r {}: some files failed", escape(folder));
     }

@@ -10,7 +10,7 @@ use ft::name::Name;
 use ft::wire::{EntryKind, escape};
 
 use crate::exit::{self, code_of};
-use crate::progress::Bar;
+use crate::progress::{Bar, Moved, Voice};
 use crate::report::{self, TreeSummary};
 use crate::retry::{Retry, client_chain, transient_client};
 
@@ -32,7 +32,7 @@ pub(crate) fn get_tree(
     dir: &OutDir,
     options: TreeOptions,
     json: bool,
-    quiet: bool,
+    voice: Voice,
 ) -> anyhow::Result<u8> {
     let started = std::time::Instant::now();
     // Counts over every attempt: what earlier ones fetched, later ones skip.
@@ -54,7 +54,9 @@ pub(crate) fn get_tree(
                 first_failure.get_or_insert(code_of(e));
                 eprintln!("ftclient: {name}: {}", escape(&client_chain(e)));
             }
-            TreeEvent::Fetched(_, Ok(_)) => {}
+            TreeEvent::Fetched(name, Ok(done)) => {
+                voice.moved(bar, "got", name, Moved::downloaded(done));
+            }
             TreeEvent::WouldFetch(name) => print(format!("fetch {name}")),
             TreeEvent::Made(name, kind) if options.dry_run => match kind {
                 EntryKind::Symlink(target) => print(format!("link {name} -> {}", ft::escape::escape_bytes(target))),
@@ -67,7 +69,7 @@ pub(crate) fn get_tree(
             }
             TreeEvent::Deleted(name) if options.dry_run => print(format!("delete {}", ft::escape::escape_bytes(name))),
             TreeEvent::Deleted(name) => {
-                if !quiet {
+                if !voice.quiet {
                     eprintln!("deleted {}", ft::escape::escape_bytes(name));
                 }
             }
@@ -130,7 +132,7 @@ pub(crate) fn get_tree(
             dry_run: options.dry_run,
             elapsed_secs: secs,
         })?;
-    } else if !quiet {
+    } else if !voice.quiet {
         let made = if summary.made > 0 {
             format!(", {} {} links and specials", if options.dry_run { "would make" } else { "made" }, summary.made)
         } else {
@@ -141,7 +143,7 @@ pub(crate) fn get_tree(
         eprintln!(
             "{verb} {} files ({}), skipped {} unchanged{made}, {} {}, {} failed{not_copied}, in {secs:.2} s",
             fetched,
-            ft::human::size(bytes),
+            Moved::summed(bytes, reused, squeezed),
             skipped,
             if options.dry_run { "would delete" } else { "deleted" },
             deleted,
