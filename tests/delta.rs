@@ -440,3 +440,57 @@ fn progress_counts_the_bytes_on_the_wire_not_the_file() {
     let signature = (1 << 20) / block * 8;
     assert!((signature + block..signature + block + 4096).contains(&delta), "{delta}, blocks of {block}");
 }
+
+#[test]
+fn a_part_left_by_a_cut_off_download_is_the_older_copy() {
+    let dirs = Dirs::new();
+    let server = TestServer::start(dirs.config());
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = OutDir::create(out_dir.path()).unwrap();
+    let part = out_dir.path().join("f.bin.part");
+    // Cut off after 600,000 bytes, the file unchanged since: all but the rest is reused.
+    let now = pattern(1 << 20);
+    fs::write(&part, &now[..600_000]).unwrap();
+    let done = sync(&dirs, &server, &out, &now);
+    assert_eq!(done.resumed_from, 0);
+    assert!(done.reused >= 600_000 - 1024 && done.moved() <= (1 << 20) - 600_000 + 1024, "{done:?}");
+    assert_eq!(server.stat("delta_gets"), 1);
+    // Cut off, then the file changed on the server (an edit inside what the .part holds, and
+    // a byte inserted at the start): a resume would have started over; the .part's blocks are
+    // found where they moved to.
+    fs::remove_file(out_dir.path().join("f.bin")).unwrap();
+    fs::write(&part, &now[..600_000]).unwrap();
+    let mut changed = now.clone();
+    changed[300_000..300_010].fill(9);
+    changed.insert(0, 1);
+    let done = sync(&dirs, &server, &out, &changed);
+    assert!(done.reused >= 600_000 - 3 * 1024, "{done:?}");
+    assert!(done.moved() <= (1 << 20) - 600_000 + 3 * 1024, "{done:?}");
+    // Without resume a .part is not used; without delta it is resumed as before.
+    fs::remove_file(out_dir.path().join("f.bin")).unwrap();
+    fs::write(&part, &changed[..600_000]).unwrap();
+    let done = delta_client(&server).download(&name("f.bin"), &out, false).unwrap();
+    assert_eq!((done.reused, done.resumed_from), (0, 0));
+    fs::remove_file(out_dir.path().join("f.bin")).unwrap();
+    fs::write(&part, &changed[..600_000]).unwrap();
+    let done = server.client().download(&name("f.bin"), &out, true).unwrap();
+    assert_eq!((done.reused, done.resumed_from), (0, 600_000));
+    assert!(fs::read(out_dir.path().join("f.bin")).unwrap() == changed);
+}
+
+#[test]
+fn a_wrong_rebuild_from_a_part_saves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = OutDir::create(dir.path()).unwrap();
+    fs::write(dir.path().join("f.bin.part"), pattern(200_000)).unwrap();
+    // Blocks 0 and 1 of the .part, then "new", under a digest of something else: refused, and
+    // the file asked for whole, which fails its check too here.
+    let wrong = reply(1027, b"c\x00\x02l\x03newe\x83\x08", Digest::of(b"else"));
+    let whole = [b"OK 3 xxh3=".as_slice(), Digest::of(b"good").to_string().as_bytes(), b"\nbad"].concat();
+    let (addr, server) = fake_all("trailer,delta", vec![wrong, whole]);
+    let err = delta_from_fake(addr, &out).unwrap_err();
+    assert!(matches!(err, ClientError::Integrity { .. }), "{err}");
+    assert_eq!(server.join().unwrap(), "delta 200000 512 f.bin\nget f.bin\n");
+    assert!(!dir.path().join("f.bin").exists(), "a wrong rebuild is never saved");
+    assert!(!dir.path().join("f.bin.part").exists(), "nor kept to resume");
+}

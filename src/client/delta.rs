@@ -16,6 +16,7 @@ use std::os::unix::fs::FileExt;
 
 use super::conn::Client;
 use super::outdir::OutDir;
+use super::part::Partial;
 use super::result::{ClientError, Downloaded};
 use super::saver::SMALL_FILE;
 use super::saver::{Received, Whole};
@@ -36,20 +37,42 @@ pub const SMALL_SIGNATURE: usize = 16 << 10;
 pub(super) struct Older {
     file: File,
     shape: Shape,
+    /// When the older copy is the file's own `.part` (a download cut off, of this version or an
+    /// older one): held, so no other download takes it, until the reply comes; then its name is
+    /// given to the rebuild, and its bytes are read through `file`.
+    part: Option<Partial>,
 }
 
 /// The request for a delta download of `name` against the older copy in `dir`, and the
 /// signature that follows its line; `None` where there is no older copy worth one (or it cannot
 /// be read: then the file is fetched whole).
-pub(super) fn prepare(name: &Name, dir: &OutDir) -> Option<(Request, Vec<u8>, Older)> {
-    let (file, size) = dir.open_older(name)?;
+///
+/// With `resume` and no older copy, a `.part` left by an earlier download is the older copy, as
+/// rsync's `--partial` uses it: what it holds is found wherever it is in the server's file, so a
+/// download cut off before the file changed on the server still spares the bytes it got.
+pub(super) fn prepare(name: &Name, dir: &OutDir, resume: bool) -> Option<(Request, Vec<u8>, Older)> {
+    let (file, size, part) = match dir.open_older(name) {
+        Some((file, size)) => (file, size, None),
+        // A .part that cannot be taken (another download's) is reported by the plain request.
+        None if resume => {
+            let part = dir.reopen(name).ok()??;
+            (part.file().try_clone().ok()?, part.len(), Some(part))
+        }
+        None => return None,
+    };
     if size < DELTA_FROM {
         return None;
     }
     let shape = Shape::for_size(size)?;
     let signature = Signature::of_file(shape, &file).ok()?;
     let request = Request::Delta { shape, name: name.clone() };
-    Some((request, signature.to_bytes(), Older { file, shape }))
+    Some((request, signature.to_bytes(), Older { file, shape, part }))
+}
+
+/// Whether [`prepare`] may find something to rebuild `name` from: an older copy, or with
+/// `resume` a `.part` (not opened, nor taken, here).
+pub(super) fn has_older(name: &Name, dir: &OutDir, resume: bool) -> bool {
+    dir.open_older(name).is_some() || (resume && dir.part_path(name).symlink_metadata().is_ok_and(|m| m.is_file()))
 }
 
 /// The request for all of `name` as records, compressed where the server finds it pays.
@@ -64,10 +87,15 @@ impl Client {
     pub(super) fn receive_records(
         &mut self,
         name: Name,
-        older: Option<Older>,
+        mut older: Option<Older>,
         dir: &OutDir,
     ) -> Result<Received, ClientError> {
         let header = self.read_reply(DeltaHeader::parse)?.into_result().map_err(ClientError::Server)?;
+        // Rebuilding from the file's own .part: the rebuild takes its name (a new file, which
+        // holds what is rebuilt so far if this is cut off too); the old bytes stay readable.
+        if let Some(part) = older.as_mut().and_then(|o| o.part.take()) {
+            part.abort();
+        }
         if let Some(progress) = &self.progress {
             progress.begin(&name, header.size);
         }

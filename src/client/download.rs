@@ -45,8 +45,9 @@ struct Ways {
 struct Prepared(Request, Vec<u8>, InFlight);
 
 impl InFlight {
-    /// The request for `name`: `delta` if allowed and an older copy is there (its signature
-    /// computed now), else `resume` if asked and a `.part` exists (its digest computed now),
+    /// The request for `name`: `delta` if allowed and an older copy (or, with `resume`, a
+    /// `.part`) is there (its signature computed now), else `resume` if asked and a `.part`
+    /// exists (its digest computed now),
     /// else all of it as records if compression is on, else `get`.
     fn prepare(name: &Name, dir: &OutDir, resume: bool, ways: Ways) -> Result<Prepared, ClientError> {
         if dir.is_kept(name) {
@@ -55,7 +56,7 @@ impl InFlight {
         let records =
             |older| InFlight { name: name.clone(), part: None, hasher: Hasher::default(), records: Some(older) };
         if ways.delta
-            && let Some((request, signature, older)) = delta::prepare(name, dir)
+            && let Some((request, signature, older)) = delta::prepare(name, dir, resume)
         {
             return Ok(Prepared(request, signature, records(Some(older))));
         }
@@ -328,7 +329,7 @@ impl Client {
                             };
                             let ways = match ways {
                                 Some(ways) => ways,
-                                None if !(self.compress || (self.delta && dir.open_older(&name).is_some())) => {
+                                None if !(self.compress || (self.delta && delta::has_older(&name, dir, resume))) => {
                                     Ways::default()
                                 }
                                 None => *ways.insert(self.ways()),
