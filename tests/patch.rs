@@ -293,3 +293,79 @@ fn a_server_without_patch_gets_a_plain_put() {
     assert!(matches!(results[..], [Ok(Put::Sent(_))]), "{results:?}");
     assert!(server.join().unwrap().starts_with("put 200000 "));
 }
+
+/// A forwarder to `target` for one connection that keeps what the client sent.
+fn recording_forwarder(target: SocketAddr) -> (SocketAddr, JoinHandle<Vec<u8>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = thread::spawn(move || {
+        let (client, _) = listener.accept().unwrap();
+        let upstream = std::net::TcpStream::connect(target).unwrap();
+        let (mut from_server, mut to_client) = (upstream.try_clone().unwrap(), client.try_clone().unwrap());
+        let back = thread::spawn(move || {
+            let _ = std::io::copy(&mut from_server, &mut to_client);
+            let _ = to_client.shutdown(std::net::Shutdown::Both);
+        });
+        let (mut from_client, mut to_server) = (client, upstream);
+        let mut sent = Vec::new();
+        let mut buf = [0u8; 16 << 10];
+        while let Ok(n @ 1..) = from_client.read(&mut buf) {
+            sent.extend_from_slice(&buf[..n]);
+            if to_server.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to_server.shutdown(std::net::Shutdown::Write);
+        let _ = back.join();
+        sent
+    });
+    (addr, handle)
+}
+
+#[test]
+fn a_sync_of_many_changed_files_asks_for_their_signatures_ahead() {
+    let dirs = Dirs::new();
+    let server = uploads(&dirs);
+    let local = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    let mut contents = Vec::new();
+    for i in 0..30 {
+        let n = format!("f{i:02}.bin");
+        let bytes = pattern(256 << 10 | i);
+        put(&server, local.path(), &n, &bytes, true, false);
+        files.push((LocalFile::Path(local.path().join(&n)), name(&n)));
+        contents.push(bytes);
+    }
+    for (i, bytes) in contents.iter_mut().enumerate() {
+        bytes[i * 1000] ^= 0xff;
+        fs::write(local.path().join(format!("f{i:02}.bin")), &bytes).unwrap();
+    }
+    let (addr, recorded) = recording_forwarder(server.addr);
+    let mut client = Client::connect(&addr.to_string(), WAIT).unwrap();
+    client.set_delta(true);
+    let mut sent = Vec::new();
+    client
+        .put_sync(&files, None, PutOptions { force: true, ..PutOptions::default() }, |n, r| match r.unwrap() {
+            Put::Sent(done) => sent.push((n.clone(), done)),
+            Put::Unchanged => panic!("{n}: unchanged"),
+        })
+        .unwrap();
+    drop(client);
+    assert_eq!(sent.len(), 30);
+    for (i, (n, done)) in sent.iter().enumerate() {
+        assert_eq!(n, &files[i].1, "answered in order");
+        assert!(done.moved() <= 1024 && done.reused > 0, "{n}: {done:?}");
+        assert!(fs::read(dirs.root.path().join(n.as_path())).unwrap() == contents[i], "{n}");
+    }
+    // Several signatures went before the first patch: not one round trip per file.
+    let recorded = recorded.join().unwrap();
+    let lines: Vec<&[u8]> = recorded.split(|&b| b == b'\n').collect();
+    let first_patch = lines.iter().position(|l| l.starts_with(b"patch ")).unwrap();
+    let signatures = |lines: &[&[u8]]| lines.iter().filter(|l| l.starts_with(b"signature ")).count();
+    assert!(
+        signatures(&lines[..first_patch]) >= 8,
+        "{} signatures before the first patch",
+        signatures(&lines[..first_patch])
+    );
+    assert_eq!(signatures(&lines), 30);
+}

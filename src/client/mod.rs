@@ -24,6 +24,7 @@
 //! names its listings found), `result.rs` (what each call returns and why it failed), `bench.rs`
 //! (the load generator).
 
+mod awaited;
 pub mod bench;
 mod conn;
 mod connect;

@@ -22,7 +22,7 @@ use crate::delta::{MIN_BLOCK, Shape, Signature};
 use crate::digest::Hasher;
 use crate::name::Name;
 use crate::records::{At, Hashing, RecordWriter};
-use crate::wire::{Feature, PutTrailer, Record, Reply, Request, SignatureHeader};
+use crate::wire::{Feature, PutTrailer, Record, Request};
 
 /// What a patch upload did not need to send.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -59,23 +59,6 @@ impl Client {
         }
         let agreed = self.agreed()?;
         Ok(agreed.has(Feature::Patch) && agreed.has(Feature::Zstd))
-    }
-
-    /// The signature of the server's copy of `name`, or `None` if it gives none (it has no such
-    /// file, or refuses): the upload then goes as it would without. Nothing else may be in flight.
-    pub(super) fn server_signature(&mut self, name: &Name) -> Result<Option<Signature>, ClientError> {
-        self.send(&Request::Signature(name.clone()))?;
-        self.flush()?;
-        match self.read_reply(SignatureHeader::parse)? {
-            Reply::Refused(_) => Ok(None),
-            Reply::Answer(SignatureHeader(shape)) => {
-                self.broken = true;
-                let signature = Signature::read(shape, &mut self.stream);
-                let signature = self.or_lost(signature)?;
-                self.broken = false;
-                Ok(Some(signature))
-            }
-        }
     }
 
     /// Sends one `patch` of `outgoing` as `name`: against `signature` (the server's copy), or

@@ -3,14 +3,16 @@
 //! changed is replaced where the server allows it; and the folders of `put -r`, with their modes
 //! and times. What is sent is read by `local.rs`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 
+use super::awaited::{AHEAD_FILES, Flight, Pending, signature_len};
 use super::conn::Client;
+use super::delta::DELTA_FROM;
 use super::download::WINDOW;
 use super::local::{LocalFile, LocalFolder, Outgoing};
-use super::patch::{How, Spared};
+use super::patch::How;
 use super::result::{ClientError, Uploaded};
 use crate::digest::Hasher;
 use crate::name::Name;
@@ -47,15 +49,6 @@ pub enum Put {
     Sent(Uploaded),
     /// The server has it unchanged: not sent.
     Unchanged,
-}
-
-/// An upload sent and not yet answered: its name and place in the list, where it was sent from,
-/// and (for a patch) what it spared.
-struct Pending<'n> {
-    name: &'n Name,
-    k: usize,
-    from: u64,
-    spared: Option<Spared>,
 }
 
 /// What the server has, by name (as `walk` or `stat` says it), for deciding what to send.
@@ -200,32 +193,65 @@ impl Client {
         if !self.agreed()?.has(Feature::Put) {
             return Err(ProtocolError::Malformed("this server does not know put (it predates uploads)".into()).into());
         }
-        let mut pending: VecDeque<Pending> = VecDeque::with_capacity(WINDOW);
+        let mut flight = Flight::new();
         let mut answered = |name: &Name, k: usize, result: Result<Uploaded, ClientError>, patch: bool| match result {
             Err(ClientError::Server(reply)) if patch && reply.kind() == Some(protocol::ErrorCode::Changed) => {
                 again.push(k);
             }
             result => each(name, result),
         };
+        // The files whose signatures were asked for ahead of their turns, and the next file to
+        // look at for that.
+        let mut asked = HashSet::new();
+        let mut next = 0;
         for (k, &(local, name, replace, theirs)) in files.iter().enumerate() {
+            if patches {
+                next = next.max(k + 1);
+                while next < files.len() && next <= k + AHEAD_FILES {
+                    let (local, name, _, theirs) = files[next];
+                    let size = || local.open().and_then(|f| f.metadata()).map_or(0, |m| m.len());
+                    match theirs {
+                        Some(theirs)
+                            if self.delta && theirs >= DELTA_FROM && self.wants_signature(size(), Some(theirs))? =>
+                        {
+                            if !flight.has_room(signature_len(theirs)) {
+                                break;
+                            }
+                            self.ask_signature(&mut flight, next, name, theirs)?;
+                            asked.insert(next);
+                        }
+                        _ => {}
+                    }
+                    next += 1;
+                }
+            }
             let outgoing = match Outgoing::read(local) {
                 Ok(outgoing) => outgoing,
                 Err(e) => {
-                    self.replies(&mut pending, 0, &mut answered)?;
+                    if asked.remove(&k) {
+                        self.signature_for(&mut flight, k, &mut answered)?;
+                    }
+                    self.replies(&mut flight, 0, &mut answered)?;
                     answered(name, k, Err(e), false);
                     continue;
                 }
             };
             let mut how = How::Put;
-            if patches && self.wants_signature(outgoing.size, theirs)? {
-                self.replies(&mut pending, 0, &mut answered)?;
-                if let Some(signature) = self.server_signature(name)? {
+            let wanted = patches && self.wants_signature(outgoing.size, theirs)?;
+            let ahead = asked.remove(&k);
+            if wanted && !ahead {
+                self.ask_signature(&mut flight, k, name, theirs.unwrap_or(0))?;
+            }
+            if wanted || ahead {
+                // Asked for ahead but no longer wanted (the file shrank meanwhile): read, dropped.
+                let signature = self.signature_for(&mut flight, k, &mut answered)?;
+                if let Some(signature) = signature.filter(|_| wanted) {
                     how = How::Delta(signature);
                 }
             }
             let mut start = (0, Hasher::default());
             if matches!(how, How::Put) && outgoing.size >= RESUMABLE_FROM {
-                self.replies(&mut pending, 0, &mut answered)?;
+                self.settle(&mut flight, &mut answered)?;
                 let (size, mtime) = (outgoing.size, outgoing.mtime);
                 self.send(&Request::Partial { size, mtime, replace, name: name.clone() })?;
                 self.flush()?;
@@ -265,40 +291,13 @@ impl Client {
                 }
                 Err(e) => return Err(e),
             };
-            pending.push_back(Pending { name, k, from, spared });
+            flight.push(Pending { name, k, from, spared });
             // A full window: the older half is answered while the server stores the newer.
-            if pending.len() >= WINDOW {
-                self.replies(&mut pending, WINDOW / 2, &mut answered)?;
+            if flight.uploads() >= WINDOW {
+                self.replies(&mut flight, WINDOW / 2, &mut answered)?;
             }
         }
-        self.replies(&mut pending, 0, &mut answered)
-    }
-
-    /// Reads the replies to the uploads sent, oldest first, until at most `left` are unanswered.
-    fn replies(
-        &mut self,
-        pending: &mut VecDeque<Pending<'_>>,
-        left: usize,
-        answered: &mut impl FnMut(&Name, usize, Result<Uploaded, ClientError>, bool),
-    ) -> Result<(), ClientError> {
-        if pending.len() <= left {
-            return Ok(());
-        }
-        self.flush()?;
-        while pending.len() > left {
-            let Some(Pending { name, k, from, spared }) = pending.pop_front() else { break };
-            let stored = self.read_reply(Summed::parse)?.into_result().map_err(ClientError::Server);
-            let Spared { reused, compressed } = spared.unwrap_or_default();
-            let uploaded = |Summed { size, digest }| Uploaded {
-                size,
-                digest,
-                resumed_from: from,
-                reused,
-                compression_saved: compressed,
-            };
-            answered(name, k, stored.map(uploaded), spared.is_some());
-        }
-        Ok(())
+        self.settle(&mut flight, &mut answered)
     }
 
     /// Sends one `put` of `outgoing` as `name`: its line, then exactly its bytes from `from` on,

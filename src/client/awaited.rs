@@ -1,0 +1,198 @@
+//! The replies a `put` of many files waits for, in the order its requests went: the uploads'
+//! (stored, or refused) and the signatures of the server's copies, asked for ahead of their
+//! files' turns, so a sync of many changed files waits one round trip in all, not one per file.
+//!
+//! Signatures asked for ahead are bounded in bytes ([`AHEAD_BYTES`]): the server writes them
+//! while this client is writing an upload and not reading, and they must fit in the sockets'
+//! buffers, or the server would stop reading to finish writing them while the client waits to
+//! finish writing to it.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::conn::Client;
+use super::patch::Spared;
+use super::result::{ClientError, Uploaded};
+use crate::delta::{Shape, Signature};
+use crate::name::Name;
+use crate::wire::{Reply, Request, SignatureHeader, Summed};
+
+/// Signature bytes asked for ahead of their files' turns and not yet read, at most: well within
+/// what a connection's buffers hold at their smallest (a 128 KiB receive buffer, half of it for
+/// data, and the server's send buffer).
+pub(super) const AHEAD_BYTES: u64 = 48 << 10;
+
+/// Files looked at ahead of the one being sent, at most.
+pub(super) const AHEAD_FILES: usize = 64;
+
+/// An upload sent and not yet answered: its name and place in the list, where it was sent from,
+/// and (for a patch) what it spared.
+pub(super) struct Pending<'n> {
+    pub(super) name: &'n Name,
+    pub(super) k: usize,
+    pub(super) from: u64,
+    pub(super) spared: Option<Spared>,
+}
+
+/// A reply still to come.
+enum Awaited<'n> {
+    Stored(Pending<'n>),
+    /// The signature of the server's copy of file `k`, counted as `len` bytes while unread.
+    Signature {
+        k: usize,
+        len: u64,
+    },
+}
+
+/// The replies still to come, and the signatures read before their files' turns.
+pub(super) struct Flight<'n> {
+    awaited: VecDeque<Awaited<'n>>,
+    /// `Stored` entries in `awaited`.
+    uploads: usize,
+    /// Bytes of the signatures in `awaited`.
+    asked: u64,
+    /// Signatures read on the way to an upload's reply (`None`: the server gave none).
+    read: HashMap<usize, Option<Signature>>,
+}
+
+impl<'n> Flight<'n> {
+    pub(super) fn new() -> Flight<'n> {
+        Flight { awaited: VecDeque::new(), uploads: 0, asked: 0, read: HashMap::new() }
+    }
+
+    /// Uploads sent and not yet answered.
+    pub(super) fn uploads(&self) -> usize {
+        self.uploads
+    }
+
+    pub(super) fn push(&mut self, pending: Pending<'n>) {
+        self.awaited.push_back(Awaited::Stored(pending));
+        self.uploads += 1;
+    }
+
+    /// Whether a signature of `len` bytes may be asked for ahead of its turn now.
+    pub(super) fn has_room(&self, len: u64) -> bool {
+        self.asked + len <= AHEAD_BYTES
+    }
+}
+
+/// The bytes a signature of the server's copy of `theirs` bytes takes on the wire.
+pub(super) fn signature_len(theirs: u64) -> u64 {
+    Shape::for_size(theirs).map_or(0, |shape| shape.wire_len()) + 64
+}
+
+impl Client {
+    /// Asks for the signature of the server's copy of file `k`, `name`, of `theirs` bytes; its
+    /// reply is read by [`Client::signature_for`].
+    pub(super) fn ask_signature(
+        &mut self,
+        flight: &mut Flight<'_>,
+        k: usize,
+        name: &Name,
+        theirs: u64,
+    ) -> Result<(), ClientError> {
+        self.send(&Request::Signature(name.clone()))?;
+        let len = signature_len(theirs);
+        flight.awaited.push_back(Awaited::Signature { k, len });
+        flight.asked += len;
+        Ok(())
+    }
+
+    /// The signature asked for file `k` (`None` if the server gave none, or none was asked):
+    /// the replies before it are read first.
+    pub(super) fn signature_for(
+        &mut self,
+        flight: &mut Flight<'_>,
+        k: usize,
+        answered: &mut impl FnMut(&Name, usize, Result<Uploaded, ClientError>, bool),
+    ) -> Result<Option<Signature>, ClientError> {
+        let asked = |flight: &Flight<'_>| {
+            flight.awaited.iter().any(|a| matches!(a, Awaited::Signature { k: s, .. } if *s == k))
+        };
+        if !flight.read.contains_key(&k) && asked(flight) {
+            self.flush()?;
+            while !flight.read.contains_key(&k) && !flight.awaited.is_empty() {
+                self.read_next(flight, answered)?;
+            }
+        }
+        Ok(flight.read.remove(&k).flatten())
+    }
+
+    /// Reads replies, oldest first, until at most `left` uploads are unanswered (signatures on
+    /// the way are kept for their files' turns).
+    pub(super) fn replies(
+        &mut self,
+        flight: &mut Flight<'_>,
+        left: usize,
+        answered: &mut impl FnMut(&Name, usize, Result<Uploaded, ClientError>, bool),
+    ) -> Result<(), ClientError> {
+        if flight.uploads <= left {
+            return Ok(());
+        }
+        self.flush()?;
+        while flight.uploads > left {
+            self.read_next(flight, answered)?;
+        }
+        Ok(())
+    }
+
+    /// Reads every reply still to come (before a request whose reply is read at once).
+    pub(super) fn settle(
+        &mut self,
+        flight: &mut Flight<'_>,
+        answered: &mut impl FnMut(&Name, usize, Result<Uploaded, ClientError>, bool),
+    ) -> Result<(), ClientError> {
+        if !flight.awaited.is_empty() {
+            self.flush()?;
+        }
+        while !flight.awaited.is_empty() {
+            self.read_next(flight, answered)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the oldest reply still to come.
+    fn read_next(
+        &mut self,
+        flight: &mut Flight<'_>,
+        answered: &mut impl FnMut(&Name, usize, Result<Uploaded, ClientError>, bool),
+    ) -> Result<(), ClientError> {
+        match flight.awaited.pop_front() {
+            None => Ok(()),
+            Some(Awaited::Signature { k, len }) => {
+                flight.asked -= len;
+                let signature = self.read_signature()?;
+                flight.read.insert(k, signature);
+                Ok(())
+            }
+            Some(Awaited::Stored(Pending { name, k, from, spared })) => {
+                flight.uploads -= 1;
+                let stored = self.read_reply(Summed::parse)?.into_result().map_err(ClientError::Server);
+                let Spared { reused, compressed } = spared.unwrap_or_default();
+                let uploaded = |Summed { size, digest }| Uploaded {
+                    size,
+                    digest,
+                    resumed_from: from,
+                    reused,
+                    compression_saved: compressed,
+                };
+                answered(name, k, stored.map(uploaded), spared.is_some());
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads the reply to a `signature`: the signature of the server's copy, or `None` if it
+    /// gives none (it has no such file, or refuses), and the upload goes as it would without.
+    fn read_signature(&mut self) -> Result<Option<Signature>, ClientError> {
+        match self.read_reply(SignatureHeader::parse)? {
+            Reply::Refused(_) => Ok(None),
+            Reply::Answer(SignatureHeader(shape)) => {
+                self.broken = true;
+                let signature = Signature::read(shape, &mut self.stream);
+                let signature = self.or_lost(signature)?;
+                self.broken = false;
+                Ok(Some(signature))
+            }
+        }
+    }
+}
