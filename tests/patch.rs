@@ -294,34 +294,6 @@ fn a_server_without_patch_gets_a_plain_put() {
     assert!(server.join().unwrap().starts_with("put 200000 "));
 }
 
-/// A forwarder to `target` for one connection that keeps what the client sent.
-fn recording_forwarder(target: SocketAddr) -> (SocketAddr, JoinHandle<Vec<u8>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let handle = thread::spawn(move || {
-        let (client, _) = listener.accept().unwrap();
-        let upstream = std::net::TcpStream::connect(target).unwrap();
-        let (mut from_server, mut to_client) = (upstream.try_clone().unwrap(), client.try_clone().unwrap());
-        let back = thread::spawn(move || {
-            let _ = std::io::copy(&mut from_server, &mut to_client);
-            let _ = to_client.shutdown(std::net::Shutdown::Both);
-        });
-        let (mut from_client, mut to_server) = (client, upstream);
-        let mut sent = Vec::new();
-        let mut buf = [0u8; 16 << 10];
-        while let Ok(n @ 1..) = from_client.read(&mut buf) {
-            sent.extend_from_slice(&buf[..n]);
-            if to_server.write_all(&buf[..n]).is_err() {
-                break;
-            }
-        }
-        let _ = to_server.shutdown(std::net::Shutdown::Write);
-        let _ = back.join();
-        sent
-    });
-    (addr, handle)
-}
-
 #[test]
 fn a_sync_of_many_changed_files_asks_for_their_signatures_ahead() {
     let dirs = Dirs::new();
@@ -340,7 +312,7 @@ fn a_sync_of_many_changed_files_asks_for_their_signatures_ahead() {
         bytes[i * 1000] ^= 0xff;
         fs::write(local.path().join(format!("f{i:02}.bin")), &bytes).unwrap();
     }
-    let (addr, recorded) = recording_forwarder(server.addr);
+    let (addr, recorded) = crate::util::recording_forwarder(server.addr);
     let mut client = Client::connect(&addr.to_string(), WAIT).unwrap();
     client.set_delta(true);
     let mut sent = Vec::new();

@@ -813,3 +813,45 @@ fn every_thread_a_connection_starts_comes_out_of_one_budget_and_past_it_busy() {
     });
     assert!(served, "served again once the others closed");
 }
+
+#[test]
+fn big_new_files_are_asked_about_ahead_and_a_held_one_still_resumes() {
+    let dirs = Dirs::new();
+    let server = taking_uploads(&dirs, |c| c);
+    let local = tempfile::tempdir().unwrap();
+    let when = std::time::UNIX_EPOCH + std::time::Duration::new(1_000_000_000, 7);
+    let mut files = Vec::new();
+    let mut contents = Vec::new();
+    for i in 0..6 {
+        let n = format!("f{i}.bin");
+        let bytes = pattern((2 << 20) + i);
+        fs::write(local.path().join(&n), &bytes).unwrap();
+        fs::File::options().write(true).open(local.path().join(&n)).unwrap().set_modified(when).unwrap();
+        files.push((LocalFile::Path(local.path().join(&n)), name(&n)));
+        contents.push(bytes);
+    }
+    // The server holds 700,000 bytes of an interrupted upload of f3.bin.
+    interrupted(&server, "f3.bin", &contents[3], 700_000);
+    server.wait_connections(0);
+    let (addr, recorded) = crate::util::recording_forwarder(server.addr);
+    // Delta on: asking ahead happens on loopback too (elsewhere a round trip is reason enough).
+    let mut client = ft::client::Client::connect(&addr.to_string(), crate::util::WAIT).unwrap();
+    client.set_delta(true);
+    let mut results = Vec::new();
+    client.put_all(&files, ft::client::PutOptions::default(), |_, r| results.push(r.unwrap())).unwrap();
+    drop(client);
+    assert_eq!(results.iter().map(|r| r.resumed_from).collect::<Vec<_>>(), [0, 0, 0, 700_000, 0, 0]);
+    for (i, bytes) in contents.iter().enumerate() {
+        assert!(fs::read(dirs.root.path().join(format!("f{i}.bin"))).unwrap() == *bytes, "f{i}.bin");
+    }
+    assert_eq!(server.stat("bytes_received"), (6 * (2 << 20) + 15 - 700_000) as u64);
+    // Every file's partial went before the first put (the others' ahead of f0.bin's, asked at its
+    // turn); f3.bin's was asked again at its turn, as the server holds one interrupted upload at
+    // a time.
+    let recorded = recorded.join().unwrap();
+    let lines: Vec<&[u8]> = recorded.split(|&b| b == b'\n').collect();
+    let first_put = lines.iter().position(|l| l.starts_with(b"put ")).unwrap();
+    let partials = |lines: &[&[u8]]| lines.iter().filter(|l| l.starts_with(b"partial ")).count();
+    assert_eq!(partials(&lines[..first_put]), 6);
+    assert_eq!(partials(&lines), 7);
+}

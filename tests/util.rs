@@ -548,3 +548,31 @@ pub fn cutting_forwarder(target: SocketAddr, cut_after: usize, conns: usize) -> 
     });
     addr
 }
+
+/// A forwarder to `target` for one connection that keeps what the client sent.
+pub fn recording_forwarder(target: SocketAddr) -> (SocketAddr, JoinHandle<Vec<u8>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = thread::spawn(move || {
+        let (client, _) = listener.accept().unwrap();
+        let upstream = TcpStream::connect(target).unwrap();
+        let (mut from_server, mut to_client) = (upstream.try_clone().unwrap(), client.try_clone().unwrap());
+        let back = thread::spawn(move || {
+            let _ = std::io::copy(&mut from_server, &mut to_client);
+            let _ = to_client.shutdown(std::net::Shutdown::Both);
+        });
+        let (mut from_client, mut to_server) = (client, upstream);
+        let mut sent = Vec::new();
+        let mut buf = [0u8; 16 << 10];
+        while let Ok(n @ 1..) = from_client.read(&mut buf) {
+            sent.extend_from_slice(&buf[..n]);
+            if to_server.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to_server.shutdown(std::net::Shutdown::Write);
+        let _ = back.join();
+        sent
+    });
+    (addr, handle)
+}

@@ -1,11 +1,13 @@
 //! The replies a `put` of many files waits for, in the order its requests went: the uploads'
-//! (stored, or refused) and the signatures of the server's copies, asked for ahead of their
-//! files' turns, so a sync of many changed files waits one round trip in all, not one per file.
+//! (stored, or refused), and the questions asked about the next files ahead of their turns (the
+//! signature of the server's copy, or for a big new file `partial`: whether the server takes it
+//! and what it holds of it), so a sync of many files waits one round trip in all, not one or
+//! two per file.
 //!
-//! Signatures asked for ahead are bounded in bytes ([`AHEAD_BYTES`]): the server writes them
-//! while this client is writing an upload and not reading, and they must fit in the sockets'
-//! buffers, or the server would stop reading to finish writing them while the client waits to
-//! finish writing to it.
+//! Answers asked for ahead are bounded in bytes ([`AHEAD_BYTES`]): the server writes them while
+//! this client is writing an upload and not reading, and they must fit in the sockets' buffers,
+//! or the server would stop reading to finish writing them while the client waits to finish
+//! writing to it.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -13,6 +15,7 @@ use super::conn::Client;
 use super::patch::Spared;
 use super::result::{ClientError, Uploaded};
 use crate::delta::{Shape, Signature};
+use crate::mtime::Mtime;
 use crate::name::Name;
 use crate::wire::{Reply, Request, SignatureHeader, Summed};
 
@@ -41,7 +44,24 @@ enum Awaited<'n> {
         k: usize,
         len: u64,
     },
+    /// The answer to a `partial` for file `k` as it was then (`size` bytes, modified at `mtime`).
+    Partial {
+        k: usize,
+        size: u64,
+        mtime: Mtime,
+    },
 }
+
+/// What was asked about a file ahead of its turn, as answered.
+pub(super) enum Ahead {
+    /// The signature of the server's copy (`None`: the server gave none).
+    Signature(Option<Signature>),
+    /// The answer to a `partial` for the file as it was (its size and time then).
+    Partial { size: u64, mtime: Mtime, reply: Reply<Summed> },
+}
+
+/// What a `partial`'s answer is counted as while unread.
+const PARTIAL_LEN: u64 = 128;
 
 /// The replies still to come, and the signatures read before their files' turns.
 pub(super) struct Flight<'n> {
@@ -50,8 +70,8 @@ pub(super) struct Flight<'n> {
     uploads: usize,
     /// Bytes of the signatures in `awaited`.
     asked: u64,
-    /// Signatures read on the way to an upload's reply (`None`: the server gave none).
-    read: HashMap<usize, Option<Signature>>,
+    /// Answers read before their files' turns, on the way to other replies.
+    read: HashMap<usize, Ahead>,
 }
 
 impl<'n> Flight<'n> {
@@ -69,14 +89,19 @@ impl<'n> Flight<'n> {
         self.uploads += 1;
     }
 
-    /// Whether a signature of `len` bytes may be asked for ahead of its turn now.
-    pub(super) fn has_room(&self, len: u64) -> bool {
-        self.asked + len <= AHEAD_BYTES
+    /// Whether a signature of the server's copy of `theirs` bytes may be asked for now.
+    pub(super) fn has_room_for_signature(&self, theirs: u64) -> bool {
+        self.asked + signature_len(theirs) <= AHEAD_BYTES
+    }
+
+    /// Whether a `partial` may be asked now.
+    pub(super) fn has_room_for_partial(&self) -> bool {
+        self.asked + PARTIAL_LEN <= AHEAD_BYTES
     }
 }
 
 /// The bytes a signature of the server's copy of `theirs` bytes takes on the wire.
-pub(super) fn signature_len(theirs: u64) -> u64 {
+fn signature_len(theirs: u64) -> u64 {
     Shape::for_size(theirs).map_or(0, |shape| shape.wire_len()) + 64
 }
 
@@ -97,16 +122,35 @@ impl Client {
         Ok(())
     }
 
-    /// The signature asked for file `k` (`None` if the server gave none, or none was asked):
+    /// Asks `partial` for file `k`, `name`, as it is now (`size` bytes, modified at `mtime`);
+    /// its answer is read by [`Client::ahead_for`].
+    pub(super) fn ask_partial(
+        &mut self,
+        flight: &mut Flight<'_>,
+        k: usize,
+        name: &Name,
+        (size, mtime): (u64, Mtime),
+        replace: bool,
+    ) -> Result<(), ClientError> {
+        self.send(&Request::Partial { size, mtime, replace, name: name.clone() })?;
+        flight.awaited.push_back(Awaited::Partial { k, size, mtime });
+        flight.asked += PARTIAL_LEN;
+        Ok(())
+    }
+
+    /// What was asked about file `k` ahead of its turn, as answered (`None` if nothing was):
     /// the replies before it are read first.
-    pub(super) fn signature_for(
+    pub(super) fn ahead_for(
         &mut self,
         flight: &mut Flight<'_>,
         k: usize,
         answered: &mut impl FnMut(&Name, usize, Result<Uploaded, ClientError>, bool),
-    ) -> Result<Option<Signature>, ClientError> {
+    ) -> Result<Option<Ahead>, ClientError> {
         let asked = |flight: &Flight<'_>| {
-            flight.awaited.iter().any(|a| matches!(a, Awaited::Signature { k: s, .. } if *s == k))
+            flight
+                .awaited
+                .iter()
+                .any(|a| matches!(a, Awaited::Signature { k: s, .. } | Awaited::Partial { k: s, .. } if *s == k))
         };
         if !flight.read.contains_key(&k) && asked(flight) {
             self.flush()?;
@@ -114,7 +158,7 @@ impl Client {
                 self.read_next(flight, answered)?;
             }
         }
-        Ok(flight.read.remove(&k).flatten())
+        Ok(flight.read.remove(&k))
     }
 
     /// Reads replies, oldest first, until at most `left` uploads are unanswered (signatures on
@@ -161,7 +205,13 @@ impl Client {
             Some(Awaited::Signature { k, len }) => {
                 flight.asked -= len;
                 let signature = self.read_signature()?;
-                flight.read.insert(k, signature);
+                flight.read.insert(k, Ahead::Signature(signature));
+                Ok(())
+            }
+            Some(Awaited::Partial { k, size, mtime }) => {
+                flight.asked -= PARTIAL_LEN;
+                let reply = self.read_reply(Summed::parse)?;
+                flight.read.insert(k, Ahead::Partial { size, mtime, reply });
                 Ok(())
             }
             Some(Awaited::Stored(Pending { name, k, from, spared })) => {

@@ -7,9 +7,8 @@ use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 
-use super::awaited::{AHEAD_FILES, Flight, Pending, signature_len};
+use super::awaited::{AHEAD_FILES, Ahead, Flight, Pending};
 use super::conn::Client;
-use super::delta::DELTA_FROM;
 use super::download::WINDOW;
 use super::local::{LocalFile, LocalFolder, Outgoing};
 use super::patch::How;
@@ -21,6 +20,9 @@ use crate::wire::{self as protocol, Feature, MetaEntry, ProtocolError, PutTraile
 /// Files of this size and more are resumable: the server says first whether it takes them and
 /// how much of an interrupted upload it holds (the server's `RESUMABLE_FROM`).
 pub use crate::RESUMABLE_FROM;
+
+/// A round trip from which `put` asks `partial` for the next big files ahead of their turns.
+const MEANINGFUL_RTT: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// How `put` goes about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,62 +202,63 @@ impl Client {
             }
             result => each(name, result),
         };
-        // The files whose signatures were asked for ahead of their turns, and the next file to
-        // look at for that.
+        // The files asked about ahead of their turns, and the next file to look at for that.
         let mut asked = HashSet::new();
         let mut next = 0;
         for (k, &(local, name, replace, theirs)) in files.iter().enumerate() {
-            if patches {
-                next = next.max(k + 1);
-                while next < files.len() && next <= k + AHEAD_FILES {
-                    let (local, name, _, theirs) = files[next];
-                    let size = || local.open().and_then(|f| f.metadata()).map_or(0, |m| m.len());
-                    match theirs {
-                        Some(theirs)
-                            if self.delta && theirs >= DELTA_FROM && self.wants_signature(size(), Some(theirs))? =>
-                        {
-                            if !flight.has_room(signature_len(theirs)) {
-                                break;
-                            }
-                            self.ask_signature(&mut flight, next, name, theirs)?;
-                            asked.insert(next);
-                        }
-                        _ => {}
-                    }
-                    next += 1;
+            next = next.max(k + 1);
+            while next < files.len() && next <= k + AHEAD_FILES {
+                if !self.ask_ahead(&mut flight, next, files[next], patches)? {
+                    break;
                 }
+                asked.insert(next);
+                next += 1;
             }
+            let mut early = if asked.remove(&k) { self.ahead_for(&mut flight, k, &mut answered)? } else { None };
             let outgoing = match Outgoing::read(local) {
                 Ok(outgoing) => outgoing,
                 Err(e) => {
-                    if asked.remove(&k) {
-                        self.signature_for(&mut flight, k, &mut answered)?;
-                    }
                     self.replies(&mut flight, 0, &mut answered)?;
                     answered(name, k, Err(e), false);
                     continue;
                 }
             };
             let mut how = How::Put;
-            let wanted = patches && self.wants_signature(outgoing.size, theirs)?;
-            let ahead = asked.remove(&k);
-            if wanted && !ahead {
-                self.ask_signature(&mut flight, k, name, theirs.unwrap_or(0))?;
-            }
-            if wanted || ahead {
-                // Asked for ahead but no longer wanted (the file shrank meanwhile): read, dropped.
-                let signature = self.signature_for(&mut flight, k, &mut answered)?;
-                if let Some(signature) = signature.filter(|_| wanted) {
+            if patches && self.wants_signature(outgoing.size, theirs)? {
+                let signature = match early.take() {
+                    Some(Ahead::Signature(signature)) => signature,
+                    _ => {
+                        self.ask_signature(&mut flight, k, name, theirs.unwrap_or(0))?;
+                        match self.ahead_for(&mut flight, k, &mut answered)? {
+                            Some(Ahead::Signature(signature)) => signature,
+                            _ => None,
+                        }
+                    }
+                };
+                if let Some(signature) = signature {
                     how = How::Delta(signature);
                 }
             }
             let mut start = (0, Hasher::default());
             if matches!(how, How::Put) && outgoing.size >= RESUMABLE_FROM {
-                self.settle(&mut flight, &mut answered)?;
                 let (size, mtime) = (outgoing.size, outgoing.mtime);
-                self.send(&Request::Partial { size, mtime, replace, name: name.clone() })?;
-                self.flush()?;
-                match self.read_reply(Summed::parse)? {
+                // Asked ahead, of this very file, and nothing held: as good as asked now. Bytes
+                // held are asked for again now, the server holding one upload at a time for
+                // the `put` that follows.
+                let reply = match early {
+                    Some(Ahead::Partial { size: s, mtime: m, reply })
+                        if (s, m) == (size, mtime) && !matches!(reply, Reply::Answer(Summed { size: 1.., .. })) =>
+                    {
+                        reply
+                    }
+                    _ => {
+                        self.settle(&mut flight, &mut answered)?;
+                        self.send(&Request::Partial { size, mtime, replace, name: name.clone() })?;
+                        self.flush()?;
+                        self.read_reply(Summed::parse)?
+                    }
+                };
+                match reply {
                     Reply::Refused(refused) => {
                         answered(name, k, Err(ClientError::Server(refused)), false);
                         continue;
@@ -298,6 +301,37 @@ impl Client {
             }
         }
         self.settle(&mut flight, &mut answered)
+    }
+
+    /// Asks what file `k` will need ahead of its turn, where there is room: the signature of the
+    /// server's copy (a patch), or `partial` (a big file sent as it is). False when there is no
+    /// room now; true otherwise (also when there was nothing to ask).
+    fn ask_ahead(
+        &mut self,
+        flight: &mut Flight<'_>,
+        k: usize,
+        (local, name, replace, theirs): (&LocalFile, &Name, bool, Option<u64>),
+        patches: bool,
+    ) -> Result<bool, ClientError> {
+        // Only where a round trip costs something, or a patch is on the way.
+        if self.rtt < MEANINGFUL_RTT && !(patches && self.delta) {
+            return Ok(true);
+        }
+        let Some((size, mtime)) = local.stamp() else { return Ok(true) };
+        if let Some(theirs) = theirs.filter(|_| patches)
+            && self.wants_signature(size, Some(theirs))?
+        {
+            if !flight.has_room_for_signature(theirs) {
+                return Ok(false);
+            }
+            self.ask_signature(flight, k, name, theirs)?;
+        } else if size >= RESUMABLE_FROM {
+            if !flight.has_room_for_partial() {
+                return Ok(false);
+            }
+            self.ask_partial(flight, k, name, (size, mtime), replace)?;
+        }
+        Ok(true)
     }
 
     /// Sends one `put` of `outgoing` as `name`: its line, then exactly its bytes from `from` on,
