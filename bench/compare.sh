@@ -30,7 +30,9 @@
 #          ft get -r), 5,000 files of 4 KiB in 50 folders (rsync -a, ft get -r), 64 MiB of log-like
 #          text (rsync -az, ft), the 64 MiB file synced again after 1 MiB in its middle changed
 #          (rsync -a, ft get -r), and the same change sent up (rsync -a to a daemon, ft put with a
-#          token over TLS); times and the bytes the receiving side's end of the link took in
+#          token over TLS), 50 files of 256 KiB with a byte changed in each sent up (upmany), and
+#          30 new files of 2 MiB sent up (upnew); times and the bytes the receiving side's end of
+#          the link took in
 #   all    big small mid many idle tls tree up (not wan)
 set -euo pipefail
 
@@ -266,6 +268,10 @@ wan)
   [ -f "$WR/root/m/f1000.bin" ] || for i in $(seq 1 1000); do head -c 4096 /dev/urandom >"$WR/root/m/f$i.bin"; done
   [ -d "$WR/root/tr" ] || python3 bench/files.py tree "$WR/root/tr" 5000
   cp "$WR/root/w/big.bin" "$WR/root/d/delta.bin"; cp "$WR/root/w/big.bin" "$WR/local/up.bin"
+  # to send up: 50 files of 256 KiB (one byte changed in each per round), 30 new ones of 2 MiB
+  mkdir -p "$WR/local/um" "$WR/local/un"
+  [ -f "$WR/local/um/f50.bin" ] || for i in $(seq 1 50); do head -c $((256 << 10)) /dev/urandom >"$WR/local/um/f$i.bin"; done
+  [ -f "$WR/local/un/f30.bin" ] || for i in $(seq 1 30); do head -c $((2 << 20)) /dev/urandom >"$WR/local/un/f$i.bin"; done
   printf '%s\n' "worker_processes auto; pid $WR/nginx.pid; error_log $WR/nginx.err; daemon off;" \
     "events { worker_connections 4096; }" "http { access_log off; sendfile on; tcp_nopush on;" \
     "  server { listen $SA:8080; root $WR/root; } }" >"$WR/nginx.conf"
@@ -292,6 +298,7 @@ wan)
   declare -A T X
   add() { T[$1]="${T[$1]:-} $2"; X[$1]="${X[$1]:-} $3"; }
   inb "${FTU[@]}" put "$WR/local/up.bin" --to up >/dev/null; inb rsync -a "$WR/local/up.bin" "rsync://$SA:8730/up/"
+  inb "${FTU[@]}" put -r "$WR/local/um" --to up >/dev/null; inb rsync -a "$WR/local/um" "rsync://$SA:8730/up/"
   for i in $(seq "$WAN_RUNS"); do
     O=$WR/out; rm -rf "$O/c" "$O/r" "$O/f"; mkdir -p "$O/c/m" "$O/r" "$O/f"
     add big_curl $(wan_ms "$B" curl -sf -o "$O/c/big.bin" "http://$SA:8080/w/big.bin")
@@ -310,6 +317,7 @@ wan)
     inb rsync -a "rsync://$SA:8730/root/d" "$O/r/"; inb "${FTC[@]}" get -r d -o "$O/f"
     python3 bench/files.py overwrite "$WR/root/d/delta.bin" $((1 << 20)) "$i"
     python3 bench/files.py overwrite "$WR/local/up.bin" $((1 << 20)) "$((i + 100))"
+    python3 bench/files.py touchall "$WR/local/um" "$i"
     sleep 1.1   # past both servers' guards against files still being written
     add delta_rsync $(wan_ms "$B" rsync -a "rsync://$SA:8730/root/d" "$O/r/")
     add delta_ft $(wan_ms "$B" "${FTC[@]}" get -r d -o "$O/f")
@@ -317,10 +325,18 @@ wan)
     add up_rsync $(wan_ms "$A" rsync -a "$WR/local/up.bin" "rsync://$SA:8730/up/")
     add up_ft $(wan_ms "$A" "${FTU[@]}" put "$WR/local/up.bin" --to up)
     cmp -s "$WR/root/up/up.bin" "$WR/local/up.bin" || { echo "ft's up.bin differs after the put" >&2; exit 1; }
+    add upmany_rsync $(wan_ms "$A" rsync -a "$WR/local/um" "rsync://$SA:8730/up/")
+    add upmany_ft $(wan_ms "$A" "${FTU[@]}" put -r "$WR/local/um" --to up)
+    diff -r "$WR/root/up/um" "$WR/local/um" >/dev/null || { echo "ft's um differs after the put" >&2; exit 1; }
+    rm -rf "$WR/root/up/un" "$WR/rup/un"
+    add upnew_rsync $(wan_ms "$A" rsync -a "$WR/local/un" "rsync://$SA:8730/up/")
+    add upnew_ft $(wan_ms "$A" "${FTU[@]}" put -r "$WR/local/un" --to up)
+    diff -r "$WR/root/up/un" "$WR/local/un" >/dev/null || { echo "ft's un differs after the put" >&2; exit 1; }
   done
-  for k in big many tree text delta up; do
+  for k in big many tree text delta up upmany upnew; do
     case $k in big) peers="big_curl big_rsync";; many) peers="many_curl many_rsync";; tree) peers="tree_rsync";;
-      text) peers="text_rsync_z";; delta) peers="delta_rsync";; up) peers="up_rsync";; esac
+      text) peers="text_rsync_z";; delta) peers="delta_rsync";; up) peers="up_rsync";; upmany) peers="upmany_rsync";;
+      upnew) peers="upnew_rsync";; esac
     for name in $peers ${k}_ft; do echo "wan_${name}_ms $(median ${T[$name]}) bytes $(median ${X[$name]})"; done
     best=; for name in $peers; do
       if [ -z "$best" ] || awk -v a="$(median ${T[$name]})" -v b="$(median ${T[$best]})" 'BEGIN {exit !(a < b)}'; then best=$name; fi

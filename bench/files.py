@@ -31,6 +31,15 @@ def overwrite(path, nbytes, seed):
         f.write(rnd.randbytes(int(nbytes)))
 
 
+def touchall(path, seed):
+    rnd = random.Random(int(seed))
+    for name in sorted(os.listdir(path)):
+        p = os.path.join(path, name)
+        with open(p, "r+b") as f:
+            f.seek(rnd.randrange(os.path.getsize(p)))
+            f.write(rnd.randbytes(1))
+
+
 def tree(path, n):
     rnd = random.Random(5)
     for i in range(int(n)):
@@ -41,7 +50,7 @@ def tree(path, n):
 
 
 if __name__ == "__main__":
-    cmds = {"text": text, "overwrite": overwrite, "tree": tree}
+    cmds = {"text": text, "overwrite": overwrite, "touchall": touchall, "tree": tree}
     if len(sys.argv) < 2 or sys.argv[1] not in cmds:
         sys.exit(__doc__)
     cmds[sys.argv[1]](*sys.argv[2:])
