@@ -759,3 +759,26 @@ fn each_connection_gets_the_congestion_control_asked_for_and_a_missing_one_is_no
     assert_eq!(w.get("f"), b"x");
     assert_eq!(congestion_of(server.addr), system);
 }
+
+#[test]
+fn the_client_asks_for_its_congestion_control_too_and_a_missing_one_is_warned_of() {
+    let dirs = Dirs::new();
+    dirs.put("f", b"x");
+    let server = TestServer::start(dirs.config());
+    let system = fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control").unwrap();
+    let other = if system.trim() == "reno" { "cubic" } else { "reno" };
+    let mut client = server.client();
+    client.set_congestion(other).unwrap();
+    assert_eq!(client.congestion().as_deref(), Some(other));
+    assert!(client.set_congestion("no-such-cc").is_err());
+    assert_eq!(client.congestion().as_deref(), Some(other), "unchanged");
+    assert_eq!(client.list(None).unwrap().len(), 1, "and the connection serves on");
+    // ftclient: the default says nothing where it cannot be had; a name given is warned of once.
+    let cwd = tempfile::tempdir().unwrap();
+    let (code, _, err) = crate::util::ftclient(cwd.path(), server.addr.port(), &["list"], b"");
+    assert_eq!((code, err.as_str()), (0, ""));
+    let (code, _, err) =
+        crate::util::ftclient(cwd.path(), server.addr.port(), &["--congestion", "no-such-cc", "list"], b"");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err.matches("cannot set TCP congestion control no-such-cc").count(), 1, "{err}");
+}

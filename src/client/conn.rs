@@ -83,6 +83,19 @@ impl Client {
         self.compress = compress;
     }
 
+    /// Asks for the TCP congestion control `name` on this connection (Linux's `TCP_CONGESTION`;
+    /// this side sends the uploads). Where the system does not allow it (see
+    /// `/proc/sys/net/ipv4/tcp_allowed_congestion_control`) the connection keeps the system's
+    /// default, and the error says why.
+    pub fn set_congestion(&mut self, name: &str) -> io::Result<()> {
+        rustix::net::sockopt::set_tcp_congestion(self.stream.get_ref().tcp(), name).map_err(io::Error::from)
+    }
+
+    /// The connection's TCP congestion control, as the system reports it.
+    pub fn congestion(&self) -> Option<String> {
+        rustix::net::sockopt::tcp_congestion(self.stream.get_ref().tcp()).ok()
+    }
+
     /// Whether the server is on this machine (its address a loopback one).
     pub fn is_local(&self) -> bool {
         self.stream.get_ref().tcp_handle().peer_addr().is_ok_and(|a| a.ip().is_loopback())

@@ -61,6 +61,9 @@ pub(crate) struct Args {
     /// Never compress transfers
     #[arg(long, global = true, overrides_with = "compress")]
     pub(crate) no_compress: bool,
+    /// TCP congestion control for this client's connections (it sends the uploads): bbr by default where the system allows it, else the system's; a NAME given here that cannot be set is warned of; "system" leaves the system's default
+    #[arg(long, global = true, value_name = "NAME")]
+    pub(crate) congestion: Option<String>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }

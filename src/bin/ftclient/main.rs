@@ -75,8 +75,26 @@ fn run(args: Args) -> anyhow::Result<u8> {
     let bar = Bar::new(args.quiet || matches!(args.command, Command::Shell { .. }));
     let tls = login::tls_options(&args);
     let token = login::read_token(args.token_file.as_deref())?;
+    let congestion_warned = std::sync::atomic::AtomicBool::new(false);
     let connect = || {
         let mut client = Client::connect_with(&addr, args.timeout.0, &tls)?;
+        match args.congestion.as_deref() {
+            Some("system") => {}
+            None => {
+                let _ = client.set_congestion("bbr");
+            }
+            Some(name) => {
+                if let Err(e) = client.set_congestion(name) {
+                    let warned = congestion_warned.swap(true, std::sync::atomic::Ordering::Relaxed);
+                    if !warned {
+                        eprintln!(
+                            "ftclient: cannot set TCP congestion control {}: {e}; using the system's",
+                            escape(name)
+                        );
+                    }
+                }
+            }
+        }
         if let Some(token) = &token {
             client.authenticate(token)?;
         }
