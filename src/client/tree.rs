@@ -16,6 +16,7 @@
 use std::collections::HashSet;
 
 use super::listed::Listed;
+use super::window::MEANINGFUL_RTT;
 use super::{Client, ClientError, Downloaded, Local, OutDir};
 use crate::mtime::Mtime;
 use crate::name::Name;
@@ -168,6 +169,10 @@ impl Client {
             // that small costs little memory, and fetching while it goes on was measured slower
             // on this project's 2-core machine (file creation on ext4 interleaved with folder
             // creation); past that, fetching goes on beside the listing to keep memory bounded.
+            // Over a path where a round trip costs something, fetching starts with the first
+            // file: a listing grows through TCP's start like any reply, and waiting for its end
+            // would add its round trips to the fetch.
+            let eager = self.rtt >= MEANINGFUL_RTT;
             let (start, started) = std::sync::mpsc::sync_channel::<()>(1);
             let report = &report;
             let listing = scope.spawn(move || {
@@ -175,7 +180,7 @@ impl Client {
                 let mut fetch = |name| {
                     let _ = to_fetch.send(name);
                     queued += 1;
-                    if queued == queue {
+                    if queued == queue || eager {
                         let _ = start.try_send(());
                     }
                 };

@@ -13,6 +13,7 @@ use super::download::WINDOW;
 use super::local::{LocalFile, LocalFolder, Outgoing};
 use super::patch::How;
 use super::result::{ClientError, Uploaded};
+use super::window::MEANINGFUL_RTT;
 use crate::digest::Hasher;
 use crate::name::Name;
 use crate::wire::{self as protocol, Feature, MetaEntry, ProtocolError, PutTrailer, Reply, Request, Summed};
@@ -20,9 +21,6 @@ use crate::wire::{self as protocol, Feature, MetaEntry, ProtocolError, PutTraile
 /// Files of this size and more are resumable: the server says first whether it takes them and
 /// how much of an interrupted upload it holds (the server's `RESUMABLE_FROM`).
 pub use crate::RESUMABLE_FROM;
-
-/// A round trip from which `put` asks `partial` for the next big files ahead of their turns.
-const MEANINGFUL_RTT: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// How `put` goes about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

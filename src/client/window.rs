@@ -18,6 +18,10 @@ pub const WINDOW: usize = 128;
 /// The most requests in flight.
 pub const MAX_WINDOW: usize = 1024;
 
+/// A round trip from which waiting for one costs something: work is asked for ahead (a tree's
+/// files before its listing ends, an upload's questions before its turn).
+pub const MEANINGFUL_RTT: Duration = Duration::from_millis(1);
+
 /// The most bytes of requests (their lines and any signatures after them) in flight: well within
 /// what a server's receive buffer and this side's send buffer hold between them.
 pub const MAX_REQUEST_BYTES: usize = 48 << 10;
@@ -65,7 +69,7 @@ impl Window {
         let Some((since, then)) = self.mark else { return };
         let took = now.saturating_duration_since(since);
         // A round trip too short to measure (loopback): the floor is plenty.
-        if self.rtt < Duration::from_millis(1) || took < self.rtt {
+        if self.rtt < MEANINGFUL_RTT || took < self.rtt {
             return;
         }
         let rate = (self.bytes - then) as f64 / took.as_secs_f64();
