@@ -107,7 +107,7 @@ fn signature_len(theirs: u64) -> u64 {
 
 impl Client {
     /// Asks for the signature of the server's copy of file `k`, `name`, of `theirs` bytes; its
-    /// reply is read by [`Client::signature_for`].
+    /// reply is read by [`Client::ahead_for`].
     pub(super) fn ask_signature(
         &mut self,
         flight: &mut Flight<'_>,
@@ -115,11 +115,8 @@ impl Client {
         name: &Name,
         theirs: u64,
     ) -> Result<(), ClientError> {
-        self.send(&Request::Signature(name.clone()))?;
         let len = signature_len(theirs);
-        flight.awaited.push_back(Awaited::Signature { k, len });
-        flight.asked += len;
-        Ok(())
+        self.ask(flight, &Request::Signature(name.clone()), Awaited::Signature { k, len }, len)
     }
 
     /// Asks `partial` for file `k`, `name`, as it is now (`size` bytes, modified at `mtime`);
@@ -132,9 +129,21 @@ impl Client {
         (size, mtime): (u64, Mtime),
         replace: bool,
     ) -> Result<(), ClientError> {
-        self.send(&Request::Partial { size, mtime, replace, name: name.clone() })?;
-        flight.awaited.push_back(Awaited::Partial { k, size, mtime });
-        flight.asked += PARTIAL_LEN;
+        let request = Request::Partial { size, mtime, replace, name: name.clone() };
+        self.ask(flight, &request, Awaited::Partial { k, size, mtime }, PARTIAL_LEN)
+    }
+
+    /// Sends `request`, its answer (`len` bytes, counted while unread) awaited as `awaited`.
+    fn ask<'n>(
+        &mut self,
+        flight: &mut Flight<'n>,
+        request: &Request,
+        awaited: Awaited<'n>,
+        len: u64,
+    ) -> Result<(), ClientError> {
+        self.send(request)?;
+        flight.awaited.push_back(awaited);
+        flight.asked += len;
         Ok(())
     }
 
