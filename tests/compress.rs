@@ -3,8 +3,6 @@
 //! their size are refused, and a server without `zstd` is asked plainly.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::thread;
 
 use ft::client::tree::TreeOptions;
@@ -128,22 +126,7 @@ fn a_tree_of_text_comes_compressed_and_a_changed_file_as_a_compressed_delta() {
 /// A server that agrees to `features`, answers the request after `hello` with `reply`, and
 /// reports that request's line.
 fn fake(features: &'static str, reply: Vec<u8>) -> (std::net::SocketAddr, thread::JoinHandle<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let handle = thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        let mut reader = BufReader::new(&stream);
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        (&stream).write_all(format!("OK 2 features={features}\n").as_bytes()).unwrap();
-        line.clear();
-        reader.read_line(&mut line).unwrap();
-        (&stream).write_all(&reply).unwrap();
-        let _ = reader.read_to_end(&mut Vec::new());
-        line
-    });
-    (addr, handle)
+    crate::util::fake_speaker(features, vec![reply], |_, _| {})
 }
 
 fn fetch_from(addr: std::net::SocketAddr, out: &OutDir) -> Result<ft::client::Downloaded, ClientError> {

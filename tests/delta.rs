@@ -5,9 +5,8 @@
 //! `delta`.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::thread::{self, JoinHandle};
+use std::net::SocketAddr;
+use std::thread::JoinHandle;
 
 use ft::client::tree::TreeOptions;
 use ft::client::{Client, ClientError, Downloaded, OutDir};
@@ -109,35 +108,15 @@ fn fake(features: &'static str, reply: Vec<u8>) -> (SocketAddr, JoinHandle<Strin
 
 /// [`fake`] answering a request with each of `replies` in turn; reports the request lines.
 fn fake_all(features: &'static str, replies: Vec<Vec<u8>>) -> (SocketAddr, JoinHandle<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let handle = thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        let mut reader = BufReader::new(&stream);
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        assert!(line.starts_with("hello "), "{line}");
-        (&stream).write_all(format!("OK 2 features={features}\n").as_bytes()).unwrap();
-        let mut lines = String::new();
-        for reply in replies {
-            line.clear();
-            reader.read_line(&mut line).unwrap();
-            let mut words = line.split(' ');
-            if words.next() == Some("delta") {
-                let size: u64 = words.next().unwrap().parse().unwrap();
-                let block: u64 = words.next().unwrap().parse().unwrap();
-                let shape = Shape::checked(size, block).unwrap();
-                Signature::read(shape, &mut reader).unwrap();
-            }
-            (&stream).write_all(&reply).unwrap();
-            lines.push_str(&line);
+    crate::util::fake_speaker(features, replies, |line, reader| {
+        let mut words = line.split(' ');
+        if words.next() == Some("delta") {
+            let size: u64 = words.next().unwrap().parse().unwrap();
+            let block: u64 = words.next().unwrap().parse().unwrap();
+            let shape = Shape::checked(size, block).unwrap();
+            Signature::read(shape, reader).unwrap();
         }
-        // Until the client is done with the connection.
-        let _ = reader.read_to_end(&mut Vec::new());
-        lines
-    });
-    (addr, handle)
+    })
 }
 
 /// A delta reply for a file of `size` bytes: its records, then the trailer `digest`.

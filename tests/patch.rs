@@ -6,10 +6,10 @@
 //! (the file sent again whole); a hostile server's huge signature; and servers without `patch`.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::{BufRead, Read};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 
 use ft::client::{Client, ClientError, LocalFile, Put, PutOptions, Uploaded};
 use ft::delta::{Shape, Signature};
@@ -196,47 +196,27 @@ fn hostile_patches_are_refused_and_nothing_is_stored() {
 /// A server that agrees to `features` and answers each request with the next of `replies`
 /// (reading a patch's records and trailer first); reports the request lines.
 fn fake(features: &'static str, replies: Vec<Vec<u8>>) -> (SocketAddr, JoinHandle<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let handle = thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        let mut reader = BufReader::new(&stream);
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        (&stream).write_all(format!("OK 2 features={features}\n").as_bytes()).unwrap();
-        let mut lines = String::new();
-        for reply in replies {
-            line.clear();
-            if reader.read_line(&mut line).unwrap() == 0 {
-                break;
-            }
-            let words: Vec<&str> = line.trim_end().split(' ').collect();
-            if words[0] == "patch" {
-                loop {
-                    match Record::read(&mut reader).unwrap() {
-                        Record::End { .. } => break,
-                        Record::Literal { len } | Record::Zstd { packed: len, .. } => {
-                            reader.by_ref().take(len).read_to_end(&mut Vec::new()).unwrap();
-                        }
-                        Record::Copy { .. } => {}
+    crate::util::fake_speaker(features, replies, |line, reader| {
+        let words: Vec<&str> = line.trim_end().split(' ').collect();
+        if words[0] == "patch" {
+            loop {
+                match Record::read(&mut *reader).unwrap() {
+                    Record::End { .. } => break,
+                    Record::Literal { len } | Record::Zstd { packed: len, .. } => {
+                        reader.by_ref().take(len).read_to_end(&mut Vec::new()).unwrap();
                     }
-                }
-                reader.read_line(&mut String::new()).unwrap();
-            } else if words[0] == "put" {
-                let size: u64 = words[1].parse().unwrap();
-                reader.by_ref().take(size).read_to_end(&mut Vec::new()).unwrap();
-                if words[2] == "-" {
-                    reader.read_line(&mut String::new()).unwrap();
+                    Record::Copy { .. } => {}
                 }
             }
-            (&stream).write_all(&reply).unwrap();
-            lines.push_str(&line);
+            reader.read_line(&mut String::new()).unwrap();
+        } else if words[0] == "put" {
+            let size: u64 = words[1].parse().unwrap();
+            reader.by_ref().take(size).read_to_end(&mut Vec::new()).unwrap();
+            if words[2] == "-" {
+                reader.read_line(&mut String::new()).unwrap();
+            }
         }
-        let _ = reader.read_to_end(&mut Vec::new());
-        lines
-    });
-    (addr, handle)
+    })
 }
 
 fn put_to(addr: SocketAddr, local: &Path, bytes: &[u8]) -> Result<Vec<Result<Put, ClientError>>, ClientError> {

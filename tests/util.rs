@@ -576,3 +576,38 @@ pub fn recording_forwarder(target: SocketAddr) -> (SocketAddr, JoinHandle<Vec<u8
     });
     (addr, handle)
 }
+
+/// A server that agrees to `features` in reply to `hello`, then answers each request with the
+/// next of `replies`, once `body` has read what follows the request's line (a signature, a
+/// patch's records); serves one connection until the client is done and reports the request
+/// lines.
+pub fn fake_speaker(
+    features: &'static str,
+    replies: Vec<Vec<u8>>,
+    body: impl Fn(&str, &mut BufReader<&TcpStream>) + Send + 'static,
+) -> (SocketAddr, JoinHandle<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut reader = BufReader::new(&stream);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.starts_with("hello "), "{line}");
+        (&stream).write_all(format!("OK 2 features={features}\n").as_bytes()).unwrap();
+        let mut lines = String::new();
+        for reply in replies {
+            line.clear();
+            if reader.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            body(&line, &mut reader);
+            (&stream).write_all(&reply).unwrap();
+            lines.push_str(&line);
+        }
+        let _ = reader.read_to_end(&mut Vec::new());
+        lines
+    });
+    (addr, handle)
+}
