@@ -14,8 +14,15 @@
 //! [`RETRY_EVERY`]th is tried again, so a random file costs a few trial compressions per 16 MiB.
 //! Each frame is independent and decompressed into a buffer of exactly its announced size, so a
 //! peer's frame can neither grow past it nor make the receiver hold more than one record.
+//!
+//! Compressing pays only while the link is slower than the compressor: on a fast link (a LAN of
+//! several Gbit/s, or loopback with `--compress`) it would make the sender what the transfer
+//! waits for. [`Pace`] judges that per record from what the sender sees: how long compressing
+//! took, and how long each write waited for the socket. Records go as they are while the link
+//! takes bytes faster than they can be compressed, and compressed again when it does not.
 
 use std::io;
+use std::time::Duration;
 
 /// The compression level (see the module doc for why).
 pub const LEVEL: i32 = 1;
@@ -109,6 +116,98 @@ impl Unpacker {
     }
 }
 
+/// Wire bytes written before [`Pace`] judges by writes' waits: until then the socket's send
+/// buffer (which grows to 4 MiB on Linux) may still be filling, and a write waits for nothing.
+pub const PACE_FROM: u64 = 8 << 20;
+
+/// Compressed records judged together, at first: waits come in lumps (a writer is woken once a
+/// third of the send buffer is free), so one record's says little.
+pub const JUDGED: u32 = 8;
+
+/// Judged together at most: each probe that finds compressing pays doubles the records until
+/// the next, so a link about as fast as the compressor costs few records sent as they are.
+pub const JUDGED_AT_MOST: u32 = 256;
+
+/// Records sent as they are, judged together, to measure how fast the link takes bytes.
+pub const PROBE: u32 = 4;
+
+/// Whether compressing pays on this connection: compressing a byte must take less than the
+/// link takes to carry one, or the link waits on the compressor. While records go compressed
+/// and the link is slower, writes wait for it; when over [`JUDGED`] records they took under an
+/// eighth of the time compressing took (little more than the copy into the socket), the link
+/// may be the faster, and
+/// [`PROBE`] records go as they are: their writes' waits are the link's time for their bytes,
+/// and records go compressed again if that is more than compressing them takes.
+#[derive(Debug, Default, Clone)]
+pub struct Pace {
+    /// Wire bytes written so far.
+    written: u64,
+    /// Nanoseconds compressing takes per byte of input (a moving average).
+    pack_ns: Option<f64>,
+    /// Records go as they are.
+    raw: bool,
+    /// Compressed records judged together now (0: [`JUDGED`]).
+    judged: u32,
+    /// The records gathered for the next judgment: how many, their wire bytes, the time
+    /// compressing them took, and the time their writes waited.
+    records: u32,
+    wire: u64,
+    pack: Duration,
+    wait: Duration,
+}
+
+impl Pace {
+    /// Whether the next record should be compressed.
+    pub fn compress_next(&self) -> bool {
+        self.written < PACE_FROM || !self.raw
+    }
+
+    /// A record of `raw` bytes went compressed, as `wire` bytes: compressing took `pack`, and
+    /// writing it waited `wait`.
+    pub fn packed(&mut self, raw: u64, wire: u64, pack: Duration, wait: Duration) {
+        self.written += wire;
+        let ns = pack.as_nanos() as f64 / raw.max(1) as f64;
+        self.pack_ns = Some(self.pack_ns.map_or(ns, |a| a + (ns - a) / 4.0));
+        if self.written < PACE_FROM || self.raw {
+            return;
+        }
+        self.gather(wire, pack, wait);
+        if self.records >= self.judged.max(JUDGED) {
+            self.raw = self.wait < self.pack / 8;
+            self.begin_judging();
+        }
+    }
+
+    /// A record of `raw` bytes went as it is, and writing it waited `wait`.
+    pub fn sent(&mut self, raw: u64, wait: Duration) {
+        self.written += raw;
+        // While compressing, a record sent as it is did not shrink: it says nothing of the link.
+        if self.written < PACE_FROM || !self.raw {
+            return;
+        }
+        self.gather(raw, Duration::ZERO, wait);
+        if self.records >= PROBE {
+            let link_ns = self.wait.as_nanos() as f64 / self.wire.max(1) as f64;
+            if self.pack_ns.is_some_and(|pack| pack < link_ns) {
+                self.raw = false;
+                self.judged = (self.judged.max(JUDGED) * 2).min(JUDGED_AT_MOST);
+            }
+            self.begin_judging();
+        }
+    }
+
+    fn gather(&mut self, wire: u64, pack: Duration, wait: Duration) {
+        self.records += 1;
+        self.wire += wire;
+        self.pack += pack;
+        self.wait += wait;
+    }
+
+    fn begin_judging(&mut self) {
+        (self.records, self.wire, self.pack, self.wait) = (0, 0, Duration::ZERO, Duration::ZERO);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +269,55 @@ mod tests {
         for name in ["log.txt", "a.tar", "noext", "gz", ".bashrc", "data.json"] {
             assert!(!is_packed_name(name.as_bytes()), "{name}");
         }
+    }
+
+    /// Sends `n` records of a MiB through `pace`: compressing one takes 2 ms and makes a quarter
+    /// MiB; `wait(k, compressed)` says how long the write of the `k`th waits. Returns how many
+    /// went as they are.
+    fn run(pace: &mut Pace, n: u32, wait: impl Fn(u32, bool) -> Duration) -> u32 {
+        let mib = 1u64 << 20;
+        let mut raw = 0;
+        for k in 0..n {
+            if pace.compress_next() {
+                pace.packed(mib, mib / 4, Duration::from_millis(2), wait(k, true));
+            } else {
+                raw += 1;
+                pace.sent(mib, wait(k, false));
+            }
+        }
+        raw
+    }
+
+    #[test]
+    fn records_go_as_they_are_while_the_link_is_faster_than_compressing() {
+        let us = Duration::from_micros;
+        // Loopback, or 10 Gbit/s: writes never wait on compressed records, and a MiB as it is
+        // takes 0.3 ms. Once 8 MiB are on the wire (the 32nd record) and 8 records judged, all
+        // go as they are.
+        let mut fast = Pace::default();
+        assert_eq!(run(&mut fast, 64, |_, c| if c { us(0) } else { us(300) }), 64 - 31 - 8);
+        // 100 Mbit/s: writes wait in lumps (0.1 s every fifth record, 20 us otherwise). Never.
+        let mut slow = Pace::default();
+        let lumps = |k: u32, c: bool| if k % 5 == 4 || !c { us(110_000) } else { us(20) };
+        assert_eq!(run(&mut slow, 512, lumps), 0);
+        // 1 Gbit/s: a quarter MiB takes the link 2.2 ms, about what compressing takes, and writes
+        // wait little (0.2 ms): probes find a MiB as it is takes 8.4 ms, each comes twice as late
+        // as the one before, and few records go as they are.
+        let mut gigabit = Pace::default();
+        assert_eq!(run(&mut gigabit, 512, |_, c| if c { us(200) } else { us(8_400) }), 5 * PROBE);
+        assert!(gigabit.compress_next());
+        // 2.5 Gbit/s: compressing is the slower, yet sending as they are is slower still (3.4 ms
+        // a MiB): each probe finds that, and the next comes twice as late.
+        let mut between = Pace::default();
+        let raw = run(
+            &mut between,
+            31 + 8 + 4 + 16 + 4 + 32 + 4 + 64 + 4 + 128 + 4,
+            |_, c| if c { us(0) } else { us(3_400) },
+        );
+        assert_eq!(raw, 5 * 4);
+        assert!(between.compress_next());
+        // A link that slows down while records go as they are: compressed again.
+        assert!(run(&mut fast, 8, |_, _| us(80_000)) <= PROBE);
+        assert!(fast.compress_next());
     }
 }

@@ -9,8 +9,9 @@ use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, BufRead, Read, Write};
 use std::os::unix::fs::FileExt;
+use std::time::Instant;
 
-use crate::compress::{Packer, RECORD, Unpacker};
+use crate::compress::{Pace, Packer, RECORD, Unpacker};
 use crate::delta::Shape;
 use crate::delta::matcher::Op;
 use crate::digest::Hasher;
@@ -26,11 +27,13 @@ pub struct RecordWriter<'w, W: Write> {
     pub went: u64,
     /// Bytes compression spared.
     pub spared: u64,
+    /// Whether compressing pays on this connection.
+    pace: Pace,
 }
 
 impl<'w, W: Write> RecordWriter<'w, W> {
     pub fn new(out: &'w mut W, packer: Option<Packer>) -> RecordWriter<'w, W> {
-        RecordWriter { out, pending: Vec::new(), packer, went: 0, spared: 0 }
+        RecordWriter { out, pending: Vec::new(), packer, went: 0, spared: 0, pace: Pace::default() }
     }
 
     /// Says one op. A copy goes out at once (flushed), so the receiver copies those blocks while
@@ -63,17 +66,26 @@ impl<'w, W: Write> RecordWriter<'w, W> {
             return Ok(());
         }
         let len = self.pending.len() as u64;
-        match self.packer.as_mut().and_then(|p| p.pack(&self.pending)) {
+        let began = Instant::now();
+        let packed = match &mut self.packer {
+            Some(packer) if self.pace.compress_next() => packer.pack(&self.pending),
+            _ => None,
+        };
+        let packing = began.elapsed();
+        let began = Instant::now();
+        match packed {
             Some(packed) => {
                 Record::Zstd { len, packed: packed.len() as u64 }.write(self.out)?;
                 self.out.write_all(packed)?;
                 self.went += packed.len() as u64;
                 self.spared += len - packed.len() as u64;
+                self.pace.packed(len, packed.len() as u64, packing, began.elapsed());
             }
             None => {
                 Record::Literal { len }.write(self.out)?;
                 self.out.write_all(&self.pending)?;
                 self.went += len;
+                self.pace.sent(len, began.elapsed());
             }
         }
         self.pending.clear();

@@ -93,6 +93,28 @@ fn text_shrinks_and_noise_and_packed_formats_go_as_they_are() {
 }
 
 #[test]
+fn a_long_compressed_transfer_arrives_whole_whatever_its_pace() {
+    // Every MiB half noise, half text: each record shrinks by about half. Past the first 8 MiB
+    // on the wire the server may send records as they are (loopback takes bytes faster than it
+    // compresses them), and back: the file arrives whole, and the counts add up.
+    let mut bytes = Vec::new();
+    for _ in 0..24 {
+        bytes.extend_from_slice(&noise(512 << 10));
+        bytes.extend_from_slice(&log_text(512 << 10));
+    }
+    let dirs = Dirs::new();
+    dirs.put("mixed.bin", &bytes);
+    let server = TestServer::start(dirs.config());
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = OutDir::create(out_dir.path()).unwrap();
+    let done = compressing(&server).download(&name("mixed.bin"), &out, true).unwrap();
+    assert!(fs::read(out_dir.path().join("mixed.bin")).unwrap() == bytes);
+    assert_eq!(done.moved() + done.compression_saved, bytes.len() as u64);
+    assert!(done.compression_saved >= 4 << 20, "the first 8 MiB on the wire go compressed: {done:?}");
+    assert_eq!(server.stat("compressed_bytes_saved"), done.compression_saved);
+}
+
+#[test]
 fn a_tree_of_text_comes_compressed_and_a_changed_file_as_a_compressed_delta() {
     let dirs = Dirs::new();
     let mut big = log_text(2 << 20);
