@@ -234,13 +234,17 @@ fn all_literal(from: &mut impl Read, mut emit: impl FnMut(Op<'_>) -> io::Result<
     }
 }
 
-/// Reads into `buf` up to `cap` bytes; true at the end of the input.
+/// Reads into `buf` up to `cap` bytes; true at the end of the input. The buffer grows as bytes
+/// come (doubling, from 16 KiB), so a small file costs no more than its size in zeroed room.
 fn fill(buf: &mut Vec<u8>, cap: usize, from: &mut impl Read, total: &mut u64) -> io::Result<bool> {
     let mut at = buf.len();
-    buf.resize(cap, 0);
     let result = loop {
-        if at == cap {
+        if at >= cap {
             break Ok(false);
+        }
+        if at == buf.len() {
+            let grow = buf.len().max(16 << 10).min(cap - at);
+            buf.resize(at + grow, 0);
         }
         match from.read(&mut buf[at..]) {
             Ok(0) => break Ok(true),
