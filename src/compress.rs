@@ -48,7 +48,9 @@ pub fn is_packed_name(name: &[u8]) -> bool {
     PACKED.iter().any(|p| p.as_bytes().eq_ignore_ascii_case(ext))
 }
 
-/// Compresses records, one frame each, where that pays.
+/// Compresses records, one frame each, where that pays. One serves a connection's replies (or
+/// uploads) one after another: its context is made once (making one costs more than
+/// compressing a small file), and what it learnt of the link ([`Pace`]) holds across files.
 pub struct Packer {
     zstd: zstd::bulk::Compressor<'static>,
     out: Vec<u8>,
@@ -56,11 +58,24 @@ pub struct Packer {
     misses: u32,
     /// Records passed over since the packer gave up.
     skipped: u32,
+    /// Whether compressing pays on this connection.
+    pub pace: Pace,
 }
 
 impl Packer {
     pub fn new() -> io::Result<Packer> {
-        Ok(Packer { zstd: zstd::bulk::Compressor::new(LEVEL)?, out: Vec::new(), misses: 0, skipped: 0 })
+        let zstd = zstd::bulk::Compressor::new(LEVEL)?;
+        Ok(Packer { zstd, out: Vec::new(), misses: 0, skipped: 0, pace: Pace::default() })
+    }
+
+    /// The frame [`Packer::pack`] made last.
+    pub fn packed(&self) -> &[u8] {
+        &self.out
+    }
+
+    /// Begins a file: whether its records shrink is learnt afresh.
+    pub fn begin_file(&mut self) {
+        (self.misses, self.skipped) = (0, 0);
     }
 
     /// `raw` compressed, if that saves at least a sixteenth of it; `None` to send it as it is.
@@ -79,7 +94,8 @@ impl Packer {
             Ok(n) if n > 0 && n <= most => {
                 self.misses = 0;
                 self.skipped = 0;
-                Some(&self.out[..n])
+                self.out.truncate(n);
+                Some(&self.out)
             }
             _ => {
                 self.misses += 1;

@@ -11,7 +11,7 @@ use std::io::{self, BufRead, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
-use crate::compress::{Pace, Packer, RECORD, Unpacker};
+use crate::compress::{Packer, RECORD, Unpacker};
 use crate::delta::Shape;
 use crate::delta::matcher::Op;
 use crate::digest::Hasher;
@@ -22,18 +22,20 @@ use crate::wire::{ProtocolError, Record};
 pub struct RecordWriter<'w, W: Write> {
     out: &'w mut W,
     pending: Vec<u8>,
-    packer: Option<Packer>,
+    packer: Option<&'w mut Packer>,
     /// Bytes of the file's content that went (compressed or not).
     pub went: u64,
     /// Bytes compression spared.
     pub spared: u64,
-    /// Whether compressing pays on this connection.
-    pace: Pace,
 }
 
 impl<'w, W: Write> RecordWriter<'w, W> {
-    pub fn new(out: &'w mut W, packer: Option<Packer>) -> RecordWriter<'w, W> {
-        RecordWriter { out, pending: Vec::new(), packer, went: 0, spared: 0, pace: Pace::default() }
+    /// Records of one file to `out`, compressed where `packer` finds it pays.
+    pub fn new(out: &'w mut W, mut packer: Option<&'w mut Packer>) -> RecordWriter<'w, W> {
+        if let Some(packer) = packer.as_deref_mut() {
+            packer.begin_file();
+        }
+        RecordWriter { out, pending: Vec::new(), packer, went: 0, spared: 0 }
     }
 
     /// Says one op. A copy goes out at once (flushed), so the receiver copies those blocks while
@@ -66,26 +68,30 @@ impl<'w, W: Write> RecordWriter<'w, W> {
             return Ok(());
         }
         let len = self.pending.len() as u64;
-        let began = Instant::now();
-        let packed = match &mut self.packer {
-            Some(packer) if self.pace.compress_next() => packer.pack(&self.pending),
-            _ => None,
+        let Some(packer) = self.packer.as_deref_mut() else {
+            Record::Literal { len }.write(self.out)?;
+            self.out.write_all(&self.pending)?;
+            self.went += len;
+            self.pending.clear();
+            return Ok(());
         };
+        let began = Instant::now();
+        let packed = if packer.pace.compress_next() { packer.pack(&self.pending).map(<[u8]>::len) } else { None };
         let packing = began.elapsed();
         let began = Instant::now();
         match packed {
-            Some(packed) => {
-                Record::Zstd { len, packed: packed.len() as u64 }.write(self.out)?;
-                self.out.write_all(packed)?;
-                self.went += packed.len() as u64;
-                self.spared += len - packed.len() as u64;
-                self.pace.packed(len, packed.len() as u64, packing, began.elapsed());
+            Some(n) => {
+                Record::Zstd { len, packed: n as u64 }.write(self.out)?;
+                self.out.write_all(packer.packed())?;
+                self.went += n as u64;
+                self.spared += len - n as u64;
+                packer.pace.packed(len, n as u64, packing, began.elapsed());
             }
             None => {
                 Record::Literal { len }.write(self.out)?;
                 self.out.write_all(&self.pending)?;
                 self.went += len;
-                self.pace.sent(len, began.elapsed());
+                packer.pace.sent(len, began.elapsed());
             }
         }
         self.pending.clear();
@@ -348,7 +354,8 @@ mod tests {
         let shape = Shape::for_size(old.len() as u64).unwrap();
         let signature = Signature::compute(shape, &mut &old[..]).unwrap();
         let mut wire = Vec::new();
-        let mut out = RecordWriter::new(&mut wire, pack.then(|| Packer::new().unwrap()));
+        let mut packer = pack.then(|| Packer::new().unwrap());
+        let mut out = RecordWriter::new(&mut wire, packer.as_mut());
         let scanned = scan(&Index::new(signature), &mut &new[..], |op| out.say(op)).unwrap();
         out.flush().unwrap();
         Record::End { size: scanned.total }.write(&mut wire).unwrap();

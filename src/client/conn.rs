@@ -35,6 +35,8 @@ pub struct Client {
     pub(super) compress: bool,
     /// The round trip to the server, as TCP's connect took it (zero where unknown).
     pub(super) rtt: std::time::Duration,
+    /// What compresses this connection's uploads, once one has been.
+    pub(super) packer: Option<crate::compress::Packer>,
 }
 
 /// The features this client asks for in its `hello`: a digest after the body (`trailer`),
@@ -61,6 +63,7 @@ impl Client {
             delta: false,
             compress: false,
             rtt: std::time::Duration::ZERO,
+            packer: None,
         };
         // Its reply is read before the first request's, so agreeing costs no round trip of its
         // own.

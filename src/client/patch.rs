@@ -76,10 +76,10 @@ impl Client {
         let none = || Signature { shape: Shape { size: 0, block: MIN_BLOCK }, sums: Vec::new() };
         let signature = signature.unwrap_or_else(none);
         let base = signature.shape;
-        let packer = match self.agreed()?.has(Feature::Zstd) && self.compress && !is_packed_name(name.as_bytes()) {
-            true => Some(Packer::new().map_err(ClientError::from)?),
-            false => None,
-        };
+        let packs = self.agreed()?.has(Feature::Zstd) && self.compress && !is_packed_name(name.as_bytes());
+        if packs && self.packer.is_none() {
+            self.packer = Some(Packer::new().map_err(ClientError::from)?);
+        }
         self.send(&Request::Patch { base, size, mtime, replace, perm, name: name.clone() })?;
         if let Some(progress) = &self.progress {
             progress.begin(name, size);
@@ -91,7 +91,7 @@ impl Client {
         let mut reading = Local { at: At::new(file, size), failed: &unreadable, progress: self.progress.as_deref() };
         // Out of step until the records and the trailer are written.
         self.broken = true;
-        let mut out = RecordWriter::new(&mut self.stream, packer);
+        let mut out = RecordWriter::new(&mut self.stream, self.packer.as_mut().filter(|_| packs));
         let scanned = scan(&index, &mut Hashing(&mut reading, &mut hasher), |op| out.say(op))?;
         let mut said = scanned.total;
         if said < size {

@@ -71,6 +71,8 @@ pub(crate) struct Connection<'a> {
     /// Nothing but `health` (and `hello`, `quit`) was asked: a load balancer's check, whose
     /// closing is logged at debug level, not once a second per replica at info.
     pub(crate) only_health: bool,
+    /// What compresses this connection's replies, once one has been.
+    pub(super) packer: Option<crate::compress::Packer>,
 }
 
 /// Who a connection speaks for.
@@ -148,6 +150,7 @@ impl<'a> Connection<'a> {
             health_only,
             only_health: true,
             cut_off,
+            packer: None,
         }))
     }
 

@@ -39,13 +39,13 @@ impl Connection<'_> {
             Ok(answer) => answer,
             Err(refusal) => return self.refuse(&refusal),
         };
-        let packer = match self.agreed.has(Feature::Zstd) && !is_packed_name(name.as_bytes()) {
-            true => Some(Packer::new()?),
-            false => None,
-        };
+        let packs = self.agreed.has(Feature::Zstd) && !is_packed_name(name.as_bytes());
+        if packs && self.packer.is_none() {
+            self.packer = Some(Packer::new()?);
+        }
         answer.header().write(&mut self.stream)?;
         self.stream.flush()?;
-        let mut out = RecordWriter::new(&mut self.stream, packer);
+        let mut out = RecordWriter::new(&mut self.stream, self.packer.as_mut().filter(|_| packs));
         let sent = answer.send(|op| out.say(op));
         let flushed = out.flush();
         let (went, spared) = (out.went, out.spared);
