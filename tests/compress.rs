@@ -208,13 +208,44 @@ fn leb(mut v: u64) -> Vec<u8> {
 }
 
 #[test]
-fn a_server_without_zstd_is_asked_plainly() {
+fn a_server_without_zstd_is_asked_plainly_once_it_has_said_so() {
+    // Before the reply to hello the first file is asked for as records, on the bet that the
+    // server speaks them: one that speaks delta without zstd answers them uncompressed. Once its
+    // reply is read, files are asked for plainly.
     let body = b"plain";
-    let mut reply = format!("OK 5 xxh3={}\n", Digest::of(body)).into_bytes();
-    reply.extend_from_slice(body);
+    let records = [b"OK delta size=5 mode=644 mtime=1 mtime_ns=0\nl".to_vec(), leb(5), body.to_vec()];
+    let mut first = records.concat();
+    first.push(b'e');
+    first.extend(leb(5));
+    first.extend(format!("OK xxh3={}\n", Digest::of(body)).into_bytes());
+    let mut second = format!("OK 5 xxh3={}\n", Digest::of(body)).into_bytes();
+    second.extend_from_slice(body);
     let dir = tempfile::tempdir().unwrap();
     let out = OutDir::create(dir.path()).unwrap();
-    let (addr, server) = fake("trailer,delta", reply);
-    fetch_from(addr, &out).unwrap();
-    assert!(server.join().unwrap().starts_with("get f.txt"));
+    let (addr, server) = crate::util::fake_speaker("trailer,delta", vec![first, second], |_, _| {});
+    let mut client = Client::connect(&addr.to_string(), WAIT).unwrap();
+    client.set_compress(true);
+    client.download(&name("f.txt"), &out, true).unwrap();
+    client.download(&name("g.txt"), &out, true).unwrap();
+    drop(client);
+    assert_eq!(server.join().unwrap(), "delta 0 512 f.txt\nget g.txt\n");
+    assert!(fs::read(dir.path().join("f.txt")).unwrap() == body && fs::read(dir.path().join("g.txt")).unwrap() == body);
+}
+
+#[test]
+fn a_server_without_records_answers_the_bet_unknown_command_and_is_asked_plainly() {
+    let body = b"plain";
+    let mut whole = format!("OK 5 xxh3={}\n", Digest::of(body)).into_bytes();
+    whole.extend_from_slice(body);
+    let unknown = b"ERR unknown-command delta\n".to_vec();
+    let dir = tempfile::tempdir().unwrap();
+    let out = OutDir::create(dir.path()).unwrap();
+    let (addr, server) = crate::util::fake_speaker("trailer", vec![unknown, whole], |_, _| {});
+    let mut client = Client::connect(&addr.to_string(), WAIT).unwrap();
+    client.set_compress(true);
+    let done = client.download(&name("f.txt"), &out, true).unwrap();
+    assert_eq!(done.size, 5);
+    drop(client);
+    assert_eq!(server.join().unwrap(), "delta 0 512 f.txt\nget f.txt\n");
+    assert!(fs::read(dir.path().join("f.txt")).unwrap() == body);
 }

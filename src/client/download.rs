@@ -294,13 +294,15 @@ impl Client {
         let mut held: Option<Prepared> = None;
         let mut whole_again: VecDeque<Name> = VecDeque::new();
         let mut window = Window::new(self.rtt);
-        // Bytes of the requests in flight, oldest first.
-        let mut request_bytes: VecDeque<usize> = VecDeque::new();
+        // Bytes of the requests in flight, oldest first, and whether each was asked as records
+        // before the reply to `hello` said the server speaks them (a bet).
+        let mut request_bytes: VecDeque<(usize, bool)> = VecDeque::new();
         let mut requested = 0usize;
         loop {
             // Refill once half the window is free, so requests leave in batches, not one by one.
             if in_flight.len() <= window.size() / 2 {
                 while in_flight.len() < window.size() && requested < MAX_REQUEST_BYTES {
+                    let mut bet = false;
                     let prepared = match held.take() {
                         Some(prepared) => prepared,
                         // A delta whose rebuild failed its check: asked again, whole.
@@ -332,6 +334,17 @@ impl Client {
                                 None if !(self.compress || (self.delta && delta::has_older(&name, dir, resume))) => {
                                     Ways::default()
                                 }
+                                // Before the reply to `hello`, a file with nothing to rebuild
+                                // from is asked for as records at once, on the bet that the
+                                // server speaks them as this build does, which saves waiting a
+                                // round trip for that reply; one that does not answers
+                                // `unknown-command`, and the file is asked for again plainly. A
+                                // signature waits for the reply: an older server would read its
+                                // bytes as requests.
+                                None if self.agreed.is_none() && !delta::has_older(&name, dir, resume) => {
+                                    bet = true;
+                                    Ways { delta: self.delta, compress: self.compress }
+                                }
                                 None => *ways.insert(self.ways()),
                             };
                             match InFlight::prepare(&name, dir, resume, ways) {
@@ -352,7 +365,7 @@ impl Client {
                     match written.and_then(|line| self.write_after(&after).map(|()| line + after.len())) {
                         Ok(bytes) => {
                             in_flight.push_back(flight);
-                            request_bytes.push_back(bytes);
+                            request_bytes.push_back((bytes, bet));
                             requested += bytes;
                         }
                         Err(e) if !self.broken => report(&flight.name, Err(e)),
@@ -380,7 +393,8 @@ impl Client {
             };
             let name = flight.name.clone();
             let delta = matches!(flight.records, Some(Some(_)));
-            requested -= request_bytes.pop_front().unwrap_or(0);
+            let (bytes, bet) = request_bytes.pop_front().unwrap_or_default();
+            requested -= bytes;
             let received = self.receive(flight, dir);
             let moved = match &received {
                 Ok(Received::Saved(done)) => done.moved(),
@@ -392,6 +406,12 @@ impl Client {
                 // Blocks matched by mistake (the signature's sums are 64 bits a block): the
                 // rebuild was refused and nothing saved; the file whole is certain.
                 Err(ClientError::Integrity { .. }) if delta => whole_again.push_back(name),
+                // The bet lost: a server that does not speak records.
+                Err(ClientError::Server(reply))
+                    if bet && reply.kind() == Some(crate::wire::ErrorCode::UnknownCommand) =>
+                {
+                    whole_again.push_back(name)
+                }
                 Ok(Received::Saved(done)) => report(&name, Ok(done)),
                 Ok(Received::Whole(whole)) => {
                     for (name, result) in saver.push(whole) {
