@@ -248,4 +248,16 @@ fn a_server_without_records_answers_the_bet_unknown_command_and_is_asked_plainly
     drop(client);
     assert_eq!(server.join().unwrap(), "delta 0 512 f.txt\nget f.txt\n");
     assert!(fs::read(dir.path().join("f.txt")).unwrap() == body);
+    // To a stream, the same.
+    let mut whole = format!("OK 5 xxh3={}\n", Digest::of(body)).into_bytes();
+    whole.extend_from_slice(body);
+    let unknown = b"ERR unknown-command delta\n".to_vec();
+    let (addr, server) = crate::util::fake_speaker("trailer", vec![unknown, whole], |_, _| {});
+    let mut client = Client::connect(&addr.to_string(), WAIT).unwrap();
+    client.set_compress(true);
+    let mut piped = Vec::new();
+    assert_eq!(client.get(&name("f.txt"), &mut piped).unwrap(), 5);
+    drop(client);
+    assert_eq!(server.join().unwrap(), "delta 0 512 f.txt\nget f.txt\n");
+    assert_eq!(piped, body);
 }

@@ -136,10 +136,21 @@ impl Client {
     /// write error (the connection is then unusable): meant for streams such as stdout, where
     /// bytes already written cannot be taken back, so a failed check is reported after them.
     pub fn get(&mut self, name: &Name, out: &mut impl Write) -> Result<u64, ClientError> {
-        if self.compress && self.ways().compress {
+        // Before the reply to `hello`, asked as records on the bet that the server speaks them
+        // (one that does not answers `unknown-command`, and the file is asked for plainly).
+        let bet = self.agreed.is_none();
+        if self.compress && (bet || self.ways().compress) {
             self.send(&delta::whole(name))?;
             self.flush()?;
-            let header = self.read_reply(DeltaHeader::parse)?.into_result().map_err(ClientError::Server)?;
+            let header = match self.read_reply(DeltaHeader::parse)?.into_result() {
+                Ok(header) => header,
+                Err(reply) if bet && reply.kind() == Some(crate::wire::ErrorCode::UnknownCommand) => {
+                    self.send(&Request::Get(name.clone()))?;
+                    self.flush()?;
+                    return self.receive_to(name, out).map(|header| header.size);
+                }
+                Err(reply) => return Err(ClientError::Server(reply)),
+            };
             if let Some(progress) = &self.progress {
                 progress.begin(name, header.size);
             }
