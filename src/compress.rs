@@ -105,6 +105,20 @@ impl Packer {
     }
 }
 
+/// A connection's decompressor, with its buffers for a compressed record and what it gives,
+/// kept between replies (making a context costs more than decompressing a small file).
+pub struct Unpacking {
+    pub unpacker: Unpacker,
+    pub packed: Vec<u8>,
+    pub raw: Vec<u8>,
+}
+
+impl Unpacking {
+    pub fn new() -> io::Result<Unpacking> {
+        Ok(Unpacking { unpacker: Unpacker::new()?, packed: Vec::new(), raw: Vec::new() })
+    }
+}
+
 /// Decompresses records.
 pub struct Unpacker {
     zstd: zstd::bulk::Decompressor<'static>,

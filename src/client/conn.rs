@@ -37,6 +37,8 @@ pub struct Client {
     pub(super) rtt: std::time::Duration,
     /// What compresses this connection's uploads, once one has been.
     pub(super) packer: Option<crate::compress::Packer>,
+    /// What decompresses its replies, once one has come compressed.
+    pub(super) unpacker: Option<Box<crate::compress::Unpacking>>,
 }
 
 /// The features this client asks for in its `hello`: a digest after the body (`trailer`),
@@ -64,6 +66,7 @@ impl Client {
             compress: false,
             rtt: std::time::Duration::ZERO,
             packer: None,
+            unpacker: None,
         };
         // Its reply is read before the first request's, so agreeing costs no round trip of its
         // own.

@@ -20,7 +20,7 @@ use super::part::Partial;
 use super::result::{ClientError, Downloaded};
 use super::saver::SMALL_FILE;
 use super::saver::{Received, Whole};
-use crate::compress::Unpacker;
+use crate::compress::Unpacking;
 use crate::delta::{MIN_BLOCK, Shape, Signature};
 use crate::digest::{Digest, Hasher};
 use crate::name::Name;
@@ -172,7 +172,11 @@ impl Client {
     ) -> Result<(Rebuilt, Digest), ClientError> {
         let mut hasher = Hasher::default();
         self.broken = true;
-        let rebuilt = self.read_records(older, header.size, out, &mut hasher)?;
+        // The connection's decompressor and buffers, kept between replies.
+        let mut unpacker = self.unpacker.take();
+        let rebuilt = self.read_records(older, header.size, out, &mut hasher, &mut unpacker);
+        self.unpacker = unpacker;
+        let rebuilt = rebuilt?;
         // At the trailer: in step again, unless reading it fails.
         self.broken = false;
         let digest = self.read_reply(protocol::parse_trailer)?.into_result().map_err(ClientError::Server)?;
@@ -198,9 +202,9 @@ impl Client {
         size: u64,
         mut out: Option<&mut impl Write>,
         hasher: &mut Hasher,
+        unpacker: &mut Option<Box<Unpacking>>,
     ) -> Result<Rebuilt, ClientError> {
         let mut done = Rebuilt { described: 0, built: 0, reused: 0, compression_saved: 0, failed: None };
-        let mut unpacker: Option<(Unpacker, Vec<u8>, Vec<u8>)> = None;
         loop {
             let record = Record::read(&mut self.stream).map_err(|e| self.lost(e))?;
             let len = match record {
@@ -236,9 +240,9 @@ impl Client {
                     copy_from(&older.file, block * u64::from(older.shape.block), len, writing, hasher)
                 }
                 (Record::Zstd { packed, .. }, _) => {
-                    let (unpacker, packed_bytes, raw) = match &mut unpacker {
-                        Some(u) => u,
-                        None => unpacker.insert((Unpacker::new()?, Vec::new(), Vec::new())),
+                    let Unpacking { unpacker, packed: packed_bytes, raw } = match unpacker {
+                        Some(u) => &mut **u,
+                        None => unpacker.insert(Box::new(Unpacking::new()?)),
                     };
                     packed_bytes.resize(packed as usize, 0);
                     let read = self.stream.read_exact(packed_bytes);
