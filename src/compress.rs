@@ -161,11 +161,16 @@ pub const JUDGED_AT_MOST: u32 = 256;
 /// Records sent as they are, judged together, to measure how fast the link takes bytes.
 pub const PROBE: u32 = 4;
 
+/// Wire bytes compressed records must make before they are judged: fewer may not have left the
+/// connection's write buffer at all (data that shrinks a thousandfold makes a KiB a record), and
+/// their writes would wait for nothing, however slow the link.
+pub const JUDGED_WIRE: u64 = 1 << 20;
+
 /// Whether compressing pays on this connection: compressing a byte must take less than the
 /// link takes to carry one, or the link waits on the compressor. While records go compressed
-/// and the link is slower, writes wait for it; when over [`JUDGED`] records they took under an
-/// eighth of the time compressing took (little more than the copy into the socket), the link
-/// may be the faster, and
+/// and the link is slower, writes wait for it; when over [`JUDGED`] records (and a MiB on the
+/// wire) they took under an eighth of the time compressing took (little more than the copy into
+/// the socket), the link may be the faster, and
 /// [`PROBE`] records go as they are: their writes' waits are the link's time for their bytes,
 /// and records go compressed again if that is more than compressing them takes.
 #[derive(Debug, Default, Clone)]
@@ -202,7 +207,7 @@ impl Pace {
             return;
         }
         self.gather(wire, pack, wait);
-        if self.records >= self.judged.max(JUDGED) {
+        if self.records >= self.judged.max(JUDGED) && self.wire >= JUDGED_WIRE {
             self.raw = self.wait < self.pack / 8;
             self.begin_judging();
         }
@@ -346,6 +351,16 @@ mod tests {
         );
         assert_eq!(raw, 5 * 4);
         assert!(between.compress_next());
+        // Data that shrinks a thousandfold over a slow link: its compressed records sit in the
+        // write buffer and most writes wait for nothing (one in 64 flushes it, and waits), yet
+        // none goes as it is: judged by a MiB of them at a time, the waits say the link is slower.
+        let mut zeros = Pace::default();
+        let mib = 1u64 << 20;
+        for k in 0..12_000u32 {
+            assert!(zeros.compress_next(), "record {k}");
+            let wait = if k % 64 == 63 { us(5_000) } else { us(0) };
+            zeros.packed(mib, 1024, Duration::from_micros(100), wait);
+        }
         // A link that slows down while records go as they are: compressed again.
         assert!(run(&mut fast, 8, |_, _| us(80_000)) <= PROBE);
         assert!(fast.compress_next());
