@@ -68,30 +68,29 @@ impl<'w, W: Write> RecordWriter<'w, W> {
             return Ok(());
         }
         let len = self.pending.len() as u64;
-        let Some(packer) = self.packer.as_deref_mut() else {
-            Record::Literal { len }.write(self.out)?;
-            self.out.write_all(&self.pending)?;
-            self.went += len;
-            self.pending.clear();
-            return Ok(());
-        };
+        let mut packer = self.packer.as_deref_mut();
         let began = Instant::now();
-        let packed = if packer.pace.compress_next() { packer.pack(&self.pending).map(<[u8]>::len) } else { None };
+        let packed = match packer.as_deref_mut() {
+            Some(packer) if packer.pace.compress_next() => packer.pack(&self.pending).map(<[u8]>::len),
+            _ => None,
+        };
         let packing = began.elapsed();
         let began = Instant::now();
-        match packed {
-            Some(n) => {
+        match (packed, packer) {
+            (Some(n), Some(packer)) => {
                 Record::Zstd { len, packed: n as u64 }.write(self.out)?;
                 self.out.write_all(packer.packed())?;
                 self.went += n as u64;
                 self.spared += len - n as u64;
                 packer.pace.packed(len, n as u64, packing, began.elapsed());
             }
-            None => {
+            (_, packer) => {
                 Record::Literal { len }.write(self.out)?;
                 self.out.write_all(&self.pending)?;
                 self.went += len;
-                packer.pace.sent(len, began.elapsed());
+                if let Some(packer) = packer {
+                    packer.pace.sent(len, began.elapsed());
+                }
             }
         }
         self.pending.clear();

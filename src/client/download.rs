@@ -142,23 +142,21 @@ impl Client {
         if self.compress && (bet || self.ways().compress) {
             self.send(&delta::whole(name))?;
             self.flush()?;
-            let header = match self.read_reply(DeltaHeader::parse)?.into_result() {
-                Ok(header) => header,
-                Err(reply) if bet && reply.kind() == Some(crate::wire::ErrorCode::UnknownCommand) => {
-                    self.send(&Request::Get(name.clone()))?;
-                    self.flush()?;
-                    return self.receive_to(name, out).map(|header| header.size);
+            match self.read_reply(DeltaHeader::parse)?.into_result() {
+                Ok(header) => {
+                    if let Some(progress) = &self.progress {
+                        progress.begin(name, header.size);
+                    }
+                    return match self.rebuild(None, &header, Some(out)) {
+                        Ok(_) => Ok(header.size),
+                        Err(ClientError::Local { source, .. }) => Err(ClientError::Local { path: "-".into(), source }),
+                        Err(e) => Err(e),
+                    };
                 }
+                // The bet lost: asked plainly below.
+                Err(reply) if bet && reply.kind() == Some(crate::wire::ErrorCode::UnknownCommand) => {}
                 Err(reply) => return Err(ClientError::Server(reply)),
-            };
-            if let Some(progress) = &self.progress {
-                progress.begin(name, header.size);
             }
-            return match self.rebuild(None, &header, Some(out)) {
-                Ok(_) => Ok(header.size),
-                Err(ClientError::Local { source, .. }) => Err(ClientError::Local { path: "-".into(), source }),
-                Err(e) => Err(e),
-            };
         }
         self.send(&Request::Get(name.clone()))?;
         self.flush()?;

@@ -3,7 +3,7 @@
 //! changed is replaced where the server allows it; and the folders of `put -r`, with their modes
 //! and times. What is sent is read by `local.rs`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 
@@ -200,8 +200,7 @@ impl Client {
             }
             result => each(name, result),
         };
-        // The files asked about ahead of their turns, and the next file to look at for that.
-        let mut asked = HashSet::new();
+        // The next file to ask about ahead of its turn.
         let mut next = 0;
         for (k, &(local, name, replace, theirs)) in files.iter().enumerate() {
             next = next.max(k + 1);
@@ -209,10 +208,9 @@ impl Client {
                 if !self.ask_ahead(&mut flight, next, files[next], patches)? {
                     break;
                 }
-                asked.insert(next);
                 next += 1;
             }
-            let mut early = if asked.remove(&k) { self.ahead_for(&mut flight, k, &mut answered)? } else { None };
+            let mut early = self.ahead_for(&mut flight, k, &mut answered)?;
             let outgoing = match Outgoing::read(local) {
                 Ok(outgoing) => outgoing,
                 Err(e) => {
